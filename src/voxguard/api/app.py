@@ -1,0 +1,130 @@
+"""The app factory: settings in, a FastAPI app out; models load and the worker starts in the lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi_offline import FastAPIOffline
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .. import __version__
+from ..metrics import Metrics
+from ..service import PredictionService
+from ..settings import Settings
+from .errors import install_error_handlers
+from .routes import api, probes
+
+logger = logging.getLogger("voxguard.access")
+
+_KNOWN_ROUTES = {
+    "/v1/predict",
+    "/v1/predict/batch",
+    "/predict",
+    "/v1/models",
+    "/health",
+    "/ready",
+    "/metrics",
+}
+
+
+class RequestLog:
+    """One structured log line and the request metrics per HTTP request; sets ``X-Request-ID``."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.monotonic()
+        headers = dict(scope.get("headers") or [])
+        request_id = headers.get(b"x-request-id", b"").decode("latin-1")[:64] or uuid.uuid4().hex[:16]
+        state = scope.setdefault("state", {})
+        state.update(received_at=started, request_id=request_id, windows=0, batch_sizes=[])
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode("latin-1"))]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            path = scope.get("path", "")
+            route = path if path in _KNOWN_ROUTES else "other"
+            if state.get("client_gone"):
+                status = 499
+            elapsed = time.monotonic() - started
+            self.metrics.requests.labels(route, str(status)).inc()
+            self.metrics.request_latency.labels(route).observe(elapsed)
+            logger.info(
+                "request_id=%s method=%s route=%s status=%d windows=%d batch_sizes=%s total_ms=%.1f",
+                request_id,
+                scope.get("method", ""),
+                route,
+                status,
+                state["windows"],
+                ",".join(map(str, state["batch_sizes"])) or "-",
+                elapsed * 1000.0,
+            )
+
+
+def create_app(settings: Settings | None = None, service: PredictionService | None = None) -> FastAPI:
+    """Build the app. Pass ``service`` to reuse already-loaded models (tests); else they load at start-up."""
+    settings = settings or Settings()
+    metrics = service.metrics if service is not None else Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        svc = service
+        if svc is None:
+            svc = await asyncio.get_running_loop().run_in_executor(
+                None, PredictionService.load, settings, metrics
+            )
+        await svc.start()
+        app.state.service = svc
+        logger.info(
+            "ready: models %s on %s", ", ".join(svc.detectors), svc.detectors[svc.default_model].device
+        )
+        try:
+            yield
+        finally:
+            await svc.stop()
+            logger.info("drained and stopped")
+
+    app = FastAPIOffline(
+        title="voxguard",
+        version=__version__,
+        description=(
+            "Voice-deepfake detection with AASIST. Upload speech, get **REAL** or **FAKE** with a "
+            "probability. Errors are JSON `{code, detail}`."
+        ),
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.metrics = metrics
+    install_error_handlers(app)
+    app.include_router(api)
+    app.include_router(probes)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "X-API-Key", "Content-Type", "X-Request-ID"],
+        )
+    app.add_middleware(RequestLog, metrics=metrics)
+    return app

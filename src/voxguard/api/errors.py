@@ -1,0 +1,113 @@
+"""Every failure becomes JSON ``{"code", "detail"}`` with a fitting status; nothing else leaks out."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ..audio import ACCEPTED_FORMATS, AudioError
+from ..batching import DeadlineExceeded, InferenceFailed, QueueFull, ShuttingDown, UnknownModel
+
+logger = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    """An error with its HTTP status, stable code and a sentence saying what is accepted."""
+
+    def __init__(self, status: int, code: str, detail: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.code = code
+        self.detail = detail
+        self.headers = headers
+
+
+_AUDIO_STATUS = {
+    "empty_input": 400,
+    "undecodable_audio": 415,
+    "no_audio_stream": 415,
+    "audio_too_short": 422,
+    "audio_too_long": 413,
+    "invalid_samples": 422,
+    "no_speech": 422,
+}
+
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized", 413: "upload_too_large"}
+
+
+def to_api_error(exc: Exception) -> ApiError:
+    """Map a domain exception to its HTTP form (also used per file in batch responses)."""
+    if isinstance(exc, ApiError):
+        return exc
+    if isinstance(exc, AudioError):
+        return ApiError(_AUDIO_STATUS.get(exc.code, 400), exc.code, exc.detail)
+    if isinstance(exc, QueueFull):
+        return ApiError(
+            503,
+            "queue_full",
+            f"The server is at capacity ({exc}). Retry after {exc.retry_after_s} s.",
+            {"Retry-After": str(exc.retry_after_s)},
+        )
+    if isinstance(exc, ShuttingDown):
+        return ApiError(
+            503,
+            "shutting_down",
+            "The server is shutting down; retry on another replica.",
+            {"Retry-After": "1"},
+        )
+    if isinstance(exc, DeadlineExceeded):
+        return ApiError(504, "deadline_exceeded", f"{exc}. Retry later or send shorter audio.")
+    if isinstance(exc, UnknownModel):
+        return ApiError(400, "unknown_model", f"{exc}. Pass one of them as `model`, or none for the default.")
+    if isinstance(exc, InferenceFailed):
+        return ApiError(500, "inference_failed", f"The model failed on this audio (error id {exc.error_id}).")
+    error_id = uuid.uuid4().hex[:12]
+    logger.error("unhandled error (error id %s)", error_id, exc_info=exc)
+    return ApiError(500, "internal_error", f"Internal error (error id {error_id}).")
+
+
+def error_response(err: ApiError) -> JSONResponse:
+    body: dict[str, str] = {"code": err.code, "detail": err.detail}
+    if err.status >= 500 and "error id " in err.detail:
+        body["error_id"] = err.detail.rsplit("error id ", 1)[1].rstrip(").")
+    return JSONResponse(body, status_code=err.status, headers=err.headers)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    async def domain(_: Request, exc: Exception) -> JSONResponse:
+        return error_response(to_api_error(exc))
+
+    async def validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', 'invalid')}" for e in exc.errors()
+        )
+        return error_response(ApiError(422, "invalid_request", f"The request is invalid: {problems}."))
+
+    async def http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = _HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")
+        return error_response(ApiError(exc.status_code, code, str(exc.detail), getattr(exc, "headers", None)))
+
+    for kind in (
+        ApiError,
+        AudioError,
+        QueueFull,
+        ShuttingDown,
+        DeadlineExceeded,
+        UnknownModel,
+        InferenceFailed,
+    ):
+        app.add_exception_handler(kind, domain)
+    app.add_exception_handler(RequestValidationError, validation)
+    app.add_exception_handler(StarletteHTTPException, http)
+    app.add_exception_handler(Exception, domain)
+
+
+UNSUPPORTED_TYPE = (
+    "Send the audio as multipart/form-data (field `file`) or as a raw body with an audio/* or "
+    f"application/octet-stream content type. Accepted audio: {ACCEPTED_FORMATS}."
+)

@@ -1,0 +1,107 @@
+"""Wire format: every request and response body the API documents, in one file."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class WindowOut(BaseModel):
+    start_s: float = Field(description="window start in the original audio, seconds")
+    end_s: float = Field(description="window end, seconds")
+    score: float = Field(description="logit[bona fide] - logit[spoof]; positive means human")
+    fake_probability: float = Field(ge=0, le=1, description="sigmoid(-score)")
+
+
+class Timing(BaseModel):
+    decode_ms: float = Field(description="decoding, resampling and windowing")
+    queue_ms: float = Field(description="longest wait of one of its windows before its batch started")
+    inference_ms: float = Field(description="forward time of the batches its windows ran in")
+    total_ms: float = Field(description="from the request's arrival to the response")
+
+
+class PredictResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "example": {
+                "prediction": "REAL",
+                "is_fake": False,
+                "confidence": 0.9938,
+                "fake_probability": 0.0062,
+                "score": 5.07,
+                "model": "aasist",
+                "duration_s": 3.28,
+                "sample_rate": 44100,
+                "windows": [{"start_s": 0.0, "end_s": 3.28, "score": 5.07, "fake_probability": 0.0062}],
+                "warnings": ["audio is 3.28 s, shorter than the model's 4.04 s window: it was repeated"],
+                "timing": {"decode_ms": 21.0, "queue_ms": 3.1, "inference_ms": 140.2, "total_ms": 166.0},
+                "batch_sizes": [4],
+            }
+        }
+    )
+
+    prediction: Literal["REAL", "FAKE"]
+    is_fake: bool
+    confidence: float = Field(ge=0, le=1, description="probability of the predicted class")
+    fake_probability: float = Field(ge=0, le=1, description="sigmoid(-score)")
+    score: float = Field(description="mean window score (silent windows left out)")
+    model: str
+    duration_s: float
+    sample_rate: int = Field(description="sample rate of the upload before resampling to 16 kHz")
+    windows: list[WindowOut]
+    warnings: list[str]
+    timing: Timing
+    batch_sizes: list[int] = Field(description="sizes of the batches this request's windows ran in")
+
+
+class ErrorBody(BaseModel):
+    code: str = Field(description="stable machine-readable code", examples=["undecodable_audio"])
+    detail: str = Field(description="what was wrong and what is accepted")
+    error_id: str | None = Field(default=None, description="server errors: the id in the server log")
+
+
+class BatchItemOut(BaseModel):
+    filename: str | None
+    result: PredictResponse | None = None
+    error: ErrorBody | None = None
+
+
+class BatchResponse(BaseModel):
+    results: list[BatchItemOut] = Field(description="one entry per uploaded file, in upload order")
+
+
+class ModelOut(BaseModel):
+    name: str
+    architecture: str
+    parameters: int
+    sha256: str
+    path: str
+    device: str
+    engine: str
+    config: dict
+
+
+class ModelsResponse(BaseModel):
+    models: list[ModelOut]
+    default: str
+
+
+class HealthResponse(BaseModel):
+    status: Literal["ok"]
+    model_loaded: bool
+    device: str
+    models: list[str]
+
+
+class ReadyResponse(BaseModel):
+    ready: bool
+    detail: str
+
+
+class SeedPrediction(BaseModel):
+    """The shape the original prototype's ``POST /predict`` returned (kept for existing callers)."""
+
+    is_fake: bool
+    confidence: float
+    prediction: Literal["REAL", "FAKE"]

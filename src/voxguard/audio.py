@@ -1,0 +1,358 @@
+"""Uploaded bytes -> 16 kHz mono float32 waveform -> the fixed-length windows AASIST scores.
+
+Knows nothing about HTTP or the model. Everything that can go wrong with the caller's audio is raised as
+:class:`AudioError` with a stable ``code`` so the API layer can map it to a response without parsing text.
+
+Decoding is in memory only. ``soundfile`` (libsndfile) handles WAV, FLAC, OGG (Vorbis and Opus) and MP3;
+anything else goes through PyAV (FFmpeg), restricted to a short list of audio-capable demuxers so that an
+upload cannot reach FFmpeg's playlist/image/network demuxers. Length limits are enforced while decoding,
+so a tiny compressed file that expands to hours is refused after at most ``max_duration_s`` of work.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import av
+import numpy as np
+import soundfile as sf
+import torch
+import torchaudio.functional as taf
+
+logger = logging.getLogger(__name__)
+
+SAMPLE_RATE = 16000
+WINDOW = 64600  # AASIST input length (~4.04 s at 16 kHz)
+DEFAULT_HOP = 32000
+
+ACCEPTED_FORMATS = "WAV, FLAC, MP3, OGG/Vorbis, OGG/Opus, M4A/AAC, WebM/Opus"
+MIN_SOURCE_RATE = 4000
+MAX_SOURCE_RATE = 192000
+
+ErrorCode = Literal[
+    "empty_input",
+    "undecodable_audio",
+    "no_audio_stream",
+    "audio_too_short",
+    "audio_too_long",
+    "invalid_samples",
+    "no_speech",
+]
+
+# libsndfile containers we accept; others it happens to parse fall through to PyAV's whitelist.
+_SF_CONTAINERS = {"WAV": "wav", "WAVEX": "wav", "RF64": "wav", "FLAC": "flac", "OGG": "ogg", "MP3": "mp3"}
+_SF_CODECS = {
+    "FLOAT": "pcm_float",
+    "DOUBLE": "pcm_double",
+    "MPEG_LAYER_I": "mp1",
+    "MPEG_LAYER_II": "mp2",
+    "MPEG_LAYER_III": "mp3",
+}
+# libsndfile reports SF_COUNT_MAX frames when the header has no length (e.g. streamed FLAC); soundfile
+# then fails to seek between reads, so such files are counted by PyAV instead.
+_SF_UNKNOWN_LENGTH = 2**63 - 1
+# FFmpeg demuxers an upload may reach. Everything else (hls, concat, image2, ...) is refused at probe time.
+_AV_FORMAT_WHITELIST = "mov,mp4,m4a,3gp,3g2,mj2,matroska,webm,ogg,mp3,aac,flac,wav"
+_AV_CONTAINERS = {"mov,mp4,m4a,3gp,3g2,mj2": "mp4", "matroska,webm": "matroska"}
+# Samples (all channels) per soundfile read, so a block stays ~1 MiB whatever the channel count.
+_BLOCK_SAMPLES = 1 << 18
+# torchaudio builds a (new/g) x (orig/g + 2*width) float64 kernel; rates such as 44099 Hz would need
+# gigabytes, so rates whose kernel exceeds this many elements are refused.
+_MAX_RESAMPLE_KERNEL = 1 << 22
+# Digital silence has RMS 0; flooring it at -200 dBFS keeps its level a finite (JSON-safe) number.
+_RMS_FLOOR = 1e-10
+
+
+class AudioError(Exception):
+    """The audio was rejected. ``code`` is stable for machines, ``detail`` says what was wrong and what is
+    accepted, for the person who sent it."""
+
+    def __init__(self, code: ErrorCode, detail: str) -> None:
+        super().__init__(f"{code}: {detail}")
+        self.code: str = code
+        self.detail: str = detail
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    """What the upload was, before downmixing and resampling (for logs and responses)."""
+
+    sample_rate: int
+    channels: int
+    duration_s: float
+    container: str
+    codec: str
+
+
+@dataclass(frozen=True)
+class DecodedAudio:
+    """``waveform`` is float32, mono, 16 kHz, 1-D: the only form the rest of the pipeline handles."""
+
+    waveform: np.ndarray
+    info: AudioInfo
+
+
+@dataclass(frozen=True)
+class WindowSet:
+    """Model input rows plus, per row, where it came from and how loud it was."""
+
+    batch: np.ndarray
+    spans: list[tuple[float, float]]
+    silent: list[bool]
+    rms_dbfs: list[float]
+
+
+@dataclass(frozen=True)
+class _Limits:
+    min_s: float
+    max_s: float
+
+    def error(self, code: ErrorCode, problem: str) -> AudioError:
+        return AudioError(
+            code,
+            f"{problem}. Accepted: {ACCEPTED_FORMATS} audio, {self.min_s:g} s to {self.max_s:g} s long, "
+            f"sampled at {MIN_SOURCE_RATE}-{MAX_SOURCE_RATE} Hz.",
+        )
+
+    def max_frames(self, rate: int) -> int:
+        return math.floor(self.max_s * rate)
+
+    def too_long(self) -> AudioError:
+        return self.error("audio_too_long", f"The audio is longer than {self.max_s:g} s")
+
+
+@dataclass(frozen=True)
+class _Raw:
+    """Decoded audio at its original rate, already downmixed."""
+
+    mono: np.ndarray
+    sample_rate: int
+    channels: int
+    container: str
+    codec: str
+
+
+def decode(data: bytes, *, min_duration_s: float = 0.25, max_duration_s: float = 600.0) -> DecodedAudio:
+    """Decode an uploaded file to 16 kHz mono float32, refusing anything outside the limits.
+
+    Zero decoded frames is ``audio_too_short`` (``empty_input`` means zero bytes). Truncated files decode
+    to whatever complete audio they hold, as FFmpeg and libsndfile both do.
+    """
+    if not 0 <= min_duration_s < max_duration_s:
+        raise ValueError(f"need 0 <= min_duration_s < max_duration_s, got {min_duration_s}, {max_duration_s}")
+    limits = _Limits(min_duration_s, max_duration_s)
+    if not data:
+        raise limits.error("empty_input", "The upload is empty (0 bytes)")
+
+    raw = _decode_soundfile(data, limits) or _decode_pyav(data, limits)
+    n = raw.mono.shape[0]
+    if n == 0:
+        raise limits.error("audio_too_short", "The file contains no audio samples")
+    if not np.isfinite(raw.mono).all():
+        raise limits.error("invalid_samples", "The audio contains NaN or infinite sample values")
+    duration_s = n / raw.sample_rate
+    if duration_s < min_duration_s:
+        raise limits.error("audio_too_short", f"The audio is {duration_s:.3f} s long")
+
+    waveform = raw.mono
+    if raw.sample_rate != SAMPLE_RATE:
+        waveform = taf.resample(torch.from_numpy(waveform), raw.sample_rate, SAMPLE_RATE).numpy()
+    info = AudioInfo(raw.sample_rate, raw.channels, duration_s, raw.container, raw.codec)
+    logger.debug(
+        "decoded %s/%s: %d Hz, %d ch, %.3f s -> %d samples at %d Hz",
+        info.container,
+        info.codec,
+        info.sample_rate,
+        info.channels,
+        info.duration_s,
+        waveform.shape[0],
+        SAMPLE_RATE,
+    )
+    return DecodedAudio(np.ascontiguousarray(waveform, dtype=np.float32), info)
+
+
+def _check_sample_rate(rate: int, limits: _Limits) -> None:
+    """Refuse rates that would make resampling or the decoded buffer unreasonably large."""
+    if not MIN_SOURCE_RATE <= rate <= MAX_SOURCE_RATE:
+        raise limits.error("undecodable_audio", f"The sample rate {rate} Hz is not supported")
+    g = math.gcd(rate, SAMPLE_RATE)
+    if (SAMPLE_RATE // g) * (rate // g) > _MAX_RESAMPLE_KERNEL:
+        raise limits.error(
+            "undecodable_audio", f"The sample rate {rate} Hz is not a standard rate and cannot be resampled"
+        )
+
+
+def _concat(blocks: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate(blocks) if blocks else np.zeros(0, dtype=np.float32)
+
+
+def _decode_soundfile(data: bytes, limits: _Limits) -> _Raw | None:
+    """libsndfile path; ``None`` means "not for libsndfile", so the caller tries PyAV."""
+    try:
+        f = sf.SoundFile(io.BytesIO(data))
+    except sf.SoundFileError:
+        return None
+    with f:
+        if f.format not in _SF_CONTAINERS or f.frames >= _SF_UNKNOWN_LENGTH:
+            return None
+        rate, channels = f.samplerate, f.channels
+        _check_sample_rate(rate, limits)
+        max_frames = limits.max_frames(rate)
+        if f.frames > max_frames:  # refused from the header alone, before reading anything
+            raise limits.too_long()
+        block_frames = max(1, _BLOCK_SAMPLES // channels)
+        blocks: list[np.ndarray] = []
+        total = 0
+        try:
+            while True:
+                block = f.read(block_frames, dtype="float32", always_2d=True)
+                if block.shape[0] == 0:
+                    break
+                total += block.shape[0]
+                # soundfile stops at the header's count today; this keeps memory bounded if it ever does not
+                if total > max_frames:
+                    raise limits.too_long()
+                blocks.append(block.mean(axis=1, dtype=np.float64).astype(np.float32))
+        except sf.SoundFileError:
+            logger.debug("libsndfile failed mid-stream on %s; retrying with PyAV", f.format, exc_info=True)
+            return None
+        container = _SF_CONTAINERS[f.format]
+        codec = "flac" if container == "flac" else _SF_CODECS.get(f.subtype, f.subtype.lower())
+    return _Raw(_concat(blocks), rate, channels, container, codec)
+
+
+def _decode_pyav(data: bytes, limits: _Limits) -> _Raw:
+    """FFmpeg path for what libsndfile cannot read (M4A/AAC, WebM/Opus, Matroska, ...)."""
+    try:
+        container = av.open(io.BytesIO(data), options={"format_whitelist": _AV_FORMAT_WHITELIST})
+    except av.FFmpegError as exc:
+        raise limits.error("undecodable_audio", "The file is not in a recognised audio format") from exc
+    with container:
+        if not container.streams.audio:
+            raise limits.error("no_audio_stream", "The file contains no audio stream")
+        stream = container.streams.audio[0]
+        fmt = container.format.name
+        name = _AV_CONTAINERS.get(fmt, fmt.split(",")[0])
+        if name == "matroska" and b"webm" in data[:64]:  # the EBML DocType sits in the first bytes
+            name = "webm"
+        codec = stream.codec_context.codec.canonical_name
+        resampler: av.AudioResampler | None = None
+        rate = channels = max_frames = total = 0
+        blocks: list[np.ndarray] = []
+        try:
+            for frame in container.decode(stream):
+                if resampler is None:
+                    rate, channels = frame.sample_rate, frame.layout.nb_channels
+                    _check_sample_rate(rate, limits)
+                    max_frames = limits.max_frames(rate)
+                    # Only converts the sample format to float; rate and layout stay as decoded.
+                    resampler = av.AudioResampler(format="fltp", layout=frame.layout, rate=rate)
+                for out in resampler.resample(frame):
+                    planes = out.to_ndarray()
+                    total += planes.shape[1]
+                    if total > max_frames:
+                        raise limits.too_long()
+                    blocks.append(planes.mean(axis=0, dtype=np.float64).astype(np.float32))
+        except av.FFmpegError as exc:
+            raise limits.error("undecodable_audio", f"The {name} audio stream could not be decoded") from exc
+    return _Raw(_concat(blocks), rate, channels, name, codec)
+
+
+def window_starts(n_samples: int, window: int = WINDOW, hop: int = DEFAULT_HOP) -> list[int]:
+    """Start sample of each window: every ``hop`` from 0, plus one ending exactly at the last sample.
+
+    The extra tail window makes sure the end of the audio is always scored, without a duplicate when the
+    hop grid already lands on it. Audio no longer than one window gets the single start 0.
+    """
+    if n_samples < 1 or window < 1 or hop < 1:
+        raise ValueError(f"need positive n_samples, window and hop, got {n_samples}, {window}, {hop}")
+    if n_samples <= window:
+        return [0]
+    starts = list(range(0, n_samples - window + 1, hop))
+    if starts[-1] + window != n_samples:
+        starts.append(n_samples - window)
+    return starts
+
+
+def make_windows(
+    waveform: np.ndarray,
+    *,
+    hop: int = DEFAULT_HOP,
+    preprocess: str = "robust",
+    target_rms_dbfs: float = -24.0,
+    max_gain_db: float = 40.0,
+    silence_floor_dbfs: float = -60.0,
+) -> WindowSet:
+    """Cut a 16 kHz mono waveform into ``WINDOW``-sample model inputs.
+
+    Short audio is tiled end to end and cut to ``WINDOW`` exactly as the reference AASIST evaluation
+    does; longer audio uses :func:`window_starts`.
+
+    ``preprocess="reference"`` gives the raw samples, matching the published evaluation bit for bit.
+    ``preprocess="robust"`` (default) scales each window to ``target_rms_dbfs`` because AASIST calls
+    synthetic speech real once it is quietened by 20-30 dB, so level must not be an attack knob. The gain
+    is capped at ``max_gain_db`` so near-silence is not blown up into noise; windows whose raw RMS is below
+    ``silence_floor_dbfs`` are flagged ``silent`` and, if all are, ``no_speech`` is raised. Normalised
+    samples are not clipped to [-1, 1]: the model input is linear and clipping would add distortion
+    that the level change alone does not.
+    """
+    if waveform.ndim != 1 or waveform.shape[0] == 0:
+        raise ValueError(f"need a non-empty 1-D waveform, got shape {waveform.shape}")
+    if preprocess not in ("robust", "reference"):
+        raise ValueError(f"preprocess must be 'robust' or 'reference', got {preprocess!r}")
+    x = np.asarray(waveform, dtype=np.float32)
+    n = x.shape[0]
+    if n < WINDOW:
+        raw = np.tile(x, WINDOW // n + 1)[:WINDOW][None, :]
+        spans = [(0.0, n / SAMPLE_RATE)]
+    else:
+        starts = window_starts(n, WINDOW, hop)
+        raw = np.stack([x[s : s + WINDOW] for s in starts])
+        spans = [(s / SAMPLE_RATE, (s + WINDOW) / SAMPLE_RATE) for s in starts]
+
+    rms = np.sqrt(np.mean(np.square(raw, dtype=np.float64), axis=1))
+    level = 20.0 * np.log10(np.maximum(rms, _RMS_FLOOR))
+    if preprocess == "reference":
+        return WindowSet(raw, spans, [False] * len(spans), level.tolist())
+
+    silent = level < silence_floor_dbfs
+    if silent.all():
+        raise AudioError(
+            "no_speech",
+            f"Every part of the audio is below {silence_floor_dbfs:g} dBFS RMS, so there is no speech to "
+            "analyse. Accepted: audio with audible speech.",
+        )
+    gain = 10.0 ** (np.minimum(target_rms_dbfs - level, max_gain_db) / 20.0)
+    batch = (raw * gain[:, None]).astype(np.float32)
+    return WindowSet(batch, spans, silent.tolist(), level.tolist())
+
+
+@dataclass(frozen=True)
+class AudioOptions:
+    """The decoding and windowing knobs, grouped so callers pass one value."""
+
+    preprocess: str = "robust"
+    hop: int = DEFAULT_HOP
+    target_rms_dbfs: float = -24.0
+    max_gain_db: float = 40.0
+    silence_floor_dbfs: float = -60.0
+    min_duration_s: float = 0.25
+    max_duration_s: float = 600.0
+
+
+def prepare(data: bytes, options: AudioOptions) -> tuple[DecodedAudio, WindowSet]:
+    """Bytes to model-ready windows: the whole CPU side of a request, in one call for a worker pool."""
+    audio = decode(data, min_duration_s=options.min_duration_s, max_duration_s=options.max_duration_s)
+    windows = make_windows(
+        audio.waveform,
+        hop=options.hop,
+        preprocess=options.preprocess,
+        target_rms_dbfs=options.target_rms_dbfs,
+        max_gain_db=options.max_gain_db,
+        silence_floor_dbfs=options.silence_floor_dbfs,
+    )
+    return audio, windows

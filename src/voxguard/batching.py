@@ -1,0 +1,354 @@
+"""Dynamic micro-batching: many requests' windows, one device, one forward at a time.
+
+Requests put windows on a bounded ``asyncio.Queue`` per model. A single worker coroutine owns
+the device: it waits for a first window, keeps collecting windows of that model until
+``max_batch_size`` or until ``max_wait_ms`` after the first window *arrived* (so a window that
+already waited behind a running batch is dispatched at once), drops windows whose client is gone
+or whose deadline passed, and runs the forward in one dedicated thread so the event loop keeps
+accepting and decoding while the model runs. With several models, the worker serves their
+queues in turn; a batch never mixes models, and two forwards never overlap.
+
+Nothing here knows about HTTP; the caller maps the exceptions below to status codes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+
+class Scorer(Protocol):
+    """What the batcher needs from a model: ``(B, T)`` float32 windows -> ``(B,)`` scores."""
+
+    def scores(self, windows: np.ndarray) -> np.ndarray: ...
+
+
+class BatcherError(Exception):
+    """Base for refusals the caller turns into an HTTP status."""
+
+
+class QueueFull(BatcherError):
+    """The model's queue cannot take this request's windows now; retry after ``retry_after_s``."""
+
+    def __init__(self, model: str, retry_after_s: int) -> None:
+        super().__init__(f"the queue for model {model!r} is full")
+        self.retry_after_s = retry_after_s
+
+
+class ShuttingDown(BatcherError):
+    """The server is draining: queued work finishes, new work is refused."""
+
+
+class DeadlineExceeded(BatcherError):
+    """The window was not scored before the request's deadline."""
+
+
+class InferenceFailed(BatcherError):
+    """The forward raised for this window; ``error_id`` ties the response to the log line."""
+
+    def __init__(self, error_id: str) -> None:
+        super().__init__(f"inference failed (error id {error_id})")
+        self.error_id = error_id
+
+
+class UnknownModel(BatcherError):
+    def __init__(self, model: str, known: list[str]) -> None:
+        super().__init__(f"model {model!r} is not loaded; loaded: {', '.join(known)}")
+        self.known = known
+
+
+class BatchObserver(Protocol):
+    """Hooks for metrics; the batcher calls them from the event loop thread."""
+
+    def batch(self, model: str, size: int, queue_wait_s: list[float], inference_s: float) -> None: ...
+
+    def dropped(self, model: str, reason: str, count: int) -> None: ...
+
+    def queue_depth(self, model: str, depth: int) -> None: ...
+
+
+class _NullObserver:
+    def batch(self, model: str, size: int, queue_wait_s: list[float], inference_s: float) -> None:
+        pass
+
+    def dropped(self, model: str, reason: str, count: int) -> None:
+        pass
+
+    def queue_depth(self, model: str, depth: int) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class WindowResult:
+    score: float
+    batch_id: int
+    batch_size: int
+    queue_s: float
+    inference_s: float
+
+
+@dataclass
+class _Item:
+    window: np.ndarray
+    future: asyncio.Future[WindowResult]
+    enqueued: float
+    deadline: float
+
+
+@dataclass(frozen=True)
+class ScoredWindows:
+    """One request's windows, scored; ``batch_sizes`` lists each distinct batch its windows ran in."""
+
+    scores: np.ndarray
+    batch_sizes: list[int]
+    queue_ms: float
+    inference_ms: float
+
+
+@dataclass
+class _ModelQueue:
+    scorer: Scorer
+    queue: asyncio.Queue[_Item] = field(default_factory=asyncio.Queue)
+
+
+class Batcher:
+    """Owns the queues and the single device worker; see the module docstring for the policy."""
+
+    def __init__(
+        self,
+        scorers: dict[str, Scorer],
+        *,
+        max_batch_size: int = 16,
+        max_wait_ms: float = 5.0,
+        queue_size: int = 1024,
+        observer: BatchObserver | None = None,
+        restart_delay_s: float = 0.2,
+    ) -> None:
+        if not scorers:
+            raise ValueError("the batcher needs at least one model")
+        self.max_batch_size = max_batch_size
+        self.max_wait_s = max_wait_ms / 1000.0
+        self.queue_size = queue_size
+        self._models = {
+            name: _ModelQueue(s, asyncio.Queue(maxsize=queue_size)) for name, s in scorers.items()
+        }
+        self._order = list(self._models)
+        self._next = 0
+        self._observer: BatchObserver = observer or _NullObserver()
+        self._restart_delay_s = restart_delay_s
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="voxguard-device")
+        self._work = asyncio.Event()
+        self._outstanding = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._accepting = True
+        self._worker: asyncio.Task[None] | None = None
+        self._stopping = False
+        self.restarts = 0
+        self.last_batch_s = 0.0
+        self._batches = 0
+
+    @property
+    def models(self) -> list[str]:
+        return list(self._order)
+
+    @property
+    def alive(self) -> bool:
+        """True while the worker task runs; ``/ready`` reports not-ready otherwise."""
+        return self._worker is not None and not self._worker.done()
+
+    @property
+    def accepting(self) -> bool:
+        return self._accepting
+
+    def depth(self, model: str) -> int:
+        return self._models[model].queue.qsize()
+
+    def start(self) -> None:
+        self._worker = asyncio.get_running_loop().create_task(self._run(), name="voxguard-batch-worker")
+        self._worker.add_done_callback(self._on_worker_exit)
+
+    def _on_worker_exit(self, task: asyncio.Task[None]) -> None:
+        if self._stopping or task.cancelled():
+            return
+        logger.error(
+            "batch worker died; restarting in %.1f s", self._restart_delay_s, exc_info=task.exception()
+        )
+        self.restarts += 1
+        asyncio.get_running_loop().call_later(self._restart_delay_s, self._restart)
+
+    def _restart(self) -> None:
+        if not self._stopping and not self.alive:
+            self.start()
+            self._work.set()
+
+    async def submit(self, model: str, windows: np.ndarray, deadline: float) -> ScoredWindows:
+        """Queue a request's windows and wait for all their scores (``deadline`` is ``time.monotonic()``)."""
+        if not self._accepting:
+            raise ShuttingDown("the server is shutting down")
+        entry = self._models.get(model)
+        if entry is None:
+            raise UnknownModel(model, self.models)
+        n = len(windows)
+        queue = entry.queue
+        if queue.maxsize - queue.qsize() < n:
+            backlog_batches = queue.qsize() / self.max_batch_size + 1
+            raise QueueFull(model, retry_after_s=max(1, math.ceil(self.last_batch_s * backlog_batches)))
+        loop = asyncio.get_running_loop()
+        now = time.monotonic()
+        items = [_Item(w, loop.create_future(), now, deadline) for w in windows]
+        for item in items:
+            queue.put_nowait(item)
+        self._outstanding += n
+        self._idle.clear()
+        self._observer.queue_depth(model, queue.qsize())
+        self._work.set()
+        futures = [item.future for item in items]
+        try:
+            results = await asyncio.wait_for(asyncio.gather(*futures), timeout=max(0.0, deadline - now))
+        except asyncio.TimeoutError as exc:
+            raise DeadlineExceeded("the request's deadline passed before its audio was scored") from exc
+        finally:
+            for f in futures:
+                f.cancel()  # no-op for finished ones; pending windows get dropped by the worker
+        batches = {r.batch_id: r for r in results}  # insertion-ordered: first batch first
+        return ScoredWindows(
+            scores=np.array([r.score for r in results], dtype=np.float32),
+            batch_sizes=[r.batch_size for r in batches.values()],
+            queue_ms=max(r.queue_s for r in results) * 1000.0,
+            inference_ms=sum(r.inference_s for r in batches.values()) * 1000.0,
+        )
+
+    def stop_admitting(self) -> None:
+        """New submissions get :class:`ShuttingDown` (503) from now on; queued work still runs."""
+        self._accepting = False
+
+    async def drain(self) -> None:
+        """Stop admitting, finish every queued and running window, then stop the worker."""
+        self._accepting = False
+        await self._idle.wait()
+        self._stopping = True
+        if self._worker is not None:
+            self._worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker
+        self._executor.shutdown(wait=True)
+
+    def _pick_model(self) -> str | None:
+        for offset in range(len(self._order)):
+            name = self._order[(self._next + offset) % len(self._order)]
+            if not self._models[name].queue.empty():
+                self._next = (self._next + offset + 1) % len(self._order)
+                return name
+        return None
+
+    async def _run(self) -> None:
+        while True:
+            model = self._pick_model()
+            if model is None:
+                self._work.clear()
+                await self._work.wait()
+                continue
+            items = await self._collect(model)
+            live = self._drop_stale(model, items)
+            if live:
+                await self._run_batch(model, live)
+            self._finish(len(items))
+
+    async def _collect(self, model: str) -> list[_Item]:
+        queue = self._models[model].queue
+        first = queue.get_nowait()
+        items = [first]
+        close_at = first.enqueued + self.max_wait_s
+        while len(items) < self.max_batch_size:
+            try:
+                items.append(queue.get_nowait())
+                continue
+            except asyncio.QueueEmpty:
+                pass
+            remaining = close_at - time.monotonic()
+            if remaining <= 0:
+                break
+            getter = asyncio.ensure_future(queue.get())
+            done, _ = await asyncio.wait({getter}, timeout=remaining)
+            if getter in done or not getter.cancel():
+                items.append(getter.result())
+            else:
+                with contextlib.suppress(asyncio.CancelledError):  # Queue.get leaves the item queued
+                    await getter
+                break
+        self._observer.queue_depth(model, queue.qsize())
+        return items
+
+    def _drop_stale(self, model: str, items: list[_Item]) -> list[_Item]:
+        """Cancelled (client gone) and expired windows are never computed."""
+        now = time.monotonic()
+        live, cancelled, expired = [], 0, 0
+        for item in items:
+            if item.future.done():
+                cancelled += 1
+            elif item.deadline <= now:
+                expired += 1
+                item.future.set_exception(DeadlineExceeded("deadline passed while queued"))
+            else:
+                live.append(item)
+        if cancelled:
+            self._observer.dropped(model, "cancelled", cancelled)
+        if expired:
+            self._observer.dropped(model, "expired", expired)
+        return live
+
+    async def _run_batch(self, model: str, items: list[_Item]) -> None:
+        scorer = self._models[model].scorer
+        loop = asyncio.get_running_loop()
+        batch = np.stack([item.window for item in items])
+        started = time.monotonic()
+        try:
+            scores = await loop.run_in_executor(self._executor, scorer.scores, batch)
+        except Exception:
+            if len(items) > 1:
+                logger.warning(
+                    "batch of %d for %s failed; retrying its windows one by one", len(items), model
+                )
+                for item in items:
+                    await self._run_batch(model, [item])
+                return
+            error_id = uuid.uuid4().hex[:12]
+            logger.exception("inference failed for %s (error id %s)", model, error_id)
+            _resolve(items[0].future, exc=InferenceFailed(error_id))
+            return
+        elapsed = time.monotonic() - started
+        self.last_batch_s = elapsed
+        self._batches += 1
+        waits = [started - item.enqueued for item in items]
+        self._observer.batch(model, len(items), waits, elapsed)
+        for item, score, wait in zip(items, scores, waits, strict=True):
+            _resolve(item.future, WindowResult(float(score), self._batches, len(items), wait, elapsed))
+
+    def _finish(self, count: int) -> None:
+        self._outstanding -= count
+        if self._outstanding == 0:
+            self._idle.set()
+
+
+def _resolve(
+    future: asyncio.Future, result: WindowResult | None = None, exc: Exception | None = None
+) -> None:
+    """Set a future only if its client is still waiting (a cancelled future must not be set)."""
+    if future.done():
+        return
+    if exc is not None:
+        future.set_exception(exc)
+    else:
+        future.set_result(result)

@@ -1,0 +1,305 @@
+"""The ``voxguard`` command: predict, weights, bench (and serve, from the service module)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from .audio import AudioError, prepare
+from .inference import ENGINES
+from .model.checkpoints import REGISTRY, CheckpointError, fetch
+from .settings import Settings
+
+logger = logging.getLogger("voxguard")
+
+
+def _csv_ints(value: str) -> list[int]:
+    try:
+        items = [int(v) for v in value.split(",") if v.strip()]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {value!r}") from exc
+    if not items or min(items) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {value!r}")
+    return items
+
+
+def _model_options(parser: argparse.ArgumentParser, settings: Settings) -> None:
+    parser.add_argument("--model", default=settings.models[0], help="aasist | aasist-l (default %(default)s)")
+    parser.add_argument("--checkpoint", default=settings.checkpoint, help="explicit checkpoint file")
+    parser.add_argument("--checkpoint-dir", default=settings.checkpoint_dir, type=Path)
+    parser.add_argument("--device", default=settings.device, help="auto | cpu | cuda (default %(default)s)")
+    parser.add_argument("--threads", type=int, default=settings.threads, help="0 = all cores")
+    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=settings.compile)
+
+
+def build_parser(settings: Settings) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="voxguard", description="Voice-deepfake detection with AASIST.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("predict", help="score audio files: REAL or FAKE")
+    p.add_argument("files", nargs="+", type=Path)
+    _model_options(p, settings)
+    p.add_argument("--engine", choices=ENGINES, default=settings.engine)
+    p.add_argument("--preprocess", choices=("robust", "reference"), default=settings.preprocess)
+    p.add_argument("--threshold", type=float, default=settings.threshold)
+    p.add_argument("--json", action="store_true", help="one JSON object per line per file")
+
+    s = sub.add_parser("serve", help="run the HTTP service (settings also from VOXGUARD_* variables)")
+    s.add_argument("--host", default=settings.host)
+    s.add_argument("--port", type=int, default=settings.port)
+    s.add_argument("--certfile", type=Path, default=settings.certfile, help="TLS certificate (PEM)")
+    s.add_argument("--keyfile", type=Path, default=settings.keyfile, help="TLS private key (PEM)")
+    s.add_argument(
+        "--models", default=",".join(settings.models), help="comma-separated, e.g. aasist,aasist-l"
+    )
+    s.add_argument("--checkpoint", type=Path, default=settings.checkpoint)
+    s.add_argument("--checkpoint-dir", type=Path, default=settings.checkpoint_dir)
+    s.add_argument("--device", default=settings.device)
+    s.add_argument("--engine", choices=ENGINES, default=settings.engine)
+    s.add_argument("--preprocess", choices=("robust", "reference"), default=settings.preprocess)
+    s.add_argument("--max-batch-size", type=int, default=settings.max_batch_size, help="0 = 16 CPU / 64 CUDA")
+    s.add_argument("--max-wait-ms", type=float, default=settings.max_wait_ms)
+    s.add_argument("--queue-size", type=int, default=settings.queue_size)
+    s.add_argument("--threads", type=int, default=settings.threads)
+
+    w = sub.add_parser("weights", help="download the pretrained checkpoints (sha256-verified)")
+    w.add_argument("--model", default="all", choices=(*REGISTRY, "all"))
+    w.add_argument("--dir", type=Path, default=settings.checkpoint_dir)
+    w.add_argument("--url", help="download from this URL instead (one model; file:// works)")
+    w.add_argument("--force", action="store_true", help="download even when a verified copy exists")
+
+    b = sub.add_parser("bench", help="benchmarks")
+    bsub = b.add_subparsers(dest="bench", required=True)
+    bm = bsub.add_parser("model", help="time the inference engines against each other")
+    _model_options(bm, settings)
+    bm.add_argument("--engines", default=",".join(ENGINES))
+    bm.add_argument("--batch-sizes", type=_csv_ints, default=[1, 16])
+    bm.add_argument("--repeat", type=int, default=3)
+    bm.add_argument(
+        "--allocator", choices=("tuned", "system"), default="tuned" if settings.allocator_tuning else "system"
+    )
+    bm.add_argument("--json", action="store_true")
+    ba = bsub.add_parser("agreement", help="decisions and scores of an engine against eager on real files")
+    ba.add_argument("files", nargs="+", type=Path)
+    ba.add_argument("--model", default=settings.models[0])
+    ba.add_argument("--checkpoint", default=settings.checkpoint)
+    ba.add_argument("--checkpoint-dir", default=settings.checkpoint_dir, type=Path)
+    ba.add_argument("--engine", choices=ENGINES, default="bf16")
+    ba.add_argument("--preprocess", choices=("robust", "reference"), default=settings.preprocess)
+    ba.add_argument("--json", action="store_true")
+    return parser
+
+
+def _predict(args: argparse.Namespace, settings: Settings) -> int:
+    from .inference import Detector
+    from .scoring import summarize
+
+    settings = settings.model_copy(update={"preprocess": args.preprocess})
+    detector = Detector.load(
+        args.model,
+        checkpoint=args.checkpoint,
+        checkpoint_dir=args.checkpoint_dir,
+        engine=args.engine,
+        device=args.device,
+        compile_model=args.compile,
+        allocator_tuning=settings.allocator_tuning,
+    )
+    options = settings.audio_options()
+    failures = 0
+    rows = []
+    chunk = settings.batch_size_for(detector.device.type)
+    for path in tqdm(args.files, desc="scoring", unit="file", disable=len(args.files) < 2, file=sys.stderr):
+        try:
+            audio, windows = prepare(path.read_bytes(), options)
+        except (AudioError, OSError) as exc:
+            failures += 1
+            code = exc.code if isinstance(exc, AudioError) else "unreadable_file"
+            detail = exc.detail if isinstance(exc, AudioError) else str(exc)
+            record = {"file": str(path), "error": {"code": code, "detail": detail}}
+        else:
+            scores = [
+                detector.scores(windows.batch[i : i + chunk]) for i in range(0, len(windows.batch), chunk)
+            ]
+            verdict = summarize(audio, windows, np.concatenate(scores), threshold=args.threshold)
+            record = {"file": str(path), **_verdict_json(verdict, detector.name)}
+        if args.json:
+            print(json.dumps(record), flush=True)
+        else:
+            rows.append(record)
+    if not args.json:
+        _print_table(rows)
+    return 1 if failures else 0
+
+
+def _verdict_json(verdict: object, model: str) -> dict:
+    data = asdict(verdict)  # type: ignore[call-overload]
+    windows = [{k: w[k] for k in ("start_s", "end_s", "score", "fake_probability")} for w in data["windows"]]
+    return {
+        "prediction": data["prediction"],
+        "is_fake": data["is_fake"],
+        "confidence": data["confidence"],
+        "fake_probability": data["fake_probability"],
+        "score": data["score"],
+        "model": model,
+        "duration_s": data["duration_s"],
+        "sample_rate": data["sample_rate"],
+        "windows": windows,
+        "warnings": data["warnings"],
+    }
+
+
+def _print_table(rows: list[dict]) -> None:
+    header = ("file", "verdict", "confidence", "fake prob", "duration", "windows")
+    lines = [header]
+    for r in rows:
+        if "error" in r:
+            lines.append((r["file"], "ERROR", r["error"]["code"], "", "", ""))
+        else:
+            lines.append(
+                (
+                    r["file"],
+                    r["prediction"],
+                    f"{r['confidence']:.1%}",
+                    f"{r['fake_probability']:.4f}",
+                    f"{r['duration_s']:.2f} s",
+                    str(len(r["windows"])),
+                )
+            )
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    for line in lines:
+        print("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip())
+    for r in rows:
+        if "error" in r:
+            print(f"{r['file']}: {r['error']['detail']}", file=sys.stderr)
+
+
+def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    from .server import serve
+
+    overrides = {
+        key: getattr(args, key)
+        for key in (
+            "host",
+            "port",
+            "certfile",
+            "keyfile",
+            "checkpoint",
+            "checkpoint_dir",
+            "device",
+            "engine",
+            "preprocess",
+            "max_batch_size",
+            "max_wait_ms",
+            "queue_size",
+            "threads",
+        )
+    }
+    overrides["models"] = [m.strip() for m in args.models.split(",") if m.strip()]
+    if (args.certfile is None) != (args.keyfile is None):
+        raise SystemExit("voxguard: --certfile and --keyfile go together")
+    logging.getLogger("voxguard").setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    serve(Settings(**{**settings.model_dump(), **overrides}))
+    return 0
+
+
+def _weights(args: argparse.Namespace) -> int:
+    names = list(REGISTRY) if args.model == "all" else [args.model]
+    if args.url and len(names) != 1:
+        raise CheckpointError(
+            "usage", "--url needs exactly one --model", "add --model aasist or --model aasist-l"
+        )
+    for name in names:
+        path = fetch(name, args.dir, url=args.url, force=args.force)
+        print(f"{name}: {path} (sha256 verified)")
+    return 0
+
+
+def _bench(args: argparse.Namespace, settings: Settings) -> int:
+    from .bench import bench_model, engine_agreement
+
+    if args.bench == "agreement":
+        options = settings.model_copy(update={"preprocess": args.preprocess}).audio_options()
+        report = engine_agreement(
+            args.model,
+            args.files,
+            engine=args.engine,
+            checkpoint=args.checkpoint,
+            checkpoint_dir=args.checkpoint_dir,
+            options=options,
+            threshold=settings.threshold,
+        )
+        if args.json:
+            print(json.dumps(report))
+        else:
+            print(
+                f"{report['engine']} vs eager ({report['model']}, {report['files']} files): "
+                f"decision agreement {report['decision_agreement']:.1%}, "
+                f"max window score difference {report['max_score_delta']:.4f}"
+            )
+        return 0
+
+    engines = [e.strip() for e in args.engines.split(",") if e.strip()]
+    unknown = sorted(set(engines) - set(ENGINES))
+    if unknown:
+        raise SystemExit(
+            f"voxguard: unknown engine(s) {', '.join(unknown)}; choose from {', '.join(ENGINES)}"
+        )
+    report = bench_model(
+        args.model,
+        engines=engines,
+        batch_sizes=args.batch_sizes,
+        repeat=args.repeat,
+        device=args.device,
+        checkpoint=args.checkpoint,
+        checkpoint_dir=args.checkpoint_dir,
+        allocator=args.allocator,
+        compile_model=args.compile,
+        threads=args.threads,
+    )
+    if args.json:
+        print(json.dumps(report))
+        return 0
+    print(
+        f"model {report['model']} on {report['device']}, {report['threads']} threads, "
+        f"torch {report['torch']}, allocator {report['allocator']}"
+    )
+    eager = {r["batch_size"]: r["ms_per_clip"] for r in report["results"] if r["engine"] == "eager"}
+    print(f"{'engine':8} {'batch':>5} {'ms/clip':>10} {'vs eager':>9}")
+    for r in report["results"]:
+        base = eager.get(r["batch_size"])
+        ratio = f"{base / r['ms_per_clip']:.2f}x" if base else ""
+        print(f"{r['engine']:8} {r['batch_size']:>5} {r['ms_per_clip']:>10.1f} {ratio:>9}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    settings = Settings()
+    args = build_parser(settings).parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        if args.command == "predict":
+            return _predict(args, settings)
+        if args.command == "serve":
+            return _serve(args, settings)
+        if args.command == "weights":
+            return _weights(args)
+        return _bench(args, settings)
+    except CheckpointError as exc:
+        print(f"voxguard: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,169 @@
+"""The Detector: one loaded AASIST on one device, turning window batches into scores.
+
+Knows nothing about HTTP or queues. A Detector is used by one thread at a time (the batch
+worker or the CLI); that is what lets it reuse pinned buffers and never run two forwards at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from .model.aasist import AASIST
+from .model.checkpoints import LoadedCheckpoint, load_checkpoint
+from .model.config import AasistConfig
+from .model.fast import FastAASIST
+from .runtime import tune_allocator
+
+logger = logging.getLogger(__name__)
+
+Engine = Literal["eager", "fast", "bf16"]
+ENGINES: tuple[str, ...] = ("eager", "fast", "bf16")
+DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` picks CUDA when present; asking for CUDA on a machine without it is an error."""
+    if device not in DEVICES and not device.startswith("cuda:"):
+        raise ValueError(f"device must be one of {', '.join(DEVICES)} (or cuda:N), got {device!r}")
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available on this machine")
+    return torch.device(device)
+
+
+def build_engine(model: AASIST, engine: str, device: torch.device, compile_model: bool = False) -> nn.Module:
+    """The module that computes ``(hidden, logits)`` for an engine name, placed on ``device``."""
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+    if engine == "eager":
+        return model.to(device).eval()
+    dtype = torch.bfloat16 if engine == "bf16" else torch.float32
+    module: nn.Module = FastAASIST(model, dtype).to(device=device, memory_format=torch.channels_last)
+    if compile_model:
+        try:
+            module = torch.compile(module, dynamic=False)
+        except Exception as exc:  # compile support varies by platform; the uncompiled engine is the fallback
+            logger.warning("torch.compile unavailable (%s); using the uncompiled %s engine", exc, engine)
+    return module
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What is loaded, for ``/v1/models``, logs and benchmark reports."""
+
+    name: str
+    architecture: str
+    parameters: int
+    sha256: str
+    path: str
+    device: str
+    engine: str
+    config: AasistConfig
+
+
+class Detector:
+    """Scores ``(B, 64600)`` float32 windows; the score is ``logit[bona fide] - logit[spoof]``."""
+
+    def __init__(
+        self,
+        loaded: LoadedCheckpoint,
+        *,
+        engine: str = "fast",
+        device: str = "auto",
+        compile_model: bool = False,
+        allocator_tuning: bool = True,
+    ) -> None:
+        self.device = resolve_device(device)
+        if self.device.type == "cpu" and allocator_tuning:
+            tune_allocator()
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+            # fp32 engines stay fp32 (golden parity); bf16 is the opt-in reduced-precision path.
+            torch.backends.cuda.matmul.allow_tf32 = False
+            torch.backends.cudnn.allow_tf32 = False
+        self.engine = engine
+        parameters = sum(p.numel() for p in loaded.model.parameters() if p.requires_grad)
+        self.info = ModelInfo(
+            name=loaded.name,
+            architecture=loaded.config.architecture,
+            parameters=parameters,
+            sha256=loaded.sha256,
+            path=str(loaded.path),
+            device=str(self.device),
+            engine=engine,
+            config=loaded.config,
+        )
+        self._module = build_engine(loaded.model, engine, self.device, compile_model)
+        self._pinned: torch.Tensor | None = None
+
+    @classmethod
+    def load(
+        cls,
+        name: str = "aasist",
+        *,
+        checkpoint: str | Path | None = None,
+        checkpoint_dir: str | Path | None = None,
+        engine: str = "fast",
+        device: str = "auto",
+        compile_model: bool = False,
+        allocator_tuning: bool = True,
+    ) -> Detector:
+        loaded = load_checkpoint(name, checkpoint, checkpoint_dir)
+        return cls(
+            loaded,
+            engine=engine,
+            device=device,
+            compile_model=compile_model,
+            allocator_tuning=allocator_tuning,
+        )
+
+    @property
+    def name(self) -> str:
+        return self.info.name
+
+    @property
+    def window(self) -> int:
+        return self.info.config.nb_samp
+
+    def _to_device(self, windows: np.ndarray) -> torch.Tensor:
+        host = torch.from_numpy(np.ascontiguousarray(windows, dtype=np.float32))
+        if self.device.type != "cuda":
+            return host
+        # Pinned staging buffer, grown on demand, so the copy to the GPU is asynchronous.
+        if self._pinned is None or self._pinned.shape[0] < host.shape[0]:
+            self._pinned = torch.empty(host.shape, dtype=torch.float32).pin_memory()
+        staged = self._pinned[: host.shape[0]]
+        staged.copy_(host)
+        return staged.to(self.device, non_blocking=True)
+
+    def logits(self, windows: np.ndarray) -> np.ndarray:
+        """``(B, 64600)`` -> ``(B, 2)`` float32 logits (index 1 = bona fide)."""
+        if windows.ndim != 2 or windows.shape[1] != self.window:
+            raise ValueError(f"expected windows of shape (B, {self.window}), got {windows.shape}")
+        with torch.inference_mode():
+            _, logits = self._module(self._to_device(windows))
+            return logits.float().cpu().numpy()
+
+    def scores(self, windows: np.ndarray) -> np.ndarray:
+        """Per-window score ``logit[1] - logit[0]``: positive means bona fide."""
+        logits = self.logits(windows)
+        return logits[:, 1] - logits[:, 0]
+
+    def warmup(self, batch_sizes: tuple[int, ...] = (1,)) -> float:
+        """Run each batch size once (allocations, cuDNN algorithm choice, compilation); returns seconds."""
+        start = time.perf_counter()
+        rng = np.random.default_rng(0)
+        for size in batch_sizes:
+            self.scores((rng.standard_normal((size, self.window)) * 0.05).astype(np.float32))
+        elapsed = time.perf_counter() - start
+        logger.info("warmed up %s (%s, %s) in %.2f s", self.name, self.engine, self.device, elapsed)
+        return elapsed

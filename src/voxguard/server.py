@@ -1,0 +1,48 @@
+"""Run the app under uvicorn with a drain-first shutdown."""
+
+from __future__ import annotations
+
+import logging
+
+import uvicorn
+from fastapi import FastAPI
+
+from .api import create_app
+from .settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+class DrainingServer(uvicorn.Server):
+    """On SIGTERM/SIGINT, refuse new work with 503 at once, then let uvicorn finish in-flight requests.
+
+    uvicorn alone stops listening and waits for open requests, but a request arriving on a kept-alive
+    connection in that window would still be queued; marking the batcher first turns it into a
+    clean 503 with ``Retry-After`` that a load balancer retries elsewhere.
+    """
+
+    def __init__(self, config: uvicorn.Config, app: FastAPI) -> None:
+        super().__init__(config)
+        self._fastapi = app
+
+    def handle_exit(self, sig: int, frame: object) -> None:
+        service = getattr(self._fastapi.state, "service", None)
+        if service is not None:
+            service.batcher.stop_admitting()
+            logger.info("signal %s: draining (new requests get 503)", sig)
+        super().handle_exit(sig, frame)  # type: ignore[arg-type]
+
+
+def serve(settings: Settings) -> None:
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        ssl_certfile=str(settings.certfile) if settings.certfile else None,
+        ssl_keyfile=str(settings.keyfile) if settings.keyfile else None,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=max(30, int(settings.request_timeout_s) + 5),
+    )
+    DrainingServer(config, app).run()

@@ -1,0 +1,85 @@
+"""Every knob, read from ``VOXGUARD_*`` environment variables (CLI flags override them)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from .audio import AudioOptions
+
+
+def _split(value: object) -> object:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """Service and CLI settings. Lists take commas: ``VOXGUARD_MODELS=aasist,aasist-l``."""
+
+    model_config = SettingsConfigDict(env_prefix="VOXGUARD_", extra="ignore")
+
+    # Models and inference
+    models: Annotated[list[str], NoDecode] = Field(default=["aasist"], description="models to load")
+    checkpoint: Path | None = Field(default=None, description="explicit checkpoint file (one model only)")
+    checkpoint_dir: Path = Field(default=Path("checkpoints"), description="where official files live")
+    device: str = Field(default="auto", description="auto | cpu | cuda | cuda:N")
+    engine: Literal["eager", "fast", "bf16"] = "fast"
+    compile: bool = Field(default=False, description="torch.compile the fast/bf16 engines")
+    allocator_tuning: bool = Field(default=True, description="keep large CPU buffers mapped (glibc)")
+    threads: int = Field(default=0, ge=0, description="torch intra-op threads; 0 = all cores")
+    threshold: float = Field(default=0.5, ge=0.0, le=1.0, description="FAKE when fake_probability >= this")
+
+    # Audio
+    preprocess: Literal["robust", "reference"] = "robust"
+    hop: int = Field(default=32000, ge=1600, description="samples between window starts (16 kHz)")
+    target_rms_dbfs: float = -24.0
+    max_gain_db: float = Field(default=40.0, ge=0.0)
+    silence_floor_dbfs: float = -60.0
+    min_duration_s: float = Field(default=0.25, gt=0.0)
+    max_duration_s: float = Field(default=600.0, gt=0.0)
+
+    # Service
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    max_batch_size: int = Field(default=0, ge=0, description="0 = 16 on CPU, 64 on CUDA")
+    max_wait_ms: float = Field(default=5.0, ge=0.0)
+    queue_size: int = Field(default=1024, ge=1, description="windows waiting, per model")
+    request_timeout_s: float = Field(default=30.0, gt=0.0)
+    max_upload_mb: float = Field(default=100.0, gt=0.0)
+    decode_workers: int = Field(default=0, ge=0, description="decoding threads; 0 = cores")
+    api_keys: Annotated[list[str], NoDecode] = Field(
+        default=[], description="accepted API keys; empty = open"
+    )
+    protect_probes: bool = Field(default=False, description="require a key for /health, /ready, /metrics")
+    cors_origins: Annotated[list[str], NoDecode] = Field(default=[])
+    certfile: Path | None = None
+    keyfile: Path | None = None
+
+    _split_lists = field_validator("models", "api_keys", "cors_origins", mode="before")(_split)
+
+    @field_validator("models")
+    @classmethod
+    def _at_least_one_model(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("at least one model is needed")
+        return value
+
+    def audio_options(self) -> AudioOptions:
+        return AudioOptions(
+            preprocess=self.preprocess,
+            hop=self.hop,
+            target_rms_dbfs=self.target_rms_dbfs,
+            max_gain_db=self.max_gain_db,
+            silence_floor_dbfs=self.silence_floor_dbfs,
+            min_duration_s=self.min_duration_s,
+            max_duration_s=self.max_duration_s,
+        )
+
+    def batch_size_for(self, device_type: str) -> int:
+        if self.max_batch_size:
+            return self.max_batch_size
+        return 64 if device_type == "cuda" else 16

@@ -1,0 +1,57 @@
+"""Shared pytest fixtures."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def samples_dir() -> Path:
+    """The public speech samples (``VOXGUARD_SAMPLES_DIR``, default ``<repo>/../shared/samples``).
+
+    A missing directory fails the test instead of skipping it, so a broken checkout cannot pass quietly.
+    """
+    default = Path(__file__).resolve().parents[1].parent / "shared" / "samples"
+    path = Path(os.environ.get("VOXGUARD_SAMPLES_DIR", default))
+    if not path.is_dir():
+        pytest.fail(f"sample directory {path} does not exist; set VOXGUARD_SAMPLES_DIR to the samples folder")
+    return path
+
+
+@pytest.fixture(scope="session")
+def checkpoint_dir() -> Path:
+    """Official AASIST weights (``VOXGUARD_CHECKPOINT_DIR``, default ``../shared/aasist``); never skipped."""
+    default = Path(__file__).resolve().parents[1].parent / "shared" / "aasist"
+    path = Path(os.environ.get("VOXGUARD_CHECKPOINT_DIR", default))
+    if not (path / "AASIST.pth").is_file():
+        pytest.fail(f"no AASIST.pth in {path}; set VOXGUARD_CHECKPOINT_DIR to the folder holding the weights")
+    return path
+
+
+@pytest.fixture(scope="session")
+def golden(checkpoint_dir: Path) -> dict:
+    """Inputs and outputs of the official implementation (golden.npz beside the weights)."""
+    import numpy as np
+
+    with np.load(checkpoint_dir / "golden.npz", allow_pickle=False) as data:
+        return {key: data[key] for key in data.files}
+
+
+@pytest.fixture(scope="session")
+def detector_factory(checkpoint_dir: Path):
+    """Build each (model, engine) Detector once per test session; loading is the slow part."""
+    from voxguard.inference import Detector
+
+    cache: dict = {}
+
+    def make(model: str = "aasist", engine: str = "eager"):
+        if (model, engine) not in cache:
+            cache[model, engine] = Detector.load(
+                model, checkpoint_dir=checkpoint_dir, engine=engine, device="cpu"
+            )
+        return cache[model, engine]
+
+    return make
