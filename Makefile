@@ -6,7 +6,7 @@ SHARED_WEIGHTS := $(abspath ../shared/aasist)
 # Tests read the official weights from ../shared when present (CI), else from checkpoints/.
 export VOXGUARD_CHECKPOINT_DIR ?= $(if $(wildcard $(SHARED_WEIGHTS)/AASIST.pth),$(SHARED_WEIGHTS),$(abspath checkpoints))
 
-.PHONY: install test test-fast lint format weights run serve certs bench bench-gpu clean
+.PHONY: install test test-fast lint format weights run run-tls certs bench bench-gpu clean
 
 install: $(VENV)/.installed
 
@@ -32,6 +32,28 @@ format: install
 
 weights: install
 	$(VENV)/bin/voxguard weights --dir checkpoints
+
+CERT_DIR ?= certs
+certs: $(CERT_DIR)/cert.pem
+
+$(CERT_DIR)/cert.pem:
+	mkdir -p $(CERT_DIR)
+	openssl req -x509 -newkey rsa:2048 -nodes -days 365 -subj "/CN=localhost" \
+		-addext "subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1" \
+		-keyout $(CERT_DIR)/key.pem -out $(CERT_DIR)/cert.pem 2>/dev/null
+	chmod 600 $(CERT_DIR)/key.pem
+	@echo "wrote $(CERT_DIR)/cert.pem and $(CERT_DIR)/key.pem (self-signed, localhost)"
+
+# Fetch weights only when missing, then serve on http://localhost:8000 (Swagger UI at /docs).
+run: install
+	@test -f checkpoints/AASIST.pth || $(VENV)/bin/voxguard weights --dir checkpoints
+	VOXGUARD_CHECKPOINT_DIR=$(abspath checkpoints) $(VENV)/bin/voxguard serve --host 0.0.0.0 --port 8000
+
+# HTTPS with the self-signed certificate from `make certs`.
+run-tls: install certs
+	@test -f checkpoints/AASIST.pth || $(VENV)/bin/voxguard weights --dir checkpoints
+	VOXGUARD_CHECKPOINT_DIR=$(abspath checkpoints) $(VENV)/bin/voxguard serve --host 0.0.0.0 --port 8443 \
+		--certfile $(CERT_DIR)/cert.pem --keyfile $(CERT_DIR)/key.pem
 
 bench: install
 	$(VENV)/bin/voxguard bench model --batch-sizes 1,16 --repeat 3

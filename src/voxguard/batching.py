@@ -216,12 +216,18 @@ class Batcher:
         self._work.set()
         futures = [item.future for item in items]
         try:
-            results = await asyncio.wait_for(asyncio.gather(*futures), timeout=max(0.0, deadline - now))
-        except asyncio.TimeoutError as exc:
-            raise DeadlineExceeded("the request's deadline passed before its audio was scored") from exc
+            _, pending = await asyncio.wait(
+                futures, timeout=max(0.0, deadline - now), return_when=asyncio.FIRST_EXCEPTION
+            )
         finally:
             for f in futures:
-                f.cancel()  # no-op for finished ones; pending windows get dropped by the worker
+                f.cancel()  # no-op for finished ones; the worker drops the rest without computing them
+        errors = [f.exception() for f in futures if f.done() and not f.cancelled() and f.exception()]
+        if errors:
+            raise errors[0]
+        if pending:
+            raise DeadlineExceeded("the request's deadline passed before its audio was scored")
+        results = [f.result() for f in futures]
         batches = {r.batch_id: r for r in results}  # insertion-ordered: first batch first
         return ScoredWindows(
             scores=np.array([r.score for r in results], dtype=np.float32),
@@ -296,11 +302,11 @@ class Batcher:
         now = time.monotonic()
         live, cancelled, expired = [], 0, 0
         for item in items:
-            if item.future.done():
-                cancelled += 1
-            elif item.deadline <= now:
+            if item.deadline <= now:  # checked first: a request that timed out also cancelled its futures
                 expired += 1
-                item.future.set_exception(DeadlineExceeded("deadline passed while queued"))
+                _resolve(item.future, exc=DeadlineExceeded("deadline passed while queued"))
+            elif item.future.done():
+                cancelled += 1
             else:
                 live.append(item)
         if cancelled:

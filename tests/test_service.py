@@ -1,0 +1,369 @@
+"""The HTTP service against real uvicorn servers on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import re
+import signal
+import socket
+import ssl
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import soundfile as sf
+
+from servers import ServerProcess, live_server
+from voxguard.audio import AudioOptions, prepare
+from voxguard.scoring import summarize
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def wav_bytes(wave: np.ndarray, rate: int = 16000) -> bytes:
+    buf = io.BytesIO()
+    sf.write(buf, wave.astype(np.float32), rate, format="WAV", subtype="FLOAT")
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def detectors(detector_factory) -> dict:
+    return {"aasist": detector_factory("aasist", "fast")}
+
+
+@pytest.fixture(scope="module")
+def uploads(samples_dir) -> list[tuple[str, bytes]]:
+    """Real recordings in several formats, plus a 12-second file that needs several windows."""
+    names = [
+        "p225_001_mic1.flac",
+        "p225_002_mic2.flac",
+        "voicememo.mp3",
+        "derived/voicememo_opus-24k.ogg",
+        "derived/p225_002_mic1_44k1-stereo.wav",
+        "derived/p225_001_mic2_tel8k.wav",
+    ]
+    files = [(Path(n).name, (samples_dir / n).read_bytes()) for n in names]
+    long_wave = np.concatenate([prepare(data, AudioOptions())[0].waveform for _, data in files[:4]] * 2)
+    files.append(("long.wav", wav_bytes(long_wave)))
+    return files
+
+
+def metric(text: str, name: str) -> float:
+    """Sum of all samples of a metric (every label set)."""
+    return sum(float(m.group(1)) for m in re.finditer(rf"^{name}(?:{{[^}}]*}})? (\S+)$", text, re.M))
+
+
+def expected(detector, data: bytes, options: AudioOptions | None = None):
+    audio, windows = prepare(data, options or AudioOptions())
+    return summarize(audio, windows, detector.scores(windows.batch))
+
+
+async def post_all(url: str, files: list[tuple[str, bytes]], **kw) -> list[httpx.Response]:
+    async with httpx.AsyncClient(base_url=url, timeout=120, **kw) as client:
+        return await asyncio.gather(*(client.post("/v1/predict", files={"file": f}) for f in files))
+
+
+async def test_concurrent_requests_are_batched_and_each_gets_its_own_answer(detectors, uploads):
+    want = {name: expected(detectors["aasist"], data) for name, data in uploads}
+    requests = [uploads[i % len(uploads)] for i in range(32)]
+    with live_server(detectors, max_batch_size=16, max_wait_ms=20) as srv:
+        responses = await post_all(srv.url, requests)
+        metrics = httpx.get(f"{srv.url}/metrics").text
+    for (name, _), r in zip(requests, responses, strict=True):
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["prediction"] == want[name].prediction
+        assert [w["score"] for w in body["windows"]] == pytest.approx(
+            [w.score for w in want[name].windows], abs=1e-4
+        )
+        assert body["score"] == pytest.approx(want[name].score, abs=1e-4)
+        assert sum(body["batch_sizes"]) >= len(body["windows"]) and max(body["batch_sizes"]) <= 16
+        assert set(body["timing"]) == {"decode_ms", "queue_ms", "inference_ms", "total_ms"}
+    long_body = next(r.json() for (n, _), r in zip(requests, responses, strict=True) if n == "long.wav")
+    assert len(long_body["windows"]) > 1
+    mean_batch = metric(metrics, "voxguard_batch_size_sum") / metric(metrics, "voxguard_batch_size_count")
+    assert mean_batch > 1
+    assert metric(metrics, "voxguard_requests_total") >= 32
+
+
+async def test_queue_full_is_503_with_retry_after(detectors, uploads):
+    with live_server(detectors, max_batch_size=1, queue_size=2) as srv:
+        responses = await post_all(srv.url, [uploads[0]] * 12)
+        metrics = httpx.get(f"{srv.url}/metrics").text
+    refused = [r for r in responses if r.status_code == 503]
+    assert refused and any(r.status_code == 200 for r in responses)
+    assert all(r.json()["code"] == "queue_full" and int(r.headers["retry-after"]) >= 1 for r in refused)
+    assert {r.status_code for r in responses} <= {200, 503}
+    assert metric(metrics, "voxguard_requests_total") >= 12
+
+
+async def test_deadline_is_504_and_expired_windows_are_not_computed(detectors, uploads):
+    with live_server(detectors, max_batch_size=1, request_timeout_s=0.6) as srv:
+        responses = await post_all(srv.url, [uploads[0]] * 10)
+        await asyncio.sleep(1.0)  # let the worker reach the expired windows
+        metrics = httpx.get(f"{srv.url}/metrics").text
+    late = [r for r in responses if r.status_code == 504]
+    assert late and all(r.json()["code"] == "deadline_exceeded" for r in late)
+    assert metric(metrics, "voxguard_dropped_expired_total") >= 1
+    computed = metric(metrics, "voxguard_batch_size_sum")
+    assert computed < 10
+
+
+async def test_disconnected_clients_windows_are_skipped(detectors, uploads):
+    with live_server(detectors, max_batch_size=1) as srv:
+        async with httpx.AsyncClient(base_url=srv.url, timeout=120) as client:
+            blocker = asyncio.ensure_future(client.post("/v1/predict", files={"file": uploads[-1]}))
+            await asyncio.sleep(0.3)  # the long file's windows now occupy the worker
+            async with httpx.AsyncClient(base_url=srv.url, timeout=120) as quitter:
+                gone = [
+                    asyncio.ensure_future(quitter.post("/v1/predict", files={"file": uploads[0]}))
+                    for _ in range(4)
+                ]
+                await asyncio.sleep(0.3)
+                for task in gone:
+                    task.cancel()
+                await asyncio.gather(*gone, return_exceptions=True)
+            assert (await blocker).status_code == 200
+            metrics = (await client.get("/metrics")).text
+            assert (await client.post("/v1/predict", files={"file": uploads[0]})).status_code == 200
+    assert metric(metrics, "voxguard_dropped_cancelled_total") >= 1
+    assert 'route="/v1/predict",status="499"' in metrics
+
+
+class PoisonedDetector:
+    """The real detector, except that a batch containing a window that starts with POISON raises."""
+
+    POISON = 0.123
+
+    def __init__(self, detector) -> None:
+        self._detector = detector
+
+    def __getattr__(self, name: str):
+        return getattr(self._detector, name)
+
+    def scores(self, windows: np.ndarray) -> np.ndarray:
+        if np.any(windows[:, 0] == np.float32(self.POISON)):
+            raise RuntimeError("poisoned window")
+        return self._detector.scores(windows)
+
+
+async def test_a_failing_forward_fails_only_its_own_request(detectors, uploads):
+    rng = np.random.default_rng(1)
+    good = [
+        (f"good{i}.wav", wav_bytes((rng.standard_normal(40000) * 0.05).astype(np.float32))) for i in range(4)
+    ]
+    poison_wave = (rng.standard_normal(40000) * 0.05).astype(np.float32)
+    poison_wave[0] = PoisonedDetector.POISON
+    reference = AudioOptions(preprocess="reference")
+    want = {name: expected(detectors["aasist"], data, reference) for name, data in good}
+    poisoned = {"aasist": PoisonedDetector(detectors["aasist"])}
+    with live_server(poisoned, max_batch_size=8, max_wait_ms=300, preprocess="reference") as srv:
+        responses = await post_all(srv.url, [*good, ("poison.wav", wav_bytes(poison_wave))])
+        after = await post_all(srv.url, [good[0]])
+    *ok, bad = responses
+    assert bad.status_code == 500
+    assert bad.json()["code"] == "inference_failed" and re.fullmatch(r"[0-9a-f]{12}", bad.json()["error_id"])
+    for (name, _), r in zip(good, ok, strict=True):
+        assert r.status_code == 200, r.text
+        assert r.json()["score"] == pytest.approx(want[name].score, abs=1e-4)
+    assert after[0].status_code == 200
+
+
+async def test_worker_restarts_and_ready_reports_it(detectors, uploads):
+    with live_server(detectors) as srv:
+        batcher = srv.service.batcher
+        batcher._restart_delay_s = 1.5
+        original = batcher._pick_model
+
+        def explode():
+            batcher._pick_model = original
+            raise RuntimeError("worker crash (test)")
+
+        batcher._pick_model = explode
+        async with httpx.AsyncClient(base_url=srv.url, timeout=60) as client:
+            pending = asyncio.ensure_future(client.post("/v1/predict", files={"file": uploads[0]}))
+            await asyncio.sleep(0.5)
+            down = await client.get("/ready")
+            assert down.status_code == 503 and down.json()["code"] == "not_ready"
+            assert (await client.get("/health")).status_code == 200
+            response = await pending
+            assert response.status_code == 200
+            assert (await client.get("/ready")).status_code == 200
+        assert batcher.restarts == 1
+
+
+def test_sigterm_drains_in_flight_requests(checkpoint_dir, uploads, tmp_path):
+    server = ServerProcess(
+        ["--max-batch-size", "2", "--checkpoint-dir", str(checkpoint_dir)], {"TMPDIR": str(tmp_path)}
+    )
+    try:
+        server.wait_ready()
+
+        async def scenario() -> tuple[list[httpx.Response], float]:
+            async with httpx.AsyncClient(base_url=server.url, timeout=120) as client:
+                tasks = [
+                    asyncio.ensure_future(client.post("/v1/predict", files={"file": uploads[i % 3]}))
+                    for i in range(8)
+                ]
+                await asyncio.sleep(0.5)
+                server.terminate()
+                signalled = time.monotonic()
+                return await asyncio.gather(*tasks), signalled
+
+        responses, signalled = asyncio.run(scenario())
+        assert [r.status_code for r in responses] == [200] * 8
+        # uvicorn re-raises the signal once it has shut down, so supervisors see "terminated by SIGTERM"
+        assert server.proc.wait(timeout=60) in (0, -signal.SIGTERM)
+        assert "drained and stopped" in server.output()
+        assert time.monotonic() - signalled < 60
+    finally:
+        server.close()
+
+
+def test_upload_limit_is_enforced_while_streaming(detectors):
+    limit_mb = 0.1
+    with live_server(detectors, max_upload_mb=limit_mb) as srv:
+        declared = _raw_request(srv.port, b"Content-Length: 10000000\r\nContent-Type: audio/wav\r\n", b"")
+        assert declared.startswith(b"HTTP/1.1 413")
+        sent, reply = _chunked_until_answered(srv.port, chunk=32 * 1024, total=8 * 1024 * 1024)
+        assert reply.startswith(b"HTTP/1.1 413") and b"upload_too_large" in reply
+        assert sent < 8 * 1024 * 1024  # refused long before the body was all sent
+        small = httpx.post(
+            f"{srv.url}/v1/predict", content=b"x" * 1000, headers={"content-type": "audio/wav"}
+        )
+        assert small.status_code == 415 and small.json()["code"] == "undecodable_audio"
+
+
+def _raw_request(port: int, headers: bytes, body: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: localhost\r\n" + headers + b"\r\n" + body)
+        return s.recv(65536)
+
+
+def _chunked_until_answered(port: int, chunk: int, total: int) -> tuple[int, bytes]:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(
+            b"POST /v1/predict HTTP/1.1\r\nHost: localhost\r\nContent-Type: audio/wav\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n"
+        )
+        s.setblocking(False)
+        sent = 0
+        while sent < total:
+            try:
+                reply = s.recv(65536)
+                if reply:
+                    return sent, reply
+            except BlockingIOError:
+                pass
+            try:
+                s.sendall(f"{chunk:x}\r\n".encode() + b"\0" * chunk + b"\r\n")
+            except (BlockingIOError, BrokenPipeError, ConnectionResetError):
+                break
+            sent += chunk
+            time.sleep(0.002)
+        s.setblocking(True)
+        return sent, s.recv(65536)
+
+
+async def test_api_keys(detectors, uploads):
+    with live_server(detectors, api_keys=["k1", "k2"]) as srv:
+        async with httpx.AsyncClient(base_url=srv.url, timeout=60) as c:
+            missing = await c.post("/v1/predict", files={"file": uploads[0]})
+            assert missing.status_code == 401 and missing.json()["code"] == "unauthorized"
+            assert missing.headers["www-authenticate"] == "Bearer"
+            wrong = await c.post("/v1/predict", files={"file": uploads[0]}, headers={"X-API-Key": "k3"})
+            assert wrong.status_code == 401
+            by_header = await c.post("/v1/predict", files={"file": uploads[0]}, headers={"X-API-Key": "k2"})
+            by_bearer = await c.post(
+                "/v1/predict", files={"file": uploads[0]}, headers={"Authorization": "Bearer k1"}
+            )
+            assert by_header.status_code == 200 and by_bearer.status_code == 200
+            assert (await c.get("/v1/models")).status_code == 401
+            for probe in ("/health", "/ready", "/metrics"):
+                assert (await c.get(probe)).status_code == 200
+    with live_server(detectors, api_keys=["k1"], protect_probes=True) as srv:
+        assert httpx.get(f"{srv.url}/metrics").status_code == 401
+        assert httpx.get(f"{srv.url}/metrics", headers={"X-API-Key": "k1"}).status_code == 200
+
+
+async def test_https_with_make_certs(detectors, uploads, tmp_path):
+    subprocess.run(
+        ["make", "-s", "-C", str(REPO), "certs", f"CERT_DIR={tmp_path}"], check=True, capture_output=True
+    )
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    with live_server(detectors, ssl_certfile=str(cert), ssl_keyfile=str(key)) as srv:
+        assert srv.url.startswith("https://")
+        context = ssl.create_default_context(cafile=str(cert))
+        async with httpx.AsyncClient(base_url=srv.url, verify=context, timeout=60) as c:
+            r = await c.post("/v1/predict", files={"file": uploads[0]})
+            assert r.status_code == 200 and r.json()["prediction"] == "REAL"
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(f"{srv.url}/health")  # self-signed: refused without trusting the certificate
+        with pytest.raises(httpx.TransportError):
+            httpx.get(f"http://127.0.0.1:{srv.port}/health")
+
+
+async def test_seed_compatible_endpoints_and_errors(detectors, uploads):
+    with live_server(detectors) as srv:
+        async with httpx.AsyncClient(base_url=srv.url, timeout=60) as c:
+            seed = await c.post("/predict", files={"file": uploads[2]})
+            assert seed.status_code == 200 and set(seed.json()) == {"is_fake", "confidence", "prediction"}
+            health = (await c.get("/health")).json()
+            assert health["status"] == "ok" and health["model_loaded"] is True and health["device"] == "cpu"
+            raw = await c.post("/v1/predict", content=uploads[2][1], headers={"content-type": "audio/mpeg"})
+            assert raw.status_code == 200 and raw.json()["sample_rate"] == 44100
+            missing = await c.post("/v1/predict", files={"audio": uploads[0]})
+            assert missing.status_code == 422 and missing.json()["code"] == "missing_file_field"
+            text = await c.post("/v1/predict", content=b"hello", headers={"content-type": "text/plain"})
+            assert text.status_code == 415 and text.json()["code"] == "unsupported_media_type"
+            png = await c.post("/v1/predict", files={"file": ("x.wav", b"\x89PNG\r\n\x1a\n" + bytes(100))})
+            assert png.status_code == 415 and "Accepted" in png.json()["detail"]
+            unknown = await c.post("/v1/predict?model=wavlm", files={"file": uploads[0]})
+            assert unknown.status_code == 400 and unknown.json()["code"] == "unknown_model"
+            batch = await c.post(
+                "/v1/predict/batch",
+                files=[("files", uploads[0]), ("files", ("bad.mp3", b"garbage")), ("files", uploads[2])],
+            )
+            results = batch.json()["results"]
+            assert [r["filename"] for r in results] == [uploads[0][0], "bad.mp3", uploads[2][0]]
+            assert (
+                results[0]["result"]["prediction"] == "REAL"
+                and results[1]["error"]["code"] == "undecodable_audio"
+            )
+            assert results[2]["result"]["sample_rate"] == 44100
+            models = (await c.get("/v1/models")).json()
+            assert models["default"] == "aasist" and models["models"][0]["parameters"] == 297_866
+            assert (await c.get("/nope")).json()["code"] == "not_found"
+            assert "x-request-id" in seed.headers
+
+
+async def test_openapi_is_valid_and_docs_work_offline(detectors):
+    from openapi_spec_validator import validate
+
+    with live_server(detectors) as srv:
+        async with httpx.AsyncClient(base_url=srv.url, timeout=60) as c:
+            spec = (await c.get("/openapi.json")).json()
+            validate(spec)
+            assert "multipart/form-data" in spec["paths"]["/v1/predict"]["post"]["requestBody"]["content"]
+            assert "example" in spec["components"]["schemas"]["PredictResponse"]
+            for page in ("/docs", "/redoc"):
+                html = (await c.get(page)).text
+                sources = re.findall(r'(?:src|href)="([^"]+)"', html)
+                assert sources and all(s.startswith("/") for s in sources), sources
+                for s in sources:
+                    assert (await c.get(s)).status_code == 200, s
+
+
+async def test_draining_server_refuses_new_work_with_503(detectors, uploads):
+    with live_server(detectors) as srv:
+        srv.service.batcher.stop_admitting()
+        async with httpx.AsyncClient(base_url=srv.url, timeout=60) as c:
+            refused = await c.post("/v1/predict", files={"file": uploads[0]})
+            assert refused.status_code == 503 and refused.json()["code"] == "shutting_down"
+            assert refused.headers["retry-after"] == "1"
+            ready = await c.get("/ready")
+            assert ready.status_code == 503 and "shutting down" in ready.json()["detail"]
