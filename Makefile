@@ -4,6 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 SHARED_WEIGHTS := $(abspath ../shared/aasist)
 # Tests read the official weights from ../shared when present (CI), else from checkpoints/.
+SAMPLES ?= $(abspath ../shared/samples)
 export VOXGUARD_CHECKPOINT_DIR ?= $(if $(wildcard $(SHARED_WEIGHTS)/AASIST.pth),$(SHARED_WEIGHTS),$(abspath checkpoints))
 
 .PHONY: install test test-fast lint format weights run run-tls certs bench bench-gpu clean
@@ -57,6 +58,12 @@ run-tls: install certs
 
 bench: install
 	$(VENV)/bin/voxguard bench model --batch-sizes 1,16 --repeat 3
+
+# GPU run: golden tests on cuda, engine, serving and bf16-agreement benchmarks (about 5 minutes on an H100).
+# Where torch and the dependencies are installed without the venv: make bench-gpu PY=python3
+BENCH_OUT ?= bench-results
+bench-gpu:
+	VOXGUARD_SAMPLES_DIR=$${VOXGUARD_SAMPLES_DIR:-$(SAMPLES)} scripts/bench_gpu.sh $(BENCH_OUT) $(PY)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache build src/*.egg-info

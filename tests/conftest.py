@@ -41,7 +41,19 @@ def golden(checkpoint_dir: Path) -> dict:
 
 
 @pytest.fixture(scope="session")
-def detector_factory(checkpoint_dir: Path):
+def device():
+    """``VOXGUARD_TEST_DEVICE`` (default cpu); `make bench-gpu` reruns model tests on cuda with it."""
+    import torch
+
+    name = os.environ.get("VOXGUARD_TEST_DEVICE", "cpu")
+    if name.startswith("cuda"):
+        torch.backends.cuda.matmul.allow_tf32 = False  # golden tolerances assume full fp32
+        torch.backends.cudnn.allow_tf32 = False
+    return torch.device(name)
+
+
+@pytest.fixture(scope="session")
+def detector_factory(checkpoint_dir: Path, device):
     """Build each (model, engine) Detector once per test session; loading is the slow part."""
     from voxguard.inference import Detector
 
@@ -50,7 +62,7 @@ def detector_factory(checkpoint_dir: Path):
     def make(model: str = "aasist", engine: str = "eager"):
         if (model, engine) not in cache:
             cache[model, engine] = Detector.load(
-                model, checkpoint_dir=checkpoint_dir, engine=engine, device="cpu"
+                model, checkpoint_dir=checkpoint_dir, engine=engine, device=str(device)
             )
         return cache[model, engine]
 

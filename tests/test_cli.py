@@ -142,3 +142,20 @@ def test_bench_model_json_schema(checkpoint_dir):
         set(r) == {"engine", "batch_size", "ms_per_clip"} and r["ms_per_clip"] > 0 for r in report["results"]
     )
     assert np.isfinite([r["ms_per_clip"] for r in report["results"]]).all()
+
+
+@pytest.mark.slow
+def test_bench_serve_json_schema(checkpoint_dir):
+    proc = _run(
+        ["bench", "serve", "--model", "aasist-l", "--concurrency", "2", "--requests", "4", "--json"],
+        checkpoint_dir,
+    )
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert {"model", "device", "concurrency", "raw_clips_per_s", "dynamic", "batch1"} <= set(report)
+    assert report["concurrency"] == 2 and report["raw_clips_per_s"] > 0
+    keys = {"throughput_rps", "p50_ms", "p95_ms", "p99_ms", "mean_batch_size", "errors"}
+    for mode in ("dynamic", "batch1"):
+        assert set(report[mode]) == keys
+        assert report[mode]["errors"] == 0 and report[mode]["throughput_rps"] > 0
+    assert report["batch1"]["mean_batch_size"] == 1.0

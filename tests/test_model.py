@@ -15,8 +15,13 @@ GOLDEN_KEY = {"aasist": "aasist", "aasist-l": "aasist_l"}
 
 
 @pytest.fixture(scope="module", params=["aasist", "aasist-l"])
-def variant(request, checkpoint_dir):
-    return request.param, load_checkpoint(request.param, checkpoint_dir=checkpoint_dir).model
+def variant(request, checkpoint_dir, device):
+    return request.param, load_checkpoint(request.param, checkpoint_dir=checkpoint_dir).model.to(device)
+
+
+@pytest.fixture(scope="module")
+def inputs(golden, device):
+    return torch.from_numpy(golden["inputs"]).to(device)
 
 
 def test_sinc_bank_is_bit_exact(golden):
@@ -31,10 +36,10 @@ def test_parameter_counts(checkpoint_dir):
     assert counts == {"aasist": 297_866, "aasist-l": 85_306}
 
 
-def test_golden_logits_batched(variant, golden):
+def test_golden_logits_batched(variant, golden, inputs):
     name, model = variant
     with torch.inference_mode():
-        hidden, logits = model(torch.from_numpy(golden["inputs"]))
+        hidden, logits = (t.cpu() for t in model(inputs))
     key = GOLDEN_KEY[name]
     np.testing.assert_allclose(logits.numpy(), golden[f"{key}_logits"], atol=1e-4, rtol=0)
     np.testing.assert_allclose(hidden.numpy(), golden[f"{key}_hidden"], atol=1e-4, rtol=0)
@@ -42,18 +47,18 @@ def test_golden_logits_batched(variant, golden):
     np.testing.assert_allclose(probs, golden[f"{key}_probs"], atol=1e-4, rtol=0)
 
 
-def test_golden_logits_one_row_at_a_time(variant, golden):
+def test_golden_logits_one_row_at_a_time(variant, golden, inputs):
     name, model = variant
     with torch.inference_mode():
-        rows = [model(torch.from_numpy(golden["inputs"][i : i + 1]))[1] for i in range(len(golden["inputs"]))]
+        rows = [model(inputs[i : i + 1])[1].cpu() for i in range(len(inputs))]
     np.testing.assert_allclose(
         torch.cat(rows).numpy(), golden[f"{GOLDEN_KEY[name]}_logits"], atol=1e-4, rtol=0
     )
 
 
-def test_fast_engine_matches_eager(variant, golden):
+def test_fast_engine_matches_eager(variant, inputs):
     _, model = variant
-    x = torch.from_numpy(golden["inputs"])
+    x = inputs
     fast = FastAASIST(model).to(memory_format=torch.channels_last)
     with torch.inference_mode():
         want_hidden, want = model(x)
@@ -69,11 +74,11 @@ def test_fast_engine_leaves_source_model_untouched(variant, golden):
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
-def test_bf16_engine_agrees_on_golden_decisions(variant, golden):
+def test_bf16_engine_agrees_on_golden_decisions(variant, golden, inputs):
     name, model = variant
     fast = FastAASIST(model, torch.bfloat16).to(memory_format=torch.channels_last)
     with torch.inference_mode():
-        logits = fast(torch.from_numpy(golden["inputs"]))[1].numpy()
+        logits = fast(inputs)[1].cpu().numpy()
     want = golden[f"{GOLDEN_KEY[name]}_logits"]
     margins, want_margins = logits[:, 1] - logits[:, 0], want[:, 1] - want[:, 0]
     assert np.abs(margins - want_margins).max() < 0.5

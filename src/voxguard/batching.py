@@ -201,6 +201,8 @@ class Batcher:
         if entry is None:
             raise UnknownModel(model, self.models)
         n = len(windows)
+        if n == 0:
+            raise ValueError("submit needs at least one window")
         queue = entry.queue
         if queue.maxsize - queue.qsize() < n:
             backlog_batches = queue.qsize() / self.max_batch_size + 1
@@ -267,10 +269,20 @@ class Batcher:
                 await self._work.wait()
                 continue
             items = await self._collect(model)
-            live = self._drop_stale(model, items)
-            if live:
-                await self._run_batch(model, live)
-            self._finish(len(items))
+            try:
+                live = self._drop_stale(model, items)
+                if live:
+                    await self._run_batch(model, live)
+            except BaseException:
+                # The worker is dying (a bug, or cancellation): answer the windows it holds now instead
+                # of leaving their clients to time out, then let the supervisor restart it.
+                error_id = uuid.uuid4().hex[:12]
+                logger.exception("batch worker failed holding %d windows (error id %s)", len(items), error_id)
+                for item in items:
+                    _resolve(item.future, exc=InferenceFailed(error_id))
+                raise
+            finally:
+                self._finish(len(items))
 
     async def _collect(self, model: str) -> list[_Item]:
         queue = self._models[model].queue

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+import io
+import os
+import socket
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import IO
 
+import httpx
 import numpy as np
+import soundfile as sf
 import torch
 
 from .audio import AudioOptions, prepare
@@ -95,6 +105,7 @@ def engine_agreement(
     files: list,
     *,
     engine: str,
+    device: str = "cpu",
     checkpoint: str | None = None,
     checkpoint_dir: str | None = None,
     options: AudioOptions | None = None,
@@ -102,8 +113,8 @@ def engine_agreement(
 ) -> dict:
     """Decision agreement and largest score difference of ``engine`` against ``eager`` on real files."""
     loaded = load_checkpoint(name, checkpoint, checkpoint_dir)
-    reference = Detector(loaded, engine="eager", device="cpu")
-    candidate = Detector(loaded, engine=engine, device="cpu")
+    reference = Detector(loaded, engine="eager", device=device)
+    candidate = Detector(loaded, engine=engine, device=device)
     options = options or AudioOptions()
     rows = []
     for path in files:
@@ -116,9 +127,219 @@ def engine_agreement(
         )
     return {
         "model": name,
+        "device": _device_name(reference.device),
         "engine": engine,
         "files": len(rows),
         "decision_agreement": sum(r["agree"] for r in rows) / len(rows),
         "max_score_delta": max(r["max_window_delta"] for r in rows),
         "rows": rows,
     }
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    throughput_rps: float
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    mean_batch_size: float
+    errors: int
+
+
+def _one_window_wav(samples: int) -> bytes:
+    """A float WAV of exactly one model window, so one request is one clip."""
+    rng = np.random.default_rng(0)
+    buf = io.BytesIO()
+    sf.write(
+        buf,
+        (rng.standard_normal(samples) * 0.05).astype(np.float32),
+        16000,
+        format="WAV",
+        subtype="FLOAT",
+    )
+    return buf.getvalue()
+
+
+def _batch_stats(metrics_text: str) -> tuple[float, float]:
+    total = count = 0.0
+    for line in metrics_text.splitlines():
+        if line.startswith("voxguard_batch_size_sum"):
+            total += float(line.rsplit(" ", 1)[1])
+        elif line.startswith("voxguard_batch_size_count"):
+            count += float(line.rsplit(" ", 1)[1])
+    return total, count
+
+
+async def _drive(url: str, payload: bytes, concurrency: int, requests: int, timeout_s: float) -> LoadResult:
+    """``concurrency`` clients send ``requests`` uploads in total, each waiting for its answer."""
+
+    latencies: list[float] = []
+    errors = 0
+    sent = 0
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=url, timeout=timeout_s, limits=limits, trust_env=False) as client:
+        before = _batch_stats((await client.get("/metrics")).text)
+
+        async def worker() -> None:
+            nonlocal errors, sent
+            while sent < requests:
+                sent += 1
+                start = time.perf_counter()
+                try:
+                    response = await client.post(
+                        "/v1/predict", files={"file": ("clip.wav", payload, "audio/wav")}
+                    )
+                    ok = response.status_code == 200
+                except httpx.HTTPError:
+                    ok = False
+                latencies.append((time.perf_counter() - start) * 1000.0)
+                errors += not ok
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        wall = time.perf_counter() - started
+        after = _batch_stats((await client.get("/metrics")).text)
+    windows, batches = after[0] - before[0], after[1] - before[1]
+    p50, p95, p99 = np.percentile(latencies, [50, 95, 99])
+    return LoadResult(
+        throughput_rps=round(len(latencies) / wall, 3),
+        p50_ms=round(float(p50), 1),
+        p95_ms=round(float(p95), 1),
+        p99_ms=round(float(p99), 1),
+        mean_batch_size=round(windows / batches, 2) if batches else 0.0,
+        errors=errors,
+    )
+
+
+def _serve_and_drive(
+    server_args: list[str], env: dict[str, str], payload: bytes, concurrency: int, requests: int
+) -> LoadResult:
+    """Start ``voxguard serve`` on a free loopback port, warm it up, drive it, stop it."""
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    command = [sys.executable, "-m", "voxguard.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    with tempfile.TemporaryFile() as log:  # a pipe nobody reads would block the server once it fills
+        proc = subprocess.Popen([*command, *server_args], env={**os.environ, **env}, stdout=log, stderr=log)
+        try:
+            _wait_ready(url, proc, log)
+            asyncio.run(_drive(url, payload, concurrency, min(requests, 2 * concurrency), 300.0))  # warm-up
+            return asyncio.run(_drive(url, payload, concurrency, requests, 300.0))
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def _wait_ready(url: str, proc: subprocess.Popen, log: IO[bytes], timeout_s: float = 300.0) -> None:
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            log.seek(0)
+            raise RuntimeError(f"server exited: {log.read().decode(errors='replace')[-2000:]}")
+        try:
+            if httpx.get(f"{url}/ready", timeout=2, trust_env=False).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"server did not become ready in {timeout_s:g} s")
+
+
+def bench_serve(
+    name: str,
+    *,
+    concurrency: int,
+    requests: int,
+    device: str = "auto",
+    engine: str = "fast",
+    checkpoint_dir: str | None = None,
+    max_batch_size: int = 0,
+    max_wait_ms: float = 5.0,
+) -> dict:
+    """Dynamic batching vs ``max_batch_size=1`` through real HTTP, and the raw Detector for scale.
+
+    The raw figure runs the Detector alone, with no HTTP, at the mean batch size the dynamic run
+    formed, so ``dynamic.throughput_rps / raw_clips_per_s`` is the share of model throughput the
+    service delivers.
+    """
+    payload = _one_window_wav(64600)
+    env = {"VOXGUARD_CHECKPOINT_DIR": str(checkpoint_dir)} if checkpoint_dir else {}
+    common = ["--models", name, "--device", device, "--engine", engine, "--max-wait-ms", str(max_wait_ms)]
+    queue = str(max(1024, 4 * concurrency))
+    dynamic = _serve_and_drive(
+        [*common, "--max-batch-size", str(max_batch_size), "--queue-size", queue],
+        env,
+        payload,
+        concurrency,
+        requests,
+    )
+    batch1 = _serve_and_drive(
+        [*common, "--max-batch-size", "1", "--queue-size", queue], env, payload, concurrency, requests
+    )
+
+    detector = Detector(load_checkpoint(name, None, checkpoint_dir), engine=engine, device=device)
+    size = max(1, round(dynamic.mean_batch_size))
+    _, windows = prepare(payload, AudioOptions())
+    batch = np.repeat(windows.batch, size, axis=0)
+    detector.scores(batch)
+    runs = []
+    for _ in range(max(3, min(20, requests // (4 * size)))):
+        _synchronize(detector.device)
+        start = time.perf_counter()
+        detector.scores(batch)
+        _synchronize(detector.device)
+        runs.append(time.perf_counter() - start)
+    return {
+        "model": name,
+        "device": _device_name(detector.device),
+        "concurrency": concurrency,
+        "raw_batch_size": size,
+        "raw_clips_per_s": round(size / statistics.median(runs), 3),
+        "dynamic": asdict(dynamic),
+        "batch1": asdict(batch1),
+    }
+
+
+def render_model(report: dict) -> str:
+    lines = [
+        f"model {report['model']} on {report['device']}, {report['threads']} threads, "
+        f"torch {report['torch']}, allocator {report['allocator']}",
+        f"{'engine':8} {'batch':>5} {'ms/clip':>10} {'vs eager':>9}",
+    ]
+    eager = {r["batch_size"]: r["ms_per_clip"] for r in report["results"] if r["engine"] == "eager"}
+    for r in report["results"]:
+        base = eager.get(r["batch_size"])
+        ratio = f"{base / r['ms_per_clip']:.2f}x" if base else ""
+        lines.append(f"{r['engine']:8} {r['batch_size']:>5} {r['ms_per_clip']:>10.1f} {ratio:>9}")
+    return "\n".join(lines)
+
+
+def render_serve(report: dict) -> str:
+    lines = [
+        f"model {report['model']} on {report['device']}, concurrency {report['concurrency']}; "
+        f"raw Detector {report['raw_clips_per_s']:.2f} clips/s at batch {report['raw_batch_size']}",
+        f"{'mode':8} {'req/s':>8} {'vs raw':>7} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} "
+        f"{'batch':>6} {'errors':>6}",
+    ]
+    for mode in ("dynamic", "batch1"):
+        r = report[mode]
+        share = r["throughput_rps"] / report["raw_clips_per_s"]
+        lines.append(
+            f"{mode:8} {r['throughput_rps']:>8.2f} {share:>7.0%} {r['p50_ms']:>8.0f} {r['p95_ms']:>8.0f} "
+            f"{r['p99_ms']:>8.0f} {r['mean_batch_size']:>6.2f} {r['errors']:>6}"
+        )
+    return "\n".join(lines)
+
+
+def render_agreement(report: dict) -> str:
+    return (
+        f"{report['engine']} vs eager ({report['model']}, {report['files']} files): "
+        f"decision agreement {report['decision_agreement']:.1%}, "
+        f"max window score difference {report['max_score_delta']:.4f}"
+    )

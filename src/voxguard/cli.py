@@ -88,12 +88,27 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
         "--allocator", choices=("tuned", "system"), default="tuned" if settings.allocator_tuning else "system"
     )
     bm.add_argument("--json", action="store_true")
+    bs = bsub.add_parser(
+        "serve", help="throughput and latency through a real server: dynamic batching vs batch 1"
+    )
+    bs.add_argument("--model", default=settings.models[0])
+    bs.add_argument("--checkpoint-dir", default=settings.checkpoint_dir, type=Path)
+    bs.add_argument("--device", default=settings.device)
+    bs.add_argument("--engine", choices=ENGINES, default=settings.engine)
+    bs.add_argument("--concurrency", type=int, default=16)
+    bs.add_argument("--requests", type=int, default=200)
+    bs.add_argument(
+        "--max-batch-size", type=int, default=settings.max_batch_size, help="0 = 16 CPU / 64 CUDA"
+    )
+    bs.add_argument("--max-wait-ms", type=float, default=settings.max_wait_ms)
+    bs.add_argument("--json", action="store_true")
     ba = bsub.add_parser("agreement", help="decisions and scores of an engine against eager on real files")
     ba.add_argument("files", nargs="+", type=Path)
     ba.add_argument("--model", default=settings.models[0])
     ba.add_argument("--checkpoint", default=settings.checkpoint)
     ba.add_argument("--checkpoint-dir", default=settings.checkpoint_dir, type=Path)
     ba.add_argument("--engine", choices=ENGINES, default="bf16")
+    ba.add_argument("--device", default=settings.device)
     ba.add_argument("--preprocess", choices=("robust", "reference"), default=settings.preprocess)
     ba.add_argument("--json", action="store_true")
     return parser
@@ -224,60 +239,53 @@ def _weights(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace, settings: Settings) -> int:
-    from .bench import bench_model, engine_agreement
+    from . import bench
 
-    if args.bench == "agreement":
-        options = settings.model_copy(update={"preprocess": args.preprocess}).audio_options()
-        report = engine_agreement(
+    if args.bench == "serve":
+        report = bench.bench_serve(
+            args.model,
+            concurrency=args.concurrency,
+            requests=args.requests,
+            device=args.device,
+            engine=args.engine,
+            checkpoint_dir=str(args.checkpoint_dir.resolve()),
+            max_batch_size=args.max_batch_size,
+            max_wait_ms=args.max_wait_ms,
+        )
+        render = bench.render_serve
+    elif args.bench == "agreement":
+        report = bench.engine_agreement(
             args.model,
             args.files,
             engine=args.engine,
+            device=args.device,
             checkpoint=args.checkpoint,
             checkpoint_dir=args.checkpoint_dir,
-            options=options,
+            options=settings.model_copy(update={"preprocess": args.preprocess}).audio_options(),
             threshold=settings.threshold,
         )
-        if args.json:
-            print(json.dumps(report))
-        else:
-            print(
-                f"{report['engine']} vs eager ({report['model']}, {report['files']} files): "
-                f"decision agreement {report['decision_agreement']:.1%}, "
-                f"max window score difference {report['max_score_delta']:.4f}"
+        render = bench.render_agreement
+    else:
+        engines = [e.strip() for e in args.engines.split(",") if e.strip()]
+        unknown = sorted(set(engines) - set(ENGINES))
+        if unknown:
+            raise SystemExit(
+                f"voxguard: unknown engine(s) {', '.join(unknown)}; choose from {', '.join(ENGINES)}"
             )
-        return 0
-
-    engines = [e.strip() for e in args.engines.split(",") if e.strip()]
-    unknown = sorted(set(engines) - set(ENGINES))
-    if unknown:
-        raise SystemExit(
-            f"voxguard: unknown engine(s) {', '.join(unknown)}; choose from {', '.join(ENGINES)}"
+        report = bench.bench_model(
+            args.model,
+            engines=engines,
+            batch_sizes=args.batch_sizes,
+            repeat=args.repeat,
+            device=args.device,
+            checkpoint=args.checkpoint,
+            checkpoint_dir=args.checkpoint_dir,
+            allocator=args.allocator,
+            compile_model=args.compile,
+            threads=args.threads,
         )
-    report = bench_model(
-        args.model,
-        engines=engines,
-        batch_sizes=args.batch_sizes,
-        repeat=args.repeat,
-        device=args.device,
-        checkpoint=args.checkpoint,
-        checkpoint_dir=args.checkpoint_dir,
-        allocator=args.allocator,
-        compile_model=args.compile,
-        threads=args.threads,
-    )
-    if args.json:
-        print(json.dumps(report))
-        return 0
-    print(
-        f"model {report['model']} on {report['device']}, {report['threads']} threads, "
-        f"torch {report['torch']}, allocator {report['allocator']}"
-    )
-    eager = {r["batch_size"]: r["ms_per_clip"] for r in report["results"] if r["engine"] == "eager"}
-    print(f"{'engine':8} {'batch':>5} {'ms/clip':>10} {'vs eager':>9}")
-    for r in report["results"]:
-        base = eager.get(r["batch_size"])
-        ratio = f"{base / r['ms_per_clip']:.2f}x" if base else ""
-        print(f"{r['engine']:8} {r['batch_size']:>5} {r['ms_per_clip']:>10.1f} {ratio:>9}")
+        render = bench.render_model
+    print(json.dumps(report) if args.json else render(report))
     return 0
 
 

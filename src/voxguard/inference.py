@@ -47,13 +47,25 @@ def build_engine(model: AASIST, engine: str, device: torch.device, compile_model
     if engine == "eager":
         return model.to(device).eval()
     dtype = torch.bfloat16 if engine == "bf16" else torch.float32
-    module: nn.Module = FastAASIST(model, dtype).to(device=device, memory_format=torch.channels_last)
+    channels_last = device.type == "cpu" or dtype == torch.bfloat16
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    module: nn.Module = FastAASIST(model, dtype, channels_last).to(device=device, memory_format=layout)
     if compile_model:
         try:
             module = torch.compile(module, dynamic=False)
         except Exception as exc:  # compile support varies by platform; the uncompiled engine is the fallback
             logger.warning("torch.compile unavailable (%s); using the uncompiled %s engine", exc, engine)
     return module
+
+
+def bucket_size(n: int) -> int:
+    """The next power of two: on CUDA every new batch shape costs a cuDNN autotuning pass, so a
+    dynamic batcher's sizes 1..64 are padded to 7 shapes, all tuned during warm-up."""
+    return 1 << (n - 1).bit_length()
+
+
+def bucket_sizes(max_batch_size: int) -> tuple[int, ...]:
+    return tuple(1 << i for i in range(bucket_size(max_batch_size).bit_length()))
 
 
 @dataclass(frozen=True)
@@ -149,9 +161,13 @@ class Detector:
         """``(B, 64600)`` -> ``(B, 2)`` float32 logits (index 1 = bona fide)."""
         if windows.ndim != 2 or windows.shape[1] != self.window:
             raise ValueError(f"expected windows of shape (B, {self.window}), got {windows.shape}")
+        n = windows.shape[0]
+        padded = bucket_size(n) if self.device.type == "cuda" else n
+        if padded != n:
+            windows = np.concatenate([windows, np.zeros((padded - n, self.window), dtype=np.float32)])
         with torch.inference_mode():
             _, logits = self._module(self._to_device(windows))
-            return logits.float().cpu().numpy()
+            return logits[:n].float().cpu().numpy()
 
     def scores(self, windows: np.ndarray) -> np.ndarray:
         """Per-window score ``logit[1] - logit[0]``: positive means bona fide."""

@@ -8,6 +8,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from .api import create_app
+from .runtime import tune_allocator
 from .settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -34,6 +35,8 @@ class DrainingServer(uvicorn.Server):
 
 
 def serve(settings: Settings) -> None:
+    if settings.allocator_tuning:
+        tune_allocator()  # before uvicorn and the executors start threads that would get arenas of their own
     app = create_app(settings)
     config = uvicorn.Config(
         app,

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from .audio import prepare
 from .batching import Batcher
-from .inference import Detector
+from .inference import Detector, bucket_sizes
 from .metrics import Metrics
 from .runtime import set_threads
 from .scoring import Verdict, summarize
@@ -83,7 +83,7 @@ class PredictionService:
 
     def warmup(self) -> None:
         for detector in self.detectors.values():
-            detector.warmup((1, self.max_batch_size) if detector.device.type == "cuda" else (1,))
+            detector.warmup(bucket_sizes(self.max_batch_size) if detector.device.type == "cuda" else (1,))
         self.warmed_up = True
 
     async def start(self) -> None:
