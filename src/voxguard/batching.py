@@ -20,7 +20,7 @@ import math
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
@@ -119,7 +119,7 @@ class ScoredWindows:
 @dataclass
 class _ModelQueue:
     scorer: Scorer
-    queue: asyncio.Queue[_Item] = field(default_factory=asyncio.Queue)
+    queue: asyncio.Queue[_Item]
 
 
 class Batcher:

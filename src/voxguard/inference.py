@@ -10,7 +10,6 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
@@ -24,7 +23,6 @@ from .runtime import tune_allocator
 
 logger = logging.getLogger(__name__)
 
-Engine = Literal["eager", "fast", "bf16"]
 ENGINES: tuple[str, ...] = ("eager", "fast", "bf16")
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
 
