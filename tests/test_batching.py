@@ -26,6 +26,7 @@ from voxguard.batching import (
     QueueFull,
     ScoredWindows,
     ShuttingDown,
+    TooManyWindows,
     UnknownModel,
 )
 
@@ -302,7 +303,7 @@ async def test_queue_full_is_refused_at_once_and_nothing_is_enqueued(make_batche
     assert isinstance(refused.value.retry_after_s, int)
     assert refused.value.retry_after_s >= 1
     assert batcher.depth("m") == 3  # refused whole: not even the window that would have fitted
-    with pytest.raises(QueueFull):
+    with pytest.raises(TooManyWindows):  # could never fit: refused as too long, not "retry later"
         await asyncio.wait_for(batcher.submit("m", windows(*range(30, 35)), soon()), 0.05)  # > queue_size
     batcher.last_batch_s = 2.5  # the hint grows with the time a batch takes
     with pytest.raises(QueueFull) as refused:
@@ -629,3 +630,10 @@ async def test_stop_admitting_refuses_new_work_but_finishes_queued_work(make_bat
     assert (await queued).scores.tolist() == [2.0, 3.0, 4.0]
     assert batcher.alive  # only drain() stops the worker
     assert 5.0 not in scorer.seen()
+
+
+async def test_a_request_larger_than_the_whole_queue_is_refused_as_too_long(make_batcher):
+    batcher = make_batcher({"m": FakeScorer()}, queue_size=4)
+    with pytest.raises(TooManyWindows):
+        await batcher.submit("m", windows(1, 2, 3, 4, 5), soon())
+    assert (await batcher.submit("m", windows(1, 2, 3, 4), soon())).scores.tolist() == [1.0, 2.0, 3.0, 4.0]

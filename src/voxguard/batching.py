@@ -62,6 +62,15 @@ class InferenceFailed(BatcherError):
         self.error_id = error_id
 
 
+class TooManyWindows(BatcherError):
+    """One request has more windows than the whole queue holds; it could never be admitted."""
+
+    def __init__(self, windows: int, queue_size: int) -> None:
+        super().__init__(f"the audio needs {windows} windows but the queue holds {queue_size}")
+        self.windows = windows
+        self.queue_size = queue_size
+
+
 class UnknownModel(BatcherError):
     def __init__(self, model: str, known: list[str]) -> None:
         super().__init__(f"model {model!r} is not loaded; loaded: {', '.join(known)}")
@@ -204,6 +213,8 @@ class Batcher:
         if n == 0:
             raise ValueError("submit needs at least one window")
         queue = entry.queue
+        if n > queue.maxsize:
+            raise TooManyWindows(n, queue.maxsize)
         if queue.maxsize - queue.qsize() < n:
             backlog_batches = queue.qsize() / self.max_batch_size + 1
             raise QueueFull(model, retry_after_s=max(1, math.ceil(self.last_batch_s * backlog_batches)))

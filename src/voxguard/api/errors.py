@@ -11,7 +11,15 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..audio import ACCEPTED_FORMATS, AudioError
-from ..batching import DeadlineExceeded, InferenceFailed, QueueFull, ShuttingDown, UnknownModel
+from ..batching import (
+    BatcherError,
+    DeadlineExceeded,
+    InferenceFailed,
+    QueueFull,
+    ShuttingDown,
+    TooManyWindows,
+    UnknownModel,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +70,10 @@ def to_api_error(exc: Exception) -> ApiError:
         )
     if isinstance(exc, DeadlineExceeded):
         return ApiError(504, "deadline_exceeded", f"{exc}. Retry later or send shorter audio.")
+    if isinstance(exc, TooManyWindows):
+        return ApiError(
+            413, "audio_too_long", f"The audio is too long for this server: {exc}. Send shorter audio."
+        )
     if isinstance(exc, UnknownModel):
         return ApiError(400, "unknown_model", f"{exc}. Pass one of them as `model`, or none for the default.")
     if isinstance(exc, InferenceFailed):
@@ -92,15 +104,7 @@ def install_error_handlers(app: FastAPI) -> None:
         code = _HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")
         return error_response(ApiError(exc.status_code, code, str(exc.detail), getattr(exc, "headers", None)))
 
-    for kind in (
-        ApiError,
-        AudioError,
-        QueueFull,
-        ShuttingDown,
-        DeadlineExceeded,
-        UnknownModel,
-        InferenceFailed,
-    ):
+    for kind in (ApiError, AudioError, BatcherError):
         app.add_exception_handler(kind, domain)
     app.add_exception_handler(RequestValidationError, validation)
     app.add_exception_handler(StarletteHTTPException, http)
