@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import uvicorn
 
-from voxguard.api import create_app
+from voxguard.api.app import create_app
 from voxguard.metrics import Metrics
 from voxguard.service import PredictionService
 from voxguard.settings import Settings

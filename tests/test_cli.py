@@ -59,8 +59,6 @@ def test_predict_json_equals_detector(sample_files, checkpoint_dir, detector_fac
 def test_golden_wav_window_score_equals_golden_margin(golden, checkpoint_dir, tmp_path):
     paths = []
     for i, name in enumerate(golden["row_names"]):
-        if str(name) == "silence":
-            continue  # digital silence has no level to report; covered by the golden model tests
         path = tmp_path / f"{name}.wav"
         sf.write(path, golden["inputs"][i], 16000, subtype="FLOAT")
         paths.append((i, path))

@@ -314,21 +314,27 @@ def make_windows(
         raw = np.stack([x[s : s + WINDOW] for s in starts])
         spans = [(s / SAMPLE_RATE, (s + WINDOW) / SAMPLE_RATE) for s in starts]
 
-    rms = np.sqrt(np.mean(np.square(raw, dtype=np.float64), axis=1))
-    level = 20.0 * np.log10(np.maximum(rms, _RMS_FLOOR))
-    if preprocess == "reference":
-        return WindowSet(raw, spans, [False] * len(spans), level.tolist())
-
-    silent = level < silence_floor_dbfs
-    if silent.all():
+    batch, silent, level = _preprocess(raw, preprocess, target_rms_dbfs, max_gain_db, silence_floor_dbfs)
+    if preprocess == "robust" and all(silent):
         raise AudioError(
             "no_speech",
             f"Every part of the audio is below {silence_floor_dbfs:g} dBFS RMS, so there is no speech to "
             "analyse. Accepted: audio with audible speech.",
         )
+    return WindowSet(batch, spans, silent, level)
+
+
+def _preprocess(
+    raw: np.ndarray, preprocess: str, target_rms_dbfs: float, max_gain_db: float, silence_floor_dbfs: float
+) -> tuple[np.ndarray, list[bool], list[float]]:
+    """Per-window level normalisation (robust) or none (reference); see :func:`make_windows`."""
+    rms = np.sqrt(np.mean(np.square(raw, dtype=np.float64), axis=1))
+    level = 20.0 * np.log10(np.maximum(rms, _RMS_FLOOR))
+    if preprocess == "reference":
+        return raw, [False] * len(raw), level.tolist()
     gain = 10.0 ** (np.minimum(target_rms_dbfs - level, max_gain_db) / 20.0)
     batch = (raw * gain[:, None]).astype(np.float32)
-    return WindowSet(batch, spans, silent.tolist(), level.tolist())
+    return batch, (level < silence_floor_dbfs).tolist(), level.tolist()
 
 
 @dataclass(frozen=True)
@@ -356,3 +362,67 @@ def prepare(data: bytes, options: AudioOptions) -> tuple[DecodedAudio, WindowSet
         silence_floor_dbfs=options.silence_floor_dbfs,
     )
     return audio, windows
+
+
+class StreamWindower:
+    """Cuts a live 16 kHz stream into the same windows :func:`make_windows` would cut from the whole.
+
+    Windows start every ``hop`` samples from 0; :meth:`finish` adds the tail window that ends at the
+    last sample (or, for a stream shorter than one window, the tiled window), so a finished stream
+    yields exactly the windows of the complete recording. Only ``WINDOW`` samples plus one chunk are
+    kept in memory, whatever the stream's length.
+    """
+
+    def __init__(self, options: AudioOptions, hop: int) -> None:
+        if hop < 1:
+            raise ValueError(f"hop must be positive, got {hop}")
+        self.options = options
+        self.hop = hop
+        self._buffer = np.zeros(0, dtype=np.float32)
+        self._offset = 0  # absolute index of _buffer[0]
+        self._next = 0  # absolute start of the next window
+        self._emitted_end = 0
+        self.total = 0
+
+    def feed(self, samples: np.ndarray) -> WindowSet | None:
+        """Add samples; returns the windows they completed (``None`` when none did)."""
+        self._buffer = np.concatenate([self._buffer, np.asarray(samples, dtype=np.float32).ravel()])
+        self.total += len(samples)
+        starts = []
+        while self._next + WINDOW <= self.total:
+            starts.append(self._next)
+            self._next += self.hop
+        windows = self._cut(starts) if starts else None
+        # Keep what the next window and a possible tail window (ending at the last sample) need.
+        drop = min(self._next, self.total - WINDOW) - self._offset
+        if drop > 0:
+            self._buffer = self._buffer[drop:]
+            self._offset += drop
+        return windows
+
+    def finish(self) -> WindowSet | None:
+        """The last window: ending at the last sample, or the tiled short stream; ``None`` if covered."""
+        if self.total == 0:
+            return None
+        if self.total < WINDOW:
+            o = self.options
+            return make_windows(
+                self._buffer,
+                preprocess=o.preprocess,
+                target_rms_dbfs=o.target_rms_dbfs,
+                max_gain_db=o.max_gain_db,
+                silence_floor_dbfs=o.silence_floor_dbfs,
+            )
+        if self._emitted_end == self.total:
+            return None
+        return self._cut([self.total - WINDOW])
+
+    def _cut(self, starts: list[int]) -> WindowSet:
+        raw = np.stack([self._buffer[s - self._offset : s - self._offset + WINDOW] for s in starts])
+        o = self.options
+        batch, silent, level = _preprocess(
+            raw, o.preprocess, o.target_rms_dbfs, o.max_gain_db, o.silence_floor_dbfs
+        )
+        self._emitted_end = starts[-1] + WINDOW
+        spans = [(s / SAMPLE_RATE, (s + WINDOW) / SAMPLE_RATE) for s in starts]
+        return WindowSet(batch, spans, silent, level)

@@ -23,6 +23,26 @@ def fake_probability(score: float) -> float:
 
 
 @dataclass(frozen=True)
+class Decision:
+    score: float
+    fake_probability: float
+    is_fake: bool
+    confidence: float
+
+    @property
+    def prediction(self) -> str:
+        return "FAKE" if self.is_fake else "REAL"
+
+
+def decide(scores: list[float], threshold: float = 0.5) -> Decision:
+    """The verdict rule shared by files and live streams: mean score, sigmoid, threshold."""
+    score = float(np.mean(scores))
+    p_fake = fake_probability(score)
+    is_fake = p_fake >= threshold
+    return Decision(score, p_fake, is_fake, p_fake if is_fake else 1.0 - p_fake)
+
+
+@dataclass(frozen=True)
 class WindowScore:
     start_s: float
     end_s: float
@@ -55,9 +75,8 @@ def summarize(
         for (start, end), s, silent in zip(windows.spans, scores, windows.silent, strict=True)
     ]
     counted = [w.score for w in per_window if not w.silent]
-    score = float(np.mean(counted))
-    p_fake = fake_probability(score)
-    is_fake = p_fake >= threshold
+    decision = decide(counted, threshold)
+    score, p_fake, is_fake = decision.score, decision.fake_probability, decision.is_fake
     warnings: list[str] = []
     n_samples = audio.waveform.shape[0]
     if n_samples < WINDOW:
@@ -77,9 +96,9 @@ def summarize(
             f"{audio.info.sample_rate // 2} Hz is empty and scores are less reliable"
         )
     return Verdict(
-        prediction="FAKE" if is_fake else "REAL",
+        prediction=decision.prediction,
         is_fake=is_fake,
-        confidence=p_fake if is_fake else 1.0 - p_fake,
+        confidence=decision.confidence,
         fake_probability=p_fake,
         score=score,
         duration_s=audio.info.duration_s,

@@ -7,7 +7,7 @@ import logging
 import uvicorn
 from fastapi import FastAPI
 
-from .api import create_app
+from .api.app import create_app
 from .runtime import tune_allocator
 from .settings import Settings
 

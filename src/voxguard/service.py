@@ -12,12 +12,14 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from .audio import prepare
-from .batching import Batcher
+import numpy as np
+
+from .audio import StreamWindower, WindowSet, prepare
+from .batching import Batcher, UnknownModel
 from .inference import Detector, bucket_sizes
 from .metrics import Metrics
 from .runtime import set_threads
-from .scoring import Verdict, summarize
+from .scoring import Decision, Verdict, decide, fake_probability, summarize
 from .settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -119,3 +121,95 @@ class PredictionService:
             total_ms=(done - received_at) * 1000.0,
         )
         return Prediction(name, verdict, timing, scored.batch_sizes)
+
+
+@dataclass(frozen=True)
+class LiveWindow:
+    index: int
+    start_s: float
+    end_s: float
+    score: float
+    fake_probability: float
+    silent: bool
+    batch_size: int
+
+
+class SlowConsumer(Exception):
+    """More windows are waiting to be scored or sent than a live connection may hold."""
+
+
+class LiveSession:
+    """One live stream: 16 kHz samples in, scored windows out, in order, through the shared batcher.
+
+    Windows are submitted as soon as they complete, so live windows share batches with uploads;
+    at most ``max_pending`` may be in flight or unsent, which bounds a connection's memory and turns
+    a client that sends faster than real time (or stops reading) into :class:`SlowConsumer`.
+    """
+
+    def __init__(self, service: PredictionService, model: str | None, hop: int, max_pending: int) -> None:
+        self.service = service
+        self.model = service.resolve_model(model)
+        if self.model not in service.detectors:
+            raise UnknownModel(self.model, service.batcher.models)
+        self.windower = StreamWindower(service.options, hop)
+        self.max_pending = max_pending
+        self.pending: asyncio.Queue[asyncio.Task[list[LiveWindow]] | None] = asyncio.Queue()
+        self._in_flight = 0
+        self._count = 0
+        self._scores: list[float] = []
+
+    def feed(self, samples: np.ndarray) -> None:
+        self._submit(self.windower.feed(samples))
+
+    def finish(self) -> None:
+        """Submit the tail window; :meth:`next_scored` returns ``None`` once everything is out."""
+        self._submit(self.windower.finish())
+        self.pending.put_nowait(None)
+
+    @property
+    def windows_submitted(self) -> int:
+        return self._count
+
+    def _submit(self, windows: WindowSet | None) -> None:
+        if windows is None:
+            return
+        n = len(windows.spans)
+        if self._in_flight + n > self.max_pending:
+            raise SlowConsumer(
+                f"more than {self.max_pending} windows waiting: send audio in real time and read the replies"
+            )
+        self._in_flight += n
+        self.pending.put_nowait(asyncio.ensure_future(self._score(self._count, windows)))
+        self._count += n
+
+    async def _score(self, first: int, windows: WindowSet) -> list[LiveWindow]:
+        deadline = time.monotonic() + self.service.settings.request_timeout_s
+        scored = await self.service.batcher.submit(self.model, windows.batch, deadline)
+        rows = zip(windows.spans, scored.scores, windows.silent, strict=True)
+        return [
+            LiveWindow(
+                first + i, start, end, float(s), fake_probability(float(s)), silent, scored.batch_sizes[0]
+            )
+            for i, ((start, end), s, silent) in enumerate(rows)
+        ]
+
+    async def next_scored(self) -> list[LiveWindow] | None:
+        """The next group of scored windows in stream order, ``None`` after the last (errors propagate)."""
+        task = await self.pending.get()
+        if task is None:
+            return None
+        result = await task
+        self._in_flight -= len(result)
+        self._scores.extend(w.score for w in result if not w.silent)
+        return result
+
+    def summary(self) -> Decision | None:
+        """The verdict over every non-silent window so far (``None`` if there was none)."""
+        return decide(self._scores, self.service.settings.threshold) if self._scores else None
+
+    def cancel(self) -> None:
+        """Drop unscored windows (their batcher futures are cancelled, so they are never computed)."""
+        while not self.pending.empty():
+            task = self.pending.get_nowait()
+            if task is not None:
+                task.cancel()

@@ -56,6 +56,12 @@ class Settings(BaseSettings):
     )
     protect_probes: bool = Field(default=False, description="require a key for /health, /ready, /metrics")
     cors_origins: Annotated[list[str], NoDecode] = Field(default=[])
+    stream_hop_s: float = Field(
+        default=1.0, ge=0.1, le=4.0, description="live stream: seconds between windows"
+    )
+    stream_max_pending: int = Field(
+        default=8, ge=1, description="live stream: windows waiting per connection"
+    )
     certfile: Path | None = None
     keyfile: Path | None = None
 

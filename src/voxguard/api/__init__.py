@@ -1,5 +1,5 @@
-"""The HTTP layer: FastAPI app factory, routes, wire models. Knows nothing about tensors."""
+"""The HTTP layer: FastAPI app factory (``api.app.create_app``), routes, wire models. No tensors here.
 
-from .app import create_app
-
-__all__ = ["create_app"]
+Kept empty on purpose: importing ``voxguard.api.protocol`` (as the client does) must not load the
+server, torch included.
+"""

@@ -20,6 +20,8 @@ from ..service import PredictionService
 from ..settings import Settings
 from .errors import install_error_handlers
 from .routes import api, probes
+from .stream import router as stream_router
+from .web import web_router
 
 logger = logging.getLogger("voxguard.access")
 
@@ -119,6 +121,8 @@ def create_app(settings: Settings | None = None, service: PredictionService | No
     install_error_handlers(app)
     app.include_router(api)
     app.include_router(probes)
+    app.include_router(stream_router)
+    app.include_router(web_router)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -1,0 +1,213 @@
+"""``WebSocket /v1/stream``: live verdicts while someone speaks, through the same batcher as uploads.
+
+Protocol (also in docs/streaming.md):
+- connect to ``/v1/stream?model=&hop_s=&format=s16|f32`` (API key as ``X-API-Key`` header or
+  ``api_key`` query parameter, since browsers cannot set WebSocket headers);
+- optionally send first a text message ``{"format": "s16"|"f32", "sample_rate": 16000, "hop_s": 1.0}``;
+- send binary messages of 16 kHz mono little-endian PCM (int16 or float32), at most 1 s each;
+- receive ``{"type": "window", ...}`` for every completed 4.04 s window (every ``hop_s`` seconds);
+- send ``{"type": "end"}`` to get the tail window and ``{"type": "done", ...}`` with the verdict.
+Errors arrive as ``{"type": "error", "code", "detail"}`` followed by a close with a meaningful code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import logging
+
+import numpy as np
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+
+from ..audio import SAMPLE_RATE, AudioError
+from ..batching import BatcherError
+from ..service import LiveSession, SlowConsumer
+from .errors import to_api_error
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter()
+
+_FORMATS = {"s16": ("<i2", 1 / 32768.0), "f32": ("<f4", 1.0)}
+_MAX_MESSAGE_SECONDS = 1.0
+# Close codes (RFC 6455 and IANA registry).
+_POLICY, _UNSUPPORTED, _TOO_BIG, _INTERNAL, _TRY_LATER = 1008, 1003, 1009, 1011, 1013
+
+
+class _StreamError(Exception):
+    def __init__(self, close_code: int, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.close_code, self.code, self.detail = close_code, code, detail
+
+
+def _authorised(ws: WebSocket) -> bool:
+    keys: list[str] = ws.app.state.settings.api_keys
+    if not keys:
+        return True
+    supplied = ws.headers.get("x-api-key") or ws.query_params.get("api_key", "")
+    matched = False
+    for key in keys:  # no early exit, as for HTTP requests
+        matched |= hmac.compare_digest(supplied.encode(), key.encode())
+    return matched
+
+
+def _config(ws: WebSocket, message: dict | None) -> tuple[str, float]:
+    settings = ws.app.state.settings
+    values = {**ws.query_params, **(message or {})}
+    fmt = str(values.get("format", "s16"))
+    if fmt not in _FORMATS:
+        raise _StreamError(_UNSUPPORTED, "unsupported_format", f"format must be s16 or f32, got {fmt!r}.")
+    rate = int(values.get("sample_rate", SAMPLE_RATE))
+    if rate != SAMPLE_RATE:
+        raise _StreamError(
+            _UNSUPPORTED,
+            "unsupported_sample_rate",
+            f"Live audio must be {SAMPLE_RATE} Hz mono PCM, got {rate} Hz; resample in the client "
+            "(the web page does, with an AudioContext at 16 kHz).",
+        )
+    hop_s = float(values.get("hop_s", settings.stream_hop_s))
+    if not 0.1 <= hop_s <= 4.0:
+        raise _StreamError(_UNSUPPORTED, "invalid_hop", f"hop_s must be between 0.1 and 4.0, got {hop_s}.")
+    return fmt, hop_s
+
+
+def _samples(data: bytes, fmt: str) -> np.ndarray:
+    dtype, scale = _FORMATS[fmt]
+    width = np.dtype(dtype).itemsize
+    if len(data) % width:
+        raise _StreamError(
+            _UNSUPPORTED, "invalid_frame", f"a {fmt} frame must be a multiple of {width} bytes."
+        )
+    if len(data) // width > _MAX_MESSAGE_SECONDS * SAMPLE_RATE:
+        raise _StreamError(_TOO_BIG, "frame_too_large", "Send at most 1 s of audio per message.")
+    samples = np.frombuffer(data, dtype=dtype).astype(np.float32) * np.float32(scale)
+    if not np.isfinite(samples).all():
+        raise _StreamError(_UNSUPPORTED, "invalid_samples", "The audio contains NaN or infinite values.")
+    return samples
+
+
+async def _send_results(ws: WebSocket, session: LiveSession, threshold: float) -> None:
+    while (scored := await session.next_scored()) is not None:
+        for w in scored:
+            await ws.send_json(
+                {
+                    "type": "window",
+                    "index": w.index,
+                    "start_s": w.start_s,
+                    "end_s": w.end_s,
+                    "score": w.score,
+                    "fake_probability": w.fake_probability,
+                    "prediction": "FAKE" if w.fake_probability >= threshold else "REAL",
+                    "silent": w.silent,
+                    "batch_size": w.batch_size,
+                }
+            )
+
+
+async def _receive_audio(ws: WebSocket, session: LiveSession, fmt: str) -> None:
+    """Feed binary frames to the session until ``{"type": "end"}``, then submit the tail window."""
+    while True:
+        message = await ws.receive()
+        if message["type"] == "websocket.disconnect":
+            raise WebSocketDisconnect(message.get("code", 1000))
+        if message.get("bytes") is not None:
+            session.feed(_samples(message["bytes"], fmt))
+        elif _json(message.get("text")).get("type") == "end":
+            session.finish()
+            return
+        else:
+            raise _StreamError(
+                _UNSUPPORTED, "invalid_message", 'Text messages after audio must be {"type": "end"}.'
+            )
+
+
+def _json(text: str | None) -> dict:
+    try:
+        body = json.loads(text or "")
+    except json.JSONDecodeError as exc:
+        raise _StreamError(_UNSUPPORTED, "invalid_message", "Text messages must be JSON objects.") from exc
+    if not isinstance(body, dict):
+        raise _StreamError(_UNSUPPORTED, "invalid_message", "Text messages must be JSON objects.")
+    return body
+
+
+async def _open(ws: WebSocket) -> tuple[LiveSession, str]:
+    """The session, configured by the query string and an optional first JSON text message."""
+    message = await ws.receive()
+    if message["type"] == "websocket.disconnect":
+        raise WebSocketDisconnect(message.get("code", 1000))
+    config = _json(message["text"]) if message.get("text") is not None else None
+    fmt, hop_s = _config(ws, config)
+    settings = ws.app.state.settings
+    session = LiveSession(
+        ws.app.state.service,
+        ws.query_params.get("model"),
+        round(hop_s * SAMPLE_RATE),
+        settings.stream_max_pending,
+    )
+    if message.get("bytes") is not None:
+        session.feed(_samples(message["bytes"], fmt))
+    return session, fmt
+
+
+async def _close_with_error(ws: WebSocket, close_code: int, code: str, detail: str) -> None:
+    with contextlib.suppress(Exception):  # the client may already be gone
+        await ws.send_json({"type": "error", "code": code, "detail": detail})
+        await ws.close(close_code, reason=code)
+
+
+@router.websocket("/v1/stream")
+async def stream(ws: WebSocket) -> None:
+    await ws.accept()
+    session: LiveSession | None = None
+    tasks: list[asyncio.Task] = []
+    try:
+        if not _authorised(ws):
+            raise _StreamError(
+                _POLICY, "unauthorized", "A valid API key is required (X-API-Key or ?api_key=)."
+            )
+        session, fmt = await _open(ws)
+        threshold = ws.app.state.settings.threshold
+        receiver = asyncio.ensure_future(_receive_audio(ws, session, fmt))
+        sender = asyncio.ensure_future(_send_results(ws, session, threshold))
+        tasks = [receiver, sender]
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            task.result()  # a receiving, scoring or sending error ends the stream here
+        await sender  # the receiver saw "end": wait until every window is out
+        summary = session.summary()
+        await ws.send_json(
+            {
+                "type": "done",
+                "windows": session.windows_submitted,
+                **(
+                    {
+                        "prediction": summary.prediction,
+                        "is_fake": summary.is_fake,
+                        "confidence": summary.confidence,
+                        "fake_probability": summary.fake_probability,
+                        "score": summary.score,
+                    }
+                    if summary
+                    else {"prediction": None}
+                ),
+            }
+        )
+        await ws.close(1000)
+    except WebSocketDisconnect:
+        logger.info("live stream closed by the client")
+    except _StreamError as exc:
+        await _close_with_error(ws, exc.close_code, exc.code, exc.detail)
+    except SlowConsumer as exc:
+        await _close_with_error(ws, _TRY_LATER, "slow_consumer", str(exc))
+    except (AudioError, BatcherError) as exc:
+        err = to_api_error(exc)
+        close_code = _TRY_LATER if err.status == 503 else _POLICY if err.status < 500 else _INTERNAL
+        await _close_with_error(ws, close_code, err.code, err.detail)
+    finally:
+        for task in tasks:
+            task.cancel()
+        if session is not None:
+            session.cancel()

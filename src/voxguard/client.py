@@ -1,0 +1,366 @@
+"""Python client for the voxguard HTTP service, for other services to import.
+
+``Client`` (blocking) and ``AsyncClient`` (asyncio) share everything but the I/O: requests are built,
+responses parsed and retry delays computed by the helpers below, so both behave identically.
+Results are the service's own wire models (``voxguard.api.protocol``), validated from the JSON.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import ssl
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from time import sleep
+from typing import IO, Any, TypeVar
+
+import httpx
+from pydantic import BaseModel, ValidationError
+
+from . import __version__
+from .api.protocol import ErrorBody, HealthResponse, ModelsResponse, PredictResponse
+
+__all__ = ["AsyncClient", "Audio", "Client", "RetryPolicy", "VoxguardError"]
+
+logger = logging.getLogger(__name__)
+
+Audio = str | os.PathLike[str] | bytes | bytearray | memoryview | IO[bytes]
+"""A path, the encoded audio itself, or a binary file object (anything with ``.read()``)."""
+
+Verify = bool | str | os.PathLike[str] | ssl.SSLContext
+_Model = TypeVar("_Model", bound=BaseModel)
+
+
+class VoxguardError(Exception):
+    """A request that did not produce a result; branch on ``.code`` (the server's stable error code).
+
+    ``status`` is the HTTP status, or 0 when no response arrived (codes ``connection_error``,
+    ``timeout``, ``tls_error``, ``transport_error``). ``error_id`` is set for server errors (500) and is
+    also in the server log; ``retry_after`` is the ``Retry-After`` of a 503, in seconds.
+    """
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        detail: str,
+        error_id: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(f"{status} {code}: {detail}" if status else f"{code}: {detail}")
+        self.status = status
+        self.code = code
+        self.detail = detail
+        self.error_id = error_id
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """When to try a request again, and after how long.
+
+    Retried: 503 (``queue_full``, ``shutting_down``, ``not_ready``: the server asks to come back) and
+    ``connection_error`` (nothing was answered; scoring the same audio again is harmless). Never
+    retried: 4xx (the request itself is wrong), 500 (the same input fails the same way), 504 and
+    ``timeout`` (the time budget is already spent), TLS failures (a certificate does not fix itself).
+    """
+
+    retries: int = 3
+    backoff: float = 0.5
+    max_delay: float = 30.0
+    jitter: float = 0.1
+
+    def delay(self, attempt: int, error: VoxguardError) -> float | None:
+        """Seconds to wait before retrying after failed ``attempt`` (0-based), or None to give up.
+
+        ``Retry-After`` wins over the exponential backoff; the jitter only ever adds time, so a
+        server's ``Retry-After`` is respected while clients refused together do not return together.
+        """
+        if attempt >= self.retries or not (error.status == 503 or error.code == "connection_error"):
+            return None
+        base = error.retry_after if error.retry_after is not None else self.backoff * 2**attempt
+        return min(base * (1 + random.uniform(0, self.jitter)), self.max_delay)
+
+
+@dataclass(frozen=True)
+class _Call:
+    """One request, kept as data so that every retry re-sends the same bytes."""
+
+    method: str
+    path: str
+    params: dict[str, str] = field(default_factory=dict)
+    files: dict[str, tuple[str, bytes]] | None = None
+
+
+def _http_options(
+    base_url: str, api_key: str | None, timeout: float | httpx.Timeout, verify: Verify
+) -> dict[str, Any]:
+    headers = {"User-Agent": f"voxguard-client/{__version__}"}
+    if api_key:
+        headers["X-API-Key"] = api_key
+    if isinstance(verify, (str, os.PathLike)):  # httpx wants a context for a CA file
+        verify = ssl.create_default_context(cafile=os.fspath(verify))
+    return {"base_url": base_url, "headers": headers, "timeout": timeout, "verify": verify}
+
+
+def _read_audio(audio: Audio, filename: str | None) -> tuple[str, bytes]:
+    """The upload's name and bytes, read once so retries can send them again."""
+    if isinstance(audio, (str, os.PathLike)):
+        path = os.fspath(audio)
+        with open(path, "rb") as f:
+            return filename or os.path.basename(path), f.read()
+    if isinstance(audio, (bytes, bytearray, memoryview)):
+        return filename or "audio", bytes(audio)
+    if hasattr(audio, "read"):
+        name = getattr(audio, "name", None)
+        return filename or (os.path.basename(name) if isinstance(name, str) else "audio"), audio.read()
+    raise TypeError(f"audio must be a path, bytes or a binary file object, not {type(audio).__name__}")
+
+
+def _predict_call(upload: tuple[str, bytes], model: str | None) -> _Call:
+    return _Call("POST", "/v1/predict", {"model": model} if model else {}, {"file": upload})
+
+
+def _retry_after(value: str | None) -> float | None:
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:  # an HTTP date: voxguard never sends one; fall back to the backoff
+        return None
+
+
+def _check(response: httpx.Response) -> httpx.Response:
+    """The response if it is 2xx; otherwise its ``{code, detail}`` body as a VoxguardError."""
+    if response.is_success:
+        return response
+    try:
+        body = ErrorBody.model_validate_json(response.content)
+    except ValidationError:  # not voxguard's JSON (a proxy's page, say): keep what it said
+        body = ErrorBody(code=f"http_{response.status_code}", detail=response.text[:500])
+    raise VoxguardError(
+        response.status_code,
+        body.code,
+        body.detail,
+        error_id=body.error_id,
+        retry_after=_retry_after(response.headers.get("retry-after")),
+    )
+
+
+def _parse(response: httpx.Response, model: type[_Model]) -> _Model:
+    try:
+        return model.model_validate_json(response.content)
+    except ValidationError as exc:
+        raise VoxguardError(
+            response.status_code, "invalid_response", f"not a {model.__name__}: {exc}"
+        ) from exc
+
+
+def _transport_error(exc: httpx.RequestError) -> VoxguardError:
+    """Map a request that got no response to a status-0 VoxguardError (``raise ... from exc``)."""
+    cause: BaseException | None = exc
+    while cause is not None and not isinstance(cause, ssl.SSLError):
+        cause = cause.__cause__ or cause.__context__
+    if cause is not None:
+        code = "tls_error"
+    elif isinstance(exc, httpx.TimeoutException):
+        code = "timeout"
+    elif isinstance(exc, (httpx.NetworkError, httpx.RemoteProtocolError)):
+        code = "connection_error"
+    else:
+        code = "transport_error"
+    return VoxguardError(0, code, f"{type(exc).__name__}: {str(exc) or 'no detail'} ({exc.request.url})")
+
+
+def _not_ready(error: VoxguardError) -> bool:
+    """A 503 or an unreachable server means "not ready"; a wrong key or certificate is an error."""
+    return error.status == 503 or error.code == "connection_error"
+
+
+def _log_retry(call: _Call, error: VoxguardError, attempt: int, retries: int, wait: float) -> None:
+    logger.debug(
+        "%s %s failed (%s); retry %d/%d in %.2f s", call.method, call.path, error, attempt + 1, retries, wait
+    )
+
+
+class Client:
+    """Blocking client; thread-safe, so one instance can serve a whole process.
+
+    ``verify`` is True (system CAs), False, a CA file (e.g. the service's self-signed ``cert.pem``) or
+    an ``ssl.SSLContext``. ``transport`` replaces httpx's network transport (then ``verify`` is unused).
+    """
+
+    def __init__(
+        self,
+        base_url: str = "http://localhost:8000",
+        *,
+        api_key: str | None = None,
+        timeout: float | httpx.Timeout = 60.0,
+        verify: Verify = True,
+        retries: int = 3,
+        backoff: float = 0.5,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.policy = RetryPolicy(retries=retries, backoff=backoff)
+        self._http = httpx.Client(transport=transport, **_http_options(base_url, api_key, timeout, verify))
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _send(self, call: _Call, retry: bool = True) -> httpx.Response:
+        attempt = 0
+        while True:
+            try:
+                return _check(
+                    self._http.request(call.method, call.path, params=call.params, files=call.files)
+                )
+            except httpx.RequestError as exc:
+                error = _transport_error(exc)
+                error.__cause__ = exc
+            except VoxguardError as exc:
+                error = exc
+            wait = self.policy.delay(attempt, error) if retry else None
+            if wait is None:
+                raise error
+            _log_retry(call, error, attempt, self.policy.retries, wait)
+            sleep(wait)
+            attempt += 1
+
+    def predict(
+        self, audio: Audio, *, model: str | None = None, filename: str | None = None
+    ) -> PredictResponse:
+        """Score one recording (a path, bytes or a binary file object) with ``model`` or the default."""
+        return _parse(self._send(_predict_call(_read_audio(audio, filename), model)), PredictResponse)
+
+    def predict_many(
+        self, paths_or_bytes: Iterable[Audio], *, model: str | None = None, concurrency: int = 4
+    ) -> list[PredictResponse | VoxguardError]:
+        """Score several recordings, ``concurrency`` at a time; one result or error each, in input order.
+
+        Sending them concurrently lets the server batch them together. A local file that cannot be
+        read raises (that is the caller's bug, not the service's answer).
+        """
+
+        def one(audio: Audio) -> PredictResponse | VoxguardError:
+            try:
+                return self.predict(audio, model=model)
+            except VoxguardError as error:
+                return error
+
+        with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
+            return list(pool.map(one, paths_or_bytes))
+
+    def health(self) -> HealthResponse:
+        """Liveness: the process answers, with its device and loaded models."""
+        return _parse(self._send(_Call("GET", "/health")), HealthResponse)
+
+    def ready(self) -> bool:
+        """Whether the service takes work now; asked once, without retries (it is a probe)."""
+        try:
+            self._send(_Call("GET", "/ready"), retry=False)
+        except VoxguardError as error:
+            if _not_ready(error):
+                return False
+            raise
+        return True
+
+    def models(self) -> ModelsResponse:
+        """The loaded models, with the sha256 of each checkpoint."""
+        return _parse(self._send(_Call("GET", "/v1/models")), ModelsResponse)
+
+
+class AsyncClient:
+    """The asyncio twin of ``Client``: same arguments, same results, same errors and retries."""
+
+    def __init__(
+        self,
+        base_url: str = "http://localhost:8000",
+        *,
+        api_key: str | None = None,
+        timeout: float | httpx.Timeout = 60.0,
+        verify: Verify = True,
+        retries: int = 3,
+        backoff: float = 0.5,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.policy = RetryPolicy(retries=retries, backoff=backoff)
+        self._http = httpx.AsyncClient(
+            transport=transport, **_http_options(base_url, api_key, timeout, verify)
+        )
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def _send(self, call: _Call, retry: bool = True) -> httpx.Response:
+        attempt = 0
+        while True:
+            try:
+                response = await self._http.request(
+                    call.method, call.path, params=call.params, files=call.files
+                )
+                return _check(response)
+            except httpx.RequestError as exc:
+                error = _transport_error(exc)
+                error.__cause__ = exc
+            except VoxguardError as exc:
+                error = exc
+            wait = self.policy.delay(attempt, error) if retry else None
+            if wait is None:
+                raise error
+            _log_retry(call, error, attempt, self.policy.retries, wait)
+            await asyncio.sleep(wait)
+            attempt += 1
+
+    async def predict(
+        self, audio: Audio, *, model: str | None = None, filename: str | None = None
+    ) -> PredictResponse:
+        """Score one recording (a path, bytes or a binary file object) with ``model`` or the default."""
+        upload = await asyncio.to_thread(_read_audio, audio, filename)  # file reads stay off the loop
+        return _parse(await self._send(_predict_call(upload, model)), PredictResponse)
+
+    async def predict_many(
+        self, paths_or_bytes: Iterable[Audio], *, model: str | None = None, concurrency: int = 4
+    ) -> list[PredictResponse | VoxguardError]:
+        """Score several recordings, at most ``concurrency`` in flight; results in input order."""
+        limit = asyncio.Semaphore(max(1, concurrency))
+
+        async def one(audio: Audio) -> PredictResponse | VoxguardError:
+            async with limit:
+                try:
+                    return await self.predict(audio, model=model)
+                except VoxguardError as error:
+                    return error
+
+        return list(await asyncio.gather(*(one(audio) for audio in paths_or_bytes)))
+
+    async def health(self) -> HealthResponse:
+        """Liveness: the process answers, with its device and loaded models."""
+        return _parse(await self._send(_Call("GET", "/health")), HealthResponse)
+
+    async def ready(self) -> bool:
+        """Whether the service takes work now; asked once, without retries (it is a probe)."""
+        try:
+            await self._send(_Call("GET", "/ready"), retry=False)
+        except VoxguardError as error:
+            if _not_ready(error):
+                return False
+            raise
+        return True
+
+    async def models(self) -> ModelsResponse:
+        """The loaded models, with the sha256 of each checkpoint."""
+        return _parse(await self._send(_Call("GET", "/v1/models")), ModelsResponse)

@@ -1,0 +1,121 @@
+"""``WebSocket /v1/stream`` against a real uvicorn server: live windows equal upload windows."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import json
+
+import httpx
+import numpy as np
+import pytest
+import soundfile as sf
+import websockets
+
+from servers import live_server
+from voxguard.audio import AudioOptions, StreamWindower, make_windows
+
+
+@pytest.fixture(scope="module")
+def detectors(detector_factory) -> dict:
+    return {"aasist": detector_factory("aasist", "fast")}
+
+
+@pytest.fixture(scope="module")
+def speech(samples_dir) -> np.ndarray:
+    """About 13 s of real 16 kHz speech (several recordings end to end)."""
+    names = ["p225_001_mic1.flac", "p225_002_mic1.flac", "p225_001_mic2.flac", "p225_002_mic2.flac"]
+    return np.concatenate([sf.read(samples_dir / n, dtype="float32")[0] for n in names])
+
+
+def pcm16(wave: np.ndarray) -> bytes:
+    return (np.clip(wave, -1, 1) * 32767).astype("<i2").tobytes()
+
+
+def test_stream_windower_yields_exactly_the_upload_windows():
+    rng = np.random.default_rng(0)
+    for n in (30_000, 64_600, 64_601, 100_000, 224_600):
+        for hop in (16_000, 32_000):
+            x = (rng.standard_normal(n) * 0.1).astype(np.float32)
+            want = make_windows(x, hop=hop)
+            windower = StreamWindower(AudioOptions(), hop)
+            parts = [windower.feed(x[i : i + 3333]) for i in range(0, n, 3333)] + [windower.finish()]
+            got = [p for p in parts if p is not None]
+            assert [s for p in got for s in p.spans] == want.spans
+            np.testing.assert_array_equal(np.concatenate([p.batch for p in got]), want.batch)
+
+
+async def _stream(
+    url: str, frames: list[bytes], first: dict | None = None, **query
+) -> tuple[list[dict], int]:
+    """Send the frames and an end message while reading replies; returns them and the close code."""
+    uri = url.replace("http", "ws", 1) + "/v1/stream"
+    if query:
+        uri += "?" + "&".join(f"{k}={v}" for k, v in query.items())
+    async with websockets.connect(uri, max_size=None) as ws:
+
+        async def send_all() -> None:
+            with contextlib.suppress(websockets.ConnectionClosed):  # the server may close early, on purpose
+                if first is not None:
+                    await ws.send(json.dumps(first))
+                for frame in frames:
+                    await ws.send(frame)
+                await ws.send(json.dumps({"type": "end"}))
+
+        sender = asyncio.ensure_future(send_all())
+        messages = []
+        with contextlib.suppress(websockets.ConnectionClosed):
+            async for text in ws:
+                messages.append(json.loads(text))
+        await sender
+        return messages, ws.close_code
+
+
+async def test_streamed_windows_equal_predict_windows(detectors, speech):
+    data = pcm16(speech)
+    frames = [data[i : i + 16000] for i in range(0, len(data), 16000)]  # 0.5 s frames
+    with live_server(detectors, stream_max_pending=64) as srv:
+        messages, close_code = await _stream(srv.url, frames, {"format": "s16", "hop_s": 2.0})
+        buf = io.BytesIO()  # the upload gets exactly the same int16 samples
+        sf.write(buf, np.frombuffer(data, dtype="<i2"), 16000, format="WAV", subtype="PCM_16")
+        upload = httpx.post(
+            f"{srv.url}/v1/predict", files={"file": ("s.wav", buf.getvalue())}, timeout=120
+        ).json()
+    windows = [m for m in messages if m["type"] == "window"]
+    done = messages[-1]
+    assert close_code == 1000 and done["type"] == "done"
+    assert [(w["start_s"], w["end_s"]) for w in windows] == [
+        (w["start_s"], w["end_s"]) for w in upload["windows"]
+    ]
+    assert [w["score"] for w in windows] == pytest.approx([w["score"] for w in upload["windows"]], abs=1e-4)
+    assert done["windows"] == len(windows) and done["prediction"] == upload["prediction"]
+    assert done["score"] == pytest.approx(upload["score"], abs=1e-4)
+
+
+async def test_stream_refuses_other_sample_rates_and_bad_frames(detectors, speech):
+    with live_server(detectors) as srv:
+        messages, code = await _stream(srv.url, [pcm16(speech[:8000])], {"sample_rate": 48000})
+        assert code == 1003 and messages == [messages[0]] and messages[0]["code"] == "unsupported_sample_rate"
+        messages, code = await _stream(srv.url, [b"\x00\x01\x02"])
+        assert code == 1003 and messages[0]["code"] == "invalid_frame"
+
+
+async def test_a_client_flooding_audio_is_dropped_with_a_close_code(detectors, speech):
+    data = pcm16(np.tile(speech, 3))  # ~40 s sent at once, hop 0.5 s: far more windows than allowed
+    frames = [data[i : i + 32000] for i in range(0, len(data), 32000)]
+    with live_server(detectors, stream_max_pending=4) as srv:
+        messages, code = await _stream(srv.url, frames, {"hop_s": 0.5})
+        assert code == 1013 and messages[-1]["code"] == "slow_consumer"
+        assert httpx.get(f"{srv.url}/ready").status_code == 200
+
+
+async def test_stream_needs_the_api_key_when_keys_are_set(detectors, speech):
+    with live_server(detectors, api_keys=["k"]) as srv:
+        messages, code = await _stream(srv.url, [pcm16(speech[:16000])])
+        assert code == 1008 and messages[0]["code"] == "unauthorized"
+        frames = [pcm16(speech[i : i + 16000]) for i in range(0, 80000, 16000)]
+        messages, code = await _stream(srv.url, frames, api_key="k")
+        assert code == 1000 and messages[-1]["type"] == "done"
+        too_big, code = await _stream(srv.url, [pcm16(speech[:20000])], api_key="k")
+        assert code == 1009 and too_big[-1]["code"] == "frame_too_large"
