@@ -554,3 +554,21 @@ def test_all_silent_is_no_speech() -> None:
 def test_make_windows_rejects_nonsense(waveform: np.ndarray, preprocess: str) -> None:
     with pytest.raises(ValueError):
         make_windows(waveform, preprocess=preprocess)
+
+
+@pytest.mark.parametrize("rate", [8000, 11025, 22050, 44100, 48000])
+def test_stream_resampler_matches_whole_signal_resampling(rate):
+    import torch
+    import torchaudio.functional as taf
+
+    from voxguard.audio import StreamResampler
+
+    x = (np.random.default_rng(rate).standard_normal(rate * 3 + 123) * 0.1).astype(np.float32)
+    want = taf.resample(torch.from_numpy(x), rate, 16000).numpy()
+    for chunk in (160, 4096, rate):
+        resampler = StreamResampler(rate)
+        parts = [resampler.feed(x[i : i + chunk]) for i in range(0, len(x), chunk)] + [resampler.flush()]
+        got = np.concatenate(parts)
+        assert len(got) == len(want)
+        assert np.abs(got - want).max() < 1e-6
+        assert len(resampler._buffer) < 2 * chunk + 1200  # bounded, whatever the stream's length

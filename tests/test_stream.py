@@ -93,9 +93,9 @@ async def test_streamed_windows_equal_predict_windows(detectors, speech):
     assert done["score"] == pytest.approx(upload["score"], abs=1e-4)
 
 
-async def test_stream_refuses_other_sample_rates_and_bad_frames(detectors, speech):
+async def test_stream_refuses_unusable_sample_rates_and_bad_frames(detectors, speech):
     with live_server(detectors) as srv:
-        messages, code = await _stream(srv.url, [pcm16(speech[:8000])], {"sample_rate": 48000})
+        messages, code = await _stream(srv.url, [pcm16(speech[:8000])], {"sample_rate": 1000})
         assert code == 1003 and messages == [messages[0]] and messages[0]["code"] == "unsupported_sample_rate"
         messages, code = await _stream(srv.url, [b"\x00\x01\x02"])
         assert code == 1003 and messages[0]["code"] == "invalid_frame"
@@ -119,3 +119,51 @@ async def test_stream_needs_the_api_key_when_keys_are_set(detectors, speech):
         assert code == 1000 and messages[-1]["type"] == "done"
         too_big, code = await _stream(srv.url, [pcm16(speech[:20000])], api_key="k")
         assert code == 1009 and too_big[-1]["code"] == "frame_too_large"
+
+
+def _upload_windows(url: str, samples: np.ndarray, rate: int = 16000) -> dict:
+    buf = io.BytesIO()
+    sf.write(buf, samples, rate, format="WAV", subtype="PCM_16")
+    return httpx.post(f"{url}/v1/predict", files={"file": ("s.wav", buf.getvalue())}, timeout=120).json()
+
+
+async def test_python_client_streams_sync_and_async(detectors, speech):
+    from voxguard.client import AsyncClient, Client, VoxguardError
+
+    samples = (np.clip(speech[: 9 * 16000], -1, 1) * 32767).astype(np.int16)
+    frames = [samples[i : i + 8000] for i in range(0, len(samples), 8000)]
+    with live_server(detectors, stream_max_pending=64) as srv:
+        want = [w["score"] for w in _upload_windows(srv.url, samples)["windows"]]
+
+        def sync_run() -> list[dict]:
+            with Client(srv.url) as client:
+                return list(client.stream(frames, hop_s=2.0))
+
+        messages = await asyncio.to_thread(sync_run)
+        async with AsyncClient(srv.url) as client:
+            async_messages = [m async for m in client.stream(frames, hop_s=2.0)]
+            with pytest.raises(VoxguardError) as refused:
+                async for _ in client.stream(frames, sample_rate=1000):
+                    pass
+    for got in (messages, async_messages):
+        assert got[-1]["type"] == "done"
+        assert [m["score"] for m in got[:-1]] == pytest.approx(want, abs=1e-4)
+    assert refused.value.code == "unsupported_sample_rate"
+
+
+async def test_other_sample_rates_are_resampled_like_uploads(detectors, speech):
+    """A 48 kHz stream gives the windows of the same 48 kHz audio uploaded as a file."""
+    import torch
+    import torchaudio.functional as taf
+
+    audio48 = taf.resample(torch.from_numpy(speech[: 10 * 16000]), 16000, 48000).numpy()
+    samples = (np.clip(audio48, -1, 1) * 32767).astype(np.int16)
+    frames = [samples[i : i + 12000].tobytes() for i in range(0, len(samples), 12000)]  # 0.25 s frames
+    with live_server(detectors, stream_max_pending=64) as srv:
+        messages, code = await _stream(srv.url, frames, {"sample_rate": 48000, "hop_s": 2.0})
+        upload = _upload_windows(srv.url, samples, rate=48000)
+    assert code == 1000
+    windows = [m for m in messages if m["type"] == "window"]
+    spans = [t for w in windows for t in (w["start_s"], w["end_s"])]
+    assert spans == pytest.approx([t for w in upload["windows"] for t in (w["start_s"], w["end_s"])])
+    assert [w["score"] for w in windows] == pytest.approx([w["score"] for w in upload["windows"]], abs=1e-4)

@@ -426,3 +426,54 @@ class StreamWindower:
         self._emitted_end = starts[-1] + WINDOW
         spans = [(s / SAMPLE_RATE, (s + WINDOW) / SAMPLE_RATE) for s in starts]
         return WindowSet(batch, spans, silent, level)
+
+
+class StreamResampler:
+    """Resamples a live stream to 16 kHz in chunks, matching a whole-signal resample to float precision.
+
+    Each step resamples only the new input plus a margin wider than the sinc kernel, starting on an
+    input index where the input and output sample grids meet, and emits only outputs whose kernel
+    lies entirely inside what has arrived; :meth:`flush` emits the rest.
+    """
+
+    def __init__(self, rate: int) -> None:
+        if not MIN_SOURCE_RATE <= rate <= MAX_SOURCE_RATE or (
+            (SAMPLE_RATE // math.gcd(rate, SAMPLE_RATE)) * (rate // math.gcd(rate, SAMPLE_RATE))
+            > _MAX_RESAMPLE_KERNEL
+        ):
+            raise ValueError(f"cannot resample a stream from {rate} Hz")
+        self.rate = rate
+        self._step_in = rate // math.gcd(rate, SAMPLE_RATE)  # input samples between aligned grid points
+        self._margin = self._step_in * math.ceil(256 / self._step_in)
+        self._buffer = np.zeros(0, dtype=np.float32)
+        self._buffer_start = 0
+        self._total_in = 0
+        self._done_out = 0
+
+    def feed(self, samples: np.ndarray) -> np.ndarray:
+        self._buffer = np.concatenate([self._buffer, np.asarray(samples, dtype=np.float32).ravel()])
+        self._total_in += len(samples)
+        ready = max(0, (self._total_in - self._margin) * SAMPLE_RATE // self.rate)
+        return self._emit(ready)
+
+    def flush(self) -> np.ndarray:
+        return self._emit(math.ceil(self._total_in * SAMPLE_RATE / self.rate))
+
+    def _emit(self, until: int) -> np.ndarray:
+        if until <= self._done_out:
+            return np.zeros(0, dtype=np.float32)
+        start = self._aligned_start(self._done_out)
+        segment = torch.from_numpy(self._buffer[start - self._buffer_start :].copy())
+        out = taf.resample(segment, self.rate, SAMPLE_RATE).numpy()
+        base = start * SAMPLE_RATE // self.rate
+        result = out[self._done_out - base : until - base]
+        self._done_out = until
+        keep = self._aligned_start(until)
+        self._buffer = self._buffer[keep - self._buffer_start :]
+        self._buffer_start = keep
+        return result
+
+    def _aligned_start(self, output_index: int) -> int:
+        """An input index on the shared grid, a margin before the input that ``output_index`` needs."""
+        needed = output_index * self.rate // SAMPLE_RATE - self._margin
+        return max(0, needed // self._step_in * self._step_in)

@@ -8,18 +8,25 @@ Results are the service's own wire models (``voxguard.api.protocol``), validated
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import logging
 import os
 import random
 import ssl
-from collections.abc import Iterable
+import threading
+from collections.abc import AsyncIterator, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from time import sleep
 from typing import IO, Any, TypeVar
 
 import httpx
+import numpy as np
 from pydantic import BaseModel, ValidationError
+from websockets.asyncio.client import connect as ws_connect_async
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect as ws_connect
 
 from . import __version__
 from .api.protocol import ErrorBody, HealthResponse, ModelsResponse, PredictResponse
@@ -94,6 +101,50 @@ class _Call:
     path: str
     params: dict[str, str] = field(default_factory=dict)
     files: dict[str, tuple[str, bytes]] | None = None
+
+
+def _stream_uri(base_url: str, model: str | None) -> str:
+    url = httpx.URL(base_url.rstrip("/") + "/v1/stream")
+    url = url.copy_with(scheme="wss" if url.scheme == "https" else "ws")
+    return str(url.copy_merge_params({"model": model}) if model else url)
+
+
+def _stream_config(sample_rate: int, fmt: str, hop_s: float | None) -> str:
+    config: dict[str, Any] = {"sample_rate": sample_rate, "format": fmt}
+    if hop_s is not None:
+        config["hop_s"] = hop_s
+    return json.dumps(config)
+
+
+def _frame_bytes(frame: bytes | np.ndarray, fmt: str) -> bytes:
+    if isinstance(frame, np.ndarray):
+        return frame.astype("<i2" if fmt == "s16" else "<f4", copy=False).tobytes()
+    return bytes(frame)
+
+
+def _stream_message(text: str | bytes) -> dict[str, Any]:
+    """A server message; an ``error`` message becomes a ``VoxguardError`` (status 0: no HTTP status)."""
+    message = json.loads(text)
+    if message.get("type") == "error":
+        raise VoxguardError(0, message.get("code", "stream_error"), message.get("detail", ""))
+    return message
+
+
+def _ws_options(api_key: str | None, verify: Verify, secure: bool) -> dict[str, Any]:
+    options: dict[str, Any] = {"max_size": None}
+    if api_key:
+        options["additional_headers"] = {"X-API-Key": api_key}
+    if secure:
+        if isinstance(verify, ssl.SSLContext):
+            options["ssl"] = verify
+        elif isinstance(verify, (str, os.PathLike)):
+            options["ssl"] = ssl.create_default_context(cafile=os.fspath(verify))
+        elif verify is False:
+            context = ssl.create_default_context()
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+            options["ssl"] = context
+    return options
 
 
 def _http_options(
@@ -205,6 +256,7 @@ class Client:
     ) -> None:
         self.policy = RetryPolicy(retries=retries, backoff=backoff)
         self._http = httpx.Client(transport=transport, **_http_options(base_url, api_key, timeout, verify))
+        self._ws = (base_url, api_key, verify)
 
     def __enter__(self) -> Client:
         return self
@@ -276,6 +328,52 @@ class Client:
         """The loaded models, with the sha256 of each checkpoint."""
         return _parse(self._send(_Call("GET", "/v1/models")), ModelsResponse)
 
+    def stream(
+        self,
+        frames: Iterable[bytes | np.ndarray],
+        *,
+        sample_rate: int = 16000,
+        pcm_format: str = "s16",
+        hop_s: float | None = None,
+        model: str | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """Stream PCM frames to ``/v1/stream``; yields each ``window`` message, then the ``done`` one.
+
+        ``frames`` are mono PCM chunks (bytes, or arrays) of at most 1 s each in ``pcm_format`` (``s16`` or
+        ``f32``), sent as fast
+        as the iterable yields them: pace a live source in real time. Server errors raise
+        ``VoxguardError`` with the server's code. Protocol: docs/streaming.md.
+        """
+        return _sync_stream(self._ws, frames, sample_rate, pcm_format, hop_s, model)
+
+
+def _sync_stream(
+    ws_target: tuple[str, str | None, Verify],
+    frames: Iterable[bytes | np.ndarray],
+    sample_rate: int,
+    fmt: str,
+    hop_s: float | None,
+    model: str | None,
+) -> Iterator[dict[str, Any]]:
+    base_url, api_key, verify = ws_target
+    uri = _stream_uri(base_url, model)
+    with ws_connect(uri, **_ws_options(api_key, verify, uri.startswith("wss"))) as ws:
+
+        def send_all() -> None:
+            with contextlib.suppress(ConnectionClosed):  # the server may close first (an error message)
+                ws.send(_stream_config(sample_rate, fmt, hop_s))
+                for frame in frames:
+                    ws.send(_frame_bytes(frame, fmt))
+                ws.send(json.dumps({"type": "end"}))
+
+        sender = threading.Thread(target=send_all, name="voxguard-stream-send", daemon=True)
+        sender.start()
+        try:
+            for text in ws:
+                yield _stream_message(text)
+        finally:
+            sender.join(timeout=5)
+
 
 class AsyncClient:
     """The asyncio twin of ``Client``: same arguments, same results, same errors and retries."""
@@ -295,6 +393,7 @@ class AsyncClient:
         self._http = httpx.AsyncClient(
             transport=transport, **_http_options(base_url, api_key, timeout, verify)
         )
+        self._ws = (base_url, api_key, verify)
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -364,3 +463,35 @@ class AsyncClient:
     async def models(self) -> ModelsResponse:
         """The loaded models, with the sha256 of each checkpoint."""
         return _parse(await self._send(_Call("GET", "/v1/models")), ModelsResponse)
+
+    async def stream(
+        self,
+        frames: Iterable[bytes | np.ndarray],
+        *,
+        sample_rate: int = 16000,
+        pcm_format: str = "s16",
+        hop_s: float | None = None,
+        model: str | None = None,
+    ) -> AsyncIterator[dict[str, Any]]:
+        """The asyncio twin of ``Client.stream`` (``frames`` may also be an async iterable)."""
+        base_url, api_key, verify = self._ws
+        uri = _stream_uri(base_url, model)
+        async with ws_connect_async(uri, **_ws_options(api_key, verify, uri.startswith("wss"))) as ws:
+
+            async def send_all() -> None:
+                with contextlib.suppress(ConnectionClosed):
+                    await ws.send(_stream_config(sample_rate, pcm_format, hop_s))
+                    if hasattr(frames, "__aiter__"):
+                        async for frame in frames:  # type: ignore[union-attr]
+                            await ws.send(_frame_bytes(frame, pcm_format))
+                    else:
+                        for frame in frames:
+                            await ws.send(_frame_bytes(frame, pcm_format))
+                    await ws.send(json.dumps({"type": "end"}))
+
+            sender = asyncio.ensure_future(send_all())
+            try:
+                async for text in ws:
+                    yield _stream_message(text)
+            finally:
+                sender.cancel()

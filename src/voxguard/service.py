@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .audio import StreamWindower, WindowSet, prepare
+from .audio import SAMPLE_RATE, StreamResampler, StreamWindower, WindowSet, prepare
 from .batching import Batcher, UnknownModel
 from .inference import Detector, bucket_sizes
 from .metrics import Metrics
@@ -146,12 +146,20 @@ class LiveSession:
     a client that sends faster than real time (or stops reading) into :class:`SlowConsumer`.
     """
 
-    def __init__(self, service: PredictionService, model: str | None, hop: int, max_pending: int) -> None:
+    def __init__(
+        self,
+        service: PredictionService,
+        model: str | None,
+        hop: int,
+        max_pending: int,
+        sample_rate: int = SAMPLE_RATE,
+    ) -> None:
         self.service = service
         self.model = service.resolve_model(model)
         if self.model not in service.detectors:
             raise UnknownModel(self.model, service.batcher.models)
         self.windower = StreamWindower(service.options, hop)
+        self.resampler = StreamResampler(sample_rate) if sample_rate != SAMPLE_RATE else None
         self.max_pending = max_pending
         self.pending: asyncio.Queue[asyncio.Task[list[LiveWindow]] | None] = asyncio.Queue()
         self._in_flight = 0
@@ -159,10 +167,13 @@ class LiveSession:
         self._scores: list[float] = []
 
     def feed(self, samples: np.ndarray) -> None:
-        self._submit(self.windower.feed(samples))
+        """Add samples at the stream's rate (resampled to 16 kHz here, as uploads are)."""
+        self._submit(self.windower.feed(self.resampler.feed(samples) if self.resampler else samples))
 
     def finish(self) -> None:
         """Submit the tail window; :meth:`next_scored` returns ``None`` once everything is out."""
+        if self.resampler:
+            self._submit(self.windower.feed(self.resampler.flush()))
         self._submit(self.windower.finish())
         self.pending.put_nowait(None)
 

@@ -4,7 +4,8 @@ Protocol (also in docs/streaming.md):
 - connect to ``/v1/stream?model=&hop_s=&format=s16|f32`` (API key as ``X-API-Key`` header or
   ``api_key`` query parameter, since browsers cannot set WebSocket headers);
 - optionally send first a text message ``{"format": "s16"|"f32", "sample_rate": 16000, "hop_s": 1.0}``;
-- send binary messages of 16 kHz mono little-endian PCM (int16 or float32), at most 1 s each;
+- send binary messages of mono little-endian PCM (int16 or float32), at most 1 s each, at 16 kHz or at
+  the ``sample_rate`` announced first (the server resamples, exactly as it does uploads);
 - receive ``{"type": "window", ...}`` for every completed 4.04 s window (every ``hop_s`` seconds);
 - send ``{"type": "end"}`` to get the tail window and ``{"type": "done", ...}`` with the verdict.
 Errors arrive as ``{"type": "error", "code", "detail"}`` followed by a close with a meaningful code.
@@ -21,7 +22,7 @@ import logging
 import numpy as np
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
-from ..audio import SAMPLE_RATE, AudioError
+from ..audio import MAX_SOURCE_RATE, MIN_SOURCE_RATE, SAMPLE_RATE, AudioError
 from ..batching import BatcherError
 from ..service import LiveSession, SlowConsumer
 from .errors import to_api_error
@@ -53,34 +54,33 @@ def _authorised(ws: WebSocket) -> bool:
     return matched
 
 
-def _config(ws: WebSocket, message: dict | None) -> tuple[str, float]:
+def _config(ws: WebSocket, message: dict | None) -> tuple[str, float, int]:
     settings = ws.app.state.settings
     values = {**ws.query_params, **(message or {})}
     fmt = str(values.get("format", "s16"))
     if fmt not in _FORMATS:
         raise _StreamError(_UNSUPPORTED, "unsupported_format", f"format must be s16 or f32, got {fmt!r}.")
     rate = int(values.get("sample_rate", SAMPLE_RATE))
-    if rate != SAMPLE_RATE:
+    if not MIN_SOURCE_RATE <= rate <= MAX_SOURCE_RATE:
         raise _StreamError(
             _UNSUPPORTED,
             "unsupported_sample_rate",
-            f"Live audio must be {SAMPLE_RATE} Hz mono PCM, got {rate} Hz; resample in the client "
-            "(the web page does, with an AudioContext at 16 kHz).",
+            f"sample_rate must be {MIN_SOURCE_RATE}-{MAX_SOURCE_RATE} Hz (mono PCM), got {rate} Hz.",
         )
     hop_s = float(values.get("hop_s", settings.stream_hop_s))
     if not 0.1 <= hop_s <= 4.0:
         raise _StreamError(_UNSUPPORTED, "invalid_hop", f"hop_s must be between 0.1 and 4.0, got {hop_s}.")
-    return fmt, hop_s
+    return fmt, hop_s, rate
 
 
-def _samples(data: bytes, fmt: str) -> np.ndarray:
+def _samples(data: bytes, fmt: str, rate: int) -> np.ndarray:
     dtype, scale = _FORMATS[fmt]
     width = np.dtype(dtype).itemsize
     if len(data) % width:
         raise _StreamError(
             _UNSUPPORTED, "invalid_frame", f"a {fmt} frame must be a multiple of {width} bytes."
         )
-    if len(data) // width > _MAX_MESSAGE_SECONDS * SAMPLE_RATE:
+    if len(data) // width > _MAX_MESSAGE_SECONDS * rate:
         raise _StreamError(_TOO_BIG, "frame_too_large", "Send at most 1 s of audio per message.")
     samples = np.frombuffer(data, dtype=dtype).astype(np.float32) * np.float32(scale)
     if not np.isfinite(samples).all():
@@ -106,14 +106,14 @@ async def _send_results(ws: WebSocket, session: LiveSession, threshold: float) -
             )
 
 
-async def _receive_audio(ws: WebSocket, session: LiveSession, fmt: str) -> None:
+async def _receive_audio(ws: WebSocket, session: LiveSession, fmt: str, rate: int) -> None:
     """Feed binary frames to the session until ``{"type": "end"}``, then submit the tail window."""
     while True:
         message = await ws.receive()
         if message["type"] == "websocket.disconnect":
             raise WebSocketDisconnect(message.get("code", 1000))
         if message.get("bytes") is not None:
-            session.feed(_samples(message["bytes"], fmt))
+            session.feed(_samples(message["bytes"], fmt, rate))
         elif _json(message.get("text")).get("type") == "end":
             session.finish()
             return
@@ -133,23 +133,24 @@ def _json(text: str | None) -> dict:
     return body
 
 
-async def _open(ws: WebSocket) -> tuple[LiveSession, str]:
+async def _open(ws: WebSocket) -> tuple[LiveSession, str, int]:
     """The session, configured by the query string and an optional first JSON text message."""
     message = await ws.receive()
     if message["type"] == "websocket.disconnect":
         raise WebSocketDisconnect(message.get("code", 1000))
     config = _json(message["text"]) if message.get("text") is not None else None
-    fmt, hop_s = _config(ws, config)
+    fmt, hop_s, rate = _config(ws, config)
     settings = ws.app.state.settings
     session = LiveSession(
         ws.app.state.service,
         ws.query_params.get("model"),
         round(hop_s * SAMPLE_RATE),
         settings.stream_max_pending,
+        sample_rate=rate,
     )
     if message.get("bytes") is not None:
-        session.feed(_samples(message["bytes"], fmt))
-    return session, fmt
+        session.feed(_samples(message["bytes"], fmt, rate))
+    return session, fmt, rate
 
 
 async def _close_with_error(ws: WebSocket, close_code: int, code: str, detail: str) -> None:
@@ -168,9 +169,9 @@ async def stream(ws: WebSocket) -> None:
             raise _StreamError(
                 _POLICY, "unauthorized", "A valid API key is required (X-API-Key or ?api_key=)."
             )
-        session, fmt = await _open(ws)
+        session, fmt, rate = await _open(ws)
         threshold = ws.app.state.settings.threshold
-        receiver = asyncio.ensure_future(_receive_audio(ws, session, fmt))
+        receiver = asyncio.ensure_future(_receive_audio(ws, session, fmt, rate))
         sender = asyncio.ensure_future(_send_results(ws, session, threshold))
         tasks = [receiver, sender]
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)

@@ -1,4 +1,4 @@
-// Audio thread: hands each block of microphone samples (already at the context's 16 kHz) to the page.
+// Audio thread: hands each block of microphone samples (at the context's rate) to the page as mono.
 class PcmCapture extends AudioWorkletProcessor {
   process(inputs) {
     const channels = inputs[0];

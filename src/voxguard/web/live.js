@@ -1,5 +1,6 @@
 // Live mode: microphone -> 16 kHz float32 frames -> WebSocket /v1/stream -> a verdict per window.
-// Protocol: docs/streaming.md. The AudioContext runs at 16 kHz, so the browser resamples the mic.
+// Protocol: docs/streaming.md. The AudioContext asks for 16 kHz so the browser resamples the mic; a
+// browser that ignores the request still works, since the page announces the real rate to the server.
 
 const RATE = 16000;
 const FRAME = RATE / 4; // send 0.25 s per message
