@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 SHARED_WEIGHTS := $(abspath ../shared/aasist)
-# Tests read the official weights from ../shared when present (CI), else from checkpoints/.
+# The official weights: ../shared/aasist when present (CI, this workspace), else checkpoints/.
 SAMPLES ?= $(abspath ../shared/samples)
 export VOXGUARD_CHECKPOINT_DIR ?= $(if $(wildcard $(SHARED_WEIGHTS)/AASIST.pth),$(SHARED_WEIGHTS),$(abspath checkpoints))
 
@@ -47,14 +47,13 @@ $(CERT_DIR)/cert.pem:
 
 # Fetch weights only when missing, then serve on http://localhost:8000 (Swagger UI at /docs).
 run: install
-	@test -f checkpoints/AASIST.pth || $(VENV)/bin/voxguard weights --dir checkpoints
-	VOXGUARD_CHECKPOINT_DIR=$(abspath checkpoints) $(VENV)/bin/voxguard serve --host 0.0.0.0 --port 8000
+	@test -f $(VOXGUARD_CHECKPOINT_DIR)/AASIST.pth || $(VENV)/bin/voxguard weights --dir $(VOXGUARD_CHECKPOINT_DIR)
+	$(VENV)/bin/voxguard serve --host 0.0.0.0 --port 8000
 
 # HTTPS with the self-signed certificate from `make certs`.
 run-tls: install certs
-	@test -f checkpoints/AASIST.pth || $(VENV)/bin/voxguard weights --dir checkpoints
-	VOXGUARD_CHECKPOINT_DIR=$(abspath checkpoints) $(VENV)/bin/voxguard serve --host 0.0.0.0 --port 8443 \
-		--certfile $(CERT_DIR)/cert.pem --keyfile $(CERT_DIR)/key.pem
+	@test -f $(VOXGUARD_CHECKPOINT_DIR)/AASIST.pth || $(VENV)/bin/voxguard weights --dir $(VOXGUARD_CHECKPOINT_DIR)
+	$(VENV)/bin/voxguard serve --host 0.0.0.0 --port 8443 --certfile $(CERT_DIR)/cert.pem --keyfile $(CERT_DIR)/key.pem
 
 bench: install
 	$(VENV)/bin/voxguard bench model --batch-sizes 1,16 --repeat 3
