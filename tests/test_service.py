@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import io
 import re
-import signal
 import socket
 import ssl
 import subprocess
@@ -216,8 +215,7 @@ def test_sigterm_drains_in_flight_requests(checkpoint_dir, uploads, tmp_path):
 
         responses, signalled = asyncio.run(scenario())
         assert [r.status_code for r in responses] == [200] * 8
-        # uvicorn re-raises the signal once it has shut down, so supervisors see "terminated by SIGTERM"
-        assert server.proc.wait(timeout=60) in (0, -signal.SIGTERM)
+        assert server.proc.wait(timeout=60) == 0  # a clean drain is a clean exit
         assert "drained and stopped" in server.output()
         assert time.monotonic() - signalled < 60
     finally:

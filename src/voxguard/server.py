@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 
 import uvicorn
 from fastapi import FastAPI
@@ -25,6 +27,14 @@ class DrainingServer(uvicorn.Server):
     def __init__(self, config: uvicorn.Config, app: FastAPI) -> None:
         super().__init__(config)
         self._fastapi = app
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        """As uvicorn's, except that a shutdown that drained cleanly exits 0 instead of re-raising the
+        signal: supervisors then see a clean stop, and a failed drain still dies by the signal."""
+        with super().capture_signals():
+            yield
+            self._captured_signals.clear()
 
     def handle_exit(self, sig: int, frame: object) -> None:
         service = getattr(self._fastapi.state, "service", None)
