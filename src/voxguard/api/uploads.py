@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from python_multipart.multipart import MultipartParser, parse_options_header
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from .errors import UNSUPPORTED_TYPE, ApiError
 
@@ -43,10 +43,14 @@ async def read_body(request: Request, limit: int) -> bytes:
         except ValueError as exc:
             raise ApiError(400, "invalid_request", "The Content-Length header is not a number.") from exc
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise _too_large(limit)
+    try:
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                raise _too_large(limit)
+    except ClientDisconnect as exc:  # hung up mid-upload: nothing to answer, nothing to compute
+        request.state.client_gone = True
+        raise ApiError(499, "client_closed_request", "The client closed the connection mid-upload.") from exc
     return bytes(body)
 
 
