@@ -14,6 +14,7 @@ PROTECTED = [
     ("GET", "/v1/models"),
 ]
 PROBES = [("GET", "/health"), ("GET", "/ready"), ("GET", "/metrics")]
+WRONG_KEYS = ({}, {"X-API-Key": "secret-kez"}, {"Authorization": "Bearer wrong"}, {"X-API-Key": ""})
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +25,7 @@ def detectors(detector_factory) -> dict:
 def test_every_protected_route_needs_the_key_and_probes_follow_the_setting(detectors):
     with live_server(detectors, api_keys=["secret-key"]) as srv:
         for method, path in PROTECTED:
-            for headers in ({}, {"X-API-Key": "secret-kez"}, {"Authorization": "Bearer wrong"}, {"X-API-Key": ""}):
+            for headers in WRONG_KEYS:
                 r = httpx.request(method, srv.url + path, headers=headers, content=b"", timeout=30)
                 assert r.status_code == 401 and r.json()["code"] == "unauthorized", (path, headers)
             ok = httpx.request(
