@@ -170,7 +170,7 @@ async def make_batcher():
             scorer.release()
         try:
             await asyncio.wait_for(batcher.drain(), 0.5)  # a healthy drain takes milliseconds here
-        except asyncio.TimeoutError:
+        except TimeoutError:
             batcher._stopping = True
             if batcher._worker is not None:
                 batcher._worker.cancel()

@@ -239,6 +239,8 @@ def _decode_pyav(data: bytes, limits: _Limits) -> _Raw:
         name = _AV_CONTAINERS.get(fmt, fmt.split(",")[0])
         if name == "matroska" and b"webm" in data[:64]:  # the EBML DocType sits in the first bytes
             name = "webm"
+        if stream.codec_context is None:  # e.g. a WAV with an unknown format tag: FFmpeg has no decoder
+            raise limits.error("undecodable_audio", f"The {name} audio uses a codec that cannot be decoded")
         codec = stream.codec_context.codec.canonical_name
         resampler: av.AudioResampler | None = None
         rate = channels = max_frames = total = 0
@@ -258,7 +260,12 @@ def _decode_pyav(data: bytes, limits: _Limits) -> _Raw:
                         raise limits.too_long()
                     blocks.append(planes.mean(axis=0, dtype=np.float64).astype(np.float32))
         except av.FFmpegError as exc:
-            raise limits.error("undecodable_audio", f"The {name} audio stream could not be decoded") from exc
+            if not blocks:
+                raise limits.error(
+                    "undecodable_audio", f"The {name} audio stream could not be decoded"
+                ) from exc
+            # A truncated file: keep the complete frames before the damage, as libsndfile does for WAV.
+            logger.debug("%s stream damaged after %d frames; keeping those", name, total, exc_info=True)
     return _Raw(_concat(blocks), rate, channels, name, codec)
 
 

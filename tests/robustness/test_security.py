@@ -56,3 +56,22 @@ def test_cors_allows_only_the_listed_origins(detectors):
     with live_server(detectors) as srv:  # no origins configured: no CORS headers at all
         r = httpx.get(f"{srv.url}/health", headers={"Origin": "https://app.example"})
         assert "access-control-allow-origin" not in r.headers
+
+
+def test_a_stalled_upload_is_cut_off_at_the_request_deadline(detectors):
+    """Slowloris: declare a body, send part of it, stall. The deadline covers reading the body too."""
+    import socket
+    import time
+
+    with live_server(detectors, request_timeout_s=1.0) as srv:
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as s:
+            started = time.monotonic()
+            s.sendall(
+                b"POST /v1/predict HTTP/1.1\r\nHost: localhost\r\nContent-Type: audio/wav\r\n"
+                b"Content-Length: 100000\r\n\r\n" + bytes(1000)
+            )
+            reply = s.recv(65536)
+            waited = time.monotonic() - started
+        assert reply.startswith(b"HTTP/1.1 408") and b"request_timeout" in reply
+        assert waited < 5
+        assert httpx.get(f"{srv.url}/ready").status_code == 200

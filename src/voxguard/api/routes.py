@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import time
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
@@ -92,11 +93,13 @@ probes = APIRouter(dependencies=[Depends(require_probe_key)])
 
 async def _audio_parts(request: Request, field: str) -> tuple[list[Part], str | None]:
     """The audio payload(s) and an optional form ``model`` field, from multipart or a raw body."""
-    limit = int(request.app.state.settings.max_upload_mb * 1_000_000)
+    settings = request.app.state.settings
+    limit = int(settings.max_upload_mb * 1_000_000)
+    body_timeout = max(0.0, request.state.received_at + settings.request_timeout_s - time.monotonic())
     content_type = request.headers.get("content-type", "")
     media = content_type.split(";", 1)[0].strip().lower()
     if media == "multipart/form-data":
-        parts = parse_multipart(await read_body(request, limit), content_type)
+        parts = parse_multipart(await read_body(request, limit, body_timeout), content_type)
         names = {field, "file"}  # the batch route also takes repeated `file` fields
         files = [p for p in parts if p.name in names]
         model = next((p.data.decode("utf-8", "replace").strip() for p in parts if p.name == "model"), None)
@@ -109,7 +112,7 @@ async def _audio_parts(request: Request, field: str) -> tuple[list[Part], str | 
             )
         return files, model or None
     if media.startswith("audio/") or media in ("application/octet-stream", "video/webm", "video/mp4"):
-        return [Part("file", None, media, bytearray(await read_body(request, limit)))], None
+        return [Part("file", None, media, bytearray(await read_body(request, limit, body_timeout)))], None
     raise ApiError(
         415, "unsupported_media_type", f"Content type {media or 'none'!r} is not accepted. {UNSUPPORTED_TYPE}"
     )

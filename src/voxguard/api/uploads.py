@@ -7,6 +7,7 @@ before it is all read), so the body is read and parsed here instead.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 
 from python_multipart.multipart import MultipartParser, parse_options_header
@@ -33,8 +34,12 @@ def _too_large(limit: int) -> ApiError:
     )
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The whole body, refusing at once when Content-Length or the streamed size passes ``limit``."""
+async def read_body(request: Request, limit: int, timeout_s: float) -> bytes:
+    """The whole body, refusing at once when Content-Length or the streamed size passes ``limit``.
+
+    The body must arrive within ``timeout_s`` (the request deadline), so a client that declares a body
+    and then stalls (slowloris) cannot hold a connection and its buffer indefinitely.
+    """
     declared = request.headers.get("content-length")
     if declared is not None:
         try:
@@ -44,10 +49,15 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise ApiError(400, "invalid_request", "The Content-Length header is not a number.") from exc
     body = bytearray()
     try:
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > limit:
-                raise _too_large(limit)
+        async with asyncio.timeout(timeout_s):
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > limit:
+                    raise _too_large(limit)
+    except TimeoutError as exc:
+        raise ApiError(
+            408, "request_timeout", f"The upload did not arrive within {timeout_s:g} s. Send the whole body."
+        ) from exc
     except ClientDisconnect as exc:  # hung up mid-upload: nothing to answer, nothing to compute
         request.state.client_gone = True
         raise ApiError(499, "client_closed_request", "The client closed the connection mid-upload.") from exc
