@@ -7,7 +7,7 @@ SHARED_WEIGHTS := $(abspath ../shared/aasist)
 SAMPLES ?= $(abspath ../shared/samples)
 export VOXGUARD_CHECKPOINT_DIR ?= $(if $(wildcard $(SHARED_WEIGHTS)/AASIST.pth),$(SHARED_WEIGHTS),$(abspath checkpoints))
 
-.PHONY: install test test-fast lint format weights run run-tls certs bench bench-gpu clean
+.PHONY: install test test-fast lint format weights run run-tls certs bench bench-gpu reliability clean
 
 install: $(VENV)/.installed
 
@@ -63,6 +63,19 @@ bench: install
 BENCH_OUT ?= bench-results
 bench-gpu:
 	VOXGUARD_SAMPLES_DIR=$${VOXGUARD_SAMPLES_DIR:-$(SAMPLES)} scripts/bench_gpu.sh $(BENCH_OUT) $(PY)
+
+# Robustness, overload, security and contract tests, then docs/reliability.md from their figures.
+reliability: install
+	$(PY) -m pytest -q tests/robustness tests/test_contract.py
+	@mkdir -p test-artifacts
+	@( $(VENV)/bin/pip-audit --progress-spinner off --skip-editable -l > test-artifacts/pip-audit.raw 2>&1; \
+		status=$$?; unaudited=$$(grep -c "could not be audited" test-artifacts/pip-audit.raw); \
+		if [ $$unaudited -gt 0 ]; then echo "pip-audit could not audit $$unaudited packages: their vulnerability data was not reachable from this machine, so this run proves nothing either way."; \
+		elif [ $$status -eq 0 ]; then echo "pip-audit found no known vulnerabilities."; \
+		else echo "pip-audit reported findings (exit $$status); each must be fixed or documented here:"; fi; \
+		echo; echo '```'; tail -n 8 test-artifacts/pip-audit.raw; echo '```' ) > test-artifacts/pip-audit.txt
+	$(PY) scripts/reliability_report.py > docs/reliability.md
+	@echo "wrote docs/reliability.md"
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache build src/*.egg-info

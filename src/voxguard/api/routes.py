@@ -32,6 +32,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     for status, text in (
         (400, "bad input (empty, malformed form, unknown model)"),
         (401, "missing or wrong API key"),
+        (408, "the upload did not arrive before the request deadline"),
         (413, "upload or audio too large"),
         (415, "not an accepted audio format or content type"),
         (422, "audio too short, invalid samples, no speech, or invalid parameters"),
