@@ -63,13 +63,16 @@ async def test_four_times_capacity_gets_only_200_or_503_within_bounds(detector_f
                 assert (await client.post("/v1/predict", files={"file": clip})).status_code == 200
             capacity_rps = 3 / (time.perf_counter() - start)
             offered_rps = 4 * capacity_rps
-            # Round 1 takes the heap to its high-water mark (the tuned allocator keeps it); round 2 must
-            # not grow it further: growth between identical rounds would be a leak.
+            # Round 1 takes the heap to a high-water mark (the tuned allocator keeps it). A leak grows the
+            # process every round; a new high-water mark (other tests' fragmentation, batch timing) does
+            # not repeat. So at least one of two further identical rounds must add (almost) nothing.
             first, depths1 = await _overload(client, clip, offered_rps, 6.0)
-            after_first = rss_mb()
+            rss = [rss_mb()]
             second, depths2 = await _overload(client, clip, offered_rps, 6.0)
-            after_second = rss_mb()
-    responses, depths = first + second, depths1 + depths2
+            rss.append(rss_mb())
+            third, depths3 = await _overload(client, clip, offered_rps, 6.0)
+            rss.append(rss_mb())
+    responses, depths = first + second + third, depths1 + depths2 + depths3
     served = [r for r in responses if r.status_code == 200]
     refused = [r for r in responses if r.status_code == 503]
     assert {r.status_code for r in responses} <= {200, 503}
@@ -78,7 +81,7 @@ async def test_four_times_capacity_gets_only_200_or_503_within_bounds(detector_f
     assert all(r.json()["code"] == "queue_full" for r in refused)
     assert max(r.json()["timing"]["total_ms"] for r in served) <= TIMEOUT_S * 1000
     assert max(depths) <= QUEUE_SIZE
-    assert after_second - after_first < 50, (after_first, after_second)
+    assert min(rss[1] - rss[0], rss[2] - rss[1]) < 50, rss
     ARTIFACTS.mkdir(exist_ok=True)
     (ARTIFACTS / "overload.json").write_text(
         json.dumps(
@@ -92,8 +95,7 @@ async def test_four_times_capacity_gets_only_200_or_503_within_bounds(detector_f
                 "max_total_ms_served": round(max(r.json()["timing"]["total_ms"] for r in served), 1),
                 "max_queue_depth": max(depths),
                 "queue_bound": QUEUE_SIZE,
-                "rss_mb_after_round1": round(after_first, 1),
-                "rss_mb_after_round2": round(after_second, 1),
+                "rss_mb_after_rounds": [round(v, 1) for v in rss],
             },
             indent=1,
         )
