@@ -69,15 +69,8 @@ def bench_model(
         device_name = _device_name(detector.device)
         for bs in batch_sizes:
             batch = inputs[bs]
-            detector.scores(batch)
-            runs = []
-            for _ in range(repeat):
-                _synchronize(detector.device)
-                start = time.perf_counter()
-                detector.scores(batch)
-                _synchronize(detector.device)
-                runs.append((time.perf_counter() - start) * 1000.0 / bs)
-            results.append(EngineTiming(engine, bs, round(statistics.median(runs), 3)))
+            runs = _time_forward(detector, batch, repeat)
+            results.append(EngineTiming(engine, bs, round(statistics.median(runs) * 1000.0 / bs, 3)))
         del detector
     return {
         "model": name,
@@ -87,6 +80,19 @@ def bench_model(
         "allocator": allocator,
         "results": [asdict(r) for r in results],
     }
+
+
+def _time_forward(detector: Detector, batch: np.ndarray, repeat: int) -> list[float]:
+    """Seconds per forward over ``repeat`` runs, after one untimed warm-up run."""
+    detector.scores(batch)
+    runs = []
+    for _ in range(repeat):
+        _synchronize(detector.device)
+        start = time.perf_counter()
+        detector.scores(batch)
+        _synchronize(detector.device)
+        runs.append(time.perf_counter() - start)
+    return runs
 
 
 def _synchronize(device: torch.device) -> None:
@@ -172,7 +178,6 @@ def _batch_stats(metrics_text: str) -> tuple[float, float]:
 
 async def _drive(url: str, payload: bytes, concurrency: int, requests: int, timeout_s: float) -> LoadResult:
     """``concurrency`` clients send ``requests`` uploads in total, each waiting for its answer."""
-
     latencies: list[float] = []
     errors = 0
     sent = 0
@@ -215,7 +220,6 @@ def _serve_and_drive(
     server_args: list[str], env: dict[str, str], payload: bytes, concurrency: int, requests: int
 ) -> LoadResult:
     """Start ``voxguard serve`` on a free loopback port, warm it up, drive it, stop it."""
-
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -236,7 +240,6 @@ def _serve_and_drive(
 
 
 def _wait_ready(url: str, proc: subprocess.Popen, log: IO[bytes], timeout_s: float = 300.0) -> None:
-
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -287,14 +290,7 @@ def bench_serve(
     size = max(1, round(dynamic.mean_batch_size))
     _, windows = prepare(payload, AudioOptions())
     batch = np.repeat(windows.batch, size, axis=0)
-    detector.scores(batch)
-    runs = []
-    for _ in range(max(3, min(20, requests // (4 * size)))):
-        _synchronize(detector.device)
-        start = time.perf_counter()
-        detector.scores(batch)
-        _synchronize(detector.device)
-        runs.append(time.perf_counter() - start)
+    runs = _time_forward(detector, batch, max(3, min(20, requests // (4 * size))))
     return {
         "model": name,
         "device": _device_name(detector.device),

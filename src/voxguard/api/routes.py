@@ -62,6 +62,14 @@ def service_of(request: Request) -> PredictionService:
     return request.app.state.service
 
 
+def key_matches(supplied: str, keys: list[str]) -> bool:
+    """Compare against every key in constant time, with no early exit, so timing reveals nothing."""
+    matched = False
+    for key in keys:
+        matched |= hmac.compare_digest(supplied.encode(), key.encode())
+    return matched
+
+
 def require_api_key(request: Request) -> None:
     """Accept ``X-API-Key`` or ``Authorization: Bearer``; every key is compared in constant time."""
     keys: list[str] = request.app.state.settings.api_keys
@@ -71,10 +79,7 @@ def require_api_key(request: Request) -> None:
     auth = request.headers.get("authorization", "")
     if not supplied and auth.lower().startswith("bearer "):
         supplied = auth[7:].strip()
-    matched = False
-    for key in keys:  # no early exit: timing does not reveal which key or how much matched
-        matched |= hmac.compare_digest(supplied.encode(), key.encode())
-    if not matched:
+    if not key_matches(supplied, keys):
         raise ApiError(
             401,
             "unauthorized",

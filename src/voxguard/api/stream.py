@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import json
 import logging
 
@@ -26,6 +25,7 @@ from ..audio import MAX_SOURCE_RATE, MIN_SOURCE_RATE, SAMPLE_RATE, AudioError
 from ..batching import BatcherError
 from ..service import LiveSession, SlowConsumer
 from .errors import to_api_error
+from .routes import key_matches
 
 logger = logging.getLogger(__name__)
 
@@ -47,11 +47,7 @@ def _authorised(ws: WebSocket) -> bool:
     keys: list[str] = ws.app.state.settings.api_keys
     if not keys:
         return True
-    supplied = ws.headers.get("x-api-key") or ws.query_params.get("api_key", "")
-    matched = False
-    for key in keys:  # no early exit, as for HTTP requests
-        matched |= hmac.compare_digest(supplied.encode(), key.encode())
-    return matched
+    return key_matches(ws.headers.get("x-api-key") or ws.query_params.get("api_key", ""), keys)
 
 
 def _config(ws: WebSocket, message: dict | None) -> tuple[str, float, int]:
