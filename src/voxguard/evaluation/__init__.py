@@ -1,0 +1,1 @@
+"""Offline evaluation: detection metrics, scoring data sets, reports."""
