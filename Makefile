@@ -7,7 +7,7 @@ SHARED_WEIGHTS := $(abspath ../shared/aasist)
 SAMPLES ?= $(abspath ../shared/samples)
 export VOXGUARD_CHECKPOINT_DIR ?= $(if $(wildcard $(SHARED_WEIGHTS)/AASIST.pth),$(SHARED_WEIGHTS),$(abspath checkpoints))
 
-.PHONY: install test test-fast lint format weights run run-tls certs bench bench-gpu reliability clean
+.PHONY: install test test-fast lint format weights run run-tls certs bench bench-gpu audit reliability clean
 
 install: $(VENV)/.installed
 
@@ -64,16 +64,14 @@ BENCH_OUT ?= bench-results
 bench-gpu:
 	VOXGUARD_SAMPLES_DIR=$${VOXGUARD_SAMPLES_DIR:-$(SAMPLES)} scripts/bench_gpu.sh $(BENCH_OUT) $(PY)
 
-# Robustness, overload, security and contract tests, then docs/reliability.md from their figures.
+# Known vulnerabilities in the installed dependencies (pip-audit); CI runs it after the tests.
+audit: install
+	$(PY) scripts/dependency_audit.py
+
+# Robustness, overload, security and contract tests and the dependency audit, then docs/reliability.md.
 reliability: install
 	$(PY) -m pytest -q tests/robustness tests/test_contract.py
-	@mkdir -p test-artifacts
-	@( $(VENV)/bin/pip-audit --progress-spinner off --skip-editable -l > test-artifacts/pip-audit.raw 2>&1; \
-		status=$$?; unaudited=$$(grep -c "could not be audited" test-artifacts/pip-audit.raw); \
-		if [ $$unaudited -gt 0 ]; then echo "pip-audit could not audit $$unaudited packages: their vulnerability data was not reachable from this machine, so this run proves nothing either way."; \
-		elif [ $$status -eq 0 ]; then echo "pip-audit found no known vulnerabilities."; \
-		else echo "pip-audit reported findings (exit $$status); each must be fixed or documented here:"; fi; \
-		echo; echo '```'; tail -n 8 test-artifacts/pip-audit.raw; echo '```' ) > test-artifacts/pip-audit.txt
+	$(PY) scripts/dependency_audit.py
 	$(PY) scripts/reliability_report.py > docs/reliability.md
 	@echo "wrote docs/reliability.md"
 

@@ -196,25 +196,34 @@ async def test_worker_restarts_and_ready_reports_it(detectors, uploads):
 
 
 def test_sigterm_drains_in_flight_requests(checkpoint_dir, uploads, tmp_path):
+    """N requests in flight are all answered, a request arriving during the drain gets 503 (the server
+    still listens), and the process exits 0."""
     server = ServerProcess(
         ["--max-batch-size", "2", "--checkpoint-dir", str(checkpoint_dir)], {"TMPDIR": str(tmp_path)}
     )
     try:
         server.wait_ready()
 
-        async def scenario() -> tuple[list[httpx.Response], float]:
+        async def scenario() -> tuple[list[httpx.Response], httpx.Response, httpx.Response, float]:
             async with httpx.AsyncClient(base_url=server.url, timeout=120) as client:
                 tasks = [
                     asyncio.ensure_future(client.post("/v1/predict", files={"file": uploads[i % 3]}))
-                    for i in range(8)
+                    for i in range(12)
                 ]
                 await asyncio.sleep(0.5)
                 server.terminate()
                 signalled = time.monotonic()
-                return await asyncio.gather(*tasks), signalled
+                await asyncio.sleep(0.3)  # uvicorn alone would have closed its listener by now
+                async with httpx.AsyncClient(base_url=server.url, timeout=30) as late:
+                    refused = await late.post("/v1/predict", files={"file": uploads[0]})
+                    ready = await late.get("/ready")
+                return await asyncio.gather(*tasks), refused, ready, signalled
 
-        responses, signalled = asyncio.run(scenario())
-        assert [r.status_code for r in responses] == [200] * 8
+        responses, refused, ready, signalled = asyncio.run(scenario())
+        assert [r.status_code for r in responses] == [200] * 12
+        assert refused.status_code == 503 and refused.json()["code"] == "shutting_down"
+        assert refused.headers["retry-after"] == "1"
+        assert ready.status_code == 503
         assert server.proc.wait(timeout=60) == 0  # a clean drain is a clean exit
         assert "drained and stopped" in server.output()
         assert time.monotonic() - signalled < 60

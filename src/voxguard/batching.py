@@ -181,6 +181,11 @@ class Batcher:
     def accepting(self) -> bool:
         return self._accepting
 
+    @property
+    def idle(self) -> bool:
+        """No window is queued or being scored."""
+        return self._idle.is_set()
+
     def depth(self, model: str) -> int:
         return self._models[model].queue.qsize()
 

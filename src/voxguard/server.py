@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Iterator
 
 import uvicorn
@@ -17,16 +18,20 @@ logger = logging.getLogger(__name__)
 
 
 class DrainingServer(uvicorn.Server):
-    """On SIGTERM/SIGINT, refuse new work with 503 at once, then let uvicorn finish in-flight requests.
+    """On SIGTERM/SIGINT, refuse new work with 503 at once but keep listening until the queued work is
+    done; only then let uvicorn stop accepting connections and finish.
 
-    uvicorn alone stops listening and waits for open requests, but a request arriving on a kept-alive
-    connection in that window would still be queued; marking the batcher first turns it into a
-    clean 503 with ``Retry-After`` that a load balancer retries elsewhere.
+    uvicorn alone closes its listening socket at the signal, so a request that arrives during the drain
+    (a load balancer has not yet noticed ``/ready`` turning 503) meets a refused connection. Staying open
+    turns it into a clean 503 with ``Retry-After`` that the balancer retries on another replica. The
+    drain ends when the batcher is idle or after ``drain_timeout_s``; a second signal stops at once.
     """
 
-    def __init__(self, config: uvicorn.Config, app: FastAPI) -> None:
+    def __init__(self, config: uvicorn.Config, app: FastAPI, drain_timeout_s: float) -> None:
         super().__init__(config)
         self._fastapi = app
+        self._drain_timeout_s = drain_timeout_s
+        self._drain_deadline: float | None = None
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -38,10 +43,23 @@ class DrainingServer(uvicorn.Server):
 
     def handle_exit(self, sig: int, frame: object) -> None:
         service = getattr(self._fastapi.state, "service", None)
-        if service is not None:
-            service.batcher.stop_admitting()
-            logger.info("signal %s: draining (new requests get 503)", sig)
-        super().handle_exit(sig, frame)  # type: ignore[arg-type]
+        if service is None or self._drain_deadline is not None:
+            super().handle_exit(sig, frame)  # type: ignore[arg-type]
+            return
+        self._captured_signals.append(sig)
+        service.batcher.stop_admitting()
+        self._drain_deadline = time.monotonic() + self._drain_timeout_s
+        logger.info("signal %s: draining (new requests get 503, still listening)", sig)
+
+    async def on_tick(self, counter: int) -> bool:
+        if self._drain_deadline is not None and not self.should_exit:
+            if self._fastapi.state.service.batcher.idle:
+                logger.info("queued work done: closing the listener")
+                self.should_exit = True
+            elif time.monotonic() >= self._drain_deadline:
+                logger.warning("drain still busy after %.0f s: shutting down anyway", self._drain_timeout_s)
+                self.should_exit = True
+        return await super().on_tick(counter)
 
 
 def serve(settings: Settings) -> None:
@@ -58,4 +76,5 @@ def serve(settings: Settings) -> None:
         access_log=False,
         timeout_graceful_shutdown=max(30, int(settings.request_timeout_s) + 5),
     )
-    DrainingServer(config, app).run()
+    # Every admitted window is scored or past its deadline by request_timeout_s.
+    DrainingServer(config, app, drain_timeout_s=settings.request_timeout_s + 1.0).run()
