@@ -36,6 +36,22 @@ def test_detector_info(detector_factory):
     assert len(info.sha256) == 64
 
 
+def test_cuda_graph_replays_match_the_plain_forward(checkpoint_dir, device, golden):
+    """On CUDA every batch size goes through a captured graph (refilled on each call); elsewhere the
+    option is recorded as off. Either way the logits equal the plain forward's."""
+    from voxguard.inference import Detector
+
+    graphed = Detector.load("aasist", checkpoint_dir=checkpoint_dir, engine="fast", device=str(device))
+    plain = Detector.load(
+        "aasist", checkpoint_dir=checkpoint_dir, engine="fast", device=str(device), cuda_graphs=False
+    )
+    assert graphed.info.cuda_graphs is (device.type == "cuda") and not plain.info.cuda_graphs
+    inputs = golden["inputs"]
+    for rows in (inputs[:1], inputs[:3], inputs[::-1][:3], inputs):
+        np.testing.assert_allclose(graphed.logits(rows), plain.logits(rows), atol=1e-5, rtol=0)
+    assert sorted(graphed._graphs) == ([1, 4, 8] if device.type == "cuda" else [])  # 8 golden rows
+
+
 def test_cuda_request_without_cuda_is_a_clear_error():
     import torch
 

@@ -45,6 +45,7 @@ def bench_model(
     checkpoint_dir: str | None = None,
     allocator: str = "tuned",
     compile_model: bool = False,
+    cuda_graphs: bool = True,
     threads: int = 0,
 ) -> dict:
     """Time each engine at each batch size after one warm-up call; ``ms_per_clip`` is the median run.
@@ -64,7 +65,12 @@ def bench_model(
     device_name = ""
     for engine in engines:
         detector = Detector(
-            loaded, engine=engine, device=device, compile_model=compile_model, allocator_tuning=False
+            loaded,
+            engine=engine,
+            device=device,
+            compile_model=compile_model,
+            allocator_tuning=False,
+            cuda_graphs=cuda_graphs,
         )
         device_name = _device_name(detector.device)
         for bs in batch_sizes:
@@ -78,6 +84,7 @@ def bench_model(
         "threads": threads_used,
         "torch": torch.__version__,
         "allocator": allocator,
+        "cuda_graphs": cuda_graphs,
         "results": [asdict(r) for r in results],
     }
 
@@ -261,6 +268,7 @@ def bench_serve(
     requests: int,
     device: str = "auto",
     engine: str = "fast",
+    cuda_graphs: bool = True,
     checkpoint_dir: str | None = None,
     max_batch_size: int = 0,
     max_wait_ms: float = 5.0,
@@ -274,6 +282,7 @@ def bench_serve(
     payload = _one_window_wav(64600)
     env = {"VOXGUARD_CHECKPOINT_DIR": str(checkpoint_dir)} if checkpoint_dir else {}
     common = ["--models", name, "--device", device, "--engine", engine, "--max-wait-ms", str(max_wait_ms)]
+    common.append("--cuda-graphs" if cuda_graphs else "--no-cuda-graphs")
     queue = str(max(1024, 4 * concurrency))
     dynamic = _serve_and_drive(
         [*common, "--max-batch-size", str(max_batch_size), "--queue-size", queue],
@@ -286,7 +295,9 @@ def bench_serve(
         [*common, "--max-batch-size", "1", "--queue-size", queue], env, payload, concurrency, requests
     )
 
-    detector = Detector(load_checkpoint(name, None, checkpoint_dir), engine=engine, device=device)
+    detector = Detector(
+        load_checkpoint(name, None, checkpoint_dir), engine=engine, device=device, cuda_graphs=cuda_graphs
+    )
     size = max(1, round(dynamic.mean_batch_size))
     _, windows = prepare(payload, AudioOptions())
     batch = np.repeat(windows.batch, size, axis=0)
@@ -295,6 +306,7 @@ def bench_serve(
         "model": name,
         "device": _device_name(detector.device),
         "concurrency": concurrency,
+        "cuda_graphs": detector.info.cuda_graphs,
         "raw_batch_size": size,
         "raw_clips_per_s": round(size / statistics.median(runs), 3),
         "dynamic": asdict(dynamic),

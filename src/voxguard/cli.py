@@ -38,6 +38,16 @@ def _model_options(parser: argparse.ArgumentParser, settings: Settings) -> None:
     parser.add_argument("--device", default=settings.device, help="auto | cpu | cuda (default %(default)s)")
     parser.add_argument("--threads", type=int, default=settings.threads, help="0 = all cores")
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=settings.compile)
+    _cuda_graphs_option(parser, settings)
+
+
+def _cuda_graphs_option(parser: argparse.ArgumentParser, settings: Settings) -> None:
+    parser.add_argument(
+        "--cuda-graphs",
+        action=argparse.BooleanOptionalAction,
+        default=settings.cuda_graphs,
+        help="on CUDA, replay the forward as a captured graph per batch size (default %(default)s)",
+    )
 
 
 def build_parser(settings: Settings) -> argparse.ArgumentParser:
@@ -65,6 +75,7 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
     s.add_argument("--checkpoint-dir", type=Path, default=settings.checkpoint_dir)
     s.add_argument("--device", default=settings.device)
     s.add_argument("--engine", choices=ENGINES, default=settings.engine)
+    _cuda_graphs_option(s, settings)
     s.add_argument("--preprocess", choices=("robust", "reference"), default=settings.preprocess)
     s.add_argument("--max-batch-size", type=int, default=settings.max_batch_size, help="0 = 16 CPU / 64 CUDA")
     s.add_argument("--max-wait-ms", type=float, default=settings.max_wait_ms)
@@ -95,6 +106,7 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
     bs.add_argument("--checkpoint-dir", default=settings.checkpoint_dir, type=Path)
     bs.add_argument("--device", default=settings.device)
     bs.add_argument("--engine", choices=ENGINES, default=settings.engine)
+    _cuda_graphs_option(bs, settings)
     bs.add_argument("--concurrency", type=int, default=16)
     bs.add_argument("--requests", type=int, default=200)
     bs.add_argument(
@@ -127,6 +139,7 @@ def _predict(args: argparse.Namespace, settings: Settings) -> int:
         device=args.device,
         compile_model=args.compile,
         allocator_tuning=settings.allocator_tuning,
+        cuda_graphs=args.cuda_graphs,
     )
     options = settings.audio_options()
     failures = 0
@@ -211,6 +224,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
             "checkpoint_dir",
             "device",
             "engine",
+            "cuda_graphs",
             "preprocess",
             "max_batch_size",
             "max_wait_ms",
@@ -248,6 +262,7 @@ def _bench(args: argparse.Namespace, settings: Settings) -> int:
             requests=args.requests,
             device=args.device,
             engine=args.engine,
+            cuda_graphs=args.cuda_graphs,
             checkpoint_dir=str(args.checkpoint_dir.resolve()),
             max_batch_size=args.max_batch_size,
             max_wait_ms=args.max_wait_ms,
@@ -282,6 +297,7 @@ def _bench(args: argparse.Namespace, settings: Settings) -> int:
             checkpoint_dir=args.checkpoint_dir,
             allocator=args.allocator,
             compile_model=args.compile,
+            cuda_graphs=args.cuda_graphs,
             threads=args.threads,
         )
         render = bench.render_model

@@ -67,6 +67,15 @@ def bucket_sizes(max_batch_size: int) -> tuple[int, ...]:
 
 
 @dataclass(frozen=True)
+class _Graph:
+    """One captured forward: replaying it reads ``inputs`` and rewrites ``logits`` in place."""
+
+    graph: torch.cuda.CUDAGraph
+    inputs: torch.Tensor
+    logits: torch.Tensor
+
+
+@dataclass(frozen=True)
 class ModelInfo:
     """What is loaded, for ``/v1/models``, logs and benchmark reports."""
 
@@ -78,6 +87,7 @@ class ModelInfo:
     device: str
     engine: str
     config: AasistConfig
+    cuda_graphs: bool
 
 
 class Detector:
@@ -91,6 +101,7 @@ class Detector:
         device: str = "auto",
         compile_model: bool = False,
         allocator_tuning: bool = True,
+        cuda_graphs: bool = True,
     ) -> None:
         self.device = resolve_device(device)
         if self.device.type == "cpu" and allocator_tuning:
@@ -111,9 +122,12 @@ class Detector:
             device=str(self.device),
             engine=engine,
             config=loaded.config,
+            cuda_graphs=cuda_graphs and self.device.type == "cuda" and not compile_model,
         )
         self._module = build_engine(loaded.model, engine, self.device, compile_model)
         self._pinned: torch.Tensor | None = None
+        self._graphs: dict[int, _Graph] = {}
+        self._graph_pool = torch.cuda.graph_pool_handle() if self.info.cuda_graphs else None
 
     @classmethod
     def load(
@@ -126,6 +140,7 @@ class Detector:
         device: str = "auto",
         compile_model: bool = False,
         allocator_tuning: bool = True,
+        cuda_graphs: bool = True,
     ) -> Detector:
         loaded = load_checkpoint(name, checkpoint, checkpoint_dir)
         return cls(
@@ -134,6 +149,7 @@ class Detector:
             device=device,
             compile_model=compile_model,
             allocator_tuning=allocator_tuning,
+            cuda_graphs=cuda_graphs,
         )
 
     @property
@@ -144,16 +160,44 @@ class Detector:
     def window(self) -> int:
         return self.info.config.nb_samp
 
-    def _to_device(self, windows: np.ndarray) -> torch.Tensor:
+    def _stage(self, windows: np.ndarray) -> torch.Tensor:
+        """The batch as a host tensor; on CUDA in a pinned buffer (grown on demand) so that the copy to
+        the GPU is asynchronous. Each forward ends by copying its logits back, which synchronises, so
+        the buffer is free again when the next call refills it."""
         host = torch.from_numpy(np.ascontiguousarray(windows, dtype=np.float32))
         if self.device.type != "cuda":
             return host
-        # Pinned staging buffer, grown on demand, so the copy to the GPU is asynchronous.
         if self._pinned is None or self._pinned.shape[0] < host.shape[0]:
             self._pinned = torch.empty(host.shape, dtype=torch.float32).pin_memory()
         staged = self._pinned[: host.shape[0]]
         staged.copy_(host)
-        return staged.to(self.device, non_blocking=True)
+        return staged
+
+    def _captured(self, size: int) -> _Graph:
+        """The forward for batch ``size`` captured as a CUDA graph, on first use.
+
+        An eager forward launches several hundred small kernels from Python, holding the GIL between
+        them, so in the server the event loop and the decoding threads stall while the GPU idles. A
+        replay is one call that releases the GIL. Warm-up runs on a side stream first (cuDNN picks its
+        algorithms, the allocator settles); all sizes share one memory pool, which is safe because
+        replays never overlap (one thread, one stream).
+        """
+        graph = self._graphs.get(size)
+        if graph is not None:
+            return graph
+        inputs = torch.zeros((size, self.window), dtype=torch.float32, device=self.device)
+        side = torch.cuda.Stream(self.device)
+        side.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.inference_mode(), torch.cuda.stream(side):
+            for _ in range(3):
+                self._module(inputs)
+        torch.cuda.current_stream(self.device).wait_stream(side)
+        cuda_graph = torch.cuda.CUDAGraph()
+        with torch.inference_mode(), torch.cuda.graph(cuda_graph, pool=self._graph_pool):
+            _, logits = self._module(inputs)
+        graph = self._graphs[size] = _Graph(cuda_graph, inputs, logits)
+        logger.info("captured %s (%s) forward for batch %d as a CUDA graph", self.name, self.engine, size)
+        return graph
 
     def logits(self, windows: np.ndarray) -> np.ndarray:
         """``(B, 64600)`` -> ``(B, 2)`` float32 logits (index 1 = bona fide)."""
@@ -163,8 +207,14 @@ class Detector:
         padded = bucket_size(n) if self.device.type == "cuda" else n
         if padded != n:
             windows = np.concatenate([windows, np.zeros((padded - n, self.window), dtype=np.float32)])
+        staged = self._stage(windows)
+        if self.info.cuda_graphs:
+            graph = self._captured(padded)
+            graph.inputs.copy_(staged, non_blocking=True)
+            graph.graph.replay()
+            return graph.logits[:n].float().cpu().numpy()
         with torch.inference_mode():
-            _, logits = self._module(self._to_device(windows))
+            _, logits = self._module(staged.to(self.device, non_blocking=True))
             return logits[:n].float().cpu().numpy()
 
     def scores(self, windows: np.ndarray) -> np.ndarray:

@@ -78,6 +78,7 @@ class PredictionService:
                 engine=settings.engine,
                 device=settings.device,
                 compile_model=settings.compile,
+                cuda_graphs=settings.cuda_graphs,
                 allocator_tuning=settings.allocator_tuning,
             )
             detectors[detector.name] = detector

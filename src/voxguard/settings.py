@@ -29,6 +29,7 @@ class Settings(BaseSettings):
     device: str = Field(default="auto", description="auto | cpu | cuda | cuda:N")
     engine: Literal["eager", "fast", "bf16"] = "fast"
     compile: bool = Field(default=False, description="torch.compile the fast/bf16 engines")
+    cuda_graphs: bool = Field(default=True, description="replay the forward as a CUDA graph per batch size")
     allocator_tuning: bool = Field(default=True, description="keep large CPU buffers mapped (glibc)")
     threads: int = Field(default=0, ge=0, description="torch intra-op threads; 0 = all cores")
     threshold: float = Field(default=0.5, ge=0.0, le=1.0, description="FAKE when fake_probability >= this")

@@ -79,6 +79,7 @@ class ModelOut(BaseModel):
     path: str
     device: str
     engine: str
+    cuda_graphs: bool = Field(description="the forward is replayed as a CUDA graph (CUDA only)")
     config: dict
 
 

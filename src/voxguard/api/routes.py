@@ -70,8 +70,11 @@ def key_matches(supplied: str, keys: list[str]) -> bool:
     return matched
 
 
-def require_api_key(request: Request) -> None:
-    """Accept ``X-API-Key`` or ``Authorization: Bearer``; every key is compared in constant time."""
+async def require_api_key(request: Request) -> None:
+    """Accept ``X-API-Key`` or ``Authorization: Bearer``; every key is compared in constant time.
+
+    ``async`` although it never awaits: FastAPI runs a plain ``def`` dependency in a thread pool, a
+    thread hand-off on every request for a check that takes microseconds."""
     keys: list[str] = request.app.state.settings.api_keys
     if not keys:
         return
@@ -88,9 +91,9 @@ def require_api_key(request: Request) -> None:
         )
 
 
-def require_probe_key(request: Request) -> None:
+async def require_probe_key(request: Request) -> None:
     if request.app.state.settings.protect_probes:
-        require_api_key(request)
+        await require_api_key(request)
 
 
 api = APIRouter(dependencies=[Depends(require_api_key)])
@@ -251,6 +254,7 @@ async def models(request: Request) -> ModelsResponse:
                 path=info.path,
                 device=info.device,
                 engine=info.engine,
+                cuda_graphs=info.cuda_graphs,
                 config=info.config.to_dict(),
             )
         )
