@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# GPU checks in one go (about 5 minutes on an H100): golden tests on cuda, engine, serving and
-# bf16-agreement benchmarks. Usage: scripts/bench_gpu.sh OUT_DIR [PYTHON]
+# GPU checks in one go (about 6 minutes on an H100): golden tests on cuda, engine and serving benchmarks
+# with and without CUDA graphs, bf16 agreement. Usage: scripts/bench_gpu.sh OUT_DIR [PYTHON]
 # Needs VOXGUARD_CHECKPOINT_DIR (weights + golden.npz) and VOXGUARD_SAMPLES_DIR.
 set -uo pipefail
 out=${1:-bench-results}
@@ -11,12 +11,16 @@ run() { echo "+ $*" >&2; "$@" || status=1; }
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu.txt"
 VOXGUARD_TEST_DEVICE=cuda run "$py" -m pytest -q -p no:cacheprovider tests/test_model.py tests/test_inference.py \
   2>&1 | tee "$out/gpu-tests.txt"
-run "$py" -m voxguard.cli bench model --device cuda --batch-sizes 1,16,64,256 --repeat 10 --json \
-  | tee "$out/model-aasist.json"
+for graphs in cuda-graphs no-cuda-graphs; do
+  run "$py" -m voxguard.cli bench model --device cuda --$graphs --batch-sizes 1,16,64,256 --repeat 10 --json \
+    | tee "$out/model-aasist-$graphs.json"
+done
 run "$py" -m voxguard.cli bench model --model aasist-l --device cuda --batch-sizes 1,64,256 --repeat 10 --json \
   | tee "$out/model-aasist-l.json"
-run timeout 240 "$py" -m voxguard.cli bench serve --device cuda --concurrency 64 --requests 1500 --json \
-  | tee "$out/serve-cuda.json"
+for graphs in cuda-graphs no-cuda-graphs; do
+  run timeout 150 "$py" -m voxguard.cli bench serve --device cuda --$graphs --concurrency 64 --requests 1500 \
+    --json | tee "$out/serve-cuda-$graphs.json"
+done
 samples=("$VOXGUARD_SAMPLES_DIR"/*.flac "$VOXGUARD_SAMPLES_DIR"/*.mp3 "$VOXGUARD_SAMPLES_DIR"/derived/*)
 run "$py" -m voxguard.cli bench agreement --engine bf16 --device cuda "${samples[@]}" --json \
   | tee "$out/agreement-bf16-cuda.json"
