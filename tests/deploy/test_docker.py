@@ -178,14 +178,19 @@ exec "$@"
 
 
 @pytest.mark.slow
-def test_server_runs_on_a_read_only_root_with_the_image_environment(checkpoint_dir, samples_dir, tmp_path):
-    """The CPU image's ENV, the root file system read-only and /tmp a tmpfs: load, serve, drain."""
+def test_server_runs_on_a_read_only_root_with_the_image_environment(
+    checkpoint_dir, samples_dir, tmp_path, device
+):
+    """The image's ENV, the root file system read-only and /tmp a tmpfs: load, serve, drain.
+
+    The CPU image's ENV here; the GPU image's (device cuda, batch 64) with VOXGUARD_TEST_DEVICE=cuda.
+    """
     if os.geteuid() != 0:
         pytest.fail("this test makes a read-only mount namespace (unshare + mount) and must run as root")
     port = free_port()
     env = {
         **os.environ,
-        **image_env("cpu"),
+        **image_env("gpu" if device.type == "cuda" else "cpu"),
         "PATH": os.environ["PATH"],  # the image's is /opt/venv/bin:$PATH
         "VOXGUARD_CHECKPOINT_DIR": str(checkpoint_dir),
         "VOXGUARD_HOST": "127.0.0.1",
