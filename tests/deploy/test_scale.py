@@ -169,6 +169,8 @@ def test_two_replicas_behind_nginx_answer_everything_while_one_is_stopped_and_ki
             started = time.monotonic()
             outcomes = asyncio.run(_load(lb.url, clip, on_answer))
             duration = time.monotonic() - started
+            if "a_running_at_sigkill" not in events:  # the load ended within SIGKILL_AFTER_S
+                kill_a()
             upstream_errors = lb.upstream_errors()  # of the load alone
 
             # After the load: the LB's own refusals keep voxguard's error shape, and the surviving
@@ -218,7 +220,7 @@ def test_two_replicas_behind_nginx_answer_everything_while_one_is_stopped_and_ki
     assert len(tried) == REQUESTS, "nginx logged every request"
     assert answered_by["a"] > 0 and answered_by["b"] > 0, "both replicas served"
     assert figures["retried_requests"] >= 1, "losing replica A made nginx retry on B"
-    assert a.proc.returncode is not None
+    assert a.proc.returncode in (0, -signal.SIGKILL), "A drained in time (0) or was killed, nothing else"
     assert b_exit == 0, "a drained replica exits 0"
     status, body = too_large
     assert status == 413 and body["code"] == "upload_too_large"
