@@ -62,6 +62,21 @@ class DrainingServer(uvicorn.Server):
         return await super().on_tick(counter)
 
 
+# After the drain, open connections only have answers to send that are already computed.
+_CLOSE_TIMEOUT_S = 10
+
+
+def drain_timeout_s(settings: Settings) -> float:
+    """Every admitted window is scored, or past its deadline and dropped, by ``request_timeout_s``."""
+    return settings.request_timeout_s + 1.0
+
+
+def shutdown_budget_s(settings: Settings) -> float:
+    """The longest time from SIGTERM to exit; a supervisor's grace period (compose
+    ``stop_grace_period``, Kubernetes ``terminationGracePeriodSeconds``) must be longer."""
+    return drain_timeout_s(settings) + _CLOSE_TIMEOUT_S
+
+
 def serve(settings: Settings) -> None:
     if settings.allocator_tuning:
         tune_allocator()  # before uvicorn and the executors start threads that would get arenas of their own
@@ -74,7 +89,6 @@ def serve(settings: Settings) -> None:
         ssl_keyfile=str(settings.keyfile) if settings.keyfile else None,
         log_config=None,
         access_log=False,
-        timeout_graceful_shutdown=max(30, int(settings.request_timeout_s) + 5),
+        timeout_graceful_shutdown=_CLOSE_TIMEOUT_S,
     )
-    # Every admitted window is scored or past its deadline by request_timeout_s.
-    DrainingServer(config, app, drain_timeout_s=settings.request_timeout_s + 1.0).run()
+    DrainingServer(config, app, drain_timeout_s=drain_timeout_s(settings)).run()

@@ -6,7 +6,6 @@ import re
 import shlex
 import sysconfig
 from pathlib import Path
-from unittest import mock
 
 import yaml
 
@@ -29,33 +28,10 @@ def tool(name: str) -> Path:
     return path
 
 
-def drain_timeout_s(request_timeout_s: float) -> float:
-    """The graceful-shutdown timeout that ``voxguard serve`` gives uvicorn for this request timeout.
-
-    Read from ``server.serve`` itself (uvicorn patched out), so the manifests are checked against the
-    code rather than against a copy of its formula.
-    """
-    captured: dict = {}
-
-    class Config:
-        def __init__(self, app: object, **options: object) -> None:
-            captured.update(options)
-
-    class Server:
-        def __init__(self, config: Config, app: object) -> None:
-            pass
-
-        def run(self) -> None:
-            pass
-
-    settings = Settings(request_timeout_s=request_timeout_s, allocator_tuning=False)
-    with (
-        mock.patch.object(server, "create_app", lambda s: object()),
-        mock.patch.object(server.uvicorn, "Config", Config),
-        mock.patch.object(server, "DrainingServer", Server),
-    ):
-        server.serve(settings)
-    return float(captured["timeout_graceful_shutdown"])
+def shutdown_budget_s(request_timeout_s: float) -> float:
+    """The longest SIGTERM-to-exit time of ``voxguard serve`` at this request timeout, from the server
+    module itself, so the manifests are checked against the code rather than a copy of its formula."""
+    return server.shutdown_budget_s(Settings(request_timeout_s=request_timeout_s))
 
 
 def settings_variables() -> set[str]:

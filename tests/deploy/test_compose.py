@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from shipped import DOCKER, REPO, drain_timeout_s, load_yaml, nginx_upstreams, settings_variables
+from shipped import DOCKER, REPO, load_yaml, nginx_upstreams, settings_variables, shutdown_budget_s
 
 from voxguard.settings import Settings
 
@@ -94,7 +94,7 @@ def test_stop_grace_period_outlasts_the_drain(services):
     timeout = float(settings.get("VOXGUARD_REQUEST_TIMEOUT_S", Settings().request_timeout_s))
     for name, service in services.items():
         if name.startswith("voxguard"):
-            assert _seconds(service["stop_grace_period"]) > drain_timeout_s(timeout), name
+            assert _seconds(service["stop_grace_period"]) > shutdown_budget_s(timeout), name
             assert service["stop_signal"] == "SIGTERM"
 
 

@@ -7,7 +7,14 @@ import copy
 
 import kubernetes_validate
 import pytest
-from shipped import K8S, KUBERNETES_VERSION, dockerfile_stages, drain_timeout_s, load_yaml, settings_variables
+from shipped import (
+    K8S,
+    KUBERNETES_VERSION,
+    dockerfile_stages,
+    load_yaml,
+    settings_variables,
+    shutdown_budget_s,
+)
 
 MANIFESTS = sorted(p for p in K8S.glob("*.yaml") if p.name != "kustomization.yaml")
 
@@ -57,11 +64,11 @@ def test_probes(container):
 
 def test_grace_period_covers_pre_stop_and_drain(manifests, container):
     config = manifests["ConfigMap"]["data"]
-    drain = drain_timeout_s(float(config["VOXGUARD_REQUEST_TIMEOUT_S"]))
+    budget = shutdown_budget_s(float(config["VOXGUARD_REQUEST_TIMEOUT_S"]))
     pre_stop = container["lifecycle"]["preStop"]["sleep"]["seconds"]
     grace = manifests["Deployment"]["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
     assert pre_stop >= 3, "endpoints need a moment to drop the pod before SIGTERM"
-    assert grace > pre_stop + drain, (grace, pre_stop, drain)
+    assert grace > pre_stop + budget, (grace, pre_stop, budget)
 
 
 def test_gpu_limit_and_settings(manifests, container):
