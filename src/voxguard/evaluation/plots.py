@@ -70,11 +70,11 @@ def det_plot(path: Path, labelled: LabelledScores, eer: float) -> Path:
     lo, hi = _probit(edge), _probit(1 - edge)
     figure = _figure(4.8, 4.8)
     ax = figure.add_subplot()
+    # Consecutive DET points differ in one rate (one trial moves), so straight lines draw the staircase.
     ax.plot(
         _probit(np.clip(curve.false_alarm, edge, 1 - edge)),
         _probit(np.clip(curve.miss, edge, 1 - edge)),
         color="tab:blue",
-        drawstyle="steps-post",
     )
     ax.plot([lo, hi], [lo, hi], color="tab:gray", linestyle=":", linewidth=0.8)
     point = _probit(min(max(eer, edge), 1 - edge))
