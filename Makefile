@@ -7,7 +7,7 @@ SHARED_WEIGHTS := $(abspath ../shared/aasist)
 SAMPLES ?= $(abspath ../shared/samples)
 export VOXGUARD_CHECKPOINT_DIR ?= $(if $(wildcard $(SHARED_WEIGHTS)/AASIST.pth),$(SHARED_WEIGHTS),$(abspath checkpoints))
 
-.PHONY: install test test-fast lint format weights run run-tls certs bench bench-gpu reliability clean
+.PHONY: install test test-fast lint format weights run run-tls certs bench bench-gpu reliability eval-report clean
 
 install: $(VENV)/.installed
 
@@ -76,6 +76,18 @@ reliability: install
 		echo; echo '```'; tail -n 8 test-artifacts/pip-audit.raw; echo '```' ) > test-artifacts/pip-audit.txt
 	$(PY) scripts/reliability_report.py > docs/reliability.md
 	@echo "wrote docs/reliability.md"
+
+# The sample evaluation reports in docs/eval-report/ (docs/evaluation.md quotes them): the shared samples
+# plus espeak-ng speech, AASIST and AASIST-L, reference and whole-file protocols (a few minutes on 2 cores).
+EVAL_SET ?= build/eval-samples
+eval-report: install
+	rm -rf $(EVAL_SET) docs/eval-report
+	$(PY) scripts/eval_sample_set.py $(SAMPLES) $(EVAL_SET)
+	for model in aasist aasist-l; do \
+		$(VENV)/bin/voxguard eval $(EVAL_SET) --model $$model --out docs/eval-report/$$model && \
+		$(VENV)/bin/voxguard eval $(EVAL_SET) --model $$model --whole-file --out docs/eval-report/$$model-whole-file \
+		|| exit 1; \
+	done
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache build src/*.egg-info
