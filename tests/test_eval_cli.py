@@ -93,18 +93,23 @@ def test_asvspoof_protocol_with_asv_scores(tmp_path, capsys, bona_fide, spoof_cl
     assert [a["attack"] for a in _summary(out)["attacks"]] == ["A07", "A08"]
 
 
-def test_csv_layout_html_report_and_text_output(tmp_path, capsys, bona_fide, spoof_clips) -> None:
+def test_csv_layout_html_report_failures_and_text_output(tmp_path, capsys, bona_fide, spoof_clips) -> None:
+    broken = tmp_path / "broken.mp3"
+    broken.write_bytes(b"ID3 this is not an mp3")
     rows = [f"{p},bonafide" for p in bona_fide] + [
         f"{p},spoof,espeak-{v}" for v, ps in spoof_clips.items() for p in ps
     ]
     listing = tmp_path / "list.csv"
-    listing.write_text("path,label,attack\n" + "\n".join(rows) + "\n")
+    listing.write_text("path,label,attack\n" + "\n".join([*rows, "broken.mp3,bonafide"]) + "\n")
     out = tmp_path / "report"
     code, text = _eval(capsys, listing, "--out", out, "--format", "html", "--batch-size", "4")
     assert code == 0
-    assert "6 files, 6 scored, 0 could not be decoded" in text and "report.html" in text
+    assert "7 files, 6 scored, 1 could not be decoded" in text and "report.html" in text
     assert (out / "report.html").is_file() and not (out / "report.md").exists()
+    assert f"<li><code>{broken}</code>: undecodable_audio" in (out / "report.html").read_text()
+    assert len((out / "scores.txt").read_text().splitlines()) == 6
     summary = _summary(out)
+    assert [(f["key"], f["code"]) for f in summary["failures"]] == [("broken.mp3", "undecodable_audio")]
     assert summary["layout"] == "csv" and summary["run"]["batch_size"] == 4
     assert summary["run"]["protocol"] == "reference" and summary["run"]["preprocess"] == "reference"
     assert [(a["attack"], a["scored"]) for a in summary["attacks"]] == [
