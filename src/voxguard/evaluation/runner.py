@@ -72,6 +72,8 @@ class Failure:
 
 @dataclass(frozen=True)
 class RunResult:
+    """What a run leaves behind besides the score file, for the summary and the report."""
+
     scores: dict[str, float]  # every key of the data set with a score, resumed ones included
     failures: list[Failure]
     resumed: int  # scores taken from an earlier run's score file

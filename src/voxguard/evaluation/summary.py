@@ -38,6 +38,7 @@ class LabelledScores:
 
 
 def labelled_scores(dataset: Dataset, scores: dict[str, float]) -> LabelledScores:
+    """Split the scores by the data set's labels; files without a score (failed) are left out."""
     scored = [item for item in dataset.items if item.key in scores]
     spoofs = [item for item in scored if item.label == SPOOF]
     return LabelledScores(
