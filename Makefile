@@ -7,8 +7,8 @@ SHARED_WEIGHTS := $(abspath ../shared/aasist)
 SAMPLES ?= $(abspath ../shared/samples)
 export VOXGUARD_CHECKPOINT_DIR ?= $(if $(wildcard $(SHARED_WEIGHTS)/AASIST.pth),$(SHARED_WEIGHTS),$(abspath checkpoints))
 
-.PHONY: install test test-fast lint format weights run run-tls certs bench bench-gpu audit reliability clean \
-	docker-build up up-scale down
+.PHONY: install test test-fast lint format weights run run-tls certs bench bench-gpu audit reliability \
+	eval-report clean docker-build up up-scale down
 
 install: $(VENV)/.installed
 
@@ -75,6 +75,18 @@ reliability: install
 	$(PY) scripts/dependency_audit.py
 	$(PY) scripts/reliability_report.py > docs/reliability.md
 	@echo "wrote docs/reliability.md"
+
+# The sample evaluation reports in docs/eval-report/ (docs/evaluation.md quotes them): the shared samples
+# plus espeak-ng speech, AASIST and AASIST-L, reference and whole-file protocols (a few minutes on 2 cores).
+EVAL_SET ?= build/eval-samples
+eval-report: install
+	rm -rf $(EVAL_SET) docs/eval-report
+	$(PY) scripts/eval_sample_set.py $(SAMPLES) $(EVAL_SET)
+	for model in aasist aasist-l; do \
+		$(VENV)/bin/voxguard eval $(EVAL_SET) --model $$model --out docs/eval-report/$$model && \
+		$(VENV)/bin/voxguard eval $(EVAL_SET) --model $$model --whole-file --out docs/eval-report/$$model-whole-file \
+		|| exit 1; \
+	done
 
 # Containers (docker/README.md). DOCKER_VARIANT=cpu builds the image for machines without a GPU;
 # DOCKER_WEIGHTS=baked fetches the weights into the image instead of mounting checkpoints/.

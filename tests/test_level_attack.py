@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-
 import numpy as np
 import pytest
 
+from synthetic_speech import espeak_ng
 from voxguard.audio import decode, make_windows
 from voxguard.scoring import summarize
 
@@ -16,11 +14,7 @@ SENTENCE = "Please call Stella. Ask her to bring these things with her from the 
 
 @pytest.fixture(scope="module")
 def synthetic_speech(tmp_path_factory):
-    espeak = shutil.which("espeak-ng")
-    if espeak is None:
-        pytest.fail("espeak-ng is required for this test (.ci/run installs it: apt-get install espeak-ng)")
-    out = tmp_path_factory.mktemp("tts") / "tts.wav"
-    subprocess.run([espeak, "-w", str(out), SENTENCE], check=True)
+    out = espeak_ng(SENTENCE, tmp_path_factory.mktemp("tts") / "tts.wav")
     return decode(out.read_bytes())
 
 

@@ -1,10 +1,11 @@
-"""The ``voxguard`` command: predict, weights, bench (and serve, from the service module)."""
+"""The ``voxguard`` command: predict, weights, bench, eval (and serve, from the service module)."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -29,6 +30,20 @@ def _csv_ints(value: str) -> list[int]:
     if not items or min(items) < 1:
         raise argparse.ArgumentTypeError(f"expected positive integers, got {value!r}")
     return items
+
+
+def _count(value: str) -> int:
+    number = int(value)
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 or a positive integer, got {value!r}")
+    return number
+
+
+def _probability(value: str) -> float:
+    number = float(value)
+    if not 0.0 <= number <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a probability between 0 and 1, got {value!r}")
+    return number
 
 
 def _model_options(parser: argparse.ArgumentParser, settings: Settings) -> None:
@@ -123,6 +138,41 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
     ba.add_argument("--device", default=settings.device)
     ba.add_argument("--preprocess", choices=("robust", "reference"), default=settings.preprocess)
     ba.add_argument("--json", action="store_true")
+
+    e = sub.add_parser("eval", help="evaluate on a labelled set: EER, min t-DCF, per-attack figures, report")
+    e.add_argument(
+        "source",
+        type=Path,
+        help="ASVspoof protocol/key file, path,label[,attack] CSV, or bonafide/+spoof/ folder",
+    )
+    e.add_argument(
+        "--audio-dir", type=Path, help="audio folder of an ASVspoof protocol (for a CSV: path base)"
+    )
+    e.add_argument("--out", type=Path, required=True, help="report folder; the same folder again resumes")
+    _model_options(e, settings)
+    e.add_argument("--engine", choices=ENGINES, default=settings.engine)
+    e.add_argument(
+        "--whole-file",
+        action="store_true",
+        help="score all windows and average them as the service does (default: the official first window)",
+    )
+    e.add_argument(
+        "--preprocess",
+        choices=("robust", "reference"),
+        help=f"default: reference, or with --whole-file the service's ({settings.preprocess})",
+    )
+    e.add_argument("--batch-size", type=_count, default=0, help="windows per forward; 0 = 16 CPU / 64 CUDA")
+    e.add_argument(
+        "--workers", type=_count, default=settings.decode_workers, help="decoding threads; 0 = cores"
+    )
+    e.add_argument("--threshold", type=_probability, default=settings.threshold, help="FAKE at or above")
+    e.add_argument(
+        "--asv-scores", type=Path, help="ASV scores for min t-DCF (ASVspoof 2019 'source key score')"
+    )
+    e.add_argument(
+        "--format", choices=("md", "html", "both"), default="md", help="report.md, report.html or both"
+    )
+    e.add_argument("--json", action="store_true", help="print the headline figures as one JSON object")
     return parser
 
 
@@ -208,6 +258,84 @@ def _print_table(rows: list[dict]) -> None:
     for r in rows:
         if "error" in r:
             print(f"{r['file']}: {r['error']['detail']}", file=sys.stderr)
+
+
+def _eval(args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        from .evaluation import report  # needs matplotlib: fail before any scoring, not after
+    except ImportError as exc:
+        print(f"voxguard: {exc}", file=sys.stderr)
+        return 2
+    from .datasets import DatasetError, load_dataset
+    from .evaluation.runner import score_dataset, scoring_protocol
+    from .evaluation.scorefile import ScoreFileError, check_provenance, read_asv_scores
+    from .evaluation.summary import RunInfo, build_summary, labelled_scores
+    from .inference import Detector
+    from .runtime import set_threads
+
+    scores_path = args.out / report.SCORES_FILE
+    try:
+        dataset = load_dataset(args.source, args.audio_dir)
+        asv = read_asv_scores(args.asv_scores) if args.asv_scores else None
+        detector = Detector.load(
+            args.model,
+            checkpoint=args.checkpoint,
+            checkpoint_dir=args.checkpoint_dir,
+            engine=args.engine,
+            device=args.device,
+            compile_model=args.compile,
+            allocator_tuning=settings.allocator_tuning,
+            cuda_graphs=args.cuda_graphs,
+        )
+        set_threads(args.threads)
+        protocol = scoring_protocol(
+            settings.audio_options(), whole_file=args.whole_file, preprocess=args.preprocess
+        )
+        args.out.mkdir(parents=True, exist_ok=True)
+        provenance = {
+            "model": detector.name,
+            "checkpoint_sha256": detector.info.sha256,
+            "engine": args.engine,
+        }
+        check_provenance(
+            scores_path, {**provenance, "protocol": protocol.name, "audio": asdict(protocol.options)}
+        )
+        batch_size = args.batch_size or settings.batch_size_for(detector.device.type)
+        workers = args.workers or os.cpu_count() or 1
+        result = score_dataset(
+            dataset, detector, protocol, scores_path=scores_path, batch_size=batch_size, workers=workers
+        )
+    except (DatasetError, ScoreFileError) as exc:
+        print(f"voxguard: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"voxguard: interrupted; rerun the same command to resume from {scores_path}", file=sys.stderr)
+        return 130
+    labelled = labelled_scores(dataset, result.scores)
+    run = RunInfo(
+        model=detector.name,
+        checkpoint_sha256=detector.info.sha256,
+        engine=args.engine,
+        device=str(detector.device),
+        protocol=protocol.name,
+        preprocess=protocol.options.preprocess,
+        batch_size=batch_size,
+        workers=workers,
+        scored=result.scored,
+        resumed=result.resumed,
+        windows=result.windows,
+        seconds=round(result.seconds, 3),
+    )
+    summary = build_summary(
+        dataset, str(args.source), labelled, result.failures, run, threshold=args.threshold, asv=asv
+    )
+    formats = ("md", "html") if args.format == "both" else (args.format,)
+    written = report.write_report(args.out, summary, labelled, formats)
+    if args.json:
+        print(json.dumps({**summary.headline(), "report": str(args.out)}))
+        return 0
+    print(report.render_text(summary, written))
+    return 0
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
@@ -319,6 +447,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _serve(args, settings)
         if args.command == "weights":
             return _weights(args)
+        if args.command == "eval":
+            return _eval(args, settings)
         return _bench(args, settings)
     except CheckpointError as exc:
         print(f"voxguard: {exc}", file=sys.stderr)

@@ -1,0 +1,392 @@
+"""The report folder: ``summary.json``, PNG figures and ``report.md`` and/or ``report.html``.
+
+The report is built once as a list of blocks (heading, paragraph, table, image, list) and rendered to
+Markdown or HTML from the same blocks, so the two formats always say the same thing.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..datasets import BONAFIDE, NO_ATTACK, SPOOF
+from ..scoring import fake_probability
+from . import plots
+from .metrics import ASVSPOOF2019_COST_MODEL
+from .summary import LabelledScores, Summary
+
+logger = logging.getLogger(__name__)
+
+FORMATS = ("md", "html")
+SCORES_FILE = "scores.txt"
+SUMMARY_FILE = "summary.json"
+MAX_LISTED_FAILURES = 50
+
+
+@dataclass(frozen=True)
+class Heading:
+    text: str
+    level: int = 2
+
+
+@dataclass(frozen=True)
+class Paragraph:
+    text: str  # may hold `code` spans
+
+
+@dataclass(frozen=True)
+class Table:
+    header: tuple[str, ...]
+    rows: list[tuple[str, ...]]
+
+
+@dataclass(frozen=True)
+class Image:
+    file: str
+    alt: str
+
+
+@dataclass(frozen=True)
+class BulletList:
+    items: list[str]
+
+
+Block = Heading | Paragraph | Table | Image | BulletList
+
+
+def _pct(value: float | None) -> str:
+    return "–" if value is None else f"{value:.2%}"
+
+
+def _protocol_text(summary: Summary) -> str:
+    run = summary.run
+    if run.protocol == "reference":
+        text = (
+            "Protocol `reference`: each file's score is the model's score of its first 64,600 samples "
+            "(4.04 s at 16 kHz; shorter files are repeated to fill them), as in the official evaluation"
+        )
+        if run.preprocess == "reference":
+            return text + ", on the raw samples."
+        return text + f", but with `{run.preprocess}` preprocessing (not the official input)."
+    return (
+        "Protocol `whole-file`: each file's score is the service's, the mean score of all its 4.04 s "
+        f"windows (2 s apart) that are not silent, with `{run.preprocess}` preprocessing."
+    )
+
+
+def _results(summary: Summary) -> list[Block]:
+    m = summary.at_threshold
+    cut = summary.score_cut
+    if summary.eer is None or summary.eer_threshold is None:
+        eer = f"{summary.eer_note}"
+    else:
+        p = fake_probability(summary.eer_threshold)
+        eer = f"**{summary.eer:.2%}** at score {summary.eer_threshold:.4f} (fake probability {p:.3f})"
+    tdcf = summary.tdcf_note or ""
+    if summary.tdcf is not None:
+        tdcf = f"**{summary.tdcf.min_tdcf:.4f}** at CM score {summary.tdcf.threshold:.4f}"
+    at = f"at fake probability ≥ {summary.threshold:g} (score ≤ {cut:.3f})"
+    return [
+        Heading("Results"),
+        Table(
+            ("figure", "value"),
+            [
+                ("EER", eer),
+                ("min t-DCF (ASVspoof 2019)", tdcf),
+                (f"accuracy {at}", _pct(m.accuracy)),
+                (f"precision {at}", _pct(m.precision)),
+                (f"recall {at}", _pct(m.recall)),
+                (f"F1 {at}", _pct(m.f1)),
+            ],
+        ),
+        Paragraph(
+            "Scores are `logit(bona fide) − logit(spoof)`: higher means more human. The EER is where the "
+            "share of bona fide files rejected equals the share of spoofs accepted. Accuracy, precision, "
+            "recall and F1 use the service's own verdict rule (FAKE when `sigmoid(−score) ≥ threshold`) "
+            "with **spoof (FAKE) as the positive class**: precision is the share of FAKE verdicts that "
+            "were spoofs, recall the share of spoofs called FAKE. A dash means the figure is undefined "
+            "(no spoofs, or no FAKE verdicts)."
+        ),
+    ]
+
+
+def _confusion(summary: Summary) -> list[Block]:
+    m = summary.at_threshold
+    return [
+        Heading("Confusion matrix"),
+        Table(
+            ("actual \\ verdict", "REAL", "FAKE"),
+            [
+                ("bona fide", str(m.true_negative), str(m.false_positive)),
+                ("spoof", str(m.false_negative), str(m.true_positive)),
+            ],
+        ),
+        Image("confusion.png", "confusion matrix"),
+    ]
+
+
+def _attacks(summary: Summary) -> list[Block]:
+    blocks: list[Block] = [Heading("Per attack")]
+    if not summary.attacks:
+        return [*blocks, Paragraph("No spoof files are listed, so there is no attack to break down.")]
+    rows = [
+        (
+            "(no attack label)" if a.attack == NO_ATTACK else a.attack,
+            str(a.files),
+            str(a.scored),
+            _pct(a.eer),
+            _pct(a.detected),
+        )
+        for a in summary.attacks
+    ]
+    return [
+        *blocks,
+        Paragraph(
+            "Each attack's spoofs against all bona fide files: its EER, and the share of them the service "
+            "threshold calls FAKE."
+        ),
+        Table(("attack", "files", "scored", "EER vs all bona fide", "called FAKE"), rows),
+    ]
+
+
+def _figures(summary: Summary, drawn: dict[str, Path | None]) -> list[Block]:
+    blocks: list[Block] = [Heading("Figures")]
+    if drawn["histogram"] is not None:
+        blocks += [
+            Image("scores.png", "score histograms by class"),
+            Paragraph(
+                "Score histograms by class. The dashed line is the EER threshold, the dotted one the "
+                "service threshold; the further apart the two humps, the easier the set."
+            ),
+        ]
+    if drawn["det"] is not None:
+        blocks += [
+            Image("det.png", "DET curve"),
+            Paragraph(
+                "DET curve: every threshold's false-alarm rate (spoofs accepted) against its miss rate "
+                "(bona fide rejected), on normal-deviate axes, so that normally distributed scores give "
+                "a straight line. Lower left is better; the dot is the EER."
+            ),
+        ]
+    else:
+        blocks.append(Paragraph(f"DET curve {summary.eer_note}."))
+    return blocks
+
+
+def _tdcf_details(summary: Summary) -> list[Block]:
+    if summary.tdcf is None or summary.asv is None:
+        return []
+    asv, cost, model = summary.asv, summary.tdcf, ASVSPOOF2019_COST_MODEL
+    return [
+        Heading("t-DCF details"),
+        Paragraph(
+            "ASVspoof 2019 tandem detection cost of this CM in front of the given ASV system, whose "
+            "operating point is its own EER threshold. Normalised min t-DCF: 1 or more means the CM "
+            "does not help the ASV. Cost model: "
+            f"P(target) {model.p_target:g}, P(non-target) {model.p_nontarget:g}, "
+            f"P(spoof) {model.p_spoof:g}, C_miss,asv {model.c_miss_asv:g}, C_fa,asv {model.c_fa_asv:g}, "
+            f"C_miss,cm {model.c_miss_cm:g}, C_fa,cm {model.c_fa_cm:g}."
+        ),
+        Table(
+            ("ASV EER", "ASV threshold", "Pfa,asv", "Pmiss,asv", "Pmiss,spoof,asv", "C1", "C2"),
+            [
+                (
+                    _pct(asv.eer),
+                    f"{asv.threshold:.4f}",
+                    f"{asv.false_alarm:.4f}",
+                    f"{asv.miss:.4f}",
+                    f"{asv.spoof_miss:.4f}",
+                    f"{cost.c1:.4f}",
+                    f"{cost.c2:.4f}",
+                )
+            ],
+        ),
+    ]
+
+
+def _failures(summary: Summary) -> list[Block]:
+    failures = summary.failures
+    if not failures:
+        return [Heading("Files that could not be scored"), Paragraph("None.")]
+    shown = [f"`{f.path}`: {f.code}: {f.detail}" for f in failures[:MAX_LISTED_FAILURES]]
+    blocks: list[Block] = [
+        Heading("Files that could not be scored"),
+        Paragraph(f"{len(failures)} files could not be decoded; they are left out of every figure above."),
+        BulletList(shown),
+    ]
+    if len(failures) > MAX_LISTED_FAILURES:
+        blocks.append(Paragraph(f"… and {len(failures) - MAX_LISTED_FAILURES} more: see `{SUMMARY_FILE}`."))
+    return blocks
+
+
+def build_blocks(summary: Summary, drawn: dict[str, Path | None]) -> list[Block]:
+    run = summary.run
+    listed, scored = summary.listed, summary.scored
+    intro = (
+        f"{sum(listed.values())} files listed ({listed[BONAFIDE]} bona fide, {listed[SPOOF]} spoof) "
+        f"in `{summary.source}` ({summary.layout} layout); {scored[BONAFIDE]} bona fide and "
+        f"{scored[SPOOF]} spoof files scored, {len(summary.failures)} could not be decoded."
+    )
+    timing = f"{run.scored} files ({run.windows} windows) in {run.seconds:.1f} s"
+    if run.resumed:
+        timing += f"; {run.resumed} scores resumed from `{SCORES_FILE}`"
+    return [
+        Heading(f"Evaluation of {run.model} on {summary.dataset}", 1),
+        Paragraph(intro),
+        Table(
+            ("model", "checkpoint sha256", "engine", "device", "protocol", "preprocess", "batch", "this run"),
+            [
+                (
+                    run.model,
+                    f"`{run.checkpoint_sha256[:16]}…`",
+                    run.engine,
+                    run.device,
+                    run.protocol,
+                    run.preprocess,
+                    str(run.batch_size),
+                    timing,
+                )
+            ],
+        ),
+        Paragraph(_protocol_text(summary)),
+        *_results(summary),
+        *_confusion(summary),
+        *_attacks(summary),
+        *_figures(summary, drawn),
+        *_tdcf_details(summary),
+        *_failures(summary),
+        Heading("Files"),
+        BulletList(
+            [
+                f"`{SCORES_FILE}`: one `key score` line per scored file (ASVspoof 2021 submission format)",
+                f"`{SUMMARY_FILE}`: every figure above, rates as fractions",
+                "the figures: " + ", ".join(f"`{p.name}`" for p in drawn.values() if p is not None),
+            ]
+        ),
+    ]
+
+
+def _md_cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def render_markdown(blocks: list[Block]) -> str:
+    out: list[str] = []
+    for block in blocks:
+        if isinstance(block, Heading):
+            out.append(f"{'#' * block.level} {block.text}")
+        elif isinstance(block, Paragraph):
+            out.append(block.text)
+        elif isinstance(block, Table):
+            lines = [
+                "| " + " | ".join(block.header) + " |",
+                "|" + "---|" * len(block.header),
+                *("| " + " | ".join(_md_cell(c) for c in row) + " |" for row in block.rows),
+            ]
+            out.append("\n".join(lines))
+        elif isinstance(block, Image):
+            out.append(f"![{block.alt}]({block.file})")
+        else:
+            out.append("\n".join(f"- {item}" for item in block.items))
+    return "\n\n".join(out) + "\n"
+
+
+def _inline_html(text: str) -> str:
+    escaped = html.escape(text)
+    escaped = re.sub(r"`([^`]+)`", r"<code>\1</code>", escaped)
+    return re.sub(r"\*\*([^*]+)\*\*", r"<strong>\1</strong>", escaped)
+
+
+def render_html(blocks: list[Block], title: str) -> str:
+    body: list[str] = []
+    for block in blocks:
+        if isinstance(block, Heading):
+            body.append(f"<h{block.level}>{_inline_html(block.text)}</h{block.level}>")
+        elif isinstance(block, Paragraph):
+            body.append(f"<p>{_inline_html(block.text)}</p>")
+        elif isinstance(block, Table):
+            head = "".join(f"<th>{_inline_html(c)}</th>" for c in block.header)
+            rows = "".join(
+                "<tr>" + "".join(f"<td>{_inline_html(c)}</td>" for c in row) + "</tr>" for row in block.rows
+            )
+            body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
+        elif isinstance(block, Image):
+            body.append(f'<p><img src="{html.escape(block.file)}" alt="{html.escape(block.alt)}"></p>')
+        else:
+            body.append("<ul>" + "".join(f"<li>{_inline_html(i)}</li>" for i in block.items) + "</ul>")
+    style = (
+        "body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem}"
+        "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.3rem .6rem;text-align:left}"
+        "img{max-width:100%}"
+    )
+    return (
+        f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+        f"<style>{style}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n"
+    )
+
+
+def write_report(
+    out: Path, summary: Summary, labelled: LabelledScores, formats: tuple[str, ...] = ("md",)
+) -> list[Path]:
+    """Draw the figures, write ``summary.json`` and the report in ``formats``; returns the files written."""
+    unknown = set(formats) - set(FORMATS)
+    if unknown:
+        raise ValueError(f"report formats are {FORMATS}, got {sorted(unknown)}")
+    out.mkdir(parents=True, exist_ok=True)
+    drawn: dict[str, Path | None] = {
+        "histogram": plots.score_histogram(
+            out / "scores.png", labelled, summary.eer_threshold, summary.score_cut
+        ),
+        "det": plots.det_plot(out / "det.png", labelled, summary.eer) if summary.eer is not None else None,
+        "confusion": plots.confusion_plot(out / "confusion.png", summary.at_threshold, summary.threshold),
+    }
+    for stale in {"scores.png", "det.png"} - {p.name for p in drawn.values() if p is not None}:
+        (out / stale).unlink(missing_ok=True)  # a figure an earlier run drew that this one cannot
+    data = {**summary.to_dict(), "figures": sorted(p.name for p in drawn.values() if p is not None)}
+    written = [p for p in drawn.values() if p is not None]
+    (out / SUMMARY_FILE).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    written.append(out / SUMMARY_FILE)
+    blocks = build_blocks(summary, drawn)
+    if "md" in formats:
+        (out / "report.md").write_text(render_markdown(blocks), encoding="utf-8")
+        written.append(out / "report.md")
+    if "html" in formats:
+        title = f"voxguard evaluation: {summary.run.model} on {summary.dataset}"
+        (out / "report.html").write_text(render_html(blocks, title), encoding="utf-8")
+        written.append(out / "report.html")
+    logger.info("report in %s: %s", out, ", ".join(p.name for p in written))
+    return written
+
+
+def render_text(summary: Summary, written: list[Path]) -> str:
+    """A few lines for the terminal: what ran, the headline figures, where the report is."""
+    run, m = summary.run, summary.at_threshold
+    files = summary.headline()
+    eer = summary.eer_note
+    if summary.eer is not None:
+        eer = f"{summary.eer:.2%} at score {summary.eer_threshold:.4f}"
+    tdcf = f"{summary.tdcf.min_tdcf:.4f}" if summary.tdcf else summary.tdcf_note
+    rates = ", ".join(
+        f"{name} {_pct(value)}"
+        for name, value in (
+            ("accuracy", m.accuracy),
+            ("precision", m.precision),
+            ("recall", m.recall),
+            ("F1", m.f1),
+        )
+    )
+    reports = ", ".join(str(p) for p in written if p.suffix in (".md", ".html"))
+    return "\n".join(
+        [
+            f"{run.model} on {summary.dataset} ({run.protocol} protocol, {run.preprocess} preprocessing): "
+            f"{files['files']} files, {files['scored']} scored, {files['failed']} could not be decoded",
+            f"EER: {eer}",
+            f"min t-DCF: {tdcf}",
+            f"at fake probability >= {summary.threshold:g} (positive class spoof): {rates}",
+            f"report: {reports}",
+        ]
+    )

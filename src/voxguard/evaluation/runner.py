@@ -1,0 +1,239 @@
+"""Scoring a labelled data set with the service's Detector: parallel decoding, batches across files, resume.
+
+Decoding runs in a thread pool (libsndfile, FFmpeg and the resampler release the GIL) at most
+``prefetch`` files ahead of the model, so memory stays flat however long the list is. The model runs on
+the calling thread and fills each batch with windows of consecutive files; a file's score is appended to
+the score file as soon as its last window is scored, and the file is flushed after every batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+from tqdm import tqdm
+
+from ..audio import WINDOW, AudioError, AudioOptions, decode, make_windows, prepare
+from ..datasets import Dataset, Item
+from ..scoring import decide
+from .scorefile import ScoreWriter, resume_scores
+
+logger = logging.getLogger(__name__)
+
+
+class WindowScorer(Protocol):
+    """What the runner needs of a :class:`voxguard.inference.Detector`."""
+
+    def scores(self, windows: np.ndarray) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class ScoringProtocol:
+    """How a file becomes one score: ``reference`` (first window) or ``whole-file`` (service verdict)."""
+
+    whole_file: bool
+    options: AudioOptions
+
+    @property
+    def name(self) -> str:
+        return "whole-file" if self.whole_file else "reference"
+
+
+def scoring_protocol(base: AudioOptions, *, whole_file: bool, preprocess: str | None) -> ScoringProtocol:
+    """The protocol and its audio options.
+
+    ``reference`` (default) is the official AASIST evaluation input: the first 64,600 samples, shorter
+    audio tiled, raw samples (``preprocess="reference"``), and any non-empty length (the official code
+    has no minimum). ``whole-file`` is what the service answers: every window, the mean score of the
+    non-silent ones, with the service's preprocessing (``base.preprocess``) and length limits.
+    ``preprocess`` overrides the preprocessing of either.
+    """
+    if whole_file:
+        return ScoringProtocol(True, replace(base, preprocess=preprocess or base.preprocess))
+    return ScoringProtocol(False, replace(base, preprocess=preprocess or "reference", min_duration_s=0.0))
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A file that could not be scored, with the audio module's stable error code."""
+
+    key: str
+    path: str
+    code: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What a run leaves behind besides the score file, for the summary and the report."""
+
+    scores: dict[str, float]  # every key of the data set with a score, resumed ones included
+    failures: list[Failure]
+    resumed: int  # scores taken from an earlier run's score file
+    scored: int  # files scored by this run
+    windows: int  # windows this run put through the model
+    seconds: float
+
+
+def _windows(item: Item, protocol: ScoringProtocol) -> tuple[np.ndarray, np.ndarray]:
+    """The file's model inputs and, per row, whether it counts towards the file score (not silent)."""
+    options = protocol.options
+    data = item.path.read_bytes()
+    if protocol.whole_file:
+        _, windows = prepare(data, options)
+    else:
+        audio = decode(data, min_duration_s=options.min_duration_s, max_duration_s=options.max_duration_s)
+        windows = make_windows(
+            audio.waveform[:WINDOW],  # one window: the first WINDOW samples, or the tiled short file
+            preprocess=options.preprocess,
+            target_rms_dbfs=options.target_rms_dbfs,
+            max_gain_db=options.max_gain_db,
+            silence_floor_dbfs=options.silence_floor_dbfs,
+        )
+    return windows.batch, ~np.asarray(windows.silent, dtype=bool)
+
+
+def _load(item: Item, protocol: ScoringProtocol) -> tuple[np.ndarray, np.ndarray] | Failure:
+    try:
+        return _windows(item, protocol)
+    except AudioError as exc:
+        return Failure(item.key, str(item.path), exc.code, exc.detail)
+    except OSError as exc:
+        return Failure(item.key, str(item.path), "unreadable_file", str(exc))
+
+
+@dataclass
+class _File:
+    key: str
+    remaining: int  # windows not scored yet
+    counted: list[float] = field(default_factory=list)
+
+
+class _Batches:
+    """Windows of consecutive files waiting for the model; completed files go to the score file."""
+
+    def __init__(
+        self, scorer: WindowScorer, writer: ScoreWriter, scores: dict[str, float], bar: tqdm
+    ) -> None:
+        self.scorer, self.writer, self.scores, self.bar = scorer, writer, scores, bar
+        self.rows: list[np.ndarray] = []
+        self.owners: list[tuple[_File, bool]] = []
+        self.windows = 0
+
+    def add(self, key: str, batch: np.ndarray, counted: np.ndarray, batch_size: int) -> None:
+        owner = _File(key, len(batch))
+        self.rows.extend(batch)
+        self.owners.extend((owner, bool(c)) for c in counted)
+        while len(self.rows) >= batch_size:
+            self.run(batch_size)
+
+    def run(self, n: int) -> None:
+        rows, self.rows = self.rows[:n], self.rows[n:]
+        owners, self.owners = self.owners[:n], self.owners[n:]
+        scores = self.scorer.scores(np.stack(rows))
+        self.windows += len(rows)
+        for (owner, counted), score in zip(owners, scores, strict=True):
+            if counted:
+                owner.counted.append(float(score))
+            owner.remaining -= 1
+            if owner.remaining == 0:
+                file_score = decide(owner.counted).score  # the service's rule: mean over non-silent windows
+                self.writer.write(owner.key, file_score)
+                self.scores[owner.key] = file_score
+                self.bar.update(1)
+        self.writer.flush()
+
+
+def score_dataset(
+    dataset: Dataset,
+    scorer: WindowScorer,
+    protocol: ScoringProtocol,
+    *,
+    scores_path: Path,
+    batch_size: int,
+    workers: int,
+    prefetch: int | None = None,
+    progress: bool = True,
+) -> RunResult:
+    """Score every file of ``dataset`` not already in ``scores_path``, appending to it.
+
+    ``prefetch`` bounds the files decoded (or decoding) ahead of the model; by default two batches'
+    worth or two per worker, whichever is more. Files that cannot be decoded become :class:`Failure`
+    entries and are retried by the next run.
+    """
+    if batch_size < 1 or workers < 1:
+        raise ValueError(f"batch_size and workers must be positive, got {batch_size}, {workers}")
+    ahead = prefetch or max(2 * batch_size, 2 * workers)
+    keys = {item.key for item in dataset.items}
+    earlier = resume_scores(scores_path)
+    stale = len(earlier.keys() - keys)
+    if stale:
+        logger.warning(
+            "%s: ignoring %d scores of keys that %s does not list", scores_path, stale, dataset.name
+        )
+    scores = {key: value for key, value in earlier.items() if key in keys}
+    todo = [item for item in dataset.items if item.key not in scores]
+    logger.info(
+        "%s: %d files, %d already scored in %s, %d to score (%s protocol, preprocess %s, batch %d)",
+        dataset.name,
+        len(dataset.items),
+        len(scores),
+        scores_path,
+        len(todo),
+        protocol.name,
+        protocol.options.preprocess,
+        batch_size,
+    )
+    resumed = len(scores)
+    failures: list[Failure] = []
+    start = time.perf_counter()
+    bar = tqdm(
+        total=len(dataset.items),
+        initial=resumed,
+        desc=f"scoring {dataset.name}",
+        unit="file",
+        file=sys.stderr,
+        disable=not progress,
+    )
+    writer = ScoreWriter(scores_path)
+    batches = _Batches(scorer, writer, scores, bar)
+    queue: deque[tuple[Item, Future]] = deque()
+    with ThreadPoolExecutor(workers, thread_name_prefix="eval-decode") as pool:
+        try:
+            pending = iter(todo)
+            for item in pending:
+                queue.append((item, pool.submit(_load, item, protocol)))
+                if len(queue) >= ahead:
+                    break
+            while queue:
+                item, future = queue.popleft()
+                loaded = future.result()
+                following = next(pending, None)
+                if following is not None:
+                    queue.append((following, pool.submit(_load, following, protocol)))
+                if isinstance(loaded, Failure):
+                    logger.warning("cannot score %s (%s): %s", loaded.path, loaded.code, loaded.detail)
+                    failures.append(loaded)
+                    bar.update(1)
+                    continue
+                batches.add(item.key, *loaded, batch_size)
+            if batches.rows:
+                batches.run(len(batches.rows))
+        finally:
+            for _, future in queue:  # interrupted: do not decode what will not be scored
+                future.cancel()
+            writer.close()
+            bar.close()
+    seconds = time.perf_counter() - start
+    scored = len(scores) - resumed
+    logger.info(
+        "scored %d files (%d windows) in %.1f s; %d failed", scored, batches.windows, seconds, len(failures)
+    )
+    return RunResult(scores, failures, resumed, scored, batches.windows, seconds)

@@ -1,0 +1,123 @@
+"""The report folder from known scores: figures agree with the scores, missing classes, formats."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from voxguard.datasets import Dataset, Item
+from voxguard.evaluation.metrics import asv_error_rates, equal_error_rate, min_tdcf
+from voxguard.evaluation.report import MAX_LISTED_FAILURES, write_report
+from voxguard.evaluation.runner import Failure
+from voxguard.evaluation.scorefile import AsvScores
+from voxguard.evaluation.summary import RunInfo, build_summary, labelled_scores
+
+RUN = RunInfo("aasist", "ab" * 32, "fast", "cpu", "reference", "reference", 16, 2, 7, 0, 7, 1.5)
+# Bona fide scores 1..4, spoofs: A01 at -3, -2 and A02 at -1, 2.5 (one spoof above a bona fide).
+SCORES = {"b1": 1.0, "b2": 2.0, "b3": 3.0, "b4": 4.0, "s1": -3.0, "s2": -2.0, "s3": -1.0, "s4": 2.5}
+ATTACKS = {"s1": "A01", "s2": "A01", "s3": "A02", "s4": "A02"}
+
+
+def _dataset(keys: list[str]) -> Dataset:
+    items = [
+        Item(k, Path(f"/data/{k}.flac"), "spoof" if k.startswith("s") else "bonafide", ATTACKS.get(k, "-"))
+        for k in keys
+    ]
+    return Dataset("toy", "csv", items)
+
+
+def _report(tmp_path: Path, keys: list[str], formats=("md",), asv=None, failures=()):
+    data = _dataset(keys)
+    labelled = labelled_scores(data, {k: SCORES[k] for k in keys if k in SCORES})
+    summary = build_summary(data, "toy.csv", labelled, list(failures), RUN, threshold=0.5, asv=asv)
+    return summary, write_report(tmp_path, summary, labelled, formats)
+
+
+def _png(path: Path) -> tuple[int, int]:
+    with Image.open(path) as image:
+        image.verify()
+        assert image.format == "PNG"
+        return image.size
+
+
+def test_figures_agree_with_the_scores(tmp_path: Path) -> None:
+    summary, written = _report(tmp_path, list(SCORES), formats=("md", "html"))
+    names = {p.name for p in written}
+    assert names == {"scores.png", "det.png", "confusion.png", "summary.json", "report.md", "report.html"}
+    for name in ("scores.png", "det.png", "confusion.png"):
+        width, height = _png(tmp_path / name)
+        assert width >= 300 and height >= 300
+    bona, spoof = [1.0, 2.0, 3.0, 4.0], [-3.0, -2.0, -1.0, 2.5]
+    assert (summary.eer, summary.eer_threshold) == equal_error_rate(bona, spoof)
+    # Verdict FAKE at score <= 0: spoofs -3, -2, -1 caught, 2.5 missed; no bona fide flagged.
+    m = summary.at_threshold
+    assert (m.true_positive, m.false_negative, m.false_positive, m.true_negative) == (3, 1, 0, 4)
+    assert (m.precision, m.recall) == (1.0, 0.75)
+    a01, a02 = summary.attacks
+    assert (a01.attack, a01.files, a01.eer, a01.detected) == ("A01", 2, 0.0, 1.0)
+    assert (a02.attack, a02.eer, a02.detected) == ("A02", equal_error_rate(bona, [-1.0, 2.5])[0], 0.5)
+    data = json.loads((tmp_path / "summary.json").read_text())
+    assert data["eer"] == summary.eer and data["score_cut"] == 0.0 and data["positive_class"] == "spoof"
+    assert data["figures"] == ["confusion.png", "det.png", "scores.png"]
+    md = (tmp_path / "report.md").read_text()
+    assert f"**{summary.eer:.2%}**" in md and "| A02 | 2 | 2 |" in md
+    assert "![DET curve](det.png)" in md
+    html = (tmp_path / "report.html").read_text()
+    assert '<img src="det.png"' in html and f"<strong>{summary.eer:.2%}</strong>" in html
+
+
+def test_only_bona_fide_reports_eer_as_not_computable_and_the_rest(tmp_path: Path) -> None:
+    summary, written = _report(
+        tmp_path, ["b1", "b2", "b3"], asv=AsvScores(*map(np.array, ([3.0], [0.0], [1.0])))
+    )
+    assert summary.eer is None and summary.tdcf is None
+    assert "not computable: no spoof files were scored" in (summary.eer_note or "")
+    assert summary.tdcf_note == summary.eer_note
+    assert {p.name for p in written} == {"scores.png", "confusion.png", "summary.json", "report.md"}
+    m = summary.at_threshold
+    assert (m.true_negative, m.accuracy, m.recall, m.f1) == (3, 1.0, None, None)
+    md = (tmp_path / "report.md").read_text()
+    assert "DET curve not computable: no spoof files were scored" in md
+    assert "No spoof files are listed" in md
+
+
+def test_min_tdcf_with_asv_scores(tmp_path: Path) -> None:
+    asv = AsvScores(
+        np.array([1.0, 5.0, 6.0, 7.0]), np.array([-3.0, -2.0, -1.0, 2.0]), np.array([0.0, 3.0, 9.0])
+    )
+    summary, _ = _report(tmp_path, list(SCORES), asv=asv)
+    rates = asv_error_rates(asv.target, asv.nontarget, asv.spoof)
+    want = min_tdcf([1.0, 2.0, 3.0, 4.0], [-3.0, -2.0, -1.0, 2.5], rates)
+    assert summary.tdcf == want and summary.asv == rates and summary.tdcf_note is None
+    assert json.loads((tmp_path / "summary.json").read_text())["tdcf"]["min_tdcf"] == want.min_tdcf
+    assert "## t-DCF details" in (tmp_path / "report.md").read_text()
+
+
+def test_html_only_and_long_failure_lists(tmp_path: Path) -> None:
+    failures = [Failure(f"x{i}", f"/data/x{i}.wav", "undecodable_audio", "bad") for i in range(60)]
+    _report(tmp_path, list(SCORES), formats=("html",), failures=failures)
+    assert not (tmp_path / "report.md").exists()
+    html = (tmp_path / "report.html").read_text()
+    assert html.count("<li><code>/data/x") == MAX_LISTED_FAILURES
+    assert f"and {60 - MAX_LISTED_FAILURES} more" in html
+    assert len(json.loads((tmp_path / "summary.json").read_text())["failures"]) == 60
+
+
+def test_without_matplotlib_the_cli_says_how_to_install_it(tmp_path: Path) -> None:
+    code = (
+        "import sys; sys.modules['matplotlib'] = None\n"
+        "from voxguard.cli import main\n"
+        f"sys.exit(main(['eval', {str(tmp_path)!r}, '--out', {str(tmp_path / 'out')!r}]))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=os.environ, timeout=120
+    )
+    assert proc.returncode == 2
+    assert "pip install 'voxguard[eval]'" in proc.stderr
+    assert not (tmp_path / "out").exists()
