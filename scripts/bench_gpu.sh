@@ -7,21 +7,22 @@ out=${1:-bench-results}
 py=${2:-python3}
 mkdir -p "$out"
 status=0
-run() { echo "+ $*" >&2; "$@" || status=1; }
+# Each step is a pipeline into tee (a subshell): pipefail gives its status to the `|| status=1` after it.
+run() { echo "+ $*" >&2; "$@"; }
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu.txt"
 VOXGUARD_TEST_DEVICE=cuda run "$py" -m pytest -q -p no:cacheprovider tests/test_model.py tests/test_inference.py \
-  2>&1 | tee "$out/gpu-tests.txt"
-for graphs in cuda-graphs no-cuda-graphs; do
-  run "$py" -m voxguard.cli bench model --device cuda --$graphs --batch-sizes 1,16,64,256 --repeat 10 --json \
-    | tee "$out/model-aasist-$graphs.json"
-done
-run "$py" -m voxguard.cli bench model --model aasist-l --device cuda --batch-sizes 1,64,256 --repeat 10 --json \
-  | tee "$out/model-aasist-l.json"
+  2>&1 | tee "$out/gpu-tests.txt" || status=1
 for graphs in cuda-graphs no-cuda-graphs; do
   run timeout 150 "$py" -m voxguard.cli bench serve --device cuda --$graphs --concurrency 64 --requests 1500 \
-    --json | tee "$out/serve-cuda-$graphs.json"
+    --json | tee "$out/serve-cuda-$graphs.json" || status=1
 done
+for graphs in cuda-graphs no-cuda-graphs; do
+  run "$py" -m voxguard.cli bench model --device cuda --$graphs --batch-sizes 1,16,64,256 --repeat 10 --json \
+    | tee "$out/model-aasist-$graphs.json" || status=1
+done
+run "$py" -m voxguard.cli bench model --model aasist-l --device cuda --batch-sizes 1,64,256 --repeat 10 --json \
+  | tee "$out/model-aasist-l.json" || status=1
 samples=("$VOXGUARD_SAMPLES_DIR"/*.flac "$VOXGUARD_SAMPLES_DIR"/*.mp3 "$VOXGUARD_SAMPLES_DIR"/derived/*)
 run "$py" -m voxguard.cli bench agreement --engine bf16 --device cuda "${samples[@]}" --json \
-  | tee "$out/agreement-bf16-cuda.json"
+  | tee "$out/agreement-bf16-cuda.json" || status=1
 exit $status
