@@ -132,14 +132,17 @@ class RunFiles:
         self.best, self.last = self.out / BEST, self.out / LAST
         self.metrics, self.steps, self.run = self.out / METRICS, self.out / STEPS, self.out / RUN
 
-    def start_new(self) -> None:
-        """Create the directory; refuse one that already holds a run, which a new run would overwrite."""
+    def check_free(self) -> None:
+        """Refuse a directory that already holds a run: a new run would overwrite it."""
         taken = [p.name for p in (self.best, self.last, self.metrics, self.steps, self.run) if p.exists()]
         if taken:
             raise TrainingError(
                 f"{self.out} already holds a run ({', '.join(taken)}).",
                 "add --resume to continue it, or choose another --out",
             )
+
+    def start_new(self) -> None:
+        self.check_free()
         self.out.mkdir(parents=True, exist_ok=True)
         with self.steps.open("w", newline="", encoding="utf-8") as fh:
             csv.writer(fh).writerow(STEP_FIELDS)

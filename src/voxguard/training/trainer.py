@@ -210,6 +210,8 @@ def train(recipe: Recipe, runtime: Runtime) -> RunSummary:
     except ValueError as exc:
         raise TrainingError(str(exc), "use --device cpu, or cuda on a machine with a GPU") from exc
     amp_dtype = resolve_precision(runtime.precision, device)
+    if not runtime.resume:
+        run.check_free()  # before any slow work: the data sets, the initial weights
     resume = run.load_resume() if runtime.resume else None
     if resume is not None and (changed := recipe.differences(resume.recipe)):
         raise TrainingError(
