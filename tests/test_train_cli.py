@@ -16,8 +16,9 @@ import pytest
 from servers import ServerProcess
 from training_data import write_csv_set, write_folder_set
 from voxguard.audio import AudioOptions, prepare
-from voxguard.cli import main
+from voxguard.cli import build_parser, main
 from voxguard.model.checkpoints import sha256_file
+from voxguard.settings import Settings
 from voxguard.training.run_files import read_metrics, read_steps
 
 
@@ -36,9 +37,9 @@ def voxguard(args: list[str | Path], checkpoint_dir: Path) -> subprocess.Complet
 def test_fine_tune_then_serve_and_predict_with_the_checkpoint(
     tmp_path: Path, checkpoint_dir: Path, detector_factory
 ) -> None:
-    # 32 clips: 20 to train on (folder layout, WAV), 12 to pick the best epoch (CSV layout, FLAC).
-    train_dir = write_folder_set(tmp_path / "train", 10, seed=1)
-    dev_csv = write_csv_set(tmp_path / "dev", 6, seed=2)
+    # 16 clips to train on (folder layout, WAV), 8 to pick the best epoch with (CSV layout, FLAC).
+    train_dir = write_folder_set(tmp_path / "train", 8, seed=1)
+    dev_csv = write_csv_set(tmp_path / "dev", 4, seed=2)
     out = tmp_path / "run"
     args = ["train", "--train", train_dir, "--dev", dev_csv, "--out", out, "--init", "aasist-l"]
     args += [
@@ -58,14 +59,15 @@ def test_fine_tune_then_serve_and_predict_with_the_checkpoint(
     assert "epoch 2/2" in proc.stderr  # progress bars and logs on stderr; the summary on stdout
 
     # The official AASIST-L calls these harmonic tones fake; fine-tuning says they are bona fide, so
-    # the loss starts high and must fall. Compare the means of the two halves, not single noisy steps.
+    # the loss starts high and must fall. A batch of 4 holding one hard tone costs ~10 whenever it
+    # comes, so compare the medians of the two halves (robust to such a batch), and the dev loss,
+    # which is over the same fixed files every epoch and was measured before training (epoch 0).
     losses = [row.loss for row in read_steps(out / "steps.csv")]
-    assert len(losses) == 10
-    first, second = np.mean(losses[:5]), np.mean(losses[5:])
-    assert second < 0.5 * first, losses
-
+    assert len(losses) == 8
+    assert np.median(losses[4:]) < 0.5 * np.median(losses[:4]), losses
     metrics = read_metrics(out / "metrics.jsonl")
-    assert [m["epoch"] for m in metrics] == [1, 2]
+    assert [m["epoch"] for m in metrics] == [0, 1, 2]
+    assert metrics[-1]["dev_loss"] < 0.6 * metrics[0]["dev_loss"], metrics
     assert all(0.0 <= m["dev_eer"] <= 1.0 and np.isfinite(m["dev_threshold"]) for m in metrics)
     best, sha = out / "best.pt", sha256_file(out / "best.pt")
     assert metrics[-1]["best_sha256"] == sha and f"sha256 {sha}" in proc.stdout
@@ -114,6 +116,7 @@ def test_fine_tune_then_serve_and_predict_with_the_checkpoint(
         (["--augment", "gain,reverb"], "unknown augmentation"),
         (["--device", "tpu"], "device must be one of"),
         (["--epochs", "0"], "epochs must be at least 1"),
+        (["--stop-after", "0"], "stop after must be at least 1"),
     ],
 )
 def test_bad_options_exit_2_with_the_reason(
@@ -154,3 +157,23 @@ def test_missing_official_weights_say_how_to_get_them(tmp_path: Path, capsys: py
     argv += ["--batch-size", "2", "--init", "aasist", "--checkpoint-dir", str(tmp_path / "none")]
     assert main(argv) == 2
     assert "voxguard weights --model aasist" in capsys.readouterr().err
+
+
+def test_defaults_are_the_official_recipe(capsys: pytest.CaptureFixture) -> None:
+    parser = build_parser(Settings())
+    base = ["train", "--train", "t", "--dev", "d", "--out", "o"]
+    args = parser.parse_args(base)
+    assert (args.epochs, args.batch_size, args.lr, args.lr_min) == (100, 24, 1e-4, 5e-6)
+    assert (args.weight_decay, args.seed, args.class_weights) == (1e-4, 1234, (0.1, 0.9))
+    assert (args.augment, args.precision, args.cache, args.init, args.model) == (
+        "",
+        "auto",
+        "memory",
+        None,
+        None,
+    )
+    assert parser.parse_args([*base, "--class-weights", "0.5,0.5"]).class_weights == (0.5, 0.5)
+    for bad in ("0.9", "0.1,-1", "a,b"):
+        with pytest.raises(SystemExit):
+            parser.parse_args([*base, "--class-weights", bad])
+    assert "SPOOF,BONAFIDE" in capsys.readouterr().err

@@ -32,6 +32,18 @@ def _csv_ints(value: str) -> list[int]:
     return items
 
 
+def _class_weights(value: str) -> tuple[float, float]:
+    try:
+        spoof, bonafide = (float(v) for v in value.split(","))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(
+            f"expected SPOOF,BONAFIDE weights such as 0.1,0.9, got {value!r}"
+        ) from exc
+    if min(spoof, bonafide) <= 0:
+        raise argparse.ArgumentTypeError(f"class weights must be positive, got {value!r}")
+    return spoof, bonafide
+
+
 def _model_options(parser: argparse.ArgumentParser, settings: Settings) -> None:
     parser.add_argument("--model", default=settings.models[0], help="aasist | aasist-l (default %(default)s)")
     parser.add_argument("--checkpoint", default=settings.checkpoint, help="explicit checkpoint file")
@@ -128,6 +140,12 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
     t.add_argument("--lr-min", type=float, default=Recipe.lr_min)
     t.add_argument("--weight-decay", type=float, default=Recipe.weight_decay)
     t.add_argument("--seed", type=int, default=Recipe.seed)
+    t.add_argument(
+        "--class-weights",
+        type=_class_weights,
+        default=(Recipe.spoof_weight, Recipe.bonafide_weight),
+        help="loss weights SPOOF,BONAFIDE (default %(default)s, for ASVspoof's ~9:1 spoof:bona fide)",
+    )
     t.add_argument("--augment", default="", help="comma-separated: gain,noise,telephone,codec (default none)")
     t.add_argument(
         "--augment-prob", type=float, default=Recipe.augment_probability, help="chance of each per crop"
@@ -281,6 +299,8 @@ def _train(args: argparse.Namespace) -> int:
             lr_min=args.lr_min,
             weight_decay=args.weight_decay,
             seed=args.seed,
+            spoof_weight=args.class_weights[0],
+            bonafide_weight=args.class_weights[1],
             augment=parse_augmentations(args.augment),
             augment_probability=args.augment_prob,
         )

@@ -26,7 +26,7 @@ from torch.utils.data import Dataset as TorchDataset
 from torch.utils.data import Sampler
 from tqdm import tqdm
 
-from ..audio import WINDOW, AudioError, decode
+from ..audio import SAMPLE_RATE, WINDOW, AudioError, decode
 from ..datasets import BONAFIDE, Dataset, DatasetError, Item
 
 logger = logging.getLogger(__name__)
@@ -100,7 +100,7 @@ def decode_all(
             waveforms.append(x)
             bar.update(1)
     megabytes = sum(x.nbytes for x in waveforms) / 1e6
-    seconds = sum(x.shape[0] for x in waveforms) / 16000
+    seconds = sum(x.shape[0] for x in waveforms) / SAMPLE_RATE
     logger.info(
         "decoded %d %s files (%.1f h of audio, %.0f MB in memory)",
         len(items),

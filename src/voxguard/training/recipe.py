@@ -49,6 +49,10 @@ class Recipe:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if not 0 < self.lr_min <= self.lr:
             raise ValueError(f"need 0 < lr_min <= lr, got lr {self.lr}, lr_min {self.lr_min}")
+        if min(self.spoof_weight, self.bonafide_weight) <= 0:
+            raise ValueError(
+                f"class weights must be positive, got {self.spoof_weight}, {self.bonafide_weight}"
+            )
         if self.seed < 0:
             raise ValueError(f"seed must be non-negative, got {self.seed}")
 

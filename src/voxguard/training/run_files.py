@@ -7,7 +7,7 @@
   scheduler, gradient scaler and torch RNG state and the best result so far. ``--resume`` continues
   from it; it loads for serving like ``best.pt``.
 - ``metrics.jsonl``: one JSON line per epoch (train loss, dev EER, threshold and loss, learning rate,
-  time, best so far and its sha256).
+  time, best so far and its sha256), after a line for epoch 0: the initial weights on the dev set.
 - ``steps.csv``: every optimiser step's learning rate and loss.
 - ``run.json``: recipe, data sets, initial weights, environment, and where best and last stand (with
   their sha256); rewritten after every epoch.

@@ -7,8 +7,8 @@ On CUDA, cuDNN picks the fastest (not bitwise deterministic) kernels, so runs ag
 Mixed precision (CUDA only): ``bf16`` autocast where the GPU supports it (Ampere and later) and
 ``fp16`` autocast with a gradient scaler otherwise. bfloat16 keeps float32's exponent range, so no loss
 scaling, no skipped steps and no scaler state are needed, at the same tensor-core speed as float16;
-float16 is there for older GPUs (V100, T4). The dev set is always scored in float32, the precision the
-default ``fast`` serving engine uses, so the EER that picks ``best.pt`` is the one it will serve with.
+float16 is there for older GPUs (V100, T4). The dev set is always scored without autocast, as the
+float32 serving engines score, so the EER that picks ``best.pt`` is the one they reproduce.
 """
 
 from __future__ import annotations
@@ -70,6 +70,16 @@ class Runtime:
     progress: bool = True
     resume: bool = False
     stop_after: int | None = None  # epochs to run in this invocation, then stop (resumably)
+
+    def __post_init__(self) -> None:
+        if self.cache not in CACHE_MODES:
+            raise ValueError(f"cache must be one of {', '.join(CACHE_MODES)}, got {self.cache!r}")
+        if self.workers is not None and self.workers < 0:
+            raise ValueError(f"workers must be 0 or more, got {self.workers}")
+        if self.eval_batch_size < 1:
+            raise ValueError(f"eval batch size must be at least 1, got {self.eval_batch_size}")
+        if self.stop_after is not None and self.stop_after < 1:
+            raise ValueError(f"stop after must be at least 1 epoch, got {self.stop_after}")
 
 
 @dataclass(frozen=True)
@@ -138,8 +148,6 @@ def _loaders(
         if runtime.workers is not None
         else (0 if device.type == "cpu" else min(8, os.cpu_count() or 1))
     )
-    if runtime.cache not in CACHE_MODES:
-        raise TrainingError(f"cache must be one of {', '.join(CACHE_MODES)}, got {runtime.cache!r}.")
     train_audio = dev_audio = None
     if runtime.cache == "memory":
         threads = max(workers, os.cpu_count() or 1)
@@ -156,6 +164,7 @@ def _loaders(
         batch_size=runtime.eval_batch_size,
         num_workers=workers,
         pin_memory=device.type == "cuda",
+        generator=torch.Generator().manual_seed(recipe.seed),  # never draw from the global RNG
     )
     return train_windows, dev_loader, workers
 
@@ -284,6 +293,27 @@ def train(recipe: Recipe, runtime: Runtime) -> RunSummary:
         init["source"],
     )
 
+    if resume is None:
+        # Epoch 0: the initial weights on the dev set, what a fine-tuning run must beat. Logged only;
+        # best.pt is chosen among trained epochs.
+        started = time.perf_counter()
+        dev = evaluate(model, dev_loader, opt.criterion, device, runtime.progress)
+        baseline = {
+            "epoch": 0,
+            "step": 0,
+            "dev_eer": dev.eer,
+            "dev_threshold": dev.threshold,
+            "dev_loss": dev.loss,
+        }
+        run.append_epoch(
+            {**baseline, "lr": scheduler.get_last_lr()[0], "seconds": time.perf_counter() - started}, []
+        )
+        logger.info(
+            "before training: dev EER %.2f%% (threshold %.3f, loss %.4f)",
+            100 * dev.eer,
+            dev.threshold,
+            dev.loss,
+        )
     final = (
         recipe.epochs if runtime.stop_after is None else min(recipe.epochs, start_epoch + runtime.stop_after)
     )
@@ -343,16 +373,15 @@ def train(recipe: Recipe, runtime: Runtime) -> RunSummary:
             f"new best, best.pt sha256 {best.sha256}" if improved else f"best is still epoch {best.epoch}",
             last_sha,
         )
-    done = max(final, start_epoch)
-    if done >= recipe.epochs:
+    if final >= recipe.epochs:
         logger.info(
             "run complete: best epoch %d, dev EER %.2f%%: %s", best.epoch, 100 * best.dev_eer, run.best
         )
     else:
         logger.info(
-            "stopped after epoch %d/%d; continue with the same command plus --resume", done, recipe.epochs
+            "stopped after epoch %d/%d; continue with the same command plus --resume", final, recipe.epochs
         )
-    return RunSummary(runtime.out, done, done >= recipe.epochs, best, last_sha)
+    return RunSummary(runtime.out, final, final >= recipe.epochs, best, last_sha)
 
 
 def _data_sets(recipe: Recipe) -> tuple[Dataset, Dataset, int]:
