@@ -18,7 +18,6 @@ import logging
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Literal
 
 import numpy as np
 import torch
@@ -31,7 +30,6 @@ from ..datasets import BONAFIDE, Dataset, DatasetError, Item
 
 logger = logging.getLogger(__name__)
 
-CacheMode = Literal["memory", "none"]
 CACHE_MODES: tuple[str, ...] = ("memory", "none")
 # Logit index of each label, as in the official model: 0 = spoof, 1 = bona fide.
 LABEL_INDEX = {"spoof": 0, BONAFIDE: 1}

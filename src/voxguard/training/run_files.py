@@ -216,6 +216,7 @@ def read_steps(path: Path) -> list[StepRow]:
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """The records of a ``metrics.jsonl``, epoch 0 (before training) first."""
     return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
