@@ -144,9 +144,9 @@ def test_refuses_to_overwrite_a_run_or_resume_nothing(tmp_path: Path, capsys: py
     assert main([*base, "--out", str(tmp_path / "empty"), "--resume"]) == 2
     assert "Nothing to resume" in capsys.readouterr().err
     (tmp_path / "used").mkdir()
-    (tmp_path / "used" / "metrics.jsonl").write_text("{}\n")
+    (tmp_path / "used" / "last.pt").write_bytes(b"a checkpoint")
     assert main([*base, "--out", str(tmp_path / "used")]) == 2
-    assert "already holds a run (metrics.jsonl)" in capsys.readouterr().err
+    assert "already holds a run (last.pt)" in capsys.readouterr().err
     assert main([*base, "--out", str(tmp_path / "x"), "--dev", str(tmp_path / "nope")]) == 2
     assert "does not exist" in capsys.readouterr().err
 

@@ -15,6 +15,7 @@ from voxguard.model.config import VARIANTS
 from voxguard.training import TrainingError
 from voxguard.training.recipe import Recipe, make_optimizer
 from voxguard.training.run_files import (
+    RunFiles,
     optimizer_state_from_plain,
     optimizer_state_to_plain,
     read_metrics,
@@ -199,3 +200,14 @@ def test_optimizer_state_survives_a_weights_only_checkpoint(tmp_path: Path) -> N
     for key, state in optimizer.state_dict()["state"].items():
         for name, value in state.items():
             assert torch.equal(value, fresh.state_dict()["state"][key][name])
+
+
+def test_a_run_that_died_before_its_first_checkpoint_starts_over(tmp_path: Path) -> None:
+    (tmp_path / "metrics.jsonl").write_text('{"epoch": 0}\n')
+    (tmp_path / "steps.csv").write_text("step,epoch,lr,loss\n1,1,0.0001,0.7\n")
+    files = RunFiles(tmp_path)
+    files.start_new()
+    assert read_metrics(tmp_path / "metrics.jsonl") == [] and read_steps(tmp_path / "steps.csv") == []
+    (tmp_path / "best.pt").write_bytes(b"x")
+    with pytest.raises(TrainingError, match=r"already holds a run \(best\.pt\)"):
+        files.start_new()

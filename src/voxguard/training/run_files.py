@@ -133,8 +133,9 @@ class RunFiles:
         self.metrics, self.steps, self.run = self.out / METRICS, self.out / STEPS, self.out / RUN
 
     def check_free(self) -> None:
-        """Refuse a directory that already holds a run: a new run would overwrite it."""
-        taken = [p.name for p in (self.best, self.last, self.metrics, self.steps, self.run) if p.exists()]
+        """Refuse a directory holding a checkpoint: a new run would overwrite it. Logs alone (a run
+        that failed in its first epoch, before any checkpoint) are started over."""
+        taken = [p.name for p in (self.best, self.last) if p.exists()]
         if taken:
             raise TrainingError(
                 f"{self.out} already holds a run ({', '.join(taken)}).",
@@ -144,6 +145,7 @@ class RunFiles:
     def start_new(self) -> None:
         self.check_free()
         self.out.mkdir(parents=True, exist_ok=True)
+        self.metrics.write_text("", encoding="utf-8")
         with self.steps.open("w", newline="", encoding="utf-8") as fh:
             csv.writer(fh).writerow(STEP_FIELDS)
 

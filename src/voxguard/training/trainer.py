@@ -228,7 +228,7 @@ def train(recipe: Recipe, runtime: Runtime) -> RunSummary:
             "repeat the original command line and add --resume",
         )
     if device.type == "cpu":
-        tune_allocator()  # 2-3x faster steps: see voxguard.runtime
+        tune_allocator()  # several times faster steps: see voxguard.runtime
     else:
         torch.backends.cudnn.benchmark = True  # fixed input shapes: autotune once, reuse every step
     set_threads(runtime.threads)
