@@ -1,4 +1,4 @@
-"""The ``voxguard`` command: predict, weights, bench, eval (and serve, from the service module)."""
+"""The ``voxguard`` command: predict, weights, bench, eval, train (and serve, from the service module)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from .audio import AudioError, prepare
 from .inference import ENGINES
 from .model.checkpoints import REGISTRY, CheckpointError, fetch
 from .settings import Settings
+from .training.recipe import Recipe
 
 logger = logging.getLogger("voxguard")
 
@@ -44,6 +45,18 @@ def _probability(value: str) -> float:
     if not 0.0 <= number <= 1.0:
         raise argparse.ArgumentTypeError(f"expected a probability between 0 and 1, got {value!r}")
     return number
+
+
+def _class_weights(value: str) -> tuple[float, float]:
+    try:
+        spoof, bonafide = (float(v) for v in value.split(","))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(
+            f"expected SPOOF,BONAFIDE weights such as 0.1,0.9, got {value!r}"
+        ) from exc
+    if min(spoof, bonafide) <= 0:
+        raise argparse.ArgumentTypeError(f"class weights must be positive, got {value!r}")
+    return spoof, bonafide
 
 
 def _model_options(parser: argparse.ArgumentParser, settings: Settings) -> None:
@@ -173,6 +186,42 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
         "--format", choices=("md", "html", "both"), default="md", help="report.md, report.html or both"
     )
     e.add_argument("--json", action="store_true", help="print the headline figures as one JSON object")
+
+    t = sub.add_parser("train", help="train or fine-tune AASIST (official recipe); see docs/training.md")
+    t.add_argument("--train", type=Path, required=True, help="ASVspoof protocol, path,label CSV or folder")
+    t.add_argument("--train-audio-dir", type=Path, help="audio folder of an ASVspoof protocol")
+    t.add_argument("--dev", type=Path, required=True, help="dev set (any layout): EER every epoch")
+    t.add_argument("--dev-audio-dir", type=Path)
+    t.add_argument("--out", type=Path, required=True, help="run folder: best.pt, last.pt, metrics.jsonl, ...")
+    t.add_argument("--model", choices=tuple(REGISTRY), help="architecture (default aasist, or --init's)")
+    t.add_argument("--init", help="fine-tune from aasist | aasist-l (official weights) | a checkpoint PATH")
+    t.add_argument("--name", help="model name the checkpoints record (default MODEL-OUTNAME)")
+    t.add_argument("--epochs", type=int, default=Recipe.epochs)
+    t.add_argument("--batch-size", type=int, default=Recipe.batch_size)
+    t.add_argument("--lr", type=float, default=Recipe.lr, help="peak learning rate (cosine to --lr-min)")
+    t.add_argument("--lr-min", type=float, default=Recipe.lr_min)
+    t.add_argument("--weight-decay", type=float, default=Recipe.weight_decay)
+    t.add_argument("--seed", type=int, default=Recipe.seed)
+    t.add_argument(
+        "--class-weights",
+        type=_class_weights,
+        default=(Recipe.spoof_weight, Recipe.bonafide_weight),
+        help="loss weights SPOOF,BONAFIDE (default %(default)s, for ASVspoof's ~9:1 spoof:bona fide)",
+    )
+    t.add_argument("--augment", default="", help="comma-separated: gain,noise,telephone,codec (default none)")
+    t.add_argument(
+        "--augment-prob", type=float, default=Recipe.augment_probability, help="chance of each per crop"
+    )
+    t.add_argument("--resume", action="store_true", help="continue the run in --out from last.pt")
+    t.add_argument("--stop-after", type=int, help="stop (resumably) after this many epochs")
+    t.add_argument("--device", default=settings.device, help="auto | cpu | cuda | cuda:N")
+    t.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto")
+    t.add_argument("--workers", type=int, help="DataLoader processes (default 0 on CPU, 8 on CUDA)")
+    t.add_argument("--cache", choices=("memory", "none"), default="memory", help="decode once into memory")
+    t.add_argument("--eval-batch-size", type=int, default=32)
+    t.add_argument("--threads", type=int, default=settings.threads, help="0 = all cores")
+    t.add_argument("--checkpoint-dir", type=Path, default=settings.checkpoint_dir)
+    t.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True)
     return parser
 
 
@@ -368,6 +417,67 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _train(args: argparse.Namespace) -> int:
+    from .datasets import DatasetError
+    from .training import TrainingError
+    from .training.augment import parse_augmentations
+    from .training.trainer import Runtime, train
+
+    logging.getLogger("voxguard").setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    absolute = {
+        k: str(getattr(args, k).resolve()) if getattr(args, k) else None
+        for k in ("train", "train_audio_dir", "dev", "dev_audio_dir")
+    }
+    init = args.init if args.init is None or args.init in REGISTRY else str(Path(args.init).resolve())
+    try:
+        recipe = Recipe(
+            **absolute,
+            model=args.model,
+            init=init,
+            name=args.name,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            lr_min=args.lr_min,
+            weight_decay=args.weight_decay,
+            seed=args.seed,
+            spoof_weight=args.class_weights[0],
+            bonafide_weight=args.class_weights[1],
+            augment=parse_augmentations(args.augment),
+            augment_probability=args.augment_prob,
+        )
+        runtime = Runtime(
+            out=args.out,
+            device=args.device,
+            precision=args.precision,
+            workers=args.workers,
+            cache=args.cache,
+            eval_batch_size=args.eval_batch_size,
+            threads=args.threads,
+            checkpoint_dir=args.checkpoint_dir,
+            progress=args.progress,
+            resume=args.resume,
+            stop_after=args.stop_after,
+        )
+    except ValueError as exc:  # an invalid recipe or runtime value, named in the message
+        print(f"voxguard: {exc}", file=sys.stderr)
+        return 2
+    try:
+        summary = train(recipe, runtime)
+    except (TrainingError, DatasetError) as exc:
+        print(f"voxguard: {exc}", file=sys.stderr)
+        return 2
+    best = summary.best
+    print(
+        f"best: {args.out / 'best.pt'} (epoch {best.epoch}, dev EER {best.dev_eer:.2%}, sha256 {best.sha256})"
+    )
+    state = "complete" if summary.complete else "stopped; add --resume to continue"
+    done = f"epoch {summary.epochs_done}/{args.epochs}"
+    print(f"last: {args.out / 'last.pt'} ({done}, {state}, sha256 {summary.last_sha256})")
+    print(f"serve it: voxguard serve --checkpoint {args.out / 'best.pt'}")
+    return 0
+
+
 def _weights(args: argparse.Namespace) -> int:
     names = list(REGISTRY) if args.model == "all" else [args.model]
     if args.url and len(names) != 1:
@@ -449,6 +559,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _weights(args)
         if args.command == "eval":
             return _eval(args, settings)
+        if args.command == "train":
+            return _train(args)
         return _bench(args, settings)
     except CheckpointError as exc:
         print(f"voxguard: {exc}", file=sys.stderr)

@@ -1,0 +1,18 @@
+"""``voxguard train``: the official AASIST recipe on any labelled data set, resumable and seeded.
+
+``data`` turns labelled files into model inputs, ``augment`` holds the optional real-world channel
+augmentations, ``recipe`` the hyper-parameters, schedule and loss, ``run_files`` what a run writes and
+reads back, and ``trainer`` the loop that ties them together.
+"""
+
+
+class TrainingError(Exception):
+    """A run that cannot start or continue as asked; ``hint`` says what to change."""
+
+    def __init__(self, detail: str, hint: str = "") -> None:
+        super().__init__(detail, hint)
+        self.detail = detail
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.detail} Hint: {self.hint}" if self.hint else self.detail

@@ -1,0 +1,465 @@
+"""The training loop: an epoch of optimiser steps, the dev EER, then the checkpoints, until done.
+
+CPU runs are bit-for-bit reproducible for a given seed and thread count, and a resumed run continues
+exactly as an uninterrupted one would (same data order, crops, augmentations, dropout, learning rate).
+On CUDA, cuDNN picks the fastest (not bitwise deterministic) kernels, so runs agree only statistically.
+
+Mixed precision (CUDA only): ``bf16`` autocast where the GPU supports it (Ampere and later) and
+``fp16`` autocast with a gradient scaler otherwise. bfloat16 keeps float32's exponent range, so no loss
+scaling, no skipped steps and no scaler state are needed, at the same tensor-core speed as float16;
+float16 is there for older GPUs (V100, T4). The dev set is always scored without autocast, as the
+float32 serving engines score, so the EER that picks ``best.pt`` is the one they reproduce.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from .. import __version__
+from ..audio import WINDOW
+from ..datasets import Dataset, load_dataset
+from ..evaluation.metrics import equal_error_rate
+from ..inference import resolve_device
+from ..model.aasist import AASIST
+from ..model.checkpoints import REGISTRY, load_checkpoint
+from ..model.config import VARIANTS
+from ..runtime import set_threads, tune_allocator
+from . import TrainingError
+from .augment import Augmenter
+from .data import CACHE_MODES, DevWindows, EpochBatches, TrainWindows, check_labels, decode_all
+from .recipe import Recipe, make_criterion, make_optimizer
+from .run_files import (
+    Best,
+    RunFiles,
+    StepRow,
+    best_to_dict,
+    capture_rng,
+    optimizer_state_to_plain,
+    restore_rng,
+)
+
+logger = logging.getLogger(__name__)
+
+PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """How this invocation runs. Unlike the recipe, these may change between a run and its resume."""
+
+    out: Path
+    device: str = "auto"
+    precision: str = "auto"
+    workers: int | None = None  # DataLoader worker processes; None = 0 on CPU, up to 8 on CUDA
+    cache: str = "memory"
+    eval_batch_size: int = 32
+    threads: int = 0
+    checkpoint_dir: Path | None = None
+    progress: bool = True
+    resume: bool = False
+    stop_after: int | None = None  # epochs to run in this invocation, then stop (resumably)
+
+    def __post_init__(self) -> None:
+        if self.cache not in CACHE_MODES:
+            raise ValueError(f"cache must be one of {', '.join(CACHE_MODES)}, got {self.cache!r}")
+        if self.workers is not None and self.workers < 0:
+            raise ValueError(f"workers must be 0 or more, got {self.workers}")
+        if self.eval_batch_size < 1:
+            raise ValueError(f"eval batch size must be at least 1, got {self.eval_batch_size}")
+        if self.stop_after is not None and self.stop_after < 1:
+            raise ValueError(f"stop after must be at least 1 epoch, got {self.stop_after}")
+
+
+@dataclass(frozen=True)
+class DevResult:
+    eer: float
+    threshold: float
+    loss: float
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    out: Path
+    epochs_done: int
+    complete: bool
+    best: Best | None
+    last_sha256: str
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype, or ``None`` for plain float32."""
+    if precision not in PRECISIONS:
+        raise TrainingError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}.")
+    if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
+        return None
+    if device.type != "cuda":
+        raise TrainingError(
+            f"--precision {precision} needs a CUDA device, not {device}.", "use --precision fp32 on CPU"
+        )
+    if precision == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if precision == "bf16" else torch.float16
+
+
+def variant_of(model: AASIST) -> str | None:
+    return next((name for name, config in VARIANTS.items() if config == model.config), None)
+
+
+def build_model(recipe: Recipe, checkpoint_dir: Path | None) -> tuple[AASIST, dict[str, Any]]:
+    """A fresh model (seeded) or the ``init`` checkpoint's weights, plus a note of where they came from."""
+    torch.manual_seed(recipe.seed)
+    if recipe.init is None:
+        return AASIST(VARIANTS[recipe.model or "aasist"]), {"source": "scratch"}
+    if recipe.init in REGISTRY:
+        loaded = load_checkpoint(recipe.init, checkpoint_dir=checkpoint_dir)
+    else:  # a file: a voxguard checkpoint carries its config; a plain state_dict takes --model's
+        loaded = load_checkpoint(recipe.model or "aasist", path=recipe.init)
+    variant = variant_of(loaded.model)
+    if recipe.model is not None and variant != recipe.model:
+        raise TrainingError(
+            f"--init {recipe.init} holds a {variant or 'custom'} model, not {recipe.model}.",
+            f"drop --model, or pass --model {variant}" if variant else "drop --model",
+        )
+    return loaded.model, {
+        "source": recipe.init,
+        "name": loaded.name,
+        "path": str(loaded.path),
+        "sha256": loaded.sha256,
+    }
+
+
+def _loaders(
+    recipe: Recipe, runtime: Runtime, train_set: Dataset, dev_set: Dataset, device: torch.device
+) -> tuple[TrainWindows, DataLoader, int]:
+    workers = (
+        runtime.workers
+        if runtime.workers is not None
+        else (0 if device.type == "cpu" else min(8, os.cpu_count() or 1))
+    )
+    train_audio = dev_audio = None
+    if runtime.cache == "memory":
+        threads = max(workers, os.cpu_count() or 1)
+        train_audio = decode_all(
+            train_set.items, keep=None, threads=threads, progress=runtime.progress, what="train"
+        )
+        dev_audio = decode_all(
+            dev_set.items, keep=WINDOW, threads=threads, progress=runtime.progress, what="dev"
+        )
+    augment = Augmenter(recipe.augment, recipe.augment_probability) if recipe.augment else None
+    train_windows = TrainWindows(train_set.items, seed=recipe.seed, augment=augment, waveforms=train_audio)
+    dev_loader = DataLoader(
+        DevWindows(dev_set.items, dev_audio),
+        batch_size=runtime.eval_batch_size,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        generator=torch.Generator().manual_seed(recipe.seed),  # never draw from the global RNG
+    )
+    return train_windows, dev_loader, workers
+
+
+@dataclass
+class _Optimisation:
+    """The model and everything that updates it, so one optimiser step is one call."""
+
+    model: AASIST
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler
+    criterion: nn.CrossEntropyLoss
+    device: torch.device
+    amp_dtype: torch.dtype | None
+
+    def step(self, x: torch.Tensor, y: torch.Tensor, where: str) -> tuple[float, float]:
+        """One optimiser step on a batch; returns (learning rate used, loss)."""
+        x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+            _, logits = self.model(x)
+        loss = self.criterion(logits.float(), y)
+        # A float16 overflow is the scaler's to handle (it skips the step); anywhere else it is a bug.
+        if not self.scaler.is_enabled() and not torch.isfinite(loss):
+            raise TrainingError(
+                f"the loss became {loss.item()} at {where}.",
+                "lower --lr, or check the training audio for NaN or extreme values",
+            )
+        lr = self.scheduler.get_last_lr()[0]
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        return lr, loss.item()
+
+    def resume_state(self, best: Best | None) -> dict[str, Any]:
+        return {
+            "optimizer": optimizer_state_to_plain(self.optimizer.state_dict()),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": capture_rng(self.device),
+            "best": best_to_dict(best),
+        }
+
+
+def train(recipe: Recipe, runtime: Runtime) -> RunSummary:
+    """Run (or continue) training as ``recipe`` says and write the run directory ``runtime.out``."""
+    run = RunFiles(runtime.out)
+    try:
+        device = resolve_device(runtime.device)
+    except ValueError as exc:
+        raise TrainingError(str(exc), "use --device cpu, or cuda on a machine with a GPU") from exc
+    amp_dtype = resolve_precision(runtime.precision, device)
+    if not runtime.resume:
+        run.check_free()  # before any slow work: the data sets, the initial weights
+    resume = run.load_resume() if runtime.resume else None
+    if resume is not None and (changed := recipe.differences(resume.recipe)):
+        raise TrainingError(
+            f"--resume with a different recipe than {run.last} was trained with ({'; '.join(changed)}).",
+            "repeat the original command line and add --resume",
+        )
+    if device.type == "cpu":
+        tune_allocator()  # several times faster steps: see voxguard.runtime
+    else:
+        torch.backends.cudnn.benchmark = True  # fixed input shapes: autotune once, reuse every step
+    set_threads(runtime.threads)
+    train_set, dev_set, steps_per_epoch = _data_sets(recipe)
+
+    if resume is None:
+        model, init = build_model(recipe, runtime.checkpoint_dir)
+        run.start_new()
+    else:
+        model, init = resume.checkpoint.model, resume.init
+    variant = variant_of(model) or "custom"
+    name = resume.checkpoint.name if resume else recipe.name or f"{variant}-{runtime.out.resolve().name}"
+    optimizer, scheduler = make_optimizer(model.to(device), recipe, steps_per_epoch)
+    opt = _Optimisation(
+        model,
+        optimizer,
+        scheduler,
+        torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16),
+        make_criterion(recipe, device),
+        device,
+        amp_dtype,
+    )
+    start_epoch, step, best, last_sha = 0, 0, None, ""
+    if resume is not None:
+        optimizer.load_state_dict(resume.optimizer)
+        scheduler.load_state_dict(resume.scheduler)
+        if opt.scaler.is_enabled() and resume.scaler:
+            opt.scaler.load_state_dict(resume.scaler)
+        restore_rng(resume.rng, device)
+        start_epoch, step, best, last_sha = resume.epoch, resume.step, resume.best, resume.checkpoint.sha256
+        run.cut_back(start_epoch)
+        logger.info("resuming %s after epoch %d/%d (step %d)", run.last, start_epoch, recipe.epochs, step)
+
+    train_windows, dev_loader, workers = _loaders(recipe, runtime, train_set, dev_set, device)
+    context = {
+        "recipe": recipe.to_dict(),
+        "variant": variant,
+        "name": name,
+        "init": init,
+        "data": {"train": _describe(train_set), "dev": _describe(dev_set)},
+        "steps_per_epoch": steps_per_epoch,
+        "total_steps": steps_per_epoch * recipe.epochs,
+        "environment": {
+            "voxguard": __version__,
+            "torch": torch.__version__,
+            "device": str(device),
+            "precision": str(amp_dtype).removeprefix("torch.") if amp_dtype else "float32",
+            "threads": torch.get_num_threads(),
+            "workers": workers,
+            "cache": runtime.cache,
+        },
+    }
+    parameters = sum(p.numel() for p in model.parameters())
+    env = context["environment"]
+    logger.info(
+        "training %s (%s, %d parameters) on %s in %s from %s",
+        name,
+        variant,
+        parameters,
+        device,
+        env["precision"],
+        init["source"],
+    )
+
+    if resume is None:
+        # Epoch 0: the initial weights on the dev set, what a fine-tuning run must beat. Logged only;
+        # best.pt is chosen among trained epochs.
+        started = time.perf_counter()
+        dev = evaluate(model, dev_loader, opt.criterion, device, runtime.progress)
+        baseline = {
+            "epoch": 0,
+            "step": 0,
+            "dev_eer": dev.eer,
+            "dev_threshold": dev.threshold,
+            "dev_loss": dev.loss,
+        }
+        run.append_epoch(
+            {**baseline, "lr": scheduler.get_last_lr()[0], "seconds": time.perf_counter() - started}, []
+        )
+        logger.info(
+            "before training: dev EER %.2f%% (threshold %.3f, loss %.4f)",
+            100 * dev.eer,
+            dev.threshold,
+            dev.loss,
+        )
+    final = (
+        recipe.epochs if runtime.stop_after is None else min(recipe.epochs, start_epoch + runtime.stop_after)
+    )
+    for epoch in range(start_epoch + 1, final + 1):
+        started = time.perf_counter()
+        loader = DataLoader(
+            train_windows,
+            batch_sampler=EpochBatches(len(train_windows), recipe.batch_size, recipe.seed, epoch),
+            num_workers=workers,
+            pin_memory=device.type == "cuda",
+            # Its own generator, so creating loaders never draws from the global RNG (dropout's).
+            generator=torch.Generator().manual_seed(recipe.seed),
+        )
+        rows = _train_epoch(opt, loader, step, epoch, recipe.epochs, runtime.progress)
+        step += len(rows)
+        train_seconds = time.perf_counter() - started
+        dev = evaluate(model, dev_loader, opt.criterion, device, runtime.progress)
+        info = {
+            "epoch": epoch,
+            "step": step,
+            "train_loss": float(np.mean([r.loss for r in rows])),
+            "dev_eer": dev.eer,
+            "dev_threshold": dev.threshold,
+            "dev_loss": dev.loss,
+            "recipe": recipe.to_dict(),
+            "variant": variant,
+            "init": init,
+            "data": context["data"],
+        }
+        improved = best is None or best.beaten_by(dev.eer, dev.loss)
+        if improved:
+            best = Best(epoch, dev.eer, dev.loss, dev.threshold, run.save_best(model, name, info))
+        record = {
+            **{k: info[k] for k in ("epoch", "step", "train_loss", "dev_eer", "dev_threshold", "dev_loss")},
+            "lr": scheduler.get_last_lr()[0],
+            "train_seconds": train_seconds,
+            "seconds_per_step": train_seconds / len(rows),
+            "seconds": time.perf_counter() - started,
+            "improved": improved,
+            "best_epoch": best.epoch,
+            "best_dev_eer": best.dev_eer,
+            "best_sha256": best.sha256,
+        }
+        run.append_epoch(record, rows)
+        last_sha = run.save_last(model, name, info, opt.resume_state(best))
+        run.write_run(_run_json(context, epoch, recipe.epochs, best, last_sha, run))
+        logger.info(
+            "epoch %d/%d: train loss %.4f, dev EER %.2f%% (threshold %.3f, loss %.4f), %.2f s/step; %s; "
+            "last.pt sha256 %s",
+            epoch,
+            recipe.epochs,
+            info["train_loss"],
+            100 * dev.eer,
+            dev.threshold,
+            dev.loss,
+            record["seconds_per_step"],
+            f"new best, best.pt sha256 {best.sha256}" if improved else f"best is still epoch {best.epoch}",
+            last_sha,
+        )
+    if final >= recipe.epochs:
+        logger.info(
+            "run complete: best epoch %d, dev EER %.2f%%: %s", best.epoch, 100 * best.dev_eer, run.best
+        )
+    else:
+        logger.info(
+            "stopped after epoch %d/%d; continue with the same command plus --resume", final, recipe.epochs
+        )
+    return RunSummary(runtime.out, final, final >= recipe.epochs, best, last_sha)
+
+
+def _data_sets(recipe: Recipe) -> tuple[Dataset, Dataset, int]:
+    train_set = load_dataset(Path(recipe.train), _path(recipe.train_audio_dir))
+    dev_set = load_dataset(Path(recipe.dev), _path(recipe.dev_audio_dir))
+    check_labels(train_set, "training")
+    check_labels(dev_set, "dev")
+    steps_per_epoch = len(train_set.items) // recipe.batch_size
+    if steps_per_epoch == 0:
+        raise TrainingError(
+            f"the training set has {len(train_set.items)} items, less than one batch of {recipe.batch_size}.",
+            "lower --batch-size",
+        )
+    for role, dataset in (("train", train_set), ("dev", dev_set)):
+        logger.info("%s set %s (%s layout): %s", role, dataset.name, dataset.layout, dataset.counts())
+    logger.info("%d steps per epoch", steps_per_epoch)
+    return train_set, dev_set, steps_per_epoch
+
+
+def _train_epoch(
+    opt: _Optimisation, loader: DataLoader, step: int, epoch: int, epochs: int, progress: bool
+) -> list[StepRow]:
+    opt.model.train()
+    rows: list[StepRow] = []
+    bar = tqdm(
+        loader,
+        desc=f"epoch {epoch}/{epochs}",
+        unit="step",
+        file=sys.stderr,
+        disable=not progress,
+        leave=False,
+    )
+    for x, y in bar:
+        n = step + len(rows) + 1
+        lr, loss = opt.step(x, y, where=f"step {n} (epoch {epoch})")
+        rows.append(StepRow(n, epoch, lr, loss))
+        bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", refresh=False)
+    return rows
+
+
+@torch.no_grad()
+def evaluate(
+    model: AASIST, loader: DataLoader, criterion: nn.CrossEntropyLoss, device: torch.device, progress: bool
+) -> DevResult:
+    """Dev EER on ``logit[bona fide] - logit[spoof]`` (the served score), in float32, plus the loss."""
+    model.eval()
+    scores, labels = [], []
+    loss_sum = weight_sum = 0.0
+    for x, y in tqdm(loader, desc="dev", unit="batch", file=sys.stderr, disable=not progress, leave=False):
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        _, logits = model(x)
+        logits = logits.float()
+        loss_sum += nn.functional.cross_entropy(logits, y, weight=criterion.weight, reduction="sum").item()
+        weight_sum += criterion.weight[y].sum().item()
+        scores.append((logits[:, 1] - logits[:, 0]).cpu().numpy())
+        labels.append(y.cpu().numpy())
+    score, label = np.concatenate(scores), np.concatenate(labels)
+    if not np.all(np.isfinite(score)):
+        raise TrainingError("the model gives NaN or infinite dev scores.", "lower --lr")
+    eer, threshold = equal_error_rate(score[label == 1], score[label == 0])
+    return DevResult(eer, threshold, loss_sum / weight_sum)
+
+
+def _path(value: str | None) -> Path | None:
+    return Path(value) if value else None
+
+
+def _describe(dataset: Dataset) -> dict[str, Any]:
+    return {"name": dataset.name, "layout": dataset.layout, "items": len(dataset.items), **dataset.counts()}
+
+
+def _run_json(
+    context: dict[str, Any], epoch: int, epochs: int, best: Best | None, last_sha: str, run: RunFiles
+) -> dict[str, Any]:
+    return {
+        **context,
+        "epochs_done": epoch,
+        "complete": epoch >= epochs,
+        "best": {**(best_to_dict(best) or {}), "path": str(run.best)},
+        "last": {"epoch": epoch, "sha256": last_sha, "path": str(run.last)},
+    }
