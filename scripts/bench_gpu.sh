@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# GPU checks in one go (about 6 minutes on an H100): golden tests on cuda, engine and serving benchmarks
-# with and without CUDA graphs, bf16 agreement. Usage: scripts/bench_gpu.sh OUT_DIR [PYTHON]
+# GPU checks in one go (about 7 minutes on an H100): golden tests and training in every precision on
+# cuda, engine and serving benchmarks with and without CUDA graphs, bf16 agreement.
+# Usage: scripts/bench_gpu.sh OUT_DIR [PYTHON]
 # Needs VOXGUARD_CHECKPOINT_DIR (weights + golden.npz) and VOXGUARD_SAMPLES_DIR.
 set -uo pipefail
 out=${1:-bench-results}
@@ -12,6 +13,9 @@ run() { echo "+ $*" >&2; "$@"; }
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu.txt"
 VOXGUARD_TEST_DEVICE=cuda run "$py" -m pytest -q -p no:cacheprovider tests/test_model.py tests/test_inference.py \
   2>&1 | tee "$out/gpu-tests.txt" || status=1
+# Training on the GPU: fp32, bf16 autocast and fp16 with a gradient scaler, each trained, resumed and loaded.
+VOXGUARD_TEST_DEVICE=cuda run "$py" -m pytest -q -p no:cacheprovider tests/test_training_device.py \
+  -o log_cli=true --log-cli-level=INFO 2>&1 | tee "$out/gpu-training.txt" || status=1
 for graphs in cuda-graphs no-cuda-graphs; do
   run timeout 150 "$py" -m voxguard.cli bench serve --device cuda --$graphs --concurrency 64 --requests 1500 \
     --json | tee "$out/serve-cuda-$graphs.json" || status=1
