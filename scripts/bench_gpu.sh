@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # GPU checks in one go (about 7 minutes on an H100): golden tests and training in every precision on
-# cuda, engine and serving benchmarks with and without CUDA graphs, bf16 agreement.
+# cuda, engine and serving benchmarks with and without CUDA graphs, replicas per GPU, bf16 agreement.
 # Usage: scripts/bench_gpu.sh OUT_DIR [PYTHON]
 # Needs VOXGUARD_CHECKPOINT_DIR (weights + golden.npz) and VOXGUARD_SAMPLES_DIR.
 set -uo pipefail
@@ -20,6 +20,9 @@ for graphs in cuda-graphs no-cuda-graphs; do
   run timeout 150 "$py" -m voxguard.cli bench serve --device cuda --$graphs --concurrency 64 --requests 1500 \
     --json | tee "$out/serve-cuda-$graphs.json" || status=1
 done
+# Replicas sharing the GPU, each its own process (host side), loaded by 4 client processes.
+run timeout 300 "$py" -m voxguard.cli bench replicas --device cuda --replicas 1,2,4 --clients 4 --concurrency 64 \
+  --requests 2000 --json | tee "$out/replicas-cuda.json" || status=1
 for graphs in cuda-graphs no-cuda-graphs; do
   run "$py" -m voxguard.cli bench model --device cuda --$graphs --batch-sizes 1,16,64,256 --repeat 10 --json \
     | tee "$out/model-aasist-$graphs.json" || status=1

@@ -157,3 +157,33 @@ def test_bench_serve_json_schema(checkpoint_dir):
         assert set(report[mode]) == keys
         assert report[mode]["errors"] == 0 and report[mode]["throughput_rps"] > 0
     assert report["batch1"]["mean_batch_size"] == 1.0
+
+
+@pytest.mark.slow
+def test_bench_replicas_runs_one_and_two_servers(checkpoint_dir):
+    proc = _run(
+        [
+            "bench",
+            "replicas",
+            "--model",
+            "aasist-l",
+            "--device",
+            "cpu",
+            "--replicas",
+            "1,2",
+            "--clients",
+            "2",
+            "--concurrency",
+            "2",
+            "--requests",
+            "4",
+            "--json",
+        ],
+        checkpoint_dir,
+    )
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert [r["replicas"] for r in report["results"]] == [1, 2]
+    for row in report["results"]:
+        assert row["requests"] == 4 and row["errors"] == 0 and row["throughput_rps"] > 0
+        assert row["mean_batch_size"] >= 1.0

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
+import multiprocessing
 import os
 import socket
 import statistics
@@ -11,6 +13,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO
@@ -223,27 +227,45 @@ async def _drive(url: str, payload: bytes, concurrency: int, requests: int, time
     )
 
 
+@contextlib.contextmanager
+def _running_servers(count: int, server_args: list[str], env: dict[str, str]) -> Iterator[list[str]]:
+    """``count`` ``voxguard serve`` processes on free loopback ports, started together; yields their URLs."""
+    command = [sys.executable, "-m", "voxguard.cli", "serve", "--host", "127.0.0.1"]
+    with contextlib.ExitStack() as stack:
+        servers = []
+        for _ in range(count):
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                port = s.getsockname()[1]
+            log = stack.enter_context(tempfile.TemporaryFile())  # an unread pipe would block the server
+            proc = subprocess.Popen(
+                [*command, "--port", str(port), *server_args],
+                env={**os.environ, **env},
+                stdout=log,
+                stderr=log,
+            )
+            stack.callback(_stop, proc)
+            servers.append((f"http://127.0.0.1:{port}", proc, log))
+        for url, proc, log in servers:
+            _wait_ready(url, proc, log)
+        yield [url for url, _, _ in servers]
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
 def _serve_and_drive(
     server_args: list[str], env: dict[str, str], payload: bytes, concurrency: int, requests: int
 ) -> LoadResult:
     """Start ``voxguard serve`` on a free loopback port, warm it up, drive it, stop it."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    url = f"http://127.0.0.1:{port}"
-    command = [sys.executable, "-m", "voxguard.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
-    with tempfile.TemporaryFile() as log:  # a pipe nobody reads would block the server once it fills
-        proc = subprocess.Popen([*command, *server_args], env={**os.environ, **env}, stdout=log, stderr=log)
-        try:
-            _wait_ready(url, proc, log)
-            asyncio.run(_drive(url, payload, concurrency, min(requests, 2 * concurrency), 300.0))  # warm-up
-            return asyncio.run(_drive(url, payload, concurrency, requests, 300.0))
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+    with _running_servers(1, server_args, env) as (url,):
+        asyncio.run(_drive(url, payload, concurrency, min(requests, 2 * concurrency), 300.0))  # warm-up
+        return asyncio.run(_drive(url, payload, concurrency, requests, 300.0))
 
 
 def _wait_ready(url: str, proc: subprocess.Popen, log: IO[bytes], timeout_s: float = 300.0) -> None:
@@ -312,6 +334,99 @@ def bench_serve(
         "dynamic": asdict(dynamic),
         "batch1": asdict(batch1),
     }
+
+
+def _client_process(
+    url: str, payload: bytes, concurrency: int, requests: int, start_at: float
+) -> tuple[dict, float, float]:
+    """One load-generating process: waits for the common start time, drives one server, and returns its
+    result with its start and end (wall clock), so the combined rate spans every client."""
+    time.sleep(max(0.0, start_at - time.time()))
+    started = time.time()
+    result = asyncio.run(_drive(url, payload, concurrency, requests, 300.0))
+    return asdict(result), started, time.time()
+
+
+def bench_replicas(
+    name: str,
+    *,
+    replicas: list[int],
+    clients: int,
+    concurrency: int,
+    requests: int,
+    device: str = "auto",
+    engine: str = "fast",
+    checkpoint_dir: str | None = None,
+    max_batch_size: int = 0,
+    max_wait_ms: float = 5.0,
+) -> dict:
+    """Throughput of 1, 2, ... ``voxguard serve`` processes sharing one device, each its own host side.
+
+    The load comes from ``clients`` processes (``concurrency`` connections in all), spread round-robin
+    over the replicas, so that the load generator is never the single process that limits the rate.
+    """
+    if clients < 1 or concurrency < clients or requests < clients:
+        raise ValueError("need clients >= 1, concurrency >= clients and requests >= clients")
+    payload = _one_window_wav(64600)
+    env = {"VOXGUARD_CHECKPOINT_DIR": str(checkpoint_dir)} if checkpoint_dir else {}
+    args = ["--models", name, "--device", device, "--engine", engine, "--max-wait-ms", str(max_wait_ms)]
+    args += ["--max-batch-size", str(max_batch_size), "--queue-size", str(max(1024, 4 * concurrency))]
+    context = multiprocessing.get_context("spawn")  # no fork of a process that may hold a CUDA context
+    rows = []
+    for count in replicas:
+        with (
+            _running_servers(count, args, env) as urls,
+            ProcessPoolExecutor(clients, mp_context=context) as pool,
+        ):
+            for url in urls:
+                warm = max(1, 2 * concurrency // count)
+                asyncio.run(_drive(url, payload, max(1, concurrency // count), warm, 300.0))
+            list(pool.map(time.sleep, [0.5] * clients))  # every client process started and imported
+            start_at = time.time() + 1.0
+            share = [(concurrency // clients, requests // clients)] * clients
+            futures = [
+                pool.submit(_client_process, urls[i % count], payload, c, n, start_at)
+                for i, (c, n) in enumerate(share)
+            ]
+            results = [f.result() for f in futures]
+        loads = [r for r, _, _ in results]
+        wall = max(end for _, _, end in results) - min(start for _, start, _ in results)
+        sent = sum(n for _, n in share)
+        rows.append(
+            {
+                "replicas": count,
+                "throughput_rps": round(sent / wall, 3),
+                "p50_ms_worst_client": max(r["p50_ms"] for r in loads),
+                "p99_ms_worst_client": max(r["p99_ms"] for r in loads),
+                "mean_batch_size": round(statistics.mean(r["mean_batch_size"] for r in loads), 2),
+                "errors": sum(r["errors"] for r in loads),
+                "requests": sent,
+            }
+        )
+    return {
+        "model": name,
+        "device": device,
+        "engine": engine,
+        "clients": clients,
+        "concurrency": concurrency,
+        "results": rows,
+    }
+
+
+def render_replicas(report: dict) -> str:
+    lines = [
+        f"model {report['model']} ({report['engine']}) on {report['device']}, "
+        f"{report['clients']} client processes, {report['concurrency']} connections",
+        f"{'replicas':>8} {'req/s':>8} {'vs 1':>6} {'p50 ms':>8} {'p99 ms':>8} {'batch':>6} {'errors':>6}",
+    ]
+    base = report["results"][0]["throughput_rps"]
+    for r in report["results"]:
+        lines.append(
+            f"{r['replicas']:>8} {r['throughput_rps']:>8.1f} {r['throughput_rps'] / base:>5.2f}x "
+            f"{r['p50_ms_worst_client']:>8.0f} {r['p99_ms_worst_client']:>8.0f} {r['mean_batch_size']:>6.2f} "
+            f"{r['errors']:>6}"
+        )
+    return "\n".join(lines)
 
 
 def render_model(report: dict) -> str:

@@ -142,6 +142,22 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
     )
     bs.add_argument("--max-wait-ms", type=float, default=settings.max_wait_ms)
     bs.add_argument("--json", action="store_true")
+    br = bsub.add_parser(
+        "replicas", help="throughput of 1, 2, ... server processes sharing one device (replicas per GPU)"
+    )
+    br.add_argument("--model", default=settings.models[0])
+    br.add_argument("--checkpoint-dir", default=settings.checkpoint_dir, type=Path)
+    br.add_argument("--device", default=settings.device)
+    br.add_argument("--engine", choices=ENGINES, default=settings.engine)
+    br.add_argument("--replicas", type=_csv_ints, default=[1, 2])
+    br.add_argument("--clients", type=int, default=4, help="load-generating processes")
+    br.add_argument("--concurrency", type=int, default=64, help="connections, all clients together")
+    br.add_argument("--requests", type=int, default=1000, help="requests per replica count")
+    br.add_argument(
+        "--max-batch-size", type=int, default=settings.max_batch_size, help="0 = 16 CPU / 64 CUDA"
+    )
+    br.add_argument("--max-wait-ms", type=float, default=settings.max_wait_ms)
+    br.add_argument("--json", action="store_true")
     ba = bsub.add_parser("agreement", help="decisions and scores of an engine against eager on real files")
     ba.add_argument("files", nargs="+", type=Path)
     ba.add_argument("--model", default=settings.models[0])
@@ -506,6 +522,20 @@ def _bench(args: argparse.Namespace, settings: Settings) -> int:
             max_wait_ms=args.max_wait_ms,
         )
         render = bench.render_serve
+    elif args.bench == "replicas":
+        report = bench.bench_replicas(
+            args.model,
+            replicas=args.replicas,
+            clients=args.clients,
+            concurrency=args.concurrency,
+            requests=args.requests,
+            device=args.device,
+            engine=args.engine,
+            checkpoint_dir=str(args.checkpoint_dir.resolve()),
+            max_batch_size=args.max_batch_size,
+            max_wait_ms=args.max_wait_ms,
+        )
+        render = bench.render_replicas
     elif args.bench == "agreement":
         report = bench.engine_agreement(
             args.model,
