@@ -17,7 +17,7 @@ VOXGUARD_TEST_DEVICE=cuda run "$py" -m pytest -q -p no:cacheprovider tests/test_
 VOXGUARD_TEST_DEVICE=cuda run "$py" -m pytest -q -p no:cacheprovider tests/test_training_device.py \
   -o log_cli=true --log-cli-level=INFO 2>&1 | tee "$out/gpu-training.txt" || status=1
 for graphs in cuda-graphs no-cuda-graphs; do
-  run timeout 150 "$py" -m voxguard.cli bench serve --device cuda --$graphs --concurrency 64 --requests 1500 \
+  run timeout 150 "$py" -m voxguard.cli bench serve --device cuda --$graphs --concurrency 64 --clients 4 --requests 2000 \
     --json | tee "$out/serve-cuda-$graphs.json" || status=1
 done
 # Replicas sharing the GPU, each its own process (host side), loaded by 4 client processes.

@@ -136,6 +136,9 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
     bs.add_argument("--engine", choices=ENGINES, default=settings.engine)
     _cuda_graphs_option(bs, settings)
     bs.add_argument("--concurrency", type=int, default=16)
+    bs.add_argument(
+        "--clients", type=int, default=1, help="load-generating processes (a fast GPU server needs several)"
+    )
     bs.add_argument("--requests", type=int, default=200)
     bs.add_argument(
         "--max-batch-size", type=int, default=settings.max_batch_size, help="0 = 16 CPU / 64 CUDA"
@@ -514,6 +517,7 @@ def _bench(args: argparse.Namespace, settings: Settings) -> int:
             args.model,
             concurrency=args.concurrency,
             requests=args.requests,
+            clients=args.clients,
             device=args.device,
             engine=args.engine,
             cuda_graphs=args.cuda_graphs,
