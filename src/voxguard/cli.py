@@ -15,7 +15,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .audio import AudioError, prepare
-from .inference import ENGINES
+from .inference import ENGINES, Detector
 from .model.checkpoints import REGISTRY, CheckpointError, fetch
 from .settings import Settings
 from .training.recipe import Recipe
@@ -244,11 +244,10 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
     return parser
 
 
-def _predict(args: argparse.Namespace, settings: Settings) -> int:
-    from .inference import Detector
-    from .scoring import summarize
+def _load_detector(args: argparse.Namespace, settings: Settings) -> Detector:
+    """The Detector that ``_model_options`` describe, with torch's thread count set as asked."""
+    from .runtime import set_threads
 
-    settings = settings.model_copy(update={"preprocess": args.preprocess})
     detector = Detector.load(
         args.model,
         checkpoint=args.checkpoint,
@@ -259,6 +258,15 @@ def _predict(args: argparse.Namespace, settings: Settings) -> int:
         allocator_tuning=settings.allocator_tuning,
         cuda_graphs=args.cuda_graphs,
     )
+    set_threads(args.threads)
+    return detector
+
+
+def _predict(args: argparse.Namespace, settings: Settings) -> int:
+    from .scoring import summarize
+
+    settings = settings.model_copy(update={"preprocess": args.preprocess})
+    detector = _load_detector(args, settings)
     options = settings.audio_options()
     failures = 0
     rows = []
@@ -338,24 +346,12 @@ def _eval(args: argparse.Namespace, settings: Settings) -> int:
     from .evaluation.runner import score_dataset, scoring_protocol
     from .evaluation.scorefile import ScoreFileError, check_provenance, read_asv_scores
     from .evaluation.summary import RunInfo, build_summary, labelled_scores
-    from .inference import Detector
-    from .runtime import set_threads
 
     scores_path = args.out / report.SCORES_FILE
     try:
         dataset = load_dataset(args.source, args.audio_dir)
         asv = read_asv_scores(args.asv_scores) if args.asv_scores else None
-        detector = Detector.load(
-            args.model,
-            checkpoint=args.checkpoint,
-            checkpoint_dir=args.checkpoint_dir,
-            engine=args.engine,
-            device=args.device,
-            compile_model=args.compile,
-            allocator_tuning=settings.allocator_tuning,
-            cuda_graphs=args.cuda_graphs,
-        )
-        set_threads(args.threads)
+        detector = _load_detector(args, settings)
         protocol = scoring_protocol(
             settings.audio_options(), whole_file=args.whole_file, preprocess=args.preprocess
         )
