@@ -24,7 +24,8 @@ class DrainingServer(uvicorn.Server):
     uvicorn alone closes its listening socket at the signal, so a request that arrives during the drain
     (a load balancer has not yet noticed ``/ready`` turning 503) meets a refused connection. Staying open
     turns it into a clean 503 with ``Retry-After`` that the balancer retries on another replica. The
-    drain ends when the batcher is idle or after ``drain_timeout_s``; a second signal stops at once.
+    drain ends when the batcher is idle or after ``drain_timeout_s``; a second signal ends it at once
+    (uvicorn's own shutdown follows, which a further SIGINT forces).
     """
 
     def __init__(self, config: uvicorn.Config, app: FastAPI, drain_timeout_s: float) -> None:
