@@ -25,12 +25,12 @@ test-fast: install
 	$(PY) -m pytest -m "not slow"
 
 lint: install
-	$(VENV)/bin/ruff check src tests docker
-	$(VENV)/bin/ruff format --check src tests docker
+	$(VENV)/bin/ruff check src tests docker scripts
+	$(VENV)/bin/ruff format --check src tests docker scripts
 
 format: install
-	$(VENV)/bin/ruff format src tests docker
-	$(VENV)/bin/ruff check --fix src tests docker
+	$(VENV)/bin/ruff format src tests docker scripts
+	$(VENV)/bin/ruff check --fix src tests docker scripts
 
 weights: install
 	$(VENV)/bin/voxguard weights --dir checkpoints
