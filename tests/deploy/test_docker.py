@@ -165,14 +165,17 @@ def _ready(url: str) -> bool:
 
 
 # Inside a private mount namespace: every writable mount except /proc, /sys and /dev becomes read-only,
-# and /tmp a fresh tmpfs, as with `read_only: true` + tmpfs in compose or readOnlyRootFilesystem in k8s.
+# and $WRITABLE a fresh tmpfs, as with `read_only: true` + a /tmp tmpfs in compose or
+# readOnlyRootFilesystem + an emptyDir in k8s. The tmpfs is not put on /tmp itself: the checkout and its
+# .venv may live there (CI clones anywhere), and the server must still find them.
 _READ_ONLY_ROOT = r"""
 set -eu
 for m in $(awk '$4 ~ /(^|,)rw(,|$)/ {print $2}' /proc/self/mounts); do
   case "$m" in /proc|/proc/*|/sys|/sys/*|/dev|/dev/*) ;; *) mount -o remount,bind,ro "$m" ;; esac
 done
-mount -t tmpfs -o size=512m,mode=1777 tmpfs /tmp
+mount -t tmpfs -o size=512m,mode=1777 tmpfs "$WRITABLE"
 if touch /voxguard-write-probe 2>/dev/null; then echo "root file system still writable" >&2; exit 99; fi
+if touch "$(dirname "$WRITABLE")/write-probe" 2>/dev/null; then echo "tmp dir still writable" >&2; exit 99; fi
 exec "$@"
 """
 
@@ -188,9 +191,13 @@ def test_server_runs_on_a_read_only_root_with_the_image_environment(
     if os.geteuid() != 0:
         pytest.fail("this test makes a read-only mount namespace (unshare + mount) and must run as root")
     port = free_port()
+    writable = tmp_path / "tmpfs"  # stands for the image's /tmp
+    writable.mkdir()
+    image = image_env("gpu" if device.type == "cuda" else "cpu")
     env = {
         **os.environ,
-        **image_env("gpu" if device.type == "cuda" else "cpu"),
+        **{k: str(writable) + v[len("/tmp") :] if v.startswith("/tmp") else v for k, v in image.items()},
+        "WRITABLE": str(writable),
         "PATH": os.environ["PATH"],  # the image's is /opt/venv/bin:$PATH
         "VOXGUARD_CHECKPOINT_DIR": str(checkpoint_dir),
         "VOXGUARD_HOST": "127.0.0.1",
