@@ -3,7 +3,7 @@
 No Docker engine runs here, so the image is never built in these tests. What can be checked is: the
 Dockerfile passes hadolint and keeps its promises (CUDA of the pinned torch, non-root, health check,
 read-only-friendly environment), and the server itself runs with that environment on a root file
-system that is read-only except /tmp, as the container's would be.
+system that is read-only except one tmpfs standing for /tmp, as the container's would be.
 """
 
 from __future__ import annotations
