@@ -303,12 +303,31 @@ def _stop(proc: subprocess.Popen) -> None:
         proc.kill()
 
 
-def _serve_and_drive(
-    server_args: list[str], env: dict[str, str], payload: bytes, clients: int, concurrency: int, requests: int
+def _server_args(
+    name: str, *, device: str, engine: str, max_batch_size: int, max_wait_ms: float, concurrency: int
+) -> list[str]:
+    """``voxguard serve`` options for a benchmark; the queue holds every connection's windows 4 times."""
+    return [
+        *("--models", name, "--device", device, "--engine", engine),
+        *("--max-batch-size", str(max_batch_size), "--max-wait-ms", str(max_wait_ms)),
+        *("--queue-size", str(max(1024, 4 * concurrency))),
+    ]
+
+
+def _serve_and_load(
+    count: int,
+    server_args: list[str],
+    env: dict[str, str],
+    payload: bytes,
+    clients: int,
+    concurrency: int,
+    requests: int,
 ) -> LoadResult:
-    """Start ``voxguard serve`` on a free loopback port, warm it up, drive it, stop it."""
-    with _running_servers(1, server_args, env) as urls:
-        asyncio.run(_drive(urls[0], payload, concurrency, min(requests, 2 * concurrency), 300.0))  # warm-up
+    """Start ``count`` servers, warm each up with its share of the connections, load them, stop them."""
+    with _running_servers(count, server_args, env) as urls:
+        warm = max(1, min(requests, 2 * concurrency) // count)
+        for url in urls:
+            asyncio.run(_drive(url, payload, max(1, concurrency // count), warm, 300.0))
         return _load(urls, payload, clients, concurrency, requests)
 
 
@@ -348,14 +367,13 @@ def bench_serve(
     """
     payload = _one_window_wav(64600)
     env = {"VOXGUARD_CHECKPOINT_DIR": str(checkpoint_dir)} if checkpoint_dir else {}
-    common = ["--models", name, "--device", device, "--engine", engine, "--max-wait-ms", str(max_wait_ms)]
-    common.append("--cuda-graphs" if cuda_graphs else "--no-cuda-graphs")
-    queue = str(max(1024, 4 * concurrency))
+    graphs = "--cuda-graphs" if cuda_graphs else "--no-cuda-graphs"
+    options = {"device": device, "engine": engine, "max_wait_ms": max_wait_ms, "concurrency": concurrency}
     load = (payload, clients, concurrency, requests)
-    dynamic = _serve_and_drive(
-        [*common, "--max-batch-size", str(max_batch_size), "--queue-size", queue], env, *load
+    dynamic = _serve_and_load(
+        1, [*_server_args(name, max_batch_size=max_batch_size, **options), graphs], env, *load
     )
-    batch1 = _serve_and_drive([*common, "--max-batch-size", "1", "--queue-size", queue], env, *load)
+    batch1 = _serve_and_load(1, [*_server_args(name, max_batch_size=1, **options), graphs], env, *load)
 
     detector = Detector(
         load_checkpoint(name, None, checkpoint_dir), engine=engine, device=device, cuda_graphs=cuda_graphs
@@ -397,15 +415,17 @@ def bench_replicas(
     """
     payload = _one_window_wav(64600)
     env = {"VOXGUARD_CHECKPOINT_DIR": str(checkpoint_dir)} if checkpoint_dir else {}
-    args = ["--models", name, "--device", device, "--engine", engine, "--max-wait-ms", str(max_wait_ms)]
-    args += ["--max-batch-size", str(max_batch_size), "--queue-size", str(max(1024, 4 * concurrency))]
+    args = _server_args(
+        name,
+        device=device,
+        engine=engine,
+        max_batch_size=max_batch_size,
+        max_wait_ms=max_wait_ms,
+        concurrency=concurrency,
+    )
     rows = []
     for count in replicas:
-        with _running_servers(count, args, env) as urls:
-            for url in urls:
-                warm = max(1, 2 * concurrency // count)
-                asyncio.run(_drive(url, payload, max(1, concurrency // count), warm, 300.0))
-            result = _load(urls, payload, clients, concurrency, requests)
+        result = _serve_and_load(count, args, env, payload, clients, concurrency, requests)
         rows.append({"replicas": count, "requests": requests, **asdict(result)})
     return {
         "model": name,
