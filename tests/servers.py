@@ -59,7 +59,10 @@ class LiveServer:
 
 @contextlib.contextmanager
 def live_server(detectors: dict, **settings) -> Iterator[LiveServer]:
+    """A test server whose deadline is generous unless the test sets one: a burst of CPU inference on
+    a slow shared CI machine must not turn into 504s in tests that are not about deadlines."""
     options = {k: settings.pop(k) for k in list(settings) if k.startswith("ssl_")}
+    settings.setdefault("request_timeout_s", 300.0)
     with LiveServer(Settings(**settings), detectors, **options) as server:
         yield server
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import io
 import math
-import time
 from fractions import Fraction
 from pathlib import Path
 
@@ -349,17 +348,15 @@ def test_flac_bomb_refused_from_header(monkeypatch: pytest.MonkeyPatch) -> None:
     data = flac_silence(660)
     assert len(data) < 100_000
     monkeypatch.setattr(sf.SoundFile, "read", lambda *a, **k: pytest.fail("read despite the header"))
-    start = time.perf_counter()
     expect_error(data, "audio_too_long")
-    assert time.perf_counter() - start < 0.5
 
 
-def test_ogg_opus_bomb_refused_from_header() -> None:
+def test_ogg_opus_bomb_refused_from_header(monkeypatch: pytest.MonkeyPatch) -> None:
     data = opus_silence_bomb("ogg", 660)
     assert len(data) < 200_000
-    start = time.perf_counter()
+    monkeypatch.setattr(sf.SoundFile, "read", lambda *a, **k: pytest.fail("read despite the header"))
+    monkeypatch.setattr(audio.av, "AudioResampler", lambda *a, **k: pytest.fail("decoded despite the header"))
     expect_error(data, "audio_too_long")
-    assert time.perf_counter() - start < 0.5
 
 
 _REAL_RESAMPLER = av.AudioResampler
@@ -393,10 +390,8 @@ def test_bomb_decoded_by_pyav_stops_at_the_limit(kind: str, monkeypatch: pytest.
     seen: list[int] = []
     monkeypatch.setattr(_CountingResampler, "seen", seen, raising=False)
     monkeypatch.setattr(audio.av, "AudioResampler", _CountingResampler)
-    start = time.perf_counter()
     expect_error(data, "audio_too_long")
-    assert time.perf_counter() - start < 3.0
-    assert 600 * rate < sum(seen) <= 600 * rate + max(seen)
+    assert 600 * rate < sum(seen) <= 600 * rate + max(seen)  # stopped at the first frame past the limit
 
 
 def _video_only(fmt: str, codec: str) -> bytes:
