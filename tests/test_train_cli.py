@@ -72,6 +72,7 @@ def test_fine_tune_then_serve_and_predict_with_the_checkpoint(
     best, sha = out / "best.pt", sha256_file(out / "best.pt")
     assert metrics[-1]["best_sha256"] == sha and f"sha256 {sha}" in proc.stdout
     assert f"sha256 {sha256_file(out / 'last.pt')}" in proc.stdout
+    assert f"sha256 {sha256_file(out / 'swa.pt')}" in proc.stdout  # the official recipe's averaged weights
 
     # Clips from neither set.
     held = write_folder_set(tmp_path / "held-out", 1, seed=3)
@@ -172,6 +173,7 @@ def test_defaults_are_the_official_recipe(capsys: pytest.CaptureFixture) -> None
         None,
         None,
     )
+    assert args.swa and not parser.parse_args([*base, "--no-swa"]).swa
     assert parser.parse_args([*base, "--class-weights", "0.5,0.5"]).class_weights == (0.5, 0.5)
     for bad in ("0.9", "0.1,-1", "a,b"):
         with pytest.raises(SystemExit):

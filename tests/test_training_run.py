@@ -21,6 +21,7 @@ from voxguard.training.run_files import (
     read_metrics,
     read_steps,
 )
+from voxguard.training.swa import WeightAverage
 from voxguard.training.trainer import RunSummary, Runtime, resolve_precision, train
 
 TIMING = {"train_seconds", "seconds_per_step", "seconds"}
@@ -69,7 +70,7 @@ def test_resumed_run_equals_the_uninterrupted_run(tiny: Recipe, whole: Path, tmp
     assert _without_timing(metrics) == _without_timing(read_metrics(whole / "metrics.jsonl"))
     # Weights, optimiser moments, schedule position, RNG state, metrics: everything in both checkpoints.
     # (Not the bytes: torch.save writes a fresh serialization id into every file.)
-    for name in ("best.pt", "last.pt"):
+    for name in ("best.pt", "last.pt", "swa.pt"):
         a = torch.load(whole / name, map_location="cpu", weights_only=True)
         b = torch.load(out / name, map_location="cpu", weights_only=True)
         assert_same(a, b, name)
@@ -126,7 +127,7 @@ def test_run_files_record_metrics_checkpoints_and_hashes(whole: Path) -> None:
 
     last = torch.load(whole / "last.pt", map_location="cpu", weights_only=True)["extra"]
     assert last["training"]["epoch"] == 2 and last["training"]["step"] == 4
-    assert set(last["resume"]) == {"optimizer", "scheduler", "scaler", "rng", "best"}
+    assert set(last["resume"]) == {"optimizer", "scheduler", "scaler", "rng", "best", "swa"}
     assert last["resume"]["scheduler"]["last_epoch"] == 4
 
     info = json.loads((whole / "run.json").read_text())
@@ -143,6 +144,81 @@ def test_run_files_record_metrics_checkpoints_and_hashes(whole: Path) -> None:
     assert info["init"] == {"source": "scratch"}
     loaded = load_checkpoint("aasist", path=whole / "best.pt")  # serve/predict's loader, whatever name asked
     assert loaded.name == "tiny" and loaded.config == VARIANTS["aasist-l"]
+
+
+def test_weight_average_is_the_mean_and_survives_a_checkpoint(tmp_path: Path) -> None:
+    models = [AASIST(VARIANTS["aasist-l"]) for _ in range(3)]
+    average = WeightAverage()
+    for epoch, model in zip((2, 5, 9), models, strict=True):
+        average.add(model, epoch)
+    save_checkpoint(tmp_path / "x.pt", models[0], name="x", extra={"swa": average.to_dict()})
+    back = WeightAverage.from_dict(torch.load(tmp_path / "x.pt", weights_only=True)["extra"]["swa"])
+    assert back.epochs == [2, 5, 9] and WeightAverage.from_dict(None).epochs == []
+    averaged = back.averaged(models[0])
+    for name, value in averaged.named_parameters():
+        mean = torch.stack([dict(m.named_parameters())[name].detach() for m in models]).mean(0)
+        torch.testing.assert_close(value.detach(), mean, rtol=0, atol=1e-6)
+    for name, value in averaged.named_buffers():  # buffers are the model's, to be recomputed
+        assert torch.equal(value, dict(models[0].named_buffers())[name])
+
+
+@pytest.mark.slow
+def test_swa_pt_averages_the_improving_epochs_with_fresh_batch_norm(tmp_path: Path) -> None:
+    """One epoch per invocation, keeping each best.pt: swa.pt's parameters are the mean of the snapshots
+    of the epochs that improved, and its batch-norm statistics were recomputed, not copied."""
+    # A set on which both epochs improve the dev result (seeded, on the CPU with 2 threads).
+    train_dir = write_folder_set(tmp_path / "train", 3, seed=1)
+    dev_csv = write_csv_set(tmp_path / "dev", 2, seed=2)
+    recipe = Recipe(
+        train=str(train_dir), dev=str(dev_csv), model="aasist-l", name="tiny", epochs=2, batch_size=2, seed=7,
+        lr=3e-4,
+    )  # fmt: skip
+    out, snapshots = tmp_path / "run", {}
+    for _ in range(recipe.epochs):
+        summary = run(recipe, out, stop_after=1, resume=out.exists(), threads=2)
+        saved = torch.load(out / "best.pt", map_location="cpu", weights_only=True)
+        snapshots[saved["extra"]["training"]["epoch"]] = saved["state_dict"]
+        assert (summary.swa is None) == (not summary.complete)
+    improved = [m["epoch"] for m in read_metrics(out / "metrics.jsonl")[1:] if m["improved"]]
+    assert summary.swa.epochs == improved == sorted(snapshots) and len(improved) >= 2
+    swa = torch.load(out / "swa.pt", map_location="cpu", weights_only=True)
+    assert swa["extra"]["training"]["swa_epochs"] == improved
+    assert swa["extra"]["training"]["dev_eer"] == summary.swa.dev_eer
+    last = torch.load(out / "last.pt", map_location="cpu", weights_only=True)["state_dict"]
+    model = AASIST(VARIANTS["aasist-l"])
+    parameters, fresh = {name for name, _ in model.named_parameters()}, model.state_dict()
+    for name, value in swa["state_dict"].items():
+        if name in parameters:
+            mean = torch.stack([snapshots[e][name] for e in improved]).mean(0)
+            torch.testing.assert_close(value, mean, rtol=0, atol=1e-6)
+        elif name.endswith(("running_mean", "running_var")):
+            # Recomputed, so unlike last.pt's, except in a batch norm the forward never uses.
+            unused = torch.equal(last[name], fresh[name])
+            assert torch.equal(value, last[name]) == unused, name
+    info = json.loads((out / "run.json").read_text())
+    assert info["swa"]["sha256"] == sha256_file(out / "swa.pt") == summary.swa.sha256
+    assert info["swa"]["epochs"] == improved and 0.0 <= info["swa"]["dev_eer"] <= 1.0
+    loaded = load_checkpoint("aasist", path=out / "swa.pt")  # serves like best.pt
+    assert loaded.name == "tiny" and loaded.config == VARIANTS["aasist-l"]
+
+    # Stopped between last.pt and swa.pt: resuming the complete run writes the missing swa.pt.
+    (out / "swa.pt").unlink()
+    again = run(recipe, out, resume=True, threads=2)
+    assert again.swa is not None and sha256_file(out / "swa.pt") == again.swa.sha256
+    torch.testing.assert_close(
+        torch.load(out / "swa.pt", map_location="cpu", weights_only=True)["state_dict"],
+        swa["state_dict"],
+        rtol=0,
+        atol=0,
+    )
+
+
+@pytest.mark.slow
+def test_no_swa_writes_no_swa_pt(tiny: Recipe, tmp_path: Path) -> None:
+    summary = run(Recipe.from_dict({**tiny.to_dict(), "swa": False, "epochs": 1}), tmp_path / "run")
+    assert summary.complete and summary.swa is None
+    assert not (tmp_path / "run" / "swa.pt").exists()
+    assert "swa" not in json.loads((tmp_path / "run" / "run.json").read_text())
 
 
 @pytest.mark.slow

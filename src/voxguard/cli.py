@@ -231,6 +231,12 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
     t.add_argument(
         "--augment-prob", type=float, default=Recipe.augment_probability, help="chance of each per crop"
     )
+    t.add_argument(
+        "--swa",
+        action=argparse.BooleanOptionalAction,
+        default=Recipe.swa,
+        help="at the end, average the weights of the epochs that improved the dev result into swa.pt",
+    )
     t.add_argument("--resume", action="store_true", help="continue the run in --out from last.pt")
     t.add_argument("--stop-after", type=int, help="stop (resumably) after this many epochs")
     t.add_argument("--device", default=settings.device, help="auto | cpu | cuda | cuda:N")
@@ -460,6 +466,7 @@ def _train(args: argparse.Namespace) -> int:
             bonafide_weight=args.class_weights[1],
             augment=parse_augmentations(args.augment),
             augment_probability=args.augment_prob,
+            swa=args.swa,
         )
         runtime = Runtime(
             out=args.out,
@@ -489,6 +496,12 @@ def _train(args: argparse.Namespace) -> int:
     state = "complete" if summary.complete else "stopped; add --resume to continue"
     done = f"epoch {summary.epochs_done}/{args.epochs}"
     print(f"last: {args.out / 'last.pt'} ({done}, {state}, sha256 {summary.last_sha256})")
+    if summary.swa is not None:
+        swa = summary.swa
+        print(
+            f"swa: {args.out / 'swa.pt'} (average of epochs {', '.join(map(str, swa.epochs))}, "
+            f"dev EER {swa.dev_eer:.2%}, sha256 {swa.sha256})"
+        )
     print(f"serve it: voxguard serve --checkpoint {args.out / 'best.pt'}")
     return 0
 

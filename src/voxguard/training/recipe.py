@@ -3,7 +3,8 @@
 Adam (lr 1e-4, betas 0.9/0.999, weight decay 1e-4, no AMSGrad), a cosine learning-rate curve stepped
 after every batch from ``lr`` down to ``lr_min`` = 5e-6 over all ``epochs x steps_per_epoch`` steps,
 batch 24, 100 epochs, cross-entropy weighted 0.1 for spoof (logit 0) and 0.9 for bona fide (logit 1),
-which offsets the roughly 1:9 bona fide:spoof balance of ASVspoof 2019 LA.
+which offsets the roughly 1:9 bona fide:spoof balance of ASVspoof 2019 LA, and at the end stochastic
+weight averaging of the epochs that improved the dev result.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ class Recipe:
     seed: int = 1234
     augment: tuple[str, ...] = ()
     augment_probability: float = 0.5
+    swa: bool = True  # average the improving epochs' weights into swa.pt at the end, as main.py does
 
     def __post_init__(self) -> None:
         if self.model is not None and self.model not in VARIANTS:

@@ -4,8 +4,11 @@
   checkpoint that ``voxguard serve/predict --checkpoint`` load; its ``extra["training"]`` holds the
   epoch, metrics and recipe.
 - ``last.pt``: the checkpoint after the latest finished epoch, plus ``extra["resume"]``: optimiser,
-  scheduler, gradient scaler and torch RNG state and the best result so far. ``--resume`` continues
-  from it; it loads for serving like ``best.pt``.
+  scheduler, gradient scaler and torch RNG state, the best result so far and the running weight
+  average. ``--resume`` continues from it; it loads for serving like ``best.pt``.
+- ``swa.pt``: written once the last epoch is done (unless the recipe turns averaging off): the mean
+  of the improving epochs' weights with recomputed batch-norm statistics; ``extra["training"]``
+  holds the averaged epochs and the dev metrics. It serves like ``best.pt``.
 - ``metrics.jsonl``: one JSON line per epoch (train loss, dev EER, threshold and loss, learning rate,
   time, best so far and its sha256), after a line for epoch 0: the initial weights on the dev set.
 - ``steps.csv``: every optimiser step's learning rate and loss.
@@ -35,10 +38,12 @@ from ..model.aasist import AASIST
 from ..model.checkpoints import LoadedCheckpoint, load_checkpoint, save_checkpoint
 from . import TrainingError
 from .recipe import Recipe
+from .swa import WeightAverage
 
 logger = logging.getLogger(__name__)
 
-BEST, LAST, METRICS, STEPS, RUN = "best.pt", "last.pt", "metrics.jsonl", "steps.csv", "run.json"
+BEST, LAST, SWA = "best.pt", "last.pt", "swa.pt"
+METRICS, STEPS, RUN = "metrics.jsonl", "steps.csv", "run.json"
 STEP_FIELDS = ("step", "epoch", "lr", "loss")
 
 
@@ -78,6 +83,7 @@ class ResumeState:
     scaler: dict[str, Any]
     rng: dict[str, Any]
     best: Best | None
+    swa: WeightAverage
 
 
 def optimizer_state_to_plain(state: Mapping[str, Any]) -> dict[str, Any]:
@@ -129,13 +135,13 @@ class RunFiles:
 
     def __init__(self, out: Path) -> None:
         self.out = Path(out)
-        self.best, self.last = self.out / BEST, self.out / LAST
+        self.best, self.last, self.swa = self.out / BEST, self.out / LAST, self.out / SWA
         self.metrics, self.steps, self.run = self.out / METRICS, self.out / STEPS, self.out / RUN
 
     def check_free(self) -> None:
         """Refuse a directory holding a checkpoint: a new run would overwrite it. Logs alone (a run
         that failed in its first epoch, before any checkpoint) are started over."""
-        taken = [p.name for p in (self.best, self.last) if p.exists()]
+        taken = [p.name for p in (self.best, self.last, self.swa) if p.exists()]
         if taken:
             raise TrainingError(
                 f"{self.out} already holds a run ({', '.join(taken)}).",
@@ -175,6 +181,7 @@ class RunFiles:
             scaler=dict(resume["scaler"]),
             rng=dict(resume["rng"]),
             best=best,
+            swa=WeightAverage.from_dict(resume.get("swa")),
         )
 
     def cut_back(self, epochs_done: int) -> None:
@@ -200,6 +207,9 @@ class RunFiles:
 
     def save_best(self, model: AASIST, name: str, training: dict[str, Any]) -> str:
         return save_checkpoint(self.best, model, name=name, extra={"training": training})
+
+    def save_swa(self, model: AASIST, name: str, training: dict[str, Any]) -> str:
+        return save_checkpoint(self.swa, model, name=name, extra={"training": training})
 
     def save_last(self, model: AASIST, name: str, training: dict[str, Any], resume: dict[str, Any]) -> str:
         return save_checkpoint(self.last, model, name=name, extra={"training": training, "resume": resume})

@@ -17,7 +17,7 @@ import logging
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,7 @@ from .run_files import (
     optimizer_state_to_plain,
     restore_rng,
 )
+from .swa import WeightAverage
 
 logger = logging.getLogger(__name__)
 
@@ -90,12 +91,24 @@ class DevResult:
 
 
 @dataclass(frozen=True)
+class SwaResult:
+    """``swa.pt``: the mean of the improving epochs' weights, with fresh batch-norm statistics."""
+
+    epochs: list[int]
+    dev_eer: float
+    dev_loss: float
+    dev_threshold: float
+    sha256: str
+
+
+@dataclass(frozen=True)
 class RunSummary:
     out: Path
     epochs_done: int
     complete: bool
     best: Best | None
     last_sha256: str
+    swa: SwaResult | None = None
 
 
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
@@ -201,13 +214,14 @@ class _Optimisation:
         self.scheduler.step()
         return lr, loss.item()
 
-    def resume_state(self, best: Best | None) -> dict[str, Any]:
+    def resume_state(self, best: Best | None, average: WeightAverage) -> dict[str, Any]:
         return {
             "optimizer": optimizer_state_to_plain(self.optimizer.state_dict()),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
             "rng": capture_rng(self.device),
             "best": best_to_dict(best),
+            "swa": average.to_dict(),
         }
 
 
@@ -251,7 +265,7 @@ def train(recipe: Recipe, runtime: Runtime) -> RunSummary:
         device,
         amp_dtype,
     )
-    start_epoch, step, best, last_sha = 0, 0, None, ""
+    start_epoch, step, best, last_sha, average = 0, 0, None, "", WeightAverage()
     if resume is not None:
         optimizer.load_state_dict(resume.optimizer)
         scheduler.load_state_dict(resume.scheduler)
@@ -259,16 +273,20 @@ def train(recipe: Recipe, runtime: Runtime) -> RunSummary:
             opt.scaler.load_state_dict(resume.scaler)
         restore_rng(resume.rng, device)
         start_epoch, step, best, last_sha = resume.epoch, resume.step, resume.best, resume.checkpoint.sha256
+        average = resume.swa
         run.cut_back(start_epoch)
         logger.info("resuming %s after epoch %d/%d (step %d)", run.last, start_epoch, recipe.epochs, step)
 
     train_windows, dev_loader, workers = _loaders(recipe, runtime, train_set, dev_set, device)
-    context = {
+    about = {
         "recipe": recipe.to_dict(),
         "variant": variant,
-        "name": name,
         "init": init,
         "data": {"train": _describe(train_set), "dev": _describe(dev_set)},
+    }
+    context = {
+        **about,
+        "name": name,
         "steps_per_epoch": steps_per_epoch,
         "total_steps": steps_per_epoch * recipe.epochs,
         "environment": {
@@ -319,14 +337,7 @@ def train(recipe: Recipe, runtime: Runtime) -> RunSummary:
     )
     for epoch in range(start_epoch + 1, final + 1):
         started = time.perf_counter()
-        loader = DataLoader(
-            train_windows,
-            batch_sampler=EpochBatches(len(train_windows), recipe.batch_size, recipe.seed, epoch),
-            num_workers=workers,
-            pin_memory=device.type == "cuda",
-            # Its own generator, so creating loaders never draws from the global RNG (dropout's).
-            generator=torch.Generator().manual_seed(recipe.seed),
-        )
+        loader = _train_loader(train_windows, recipe, epoch, workers, device)
         rows = _train_epoch(opt, loader, step, epoch, recipe.epochs, runtime.progress)
         step += len(rows)
         train_seconds = time.perf_counter() - started
@@ -338,14 +349,13 @@ def train(recipe: Recipe, runtime: Runtime) -> RunSummary:
             "dev_eer": dev.eer,
             "dev_threshold": dev.threshold,
             "dev_loss": dev.loss,
-            "recipe": recipe.to_dict(),
-            "variant": variant,
-            "init": init,
-            "data": context["data"],
+            **about,
         }
         improved = best is None or best.beaten_by(dev.eer, dev.loss)
         if improved:
             best = Best(epoch, dev.eer, dev.loss, dev.threshold, run.save_best(model, name, info))
+            if recipe.swa:
+                average.add(model, epoch)
         record = {
             **{k: info[k] for k in ("epoch", "step", "train_loss", "dev_eer", "dev_threshold", "dev_loss")},
             "lr": scheduler.get_last_lr()[0],
@@ -358,7 +368,7 @@ def train(recipe: Recipe, runtime: Runtime) -> RunSummary:
             "best_sha256": best.sha256,
         }
         run.append_epoch(record, rows)
-        last_sha = run.save_last(model, name, info, opt.resume_state(best))
+        last_sha = run.save_last(model, name, info, opt.resume_state(best, average))
         run.write_run(_run_json(context, epoch, recipe.epochs, best, last_sha, run))
         logger.info(
             "epoch %d/%d: train loss %.4f, dev EER %.2f%% (threshold %.3f, loss %.4f), %.2f s/step; %s; "
@@ -373,7 +383,16 @@ def train(recipe: Recipe, runtime: Runtime) -> RunSummary:
             f"new best, best.pt sha256 {best.sha256}" if improved else f"best is still epoch {best.epoch}",
             last_sha,
         )
-    if final >= recipe.epochs:
+    complete = final >= recipe.epochs
+    swa = None
+    # Also when resuming a complete run whose swa.pt was never written (stopped after last.pt).
+    if complete and recipe.swa and average.epochs and not run.swa.exists():
+        loader = _train_loader(train_windows, recipe, recipe.epochs + 1, workers, device)
+        swa = _write_swa(
+            run, average, model, loader, dev_loader, opt.criterion, name, about, runtime.progress
+        )
+        run.write_run(_run_json(context, final, recipe.epochs, best, last_sha, run, swa))
+    if complete:
         logger.info(
             "run complete: best epoch %d, dev EER %.2f%%: %s", best.epoch, 100 * best.dev_eer, run.best
         )
@@ -381,7 +400,58 @@ def train(recipe: Recipe, runtime: Runtime) -> RunSummary:
         logger.info(
             "stopped after epoch %d/%d; continue with the same command plus --resume", final, recipe.epochs
         )
-    return RunSummary(runtime.out, final, final >= recipe.epochs, best, last_sha)
+    return RunSummary(runtime.out, final, complete, best, last_sha, swa)
+
+
+def _train_loader(
+    train_windows: TrainWindows, recipe: Recipe, epoch: int, workers: int, device: torch.device
+) -> DataLoader:
+    return DataLoader(
+        train_windows,
+        batch_sampler=EpochBatches(len(train_windows), recipe.batch_size, recipe.seed, epoch),
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        # Its own generator, so creating loaders never draws from the global RNG (dropout's).
+        generator=torch.Generator().manual_seed(recipe.seed),
+    )
+
+
+def _write_swa(
+    run: RunFiles,
+    average: WeightAverage,
+    model: AASIST,
+    train_loader: DataLoader,
+    dev_loader: DataLoader,
+    criterion: nn.CrossEntropyLoss,
+    name: str,
+    about: dict[str, Any],
+    progress: bool,
+) -> SwaResult:
+    """The official recipe's last step: average, recompute batch-norm statistics, score, save."""
+    device = next(model.parameters()).device
+    averaged = average.averaged(model)
+    batches = tqdm(train_loader, desc="swa batch-norm", unit="step", file=sys.stderr, disable=not progress)
+    with torch.no_grad():
+        torch.optim.swa_utils.update_bn(batches, averaged, device)
+    dev = evaluate(averaged, dev_loader, criterion, device, progress)
+    info = {
+        "swa_epochs": list(average.epochs),
+        "dev_eer": dev.eer,
+        "dev_threshold": dev.threshold,
+        "dev_loss": dev.loss,
+        **about,
+    }
+    sha = run.save_swa(averaged, name, info)
+    result = SwaResult(list(average.epochs), dev.eer, dev.loss, dev.threshold, sha)
+    logger.info(
+        "weights averaged over epochs %s: dev EER %.2f%% (threshold %.3f, loss %.4f); swa.pt sha256 %s",
+        result.epochs,
+        100 * dev.eer,
+        dev.threshold,
+        dev.loss,
+        result.sha256,
+    )
+    return result
 
 
 def _data_sets(recipe: Recipe) -> tuple[Dataset, Dataset, int]:
@@ -454,12 +524,21 @@ def _describe(dataset: Dataset) -> dict[str, Any]:
 
 
 def _run_json(
-    context: dict[str, Any], epoch: int, epochs: int, best: Best | None, last_sha: str, run: RunFiles
+    context: dict[str, Any],
+    epoch: int,
+    epochs: int,
+    best: Best | None,
+    last_sha: str,
+    run: RunFiles,
+    swa: SwaResult | None = None,
 ) -> dict[str, Any]:
-    return {
+    data = {
         **context,
         "epochs_done": epoch,
         "complete": epoch >= epochs,
         "best": {**(best_to_dict(best) or {}), "path": str(run.best)},
         "last": {"epoch": epoch, "sha256": last_sha, "path": str(run.last)},
     }
+    if swa is not None:
+        data["swa"] = {**asdict(swa), "path": str(run.swa)}
+    return data
