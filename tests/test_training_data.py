@@ -22,6 +22,7 @@ from voxguard.training.data import (
     check_labels,
     decode_all,
     load_waveform,
+    make_loader,
     pad_head,
     pad_random,
     tile_to,
@@ -93,12 +94,15 @@ def test_worker_processes_give_the_same_batches(tmp_path: Path) -> None:
     items = _items(tmp_path)
     dataset = TrainWindows(items, seed=3, augment=Augmenter(("gain", "noise"), probability=1.0))
 
-    def batches(workers: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        loader = DataLoader(dataset, batch_sampler=EpochBatches(len(items), 2, 3, 1), num_workers=workers)
-        return list(loader)
+    def loader(workers: int) -> DataLoader:
+        sampler = EpochBatches(len(items), 2, 3, 1)
+        return make_loader(dataset, batch_sampler=sampler, workers=workers, seed=3, pin_memory=False)
 
-    for (xa, ya), (xb, yb) in zip(batches(0), batches(2), strict=True):
+    for (xa, ya), (xb, yb) in zip(loader(0), loader(2), strict=True):
         assert torch.equal(xa, xb) and torch.equal(ya, yb)
+    # Forked workers share the in-memory cache; a forkserver or spawn start would pickle it to each.
+    assert loader(0).multiprocessing_context is None
+    assert loader(2).multiprocessing_context.get_start_method() == "fork"
 
 
 def test_dev_windows_and_decode_all(tmp_path: Path) -> None:

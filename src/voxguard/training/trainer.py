@@ -38,7 +38,15 @@ from ..model.config import VARIANTS
 from ..runtime import set_threads, tune_allocator
 from . import TrainingError
 from .augment import Augmenter
-from .data import CACHE_MODES, DevWindows, EpochBatches, TrainWindows, check_labels, decode_all
+from .data import (
+    CACHE_MODES,
+    DevWindows,
+    EpochBatches,
+    TrainWindows,
+    check_labels,
+    decode_all,
+    make_loader,
+)
 from .recipe import Recipe, make_criterion, make_optimizer
 from .run_files import (
     Best,
@@ -172,12 +180,12 @@ def _loaders(
         )
     augment = Augmenter(recipe.augment, recipe.augment_probability) if recipe.augment else None
     train_windows = TrainWindows(train_set.items, seed=recipe.seed, augment=augment, waveforms=train_audio)
-    dev_loader = DataLoader(
+    dev_loader = make_loader(
         DevWindows(dev_set.items, dev_audio),
         batch_size=runtime.eval_batch_size,
-        num_workers=workers,
+        workers=workers,
+        seed=recipe.seed,
         pin_memory=device.type == "cuda",
-        generator=torch.Generator().manual_seed(recipe.seed),  # never draw from the global RNG
     )
     return train_windows, dev_loader, workers
 
@@ -406,13 +414,12 @@ def train(recipe: Recipe, runtime: Runtime) -> RunSummary:
 def _train_loader(
     train_windows: TrainWindows, recipe: Recipe, epoch: int, workers: int, device: torch.device
 ) -> DataLoader:
-    return DataLoader(
+    return make_loader(
         train_windows,
         batch_sampler=EpochBatches(len(train_windows), recipe.batch_size, recipe.seed, epoch),
-        num_workers=workers,
+        workers=workers,
+        seed=recipe.seed,
         pin_memory=device.type == "cuda",
-        # Its own generator, so creating loaders never draws from the global RNG (dropout's).
-        generator=torch.Generator().manual_seed(recipe.seed),
     )
 
 
