@@ -205,11 +205,9 @@ class RunFiles:
         with self.metrics.open("a", encoding="utf-8") as fh:
             fh.write(json.dumps(dict(record)) + "\n")
 
-    def save_best(self, model: AASIST, name: str, training: dict[str, Any]) -> str:
-        return save_checkpoint(self.best, model, name=name, extra={"training": training})
-
-    def save_swa(self, model: AASIST, name: str, training: dict[str, Any]) -> str:
-        return save_checkpoint(self.swa, model, name=name, extra={"training": training})
+    def save_model(self, path: Path, model: AASIST, name: str, training: dict[str, Any]) -> str:
+        """``best.pt`` or ``swa.pt``: a servable checkpoint with no training state."""
+        return save_checkpoint(path, model, name=name, extra={"training": training})
 
     def save_last(self, model: AASIST, name: str, training: dict[str, Any], resume: dict[str, Any]) -> str:
         return save_checkpoint(self.last, model, name=name, extra={"training": training, "resume": resume})

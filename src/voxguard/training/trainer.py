@@ -361,7 +361,7 @@ def train(recipe: Recipe, runtime: Runtime) -> RunSummary:
         }
         improved = best is None or best.beaten_by(dev.eer, dev.loss)
         if improved:
-            best = Best(epoch, dev.eer, dev.loss, dev.threshold, run.save_best(model, name, info))
+            best = Best(epoch, dev.eer, dev.loss, dev.threshold, run.save_model(run.best, model, name, info))
             if recipe.swa:
                 average.add(model, epoch)
         record = {
@@ -448,7 +448,7 @@ def _write_swa(
         "dev_loss": dev.loss,
         **about,
     }
-    sha = run.save_swa(averaged, name, info)
+    sha = run.save_model(run.swa, averaged, name, info)
     result = SwaResult(list(average.epochs), dev.eer, dev.loss, dev.threshold, sha)
     logger.info(
         "weights averaged over epochs %s: dev EER %.2f%% (threshold %.3f, loss %.4f); swa.pt sha256 %s",
