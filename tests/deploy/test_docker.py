@@ -112,7 +112,9 @@ def test_dockerignore_keeps_weights_keys_and_environments_out_but_not_the_source
         if keyword == "COPY" and "--from" not in arguments
         for token in arguments.split()[:-1]
     ]
-    assert "src" in copied and "pyproject.toml" in copied
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    needed = {"pyproject.toml", "src", project["readme"], *project.get("license-files", [])}
+    assert needed <= set(copied), f"the package build needs {needed - set(copied)} in the image"
     for source in copied:
         assert (REPO / source).exists(), source
         ignored = [p for p in patterns if fnmatch.fnmatch(source, p.removeprefix("**/"))]
