@@ -56,11 +56,11 @@ def test_train_and_resume_in_each_precision_of_the_device(device: torch.device, 
         if scaler:
             assert scaler["scale"] > 0
 
-        detector = Detector(
-            load_checkpoint("aasist", path=out / "best.pt"), engine="eager", device=str(device)
-        )
         window = (np.random.default_rng(0).standard_normal((2, 64600)) * 0.05).astype(np.float32)
-        assert np.all(np.isfinite(detector.scores(window)))
+        for checkpoint in ("best.pt", "swa.pt"):  # swa.pt: averaged, batch norm recomputed on the device
+            loaded = load_checkpoint("aasist", path=out / checkpoint)
+            detector = Detector(loaded, engine="eager", device=str(device))
+            assert np.all(np.isfinite(detector.scores(window))), checkpoint
         first_loss[precision] = steps[0].loss
     # Same initial weights, same first batch, same dropout: autocast changes rounding, not the result.
     for precision, loss in first_loss.items():
