@@ -9,7 +9,7 @@ import pytest
 
 from voxguard.audio import SAMPLE_RATE, WINDOW, AudioInfo, DecodedAudio, make_windows
 from voxguard.inference import resolve_device
-from voxguard.scoring import fake_probability, summarize
+from voxguard.scoring import Rule, fake_probability, summarize
 
 
 def test_detector_scores_equal_golden_margins(detector_factory, golden):
@@ -77,18 +77,22 @@ def _audio(seconds: float, rate: int = SAMPLE_RATE) -> DecodedAudio:
     return DecodedAudio(wave, AudioInfo(rate, 1, seconds, "wav", "pcm_16"))
 
 
-def test_summary_mean_of_windows_threshold_and_confidence():
+def test_summary_most_fake_window_threshold_and_confidence():
     audio = _audio(10.0)
     windows = make_windows(audio.waveform, preprocess="reference")
     scores = np.linspace(-2.0, 1.0, len(windows.spans))
-    v = summarize(audio, windows, scores, threshold=0.5)
-    assert v.score == pytest.approx(scores.mean())
-    assert v.fake_probability == pytest.approx(1 / (1 + math.exp(scores.mean())))
-    assert v.is_fake and v.prediction == "FAKE" and v.confidence == pytest.approx(v.fake_probability)
-    strict = summarize(audio, windows, scores, threshold=0.99)
+    v = summarize(audio, windows, scores, Rule(threshold=0.5))
+    assert v.decision.score == pytest.approx(scores.min())
+    assert v.decision.fake_probability == pytest.approx(1 / (1 + math.exp(scores.min())))
+    d = v.decision
+    assert d.is_fake and v.prediction == "FAKE" and d.confidence == pytest.approx(d.fake_probability)
+    strict = summarize(audio, windows, scores, Rule(threshold=0.99)).decision
     assert not strict.is_fake and strict.prediction == "REAL"
     assert strict.confidence == pytest.approx(1 - strict.fake_probability)
     assert [w.score for w in v.windows] == pytest.approx(list(scores))
+    shifted = summarize(audio, windows, scores, Rule(offset=2.5))
+    assert [w.score for w in shifted.windows] == pytest.approx(list(scores + 2.5))
+    assert shifted.prediction == "REAL"
 
 
 def test_summary_leaves_silent_windows_out():
@@ -100,7 +104,7 @@ def test_summary_leaves_silent_windows_out():
     scores[1:] = np.where(windows.silent[1:], -9.0, 3.0)
     v = summarize(audio, windows, scores)
     assert v.prediction == "REAL"
-    assert v.score == pytest.approx(3.0)
+    assert v.decision.score == pytest.approx(3.0)
     assert any("silence floor" in w for w in v.warnings)
 
 

@@ -46,6 +46,18 @@ class QueueFull(BatcherError):
         self.retry_after_s = retry_after_s
 
 
+class Overloaded(BatcherError):
+    """The work queued ahead would keep this request's windows past its deadline; retry after
+    ``retry_after_s``, when that work should be done. Refused up front instead of timing out later."""
+
+    def __init__(self, backlog_s: float, needed_s: float, retry_after_s: int) -> None:
+        super().__init__(
+            f"about {backlog_s:.0f} s of work is queued ahead and this audio needs about {needed_s:.0f} s "
+            "more, which would pass its deadline"
+        )
+        self.retry_after_s = retry_after_s
+
+
 class ShuttingDown(BatcherError):
     """The server is draining: queued work finishes, new work is refused."""
 
@@ -143,6 +155,7 @@ class Batcher:
         queue_size: int = 1024,
         observer: BatchObserver | None = None,
         restart_delay_s: float = 0.2,
+        window_s: float = 0.0,
     ) -> None:
         if not scorers:
             raise ValueError("the batcher needs at least one model")
@@ -167,6 +180,8 @@ class Batcher:
         self.restarts = 0
         self.last_batch_s = 0.0
         self._batches = 0
+        self.window_s = window_s
+        self.latest_deadline = 0.0
 
     @property
     def models(self) -> list[str]:
@@ -188,6 +203,15 @@ class Batcher:
 
     def depth(self, model: str) -> int:
         return self._models[model].queue.qsize()
+
+    def work_s(self, windows: int) -> float:
+        """Seconds the device needs for ``windows`` windows at the measured rate (see ``window_s``)."""
+        return windows * self.window_s
+
+    @property
+    def backlog(self) -> int:
+        """Windows queued or being scored, all models together: they share the one device."""
+        return self._outstanding
 
     def start(self) -> None:
         self._worker = asyncio.get_running_loop().create_task(self._run(), name="voxguard-batch-worker")
@@ -223,8 +247,12 @@ class Batcher:
         if queue.maxsize - queue.qsize() < n:
             backlog_batches = queue.qsize() / self.max_batch_size + 1
             raise QueueFull(model, retry_after_s=max(1, math.ceil(self.last_batch_s * backlog_batches)))
-        loop = asyncio.get_running_loop()
         now = time.monotonic()
+        backlog_s, needed_s = self.work_s(self._outstanding), self.work_s(n)
+        if self._outstanding and now + backlog_s + needed_s > deadline:
+            raise Overloaded(backlog_s, needed_s, retry_after_s=max(1, math.ceil(backlog_s)))
+        self.latest_deadline = max(self.latest_deadline, deadline)
+        loop = asyncio.get_running_loop()
         items = [_Item(w, loop.create_future(), now, deadline) for w in windows]
         for item in items:
             queue.put_nowait(item)
@@ -365,6 +393,8 @@ class Batcher:
         elapsed = time.monotonic() - started
         self.last_batch_s = elapsed
         self._batches += 1
+        per_window = elapsed / len(items)
+        self.window_s = per_window if not self.window_s else 0.8 * self.window_s + 0.2 * per_window
         waits = [started - item.enqueued for item in items]
         self._observer.batch(model, len(items), waits, elapsed)
         for item, score, wait in zip(items, scores, waits, strict=True):

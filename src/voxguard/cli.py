@@ -184,14 +184,19 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
     _model_options(e, settings)
     e.add_argument("--engine", choices=ENGINES, default=settings.engine)
     e.add_argument(
-        "--whole-file",
-        action="store_true",
-        help="score all windows and average them as the service does (default: the official first window)",
+        "--protocol",
+        choices=("service", "reference"),
+        default="service",
+        help="service: every window and the service's verdict rule, what voxguard answers (default); "
+        "reference: the official AASIST evaluation (first window, raw samples), as papers report it",
+    )
+    e.add_argument(
+        "--whole-file", action="store_const", const="service", dest="protocol", help=argparse.SUPPRESS
     )
     e.add_argument(
         "--preprocess",
         choices=("robust", "reference"),
-        help=f"default: reference, or with --whole-file the service's ({settings.preprocess})",
+        help=f"default: the service's ({settings.preprocess}), or reference with --protocol reference",
     )
     e.add_argument("--batch-size", type=_count, default=0, help="windows per forward; 0 = 16 CPU / 64 CUDA")
     e.add_argument(
@@ -271,9 +276,10 @@ def _load_detector(args: argparse.Namespace, settings: Settings) -> Detector:
 def _predict(args: argparse.Namespace, settings: Settings) -> int:
     from .scoring import summarize
 
-    settings = settings.model_copy(update={"preprocess": args.preprocess})
+    settings = settings.model_copy(update={"preprocess": args.preprocess, "threshold": args.threshold})
     detector = _load_detector(args, settings)
     options = settings.audio_options()
+    rule = settings.rule()
     failures = 0
     rows = []
     chunk = settings.batch_size_for(detector.device.type)
@@ -289,8 +295,8 @@ def _predict(args: argparse.Namespace, settings: Settings) -> int:
             scores = [
                 detector.scores(windows.batch[i : i + chunk]) for i in range(0, len(windows.batch), chunk)
             ]
-            verdict = summarize(audio, windows, np.concatenate(scores), threshold=args.threshold)
-            record = {"file": str(path), **_verdict_json(verdict, detector.name)}
+            verdict = summarize(audio, windows, np.concatenate(scores), rule)
+            record = {"file": str(path), **verdict.record(detector.name)}
         if args.json:
             print(json.dumps(record), flush=True)
         else:
@@ -300,36 +306,22 @@ def _predict(args: argparse.Namespace, settings: Settings) -> int:
     return 1 if failures else 0
 
 
-def _verdict_json(verdict: object, model: str) -> dict:
-    data = asdict(verdict)  # type: ignore[call-overload]
-    windows = [{k: w[k] for k in ("start_s", "end_s", "score", "fake_probability")} for w in data["windows"]]
-    return {
-        "prediction": data["prediction"],
-        "is_fake": data["is_fake"],
-        "confidence": data["confidence"],
-        "fake_probability": data["fake_probability"],
-        "score": data["score"],
-        "model": model,
-        "duration_s": data["duration_s"],
-        "sample_rate": data["sample_rate"],
-        "windows": windows,
-        "warnings": data["warnings"],
-    }
-
-
 def _print_table(rows: list[dict]) -> None:
+    from .scoring import describe_segment
+
     header = ("file", "verdict", "confidence", "fake prob", "duration", "windows")
     lines = [header]
     for r in rows:
         if "error" in r:
             lines.append((r["file"], "ERROR", r["error"]["code"], "", "", ""))
         else:
+            judged = r["confidence"] is not None
             lines.append(
                 (
                     r["file"],
                     r["prediction"],
-                    f"{r['confidence']:.1%}",
-                    f"{r['fake_probability']:.4f}",
+                    f"{r['confidence']:.1%}" if judged else "-",
+                    f"{r['fake_probability']:.4f}" if judged else "-",
                     f"{r['duration_s']:.2f} s",
                     str(len(r["windows"])),
                 )
@@ -337,6 +329,11 @@ def _print_table(rows: list[dict]) -> None:
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     for line in lines:
         print("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip())
+    for r in rows:
+        for segment in r.get("segments", ()):
+            print(f"{r['file']}: {describe_segment(segment)}")
+        if r.get("reason"):
+            print(f"{r['file']}: {r['reason']}")
     for r in rows:
         if "error" in r:
             print(f"{r['file']}: {r['error']['detail']}", file=sys.stderr)
@@ -358,8 +355,9 @@ def _eval(args: argparse.Namespace, settings: Settings) -> int:
         dataset = load_dataset(args.source, args.audio_dir)
         asv = read_asv_scores(args.asv_scores) if args.asv_scores else None
         detector = _load_detector(args, settings)
+        rule = settings.model_copy(update={"threshold": args.threshold}).rule()
         protocol = scoring_protocol(
-            settings.audio_options(), whole_file=args.whole_file, preprocess=args.preprocess
+            settings.audio_options(), rule, name=args.protocol, preprocess=args.preprocess
         )
         args.out.mkdir(parents=True, exist_ok=True)
         provenance = {
@@ -368,7 +366,16 @@ def _eval(args: argparse.Namespace, settings: Settings) -> int:
             "engine": args.engine,
         }
         check_provenance(
-            scores_path, {**provenance, "protocol": protocol.name, "audio": asdict(protocol.options)}
+            scores_path,
+            {
+                **provenance,
+                "protocol": protocol.name,
+                "audio": asdict(protocol.options),
+                "rule": {
+                    "min_windows": protocol.rule.min_windows,
+                    "min_reliable_s": protocol.rule.min_reliable_s,
+                },
+            },
         )
         batch_size = args.batch_size or settings.batch_size_for(detector.device.type)
         workers = args.workers or os.cpu_count() or 1

@@ -24,6 +24,10 @@ from .settings import Settings
 
 logger = logging.getLogger(__name__)
 
+# A request's deadline is the configured timeout plus this many times the measured device time of its
+# windows, so a long file that an idle server can score is never cut off, whatever the device.
+ALLOWANCE = 2.0
+
 
 @dataclass(frozen=True)
 class Timing:
@@ -53,6 +57,7 @@ class PredictionService:
         self.max_batch_size = settings.batch_size_for(device_type)
         metrics.max_batch_size = self.max_batch_size
         self.options = settings.audio_options()
+        self.rule = settings.rule()
         workers = settings.decode_workers or os.cpu_count() or 1
         self._decode_pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="voxguard-decode")
         self.batcher = Batcher(
@@ -85,8 +90,16 @@ class PredictionService:
         return cls(settings, detectors, metrics)
 
     def warmup(self) -> None:
+        """Warm every model up, then time one forward: the batcher's first estimate of the device time
+        per window (its own measurements of real batches take over from there)."""
+        window_s = 0.0
         for detector in self.detectors.values():
-            detector.warmup(bucket_sizes(self.max_batch_size) if detector.device.type == "cuda" else (1,))
+            cuda = detector.device.type == "cuda"
+            sizes = bucket_sizes(self.max_batch_size) if cuda else (1,)
+            detector.warmup(sizes)
+            window_s = max(window_s, detector.warmup(sizes[-1:]) / sizes[-1])
+        self.batcher.window_s = window_s
+        logger.info("device time per window: %.1f ms (measured after warm-up)", window_s * 1000.0)
         self.warmed_up = True
 
     async def start(self) -> None:
@@ -104,16 +117,20 @@ class PredictionService:
     def resolve_model(self, model: str | None) -> str:
         return model or self.default_model
 
+    def deadline(self, start: float, windows: int) -> float:
+        """When a request started at ``start`` with ``windows`` windows must be answered."""
+        return start + self.settings.request_timeout_s + ALLOWANCE * self.batcher.work_s(windows)
+
     async def predict(self, data: bytes, model: str | None, received_at: float) -> Prediction:
         """Score one upload; ``received_at`` (``time.monotonic()``) starts the request deadline."""
         name = self.resolve_model(model)
-        deadline = received_at + self.settings.request_timeout_s
         loop = asyncio.get_running_loop()
         started = time.monotonic()
         audio, windows = await loop.run_in_executor(self._decode_pool, prepare, data, self.options)
         decoded = time.monotonic()
+        deadline = self.deadline(received_at, len(windows.spans))
         scored = await self.batcher.submit(name, windows.batch, deadline)
-        verdict = summarize(audio, windows, scored.scores, threshold=self.settings.threshold)
+        verdict = summarize(audio, windows, scored.scores, self.rule)
         done = time.monotonic()
         timing = Timing(
             decode_ms=(decoded - started) * 1000.0,
@@ -126,9 +143,13 @@ class PredictionService:
 
 @dataclass(frozen=True)
 class LiveWindow:
+    """One scored live window: ``margin`` is the model's output, ``score`` and ``fake_probability`` what
+    the rule makes of it (as in an upload's ``windows``)."""
+
     index: int
     start_s: float
     end_s: float
+    margin: float
     score: float
     fake_probability: float
     silent: bool
@@ -165,7 +186,7 @@ class LiveSession:
         self.pending: asyncio.Queue[asyncio.Task[list[LiveWindow]] | None] = asyncio.Queue()
         self._in_flight = 0
         self._count = 0
-        self._scores: list[float] = []
+        self._scored: list[LiveWindow] = []
 
     def feed(self, samples: np.ndarray) -> None:
         """Add samples at the stream's rate (resampled to 16 kHz here, as uploads are)."""
@@ -182,6 +203,10 @@ class LiveSession:
     def windows_submitted(self) -> int:
         return self._count
 
+    @property
+    def speech_s(self) -> float:
+        return round(self.windower.speech_s, 3)
+
     def _submit(self, windows: WindowSet | None) -> None:
         if windows is None:
             return
@@ -195,14 +220,22 @@ class LiveSession:
         self._count += n
 
     async def _score(self, first: int, windows: WindowSet) -> list[LiveWindow]:
-        deadline = time.monotonic() + self.service.settings.request_timeout_s
+        deadline = self.service.deadline(time.monotonic(), len(windows.spans))
         scored = await self.service.batcher.submit(self.model, windows.batch, deadline)
-        rows = zip(windows.spans, scored.scores, windows.silent, strict=True)
+        scores = self.service.rule.calibrate(scored.scores)
+        rows = zip(windows.spans, scored.scores, scores, windows.silent, strict=True)
         return [
             LiveWindow(
-                first + i, start, end, float(s), fake_probability(float(s)), silent, scored.batch_sizes[0]
+                first + i,
+                start,
+                end,
+                float(m),
+                float(s),
+                fake_probability(float(s)),
+                silent,
+                scored.batch_sizes[0],
             )
-            for i, ((start, end), s, silent) in enumerate(rows)
+            for i, ((start, end), m, s, silent) in enumerate(rows)
         ]
 
     async def next_scored(self) -> list[LiveWindow] | None:
@@ -212,12 +245,21 @@ class LiveSession:
             return None
         result = await task
         self._in_flight -= len(result)
-        self._scores.extend(w.score for w in result if not w.silent)
+        self._scored.extend(result)
         return result
 
     def summary(self) -> Decision | None:
-        """The verdict over every non-silent window so far (``None`` if there was none)."""
-        return decide(self._scores, self.service.settings.threshold) if self._scores else None
+        """The verdict over every window so far, by the uploads' rule (``None`` if all were silent)."""
+        if all(w.silent for w in self._scored):
+            return None
+        w = self._scored
+        return decide(
+            [(x.start_s, x.end_s) for x in w],
+            np.array([x.margin for x in w]),
+            [x.silent for x in w],
+            self.service.rule,
+            self.windower.speech_s,
+        )
 
     def cancel(self) -> None:
         """Drop unscored windows (their batcher futures are cancelled, so they are never computed)."""

@@ -9,6 +9,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from .audio import AudioOptions
+from .scoring import Rule
 
 
 def _split(value: object) -> object:
@@ -32,7 +33,18 @@ class Settings(BaseSettings):
     cuda_graphs: bool = Field(default=True, description="replay the forward as a CUDA graph per batch size")
     allocator_tuning: bool = Field(default=True, description="keep large CPU buffers mapped (glibc)")
     threads: int = Field(default=0, ge=0, description="torch intra-op threads; 0 = all cores")
-    threshold: float = Field(default=0.5, ge=0.0, le=1.0, description="FAKE when fake_probability >= this")
+    threshold: float = Field(
+        default=0.5, ge=0.0, le=1.0, description="a window counts as fake when its fake_probability >= this"
+    )
+    min_fake_windows: int = Field(
+        default=1, ge=1, description="consecutive fake windows that make a file FAKE (docs/evaluation.md)"
+    )
+    score_offset: float = Field(
+        default=6.0, description="added to the model's logit margin before scores and probabilities"
+    )
+    min_reliable_s: float = Field(
+        default=2.0, ge=0.0, description="less speech than this gets INCONCLUSIVE, not a verdict"
+    )
 
     # Audio
     preprocess: Literal["robust", "reference"] = "robust"
@@ -85,6 +97,9 @@ class Settings(BaseSettings):
             min_duration_s=self.min_duration_s,
             max_duration_s=self.max_duration_s,
         )
+
+    def rule(self) -> Rule:
+        return Rule(self.threshold, self.min_fake_windows, self.min_reliable_s, self.score_offset)
 
     def batch_size_for(self, device_type: str) -> int:
         if self.max_batch_size:

@@ -14,6 +14,14 @@ class WindowOut(BaseModel):
     fake_probability: float = Field(ge=0, le=1, description="sigmoid(-score)")
 
 
+class SegmentOut(BaseModel):
+    start_s: float = Field(description="where the synthetic speech starts, seconds")
+    end_s: float = Field(description="where it ends, seconds")
+    fake_probability: float = Field(
+        ge=0, le=1, description="the segment's strength: its best run of windows' weakest fake probability"
+    )
+
+
 class Timing(BaseModel):
     decode_ms: float = Field(description="decoding, resampling and windowing")
     queue_ms: float = Field(description="longest wait of one of its windows before its batch started")
@@ -25,29 +33,51 @@ class PredictResponse(BaseModel):
     model_config = ConfigDict(
         json_schema_extra={
             "example": {
-                "prediction": "REAL",
-                "is_fake": False,
-                "confidence": 0.9938,
-                "fake_probability": 0.0062,
-                "score": 5.07,
+                "prediction": "FAKE",
+                "is_fake": True,
+                "confidence": 0.9991,
+                "fake_probability": 0.9991,
+                "score": -7.02,
+                "reason": None,
+                "segments": [{"start_s": 8.0, "end_s": 12.3, "fake_probability": 0.9991}],
                 "model": "aasist",
-                "duration_s": 3.28,
+                "duration_s": 12.3,
+                "speech_s": 11.9,
                 "sample_rate": 44100,
-                "windows": [{"start_s": 0.0, "end_s": 3.28, "score": 5.07, "fake_probability": 0.0062}],
-                "warnings": ["audio is 3.28 s, shorter than the model's 4.04 s window: it was repeated"],
+                "windows": [
+                    {"start_s": 0.0, "end_s": 4.04, "score": 5.21, "fake_probability": 0.0054},
+                    {"start_s": 2.0, "end_s": 6.04, "score": 4.87, "fake_probability": 0.0076},
+                    {"start_s": 4.0, "end_s": 8.04, "score": 1.96, "fake_probability": 0.1235},
+                    {"start_s": 6.0, "end_s": 10.04, "score": -7.02, "fake_probability": 0.9991},
+                    {"start_s": 8.0, "end_s": 12.04, "score": -9.9, "fake_probability": 0.99995},
+                    {"start_s": 8.26, "end_s": 12.3, "score": -9.4, "fake_probability": 0.99992},
+                ],
+                "warnings": [],
                 "timing": {"decode_ms": 21.0, "queue_ms": 3.1, "inference_ms": 140.2, "total_ms": 166.0},
                 "batch_sizes": [4],
             }
         }
     )
 
-    prediction: Literal["REAL", "FAKE"]
-    is_fake: bool
-    confidence: float = Field(ge=0, le=1, description="probability of the predicted class")
-    fake_probability: float = Field(ge=0, le=1, description="sigmoid(-score)")
-    score: float = Field(description="mean window score (silent windows left out)")
+    prediction: Literal["REAL", "FAKE", "INCONCLUSIVE"] = Field(
+        description="INCONCLUSIVE: too little speech to judge (see `reason`); the verdict fields are null"
+    )
+    is_fake: bool | None
+    confidence: float | None = Field(ge=0, le=1, description="probability of the predicted class")
+    fake_probability: float | None = Field(
+        ge=0,
+        le=1,
+        description="the file's fake probability: the highest level that the FAKE rule's run of consecutive "
+        "windows all reach; FAKE exactly when it is at or above the threshold",
+    )
+    score: float | None = Field(description="fake_probability as a score: -logit(fake_probability)")
+    reason: str | None = Field(description="why the prediction is INCONCLUSIVE; null otherwise")
+    segments: list[SegmentOut] = Field(
+        description="the stretches judged synthetic, in time order; non-empty exactly when FAKE"
+    )
     model: str
     duration_s: float
+    speech_s: float = Field(description="seconds from the first to the last speech in the audio")
     sample_rate: int = Field(description="sample rate of the upload before resampling to 16 kHz")
     windows: list[WindowOut]
     warnings: list[str]

@@ -23,7 +23,6 @@ from .protocol import (
     ReadyResponse,
     SeedPrediction,
     Timing,
-    WindowOut,
 )
 from .uploads import Part, parse_multipart, read_body
 
@@ -149,23 +148,8 @@ async def _predict_or_abandon(request: Request, data: bytes, model: str | None) 
 
 
 def _response(p: Prediction) -> PredictResponse:
-    v = p.verdict
     return PredictResponse(
-        prediction=v.prediction,  # type: ignore[arg-type]
-        is_fake=v.is_fake,
-        confidence=v.confidence,
-        fake_probability=v.fake_probability,
-        score=v.score,
-        model=p.model,
-        duration_s=v.duration_s,
-        sample_rate=v.sample_rate,
-        windows=[
-            WindowOut(start_s=w.start_s, end_s=w.end_s, score=w.score, fake_probability=w.fake_probability)
-            for w in v.windows
-        ],
-        warnings=v.warnings,
-        timing=Timing(**vars(p.timing)),
-        batch_sizes=p.batch_sizes,
+        **p.verdict.record(p.model), timing=Timing(**vars(p.timing)), batch_sizes=p.batch_sizes
     )
 
 
@@ -230,12 +214,17 @@ async def predict_batch(request: Request, model: str | None = Query(None)) -> Ba
     tags=["compatibility"],
 )
 async def predict_seed(request: Request) -> SeedPrediction:
-    """The prototype's endpoint and response shape, kept for existing callers; prefer `/v1/predict`."""
+    """The prototype's endpoint and response shape, kept for existing callers; prefer `/v1/predict`.
+
+    Its three fields keep their types, so audio with too little speech to judge (INCONCLUSIVE on `/v1`)
+    is answered 422 `audio_too_short`, as the prototype answered audio below its minimum length."""
     parts, form_model = await _audio_parts(request, "file")
     prediction = await _predict_or_abandon(request, bytes(parts[0].data), form_model)
     _note(request, prediction)
-    v = prediction.verdict
-    return SeedPrediction(is_fake=v.is_fake, confidence=v.confidence, prediction=v.prediction)  # type: ignore[arg-type]
+    d = prediction.verdict.decision
+    if d.is_fake is None or d.confidence is None:
+        raise ApiError(422, "audio_too_short", f"The audio is {d.reason}. Send a longer recording.")
+    return SeedPrediction(is_fake=d.is_fake, confidence=d.confidence, prediction=d.prediction)  # type: ignore[arg-type]
 
 
 @api.get("/v1/models", response_model=ModelsResponse)

@@ -175,22 +175,9 @@ async def stream(ws: WebSocket) -> None:
             task.result()  # a receiving, scoring or sending error ends the stream here
         await sender  # the receiver saw "end": wait until every window is out
         summary = session.summary()
+        verdict = summary.record() if summary else {"prediction": None}
         await ws.send_json(
-            {
-                "type": "done",
-                "windows": session.windows_submitted,
-                **(
-                    {
-                        "prediction": summary.prediction,
-                        "is_fake": summary.is_fake,
-                        "confidence": summary.confidence,
-                        "fake_probability": summary.fake_probability,
-                        "score": summary.score,
-                    }
-                    if summary
-                    else {"prediction": None}
-                ),
-            }
+            {"type": "done", "windows": session.windows_submitted, "speech_s": session.speech_s, **verdict}
         )
         await ws.close(1000)
     except WebSocketDisconnect:

@@ -20,9 +20,9 @@ from typing import Protocol
 import numpy as np
 from tqdm import tqdm
 
-from ..audio import WINDOW, AudioError, AudioOptions, decode, make_windows, prepare
+from ..audio import WINDOW, AudioError, AudioOptions, WindowSet, decode, make_windows, prepare
 from ..datasets import Dataset, Item
-from ..scoring import decide
+from ..scoring import INCONCLUSIVE, Rule, decide
 from .scorefile import ScoreWriter, resume_scores
 
 logger = logging.getLogger(__name__)
@@ -34,35 +34,45 @@ class WindowScorer(Protocol):
     def scores(self, windows: np.ndarray) -> np.ndarray: ...
 
 
+PROTOCOLS = ("service", "reference")
+
+
 @dataclass(frozen=True)
 class ScoringProtocol:
-    """How a file becomes one score: ``reference`` (first window) or ``whole-file`` (service verdict)."""
+    """How a file becomes one score: ``service`` (the service's verdict) or ``reference`` (first window)."""
 
-    whole_file: bool
+    name: str
     options: AudioOptions
+    rule: Rule
 
     @property
-    def name(self) -> str:
-        return "whole-file" if self.whole_file else "reference"
+    def whole_file(self) -> bool:
+        return self.name == "service"
 
 
-def scoring_protocol(base: AudioOptions, *, whole_file: bool, preprocess: str | None) -> ScoringProtocol:
-    """The protocol and its audio options.
+def scoring_protocol(base: AudioOptions, rule: Rule, *, name: str, preprocess: str | None) -> ScoringProtocol:
+    """The protocol, its audio options and its verdict rule.
 
-    ``reference`` (default) is the official AASIST evaluation input: the first 64,600 samples, shorter
-    audio tiled, raw samples (``preprocess="reference"``), and any non-empty length (the official code
-    has no minimum). ``whole-file`` is what the service answers: every window, the mean score of the
-    non-silent ones, with the service's preprocessing (``base.preprocess``) and length limits.
-    ``preprocess`` overrides the preprocessing of either.
+    ``service`` (default) is what the service answers: every window, its preprocessing
+    (``base.preprocess``), length limits and verdict rule (``rule``): a file's score is the rule's, and
+    a file with too little speech to judge is reported, not scored. ``reference`` is the official AASIST
+    evaluation input: the first 64,600 samples, shorter audio tiled, raw samples
+    (``preprocess="reference"``), any non-empty length and no speech floor (the official code has
+    neither). ``preprocess`` overrides the preprocessing of either.
     """
-    if whole_file:
-        return ScoringProtocol(True, replace(base, preprocess=preprocess or base.preprocess))
-    return ScoringProtocol(False, replace(base, preprocess=preprocess or "reference", min_duration_s=0.0))
+    if name not in PROTOCOLS:
+        raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {name!r}")
+    if name == "service":
+        return ScoringProtocol(name, replace(base, preprocess=preprocess or base.preprocess), rule)
+    options = replace(base, preprocess=preprocess or "reference", min_duration_s=0.0)
+    return ScoringProtocol(name, options, replace(rule, min_windows=1, min_reliable_s=0.0))
 
 
 @dataclass(frozen=True)
 class Failure:
-    """A file that could not be scored, with the audio module's stable error code."""
+    """A file that could not be scored (the audio module's error code) or judged (``inconclusive``: too
+    little speech under the service protocol); such files are left out of every figure and retried by a
+    rerun."""
 
     key: str
     path: str
@@ -82,25 +92,23 @@ class RunResult:
     seconds: float
 
 
-def _windows(item: Item, protocol: ScoringProtocol) -> tuple[np.ndarray, np.ndarray]:
-    """The file's model inputs and, per row, whether it counts towards the file score (not silent)."""
+def _windows(item: Item, protocol: ScoringProtocol) -> WindowSet:
+    """The file's model inputs, with their spans, silence flags and speech length."""
     options = protocol.options
     data = item.path.read_bytes()
     if protocol.whole_file:
-        _, windows = prepare(data, options)
-    else:
-        audio = decode(data, min_duration_s=options.min_duration_s, max_duration_s=options.max_duration_s)
-        windows = make_windows(
-            audio.waveform[:WINDOW],  # one window: the first WINDOW samples, or the tiled short file
-            preprocess=options.preprocess,
-            target_rms_dbfs=options.target_rms_dbfs,
-            max_gain_db=options.max_gain_db,
-            silence_floor_dbfs=options.silence_floor_dbfs,
-        )
-    return windows.batch, ~np.asarray(windows.silent, dtype=bool)
+        return prepare(data, options)[1]
+    audio = decode(data, min_duration_s=options.min_duration_s, max_duration_s=options.max_duration_s)
+    return make_windows(
+        audio.waveform[:WINDOW],  # one window: the first WINDOW samples, or the tiled short file
+        preprocess=options.preprocess,
+        target_rms_dbfs=options.target_rms_dbfs,
+        max_gain_db=options.max_gain_db,
+        silence_floor_dbfs=options.silence_floor_dbfs,
+    )
 
 
-def _load(item: Item, protocol: ScoringProtocol) -> tuple[np.ndarray, np.ndarray] | Failure:
+def _load(item: Item, protocol: ScoringProtocol) -> WindowSet | Failure:
     try:
         return _windows(item, protocol)
     except AudioError as exc:
@@ -111,26 +119,33 @@ def _load(item: Item, protocol: ScoringProtocol) -> tuple[np.ndarray, np.ndarray
 
 @dataclass
 class _File:
-    key: str
-    remaining: int  # windows not scored yet
-    counted: list[float] = field(default_factory=list)
+    item: Item
+    windows: WindowSet
+    scores: list[float] = field(default_factory=list)
 
 
 class _Batches:
     """Windows of consecutive files waiting for the model; completed files go to the score file."""
 
     def __init__(
-        self, scorer: WindowScorer, writer: ScoreWriter, scores: dict[str, float], bar: tqdm
+        self,
+        scorer: WindowScorer,
+        protocol: ScoringProtocol,
+        writer: ScoreWriter,
+        scores: dict[str, float],
+        failures: list[Failure],
+        bar: tqdm,
     ) -> None:
-        self.scorer, self.writer, self.scores, self.bar = scorer, writer, scores, bar
+        self.scorer, self.protocol, self.writer, self.bar = scorer, protocol, writer, bar
+        self.scores, self.failures = scores, failures
         self.rows: list[np.ndarray] = []
-        self.owners: list[tuple[_File, bool]] = []
+        self.owners: list[_File] = []
         self.windows = 0
 
-    def add(self, key: str, batch: np.ndarray, counted: np.ndarray, batch_size: int) -> None:
-        owner = _File(key, len(batch))
-        self.rows.extend(batch)
-        self.owners.extend((owner, bool(c)) for c in counted)
+    def add(self, item: Item, windows: WindowSet, batch_size: int) -> None:
+        owner = _File(item, windows)
+        self.rows.extend(windows.batch)
+        self.owners.extend([owner] * len(windows.batch))
         while len(self.rows) >= batch_size:
             self.run(batch_size)
 
@@ -139,16 +154,22 @@ class _Batches:
         owners, self.owners = self.owners[:n], self.owners[n:]
         scores = self.scorer.scores(np.stack(rows))
         self.windows += len(rows)
-        for (owner, counted), score in zip(owners, scores, strict=True):
-            if counted:
-                owner.counted.append(float(score))
-            owner.remaining -= 1
-            if owner.remaining == 0:
-                file_score = decide(owner.counted).score  # the service's rule: mean over non-silent windows
-                self.writer.write(owner.key, file_score)
-                self.scores[owner.key] = file_score
-                self.bar.update(1)
+        for owner, score in zip(owners, scores, strict=True):
+            owner.scores.append(float(score))
+            if len(owner.scores) == len(owner.windows.batch):
+                self._done(owner)
         self.writer.flush()
+
+    def _done(self, f: _File) -> None:
+        """The protocol's verdict on a completed file: its score, or why it cannot be judged."""
+        w = f.windows
+        decision = decide(w.spans, np.asarray(f.scores), w.silent, self.protocol.rule, w.speech_s)
+        if decision.prediction == INCONCLUSIVE:
+            self.failures.append(Failure(f.item.key, str(f.item.path), "inconclusive", decision.reason or ""))
+        else:
+            self.writer.write(f.item.key, decision.score)
+            self.scores[f.item.key] = decision.score
+        self.bar.update(1)
 
 
 def score_dataset(
@@ -203,7 +224,7 @@ def score_dataset(
         disable=not progress,
     )
     writer = ScoreWriter(scores_path)
-    batches = _Batches(scorer, writer, scores, bar)
+    batches = _Batches(scorer, protocol, writer, scores, failures, bar)
     queue: deque[tuple[Item, Future]] = deque()
     with ThreadPoolExecutor(workers, thread_name_prefix="eval-decode") as pool:
         try:
@@ -223,7 +244,7 @@ def score_dataset(
                     failures.append(loaded)
                     bar.update(1)
                     continue
-                batches.add(item.key, *loaded, batch_size)
+                batches.add(item, loaded, batch_size)
             if batches.rows:
                 batches.run(len(batches.rows))
         finally:

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from ..datasets import BONAFIDE, SPOOF, Dataset
-from ..scoring import decide
+from ..scoring import fake_probability
 from .metrics import (
     AsvErrorRates,
     TandemCost,
@@ -49,8 +49,9 @@ def labelled_scores(dataset: Dataset, scores: dict[str, float]) -> LabelledScore
 
 
 def is_fake(scores: np.ndarray, threshold: float) -> np.ndarray:
-    """The service's verdict per file score (``scoring.decide``): FAKE when sigmoid(-score) >= threshold."""
-    return np.array([decide([float(s)], threshold).is_fake for s in scores], dtype=bool)
+    """The verdict per file score: a file score is the rule's (``scoring.decide``), which calls a file FAKE
+    exactly when its fake probability ``sigmoid(-score)`` is at or above the threshold."""
+    return np.array([fake_probability(float(s)) >= threshold for s in scores], dtype=bool)
 
 
 def fake_score_cut(threshold: float) -> float:

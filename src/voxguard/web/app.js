@@ -3,7 +3,7 @@
 import { ApiProblem, getApiKey, listModels, predict, setApiKey } from "./api.js";
 import { liveSupported, startLive } from "./live.js";
 import { describeMicError, recordingSupported, startRecording } from "./recorder.js";
-import { liveCard, pendingCard, setPending, showError, showLive, showResult } from "./render.js";
+import { liveCard, pendingCard, setPending, showError, showLive, showResult, updatePending } from "./render.js";
 
 const $ = (id) => document.getElementById(id);
 const ui = {
@@ -43,16 +43,44 @@ async function analyse(blob, filename, card = null) {
   } else {
     setPending(card);
   }
+  const started = performance.now();
+  let duration = null;
+  audioDuration(blob).then((seconds) => (duration = seconds));
+  const progress = setInterval(() => updatePending(card, (performance.now() - started) / 1000, duration), 1000);
   try {
     const result = await predict(blob, filename, ui.model.value || null);
     showResult(card, result, blob, filename);
-    announce(`${filename}: ${result.prediction}, confidence ${(result.confidence * 100).toFixed(1)}%.`);
+    announce(`${filename}: ${spoken(result)}`);
   } catch (err) {
     const problem = err instanceof ApiProblem ? err : new ApiProblem(0, "client_error", String(err));
     showError(card, problem, () => analyse(blob, filename, card));
     announce(`${filename}: error ${problem.code}. ${problem.detail}`);
     if (problem.status === 401) askForKey();
+  } finally {
+    clearInterval(progress);
   }
+}
+
+function spoken(result) {
+  if (result.prediction === "INCONCLUSIVE") return `inconclusive, ${result.reason}.`;
+  const where = result.segments.map((s) => `synthetic speech from ${s.start_s.toFixed(1)} to ${s.end_s.toFixed(1)} seconds`);
+  return [`${result.prediction}, confidence ${(result.confidence * 100).toFixed(1)}%`, ...where].join("; ") + ".";
+}
+
+/** The blob's length in seconds as the browser reads it, or null (unknown, or not decodable here). */
+function audioDuration(blob) {
+  return new Promise((resolve) => {
+    const url = URL.createObjectURL(blob);
+    const audio = new Audio();
+    const done = (value) => {
+      URL.revokeObjectURL(url);
+      resolve(Number.isFinite(value) && value > 0 ? value : null);
+    };
+    audio.preload = "metadata";
+    audio.addEventListener("loadedmetadata", () => done(audio.duration));
+    audio.addEventListener("error", () => done(null));
+    audio.src = url;
+  });
 }
 
 function analyseFiles(files) {

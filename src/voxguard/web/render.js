@@ -62,8 +62,33 @@ export function setPending(card) {
   card.dataset.state = "pending";
   card.setAttribute("aria-busy", "true");
   card.querySelector(".card-body").replaceChildren(
-    el("p", { class: "pending" }, el("span", { class: "spinner", "aria-hidden": "true" }), "Analysing…"),
+    el(
+      "p",
+      { class: "pending" },
+      el("span", { class: "spinner", "aria-hidden": "true" }),
+      el("span", { class: "pending-text" }, "Analysing…"),
+    ),
   );
+}
+
+/** Keep a pending card saying what is happening: how long the audio is (when the browser can tell) and how
+ * long the server has been at it, so a long recording never looks stuck. */
+export function updatePending(card, elapsedS, durationS) {
+  const text = card.querySelector(".pending-text");
+  if (!text) return;
+  const what = durationS ? `Analysing ${formatDuration(durationS)} of audio` : "Analysing";
+  const long = durationS > 60 ? " Long recordings are scored 4 seconds at a time; this can take a while." : "";
+  text.textContent = elapsedS < 2 ? `${what}…` : `${what}… ${Math.round(elapsedS)} s so far.${long}`;
+}
+
+function formatDuration(s) {
+  if (s < 60) return `${s.toFixed(1)} s`;
+  return `${Math.floor(s / 60)} min ${Math.round(s % 60)} s`;
+}
+
+/** "synthetic speech from 12.0 s to 17.4 s": the same words as the CLI. */
+export function describeSegment(segment) {
+  return `synthetic speech from ${segment.start_s.toFixed(1)} s to ${segment.end_s.toFixed(1)} s`;
 }
 
 function gauge(confidence, verdictClass) {
@@ -83,10 +108,11 @@ function gauge(confidence, verdictClass) {
 }
 
 function facts(result, blob, filename) {
+  const judged = result.fake_probability !== null;
   const rows = [
-    ["Fake probability", probability(result.fake_probability)],
-    ["Score", `${result.score.toFixed(2)} (positive = human)`],
-    ["Duration", seconds(result.duration_s)],
+    ["Fake probability", judged ? probability(result.fake_probability) : "—"],
+    ["Score", judged ? `${result.score.toFixed(2)} (positive = human)` : "—"],
+    ["Duration", `${seconds(result.duration_s)} (${seconds(result.speech_s)} of speech)`],
     ["Sample rate", `${result.sample_rate.toLocaleString("en")} Hz`],
     ["Format", `${blob.type || "unknown"} · ${filename}`],
     ["Model", result.model],
@@ -111,7 +137,7 @@ function niceStep(span) {
 }
 
 /** SVG lollipop chart: one stem + dot per window at its centre, height and colour = fake probability. */
-export function timeline(windows, duration, width = 640) {
+export function timeline(windows, duration, width = 640, segments = []) {
   const W = Math.round(Math.min(760, Math.max(300, width))), H = 200, left = 52, right = 14, top = 12, bottom = 42;
   const plotW = W - left - right, plotH = H - top - bottom;
   const end = Math.max(duration, ...windows.map((w) => w.end_s));
@@ -125,6 +151,18 @@ export function timeline(windows, duration, width = 640) {
     svg("text", { x: W - right - 6, y: y(1) + 14, class: "band-label", "text-anchor": "end" }, "FAKE"),
     svg("text", { x: W - right - 6, y: y(0) - 6, class: "band-label", "text-anchor": "end" }, "REAL"),
   );
+  for (const segment of segments) {
+    const x0 = x(segment.start_s), x1 = x(segment.end_s);
+    chart.append(
+      svg(
+        "g",
+        { class: "segment" },
+        svg("title", {}, describeSegment(segment)),
+        svg("rect", { x: x0, y: top, width: Math.max(2, x1 - x0), height: plotH, class: "segment-band" }),
+        svg("text", { x: (x0 + x1) / 2, y: top + 14, class: "segment-label", "text-anchor": "middle" }, "synthetic"),
+      ),
+    );
+  }
   for (const p of [0, 0.5, 1]) {
     chart.append(
       svg("line", { x1: left, x2: W - right, y1: y(p), y2: y(p), class: p === 0.5 ? "grid mid" : "grid" }),
@@ -162,10 +200,11 @@ export function timeline(windows, duration, width = 640) {
     );
   }
   const probs = windows.map((w) => w.fake_probability);
+  const marked = segments.length ? ` Marked as synthetic: ${segments.map(describeSegment).join("; ")}.` : "";
   chart.setAttribute(
     "aria-label",
     `Timeline of ${windows.length} windows over ${end.toFixed(1)} s; fake probability from ` +
-      `${Math.min(...probs).toFixed(3)} to ${Math.max(...probs).toFixed(3)}.`,
+      `${Math.min(...probs).toFixed(3)} to ${Math.max(...probs).toFixed(3)}.${marked}`,
   );
   const table = el(
     "table",
@@ -188,21 +227,39 @@ export function timeline(windows, duration, width = 640) {
   );
 }
 
+const VERDICTS = {
+  FAKE: { className: "is-fake", icon: "⚠ ", text: "Likely synthetic speech" },
+  REAL: { className: "is-real", icon: "✓ ", text: "Likely a human voice" },
+  INCONCLUSIVE: { className: "is-inconclusive", icon: "? ", text: "Not enough speech to judge" },
+};
+
+/** The verdict box: the label, a line saying what it means, and for FAKE where the synthetic speech is. */
+function verdictBox(result) {
+  const v = VERDICTS[result.prediction];
+  const lines = result.prediction === "INCONCLUSIVE" ? [capitalise(result.reason)] : [v.text];
+  for (const segment of result.segments || []) lines.push(capitalise(describeSegment(segment)));
+  return el(
+    "div",
+    { class: `verdict ${v.className}` },
+    el("p", { class: "verdict-label" }, el("span", { "aria-hidden": "true" }, v.icon), result.prediction),
+    ...lines.map((line) => el("p", { class: "verdict-text" }, line)),
+  );
+}
+
+const capitalise = (text) => text.charAt(0).toUpperCase() + text.slice(1);
+
 /** Fill a card with a PredictResponse. */
 export function showResult(card, result, blob, filename) {
-  const fake = result.prediction === "FAKE";
-  const verdictClass = fake ? "is-fake" : "is-real";
-  const verdict = el(
-    "div",
-    { class: `verdict ${verdictClass}` },
-    el("p", { class: "verdict-label" }, el("span", { "aria-hidden": "true" }, fake ? "⚠ " : "✓ "), result.prediction),
-    el("p", { class: "verdict-text" }, fake ? "Likely synthetic speech" : "Likely a human voice"),
-  );
-  const body = [el("div", { class: "summary" }, verdict, gauge(result.confidence, verdictClass), facts(result, blob, filename))];
+  const verdictClass = VERDICTS[result.prediction].className;
+  const judged = result.prediction !== "INCONCLUSIVE";
+  const summary = [verdictBox(result)];
+  if (judged) summary.push(gauge(result.confidence, verdictClass));
+  summary.push(facts(result, blob, filename));
+  const body = [el("div", { class: "summary" }, ...summary)];
   const warn = warnings(result.warnings);
   if (warn) body.push(warn);
   const width = card.querySelector(".card-body").clientWidth;
-  if (result.windows.length > 1) body.push(timeline(result.windows, result.duration_s, width));
+  if (result.windows.length > 1) body.push(timeline(result.windows, result.duration_s, width, result.segments));
   card.dataset.state = "done";
   card.classList.add(verdictClass);
   card.removeAttribute("aria-busy");
@@ -249,25 +306,27 @@ export function liveCard() {
 export function showLive(card, windows, summary = null) {
   const latest = windows[windows.length - 1];
   const final = Boolean(summary && summary.prediction);
-  const label = final ? summary.prediction : latest.prediction;
-  const pFake = final ? summary.fake_probability : latest.fake_probability;
-  const verdictClass = label === "FAKE" ? "is-fake" : "is-real";
-  const verdict = el(
-    "div",
-    { class: `verdict ${verdictClass}` },
-    el("p", { class: "verdict-label" }, el("span", { "aria-hidden": "true" }, label === "FAKE" ? "⚠ " : "✓ "), label),
-    el("p", { class: "verdict-text" }, final ? `Whole stream, ${windows.length} windows` : `Last 4 s (window ${latest.index + 1})`),
+  const shown = final
+    ? summary
+    : { prediction: latest.prediction, fake_probability: latest.fake_probability, segments: [] };
+  const verdictClass = VERDICTS[shown.prediction].className;
+  const judged = shown.prediction !== "INCONCLUSIVE";
+  const verdict = verdictBox(shown);
+  verdict.append(
+    el("p", { class: "verdict-scope" }, final ? `Whole stream, ${windows.length} windows` : `Last 4 s (window ${latest.index + 1})`),
   );
   const rows = [
-    ["Fake probability", probability(pFake)],
+    ["Fake probability", judged ? probability(shown.fake_probability) : "—"],
     ["Listened", seconds(latest.end_s)],
     ["Windows", String(windows.length)],
   ];
   const facts = el("dl", { class: "facts" }, ...rows.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v)]));
-  const confidence = label === "FAKE" ? pFake : 1 - pFake;
-  const body = [el("div", { class: "summary" }, verdict, gauge(confidence, verdictClass), facts)];
-  body.push(timeline(windows, latest.end_s, card.querySelector(".card-body").clientWidth));
-  card.classList.remove("is-fake", "is-real");
+  const pFake = shown.fake_probability;
+  const body = [el("div", { class: "summary" }, verdict)];
+  if (judged) body[0].append(gauge(shown.prediction === "FAKE" ? pFake : 1 - pFake, verdictClass));
+  body[0].append(facts);
+  body.push(timeline(windows, latest.end_s, card.querySelector(".card-body").clientWidth, shown.segments));
+  card.classList.remove("is-fake", "is-real", "is-inconclusive");
   card.classList.add(verdictClass);
   card.dataset.state = final ? "done" : "live";
   card.querySelector(".card-body").replaceChildren(...body);

@@ -1,0 +1,132 @@
+"""The file verdict rule: sustained runs of fake windows, the segments they make, and the speech floor."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from voxguard.scoring import (
+    FAKE,
+    INCONCLUSIVE,
+    REAL,
+    Rule,
+    decide,
+    fake_probability,
+    find_segments,
+    sustained_score,
+)
+
+REAL_S, FAKE_S = 6.0, -6.0  # window scores: fake probability 0.0025 and 0.9975
+
+
+def grid(n: int, hop: float = 2.0, window: float = 4.04) -> list[tuple[float, float]]:
+    """Window spans as the service cuts a recording: every ``hop`` seconds."""
+    return [(i * hop, i * hop + window) for i in range(n)]
+
+
+def test_sustained_score_is_the_best_runs_weakest_window():
+    scores = np.array([3.0, -5.0, -1.0, 4.0, -7.0, -6.0])
+    # pairs' highest scores: 3, -1, 4, 4, -6 -> the lowest is -6 (windows 4 and 5 both fake)
+    assert sustained_score(scores, 2) == -6.0
+    assert sustained_score(scores, 1) == -7.0
+    assert sustained_score(scores, 3) == 3.0  # every triple holds a real window; the weakest highest is 3
+    assert sustained_score(scores[:1], 2) == 3.0  # fewer windows than the run: all of them
+
+
+PAIRS = Rule(min_windows=2)
+
+
+def test_one_fake_window_among_real_ones_is_not_a_run_of_two():
+    scores = np.array([REAL_S, REAL_S, FAKE_S, REAL_S, REAL_S])
+    d = decide(grid(5), scores, [False] * 5, PAIRS)
+    assert d.prediction == REAL and d.segments == []
+    assert d.fake_probability < 0.5
+    single = decide(grid(5), scores, [False] * 5, Rule())
+    assert single.prediction == FAKE
+    assert [(s.start_s, s.end_s) for s in single.segments] == [(4.0, 8.04)]
+
+
+def test_the_offset_moves_the_decision_boundary_and_every_reported_number():
+    margins = np.array([REAL_S, -4.0, REAL_S])  # the model's own: fake probability 0.982 for window 1
+    plain = decide(grid(3), margins, [False] * 3, Rule())
+    shifted = decide(grid(3), margins, [False] * 3, Rule(offset=6.0))
+    assert plain.prediction == FAKE and plain.fake_probability == pytest.approx(fake_probability(-4.0))
+    assert shifted.prediction == REAL and shifted.score == pytest.approx(2.0)
+    assert shifted.fake_probability == pytest.approx(fake_probability(2.0))
+    assert decide(grid(3), np.array([REAL_S, -6.5, REAL_S]), [False] * 3, Rule(offset=6.0)).prediction == FAKE
+
+
+def test_a_padded_synthetic_stretch_is_found_and_located():
+    # 12 s of real speech then synthetic: windows starting at 10 s and later hear the synthetic part
+    scores = np.array([REAL_S] * 5 + [REAL_S, FAKE_S, FAKE_S, FAKE_S])
+    d = decide(grid(9), scores, [False] * 9, PAIRS)
+    assert d.prediction == FAKE and d.is_fake
+    (segment,) = d.segments
+    assert segment.start_s == pytest.approx(12.0) and segment.end_s == pytest.approx(20.04)  # windows 6-8
+    assert segment.fake_probability == pytest.approx(fake_probability(FAKE_S))
+    assert d.fake_probability == pytest.approx(fake_probability(FAKE_S))
+    assert d.confidence == pytest.approx(d.fake_probability)
+
+
+def test_silent_windows_do_not_break_a_run_and_do_not_count():
+    scores = np.array([REAL_S, FAKE_S, 9.0, FAKE_S, REAL_S])
+    silent = [False, False, True, False, False]
+    d = decide(grid(5), scores, silent, PAIRS)
+    assert d.prediction == FAKE and len(d.segments) == 1
+
+
+def test_a_file_shorter_than_the_run_needs_all_its_windows():
+    assert decide(grid(1), np.array([FAKE_S]), [False], PAIRS).prediction == FAKE
+    assert decide(grid(2), np.array([FAKE_S, REAL_S]), [False, False], PAIRS).prediction == REAL
+    assert decide(grid(2), np.array([FAKE_S, FAKE_S]), [False, False], PAIRS).prediction == FAKE
+
+
+@pytest.mark.parametrize("threshold", [0.3, 0.5, 0.9, 0.999])
+@pytest.mark.parametrize("run", [1, 2, 3])
+@pytest.mark.parametrize("seed", range(10))
+def test_fake_exactly_when_the_file_probability_reaches_the_threshold(threshold, run, seed):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 12))
+    scores = rng.normal(0.0, 6.0, n)
+    silent = list(rng.random(n) < 0.15)
+    if all(silent):
+        silent[0] = False
+    rule = Rule(threshold=threshold, min_windows=run, offset=float(rng.normal(0.0, 3.0)))
+    d = decide(grid(n), scores, silent, rule)
+    assert (d.prediction == FAKE) == (d.fake_probability >= threshold) == bool(d.segments)
+    assert d.score == pytest.approx(-math.log(d.fake_probability / (1 - d.fake_probability)), abs=1e-6)
+
+
+def test_too_little_speech_is_inconclusive_and_publishes_no_probability():
+    rule = Rule(min_reliable_s=2.0)
+    d = decide(grid(1), np.array([FAKE_S]), [False], rule, speech_s=0.5)
+    assert d.prediction == INCONCLUSIVE
+    assert d.is_fake is None and d.confidence is None
+    assert d.reason == "too short to judge: 0.5 s of speech, at least 2 s needed"
+    record = d.record()
+    assert record["fake_probability"] is None and record["score"] is None and record["segments"] == []
+    assert decide(grid(1), np.array([FAKE_S]), [False], rule, speech_s=2.0).prediction == FAKE
+
+
+def test_find_segments_reports_every_qualifying_run():
+    scores = np.array([FAKE_S, FAKE_S, REAL_S, REAL_S, FAKE_S, -3.0, REAL_S])
+    segments = find_segments(grid(7), scores, [False] * 7, PAIRS)
+    assert [(s.start_s, s.end_s) for s in segments] == [(0.0, 6.04), (8.0, 14.04)]
+    assert segments[1].fake_probability == pytest.approx(fake_probability(-3.0))
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"threshold": 1.5},
+        {"threshold": -0.1},
+        {"min_windows": 0},
+        {"min_reliable_s": -1.0},
+        {"offset": float("nan")},
+    ],
+)
+def test_rule_refuses_impossible_values(kwargs):
+    with pytest.raises(ValueError):
+        Rule(**kwargs)
