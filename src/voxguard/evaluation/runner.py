@@ -9,7 +9,6 @@ the score file as soon as its last window is scored, and the file is flushed aft
 from __future__ import annotations
 
 import logging
-import sys
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -18,10 +17,10 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
-from tqdm import tqdm
 
 from ..audio import WINDOW, AudioError, AudioOptions, decode, make_windows, prepare
 from ..datasets import Dataset, Item
+from ..progress import Progress, progress_bar
 from ..scoring import decide
 from .scorefile import ScoreWriter, resume_scores
 
@@ -120,7 +119,7 @@ class _Batches:
     """Windows of consecutive files waiting for the model; completed files go to the score file."""
 
     def __init__(
-        self, scorer: WindowScorer, writer: ScoreWriter, scores: dict[str, float], bar: tqdm
+        self, scorer: WindowScorer, writer: ScoreWriter, scores: dict[str, float], bar: Progress
     ) -> None:
         self.scorer, self.writer, self.scores, self.bar = scorer, writer, scores, bar
         self.rows: list[np.ndarray] = []
@@ -194,13 +193,8 @@ def score_dataset(
     resumed = len(scores)
     failures: list[Failure] = []
     start = time.perf_counter()
-    bar = tqdm(
-        total=len(dataset.items),
-        initial=resumed,
-        desc=f"scoring {dataset.name}",
-        unit="file",
-        file=sys.stderr,
-        disable=not progress,
+    bar = progress_bar(
+        len(dataset.items), f"scoring {dataset.name}", "file", initial=resumed, disable=not progress
     )
     writer = ScoreWriter(scores_path)
     batches = _Batches(scorer, writer, scores, bar)
