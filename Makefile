@@ -46,15 +46,18 @@ $(CERT_DIR)/cert.pem:
 	chmod 600 $(CERT_DIR)/key.pem
 	@echo "wrote $(CERT_DIR)/cert.pem and $(CERT_DIR)/key.pem (self-signed, localhost)"
 
-# Fetch weights only when missing, then serve on http://localhost:8000 (Swagger UI at /docs).
+# Fetch weights only when missing, then serve on http://localhost:8000 (Swagger UI at /docs). Like
+# `voxguard serve`, this machine only (127.0.0.1, no key needed); to open it to the network:
+# VOXGUARD_HOST=0.0.0.0 VOXGUARD_API_KEYS=... make run
 run: install
 	@test -f $(VOXGUARD_CHECKPOINT_DIR)/AASIST.pth || $(VENV)/bin/voxguard weights --dir $(VOXGUARD_CHECKPOINT_DIR)
-	$(VENV)/bin/voxguard serve --host 0.0.0.0 --port 8000
+	$(VENV)/bin/voxguard serve --port 8000
 
-# HTTPS with the self-signed certificate from `make certs`.
+# HTTPS with the self-signed certificate from `make certs`, for browsers on other machines (the
+# microphone needs a secure page), so on every interface unless VOXGUARD_HOST says otherwise.
 run-tls: install certs
 	@test -f $(VOXGUARD_CHECKPOINT_DIR)/AASIST.pth || $(VENV)/bin/voxguard weights --dir $(VOXGUARD_CHECKPOINT_DIR)
-	$(VENV)/bin/voxguard serve --host 0.0.0.0 --port 8443 --certfile $(CERT_DIR)/cert.pem --keyfile $(CERT_DIR)/key.pem
+	$(VENV)/bin/voxguard serve --host $${VOXGUARD_HOST:-0.0.0.0} --port 8443 --certfile $(CERT_DIR)/cert.pem --keyfile $(CERT_DIR)/key.pem
 
 bench: install
 	$(VENV)/bin/voxguard bench model --batch-sizes 1,16 --repeat 3
