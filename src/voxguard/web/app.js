@@ -3,7 +3,7 @@
 import { ApiProblem, getApiKey, listModels, predict, setApiKey } from "./api.js";
 import { liveSupported, startLive } from "./live.js";
 import { describeMicError, recordingSupported, startRecording } from "./recorder.js";
-import { liveCard, pendingCard, setPending, showError, showLive, showResult } from "./render.js";
+import { liveCard, pendingCard, percent, setPending, showError, showLive, showResult } from "./render.js";
 
 const $ = (id) => document.getElementById(id);
 const ui = {
@@ -29,10 +29,20 @@ function announce(text) {
   ui.announce.textContent = text;
 }
 
+const reducedMotion = window.matchMedia("(prefers-reduced-motion: reduce)");
+
 function addCard(card) {
   ui.results.prepend(card);
   ui.empty.hidden = true;
   ui.clear.hidden = false;
+  reveal(card);
+}
+
+/** On a phone the results are below the fold: bring a new card into view, or nothing seems to happen. */
+function reveal(card) {
+  const { top, bottom } = card.getBoundingClientRect();
+  if (top >= 0 && bottom <= window.innerHeight) return;
+  card.scrollIntoView({ block: "start", behavior: reducedMotion.matches ? "auto" : "smooth" });
 }
 
 /** Send one blob to the API and keep its card up to date; a Retry re-sends the same blob. */
@@ -46,7 +56,7 @@ async function analyse(blob, filename, card = null) {
   try {
     const result = await predict(blob, filename, ui.model.value || null);
     showResult(card, result, blob, filename);
-    announce(`${filename}: ${result.prediction}, confidence ${(result.confidence * 100).toFixed(1)}%.`);
+    announce(`${filename}: ${result.prediction}, confidence ${percent(result.confidence)}.`);
   } catch (err) {
     const problem = err instanceof ApiProblem ? err : new ApiProblem(0, "client_error", String(err));
     showError(card, problem, () => analyse(blob, filename, card));
