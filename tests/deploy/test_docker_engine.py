@@ -25,7 +25,7 @@ import soundfile as sf
 from engine import CHECKPOINTS, Build, Engine, build, compose_run_options
 from prometheus_client.parser import text_string_to_metric_families
 from recorder import VOXGUARD_LIKE_HEALTH, RecordingServer
-from shipped import REPO, compose_config
+from shipped import REPO, compose_config, dockerfile_args
 
 from servers import free_port
 
@@ -111,11 +111,20 @@ def test_the_image_builds_on_the_one_base_it_is_given(engine, image, base_image)
     ours = _inspect(engine, base_image)["RootFS"]["Layers"]
     built = _inspect(engine, image.tag)["RootFS"]["Layers"]
     assert built[: len(ours)] == ours, "the image is built on the local base"
+    # The variants' own bases: a build that needed one would have pulled it, or failed without a registry.
+    others = {dockerfile_args()["BASE_IMAGE"], "ubuntu:24.04"}
+    present = set(engine("images", "--format", "{{.Repository}}:{{.Tag}}", timeout=60).stdout.split())
+    assert not others & present, (
+        f"{others & present} in the daemon: pulled by the build, or there before (then this test cannot "
+        "tell; run it on a daemon without them, such as scripts/start_dockerd.sh starts)"
+    )
     assert "useradd warning" not in image.log and "SYS_UID_MAX" not in image.log, image.log[-3000:]
 
 
 def test_torch_comes_from_the_index_the_build_argument_names(engine, image, base_image):
-    """A mirror needs no Dockerfile edit: a loopback "index" that has nothing is asked for torch."""
+    """A mirror needs no Dockerfile edit: a loopback "index" that has nothing is asked for torch.
+
+    After the image's build (``image``), so that the layers before torch come from its cache."""
     with (
         RecordingServer(404, b"not here", content_type="text/plain") as index,
         pytest.raises(AssertionError, match=re.escape("torch==2.14.1")),
