@@ -9,10 +9,12 @@ import logging
 import socket
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import uvicorn
 from fastapi import FastAPI
 
+from . import address
 from .api.app import create_app
 from .metrics import Metrics
 from .problems import SetupError
@@ -32,21 +34,41 @@ class DrainingServer(uvicorn.Server):
     turns it into a clean 503 with ``Retry-After`` that the balancer retries on another replica. The
     drain ends when the batcher is idle or after ``drain_timeout_s``; a second signal ends it at once
     (uvicorn's own shutdown follows, which a further SIGINT forces).
+
+    With ``address_file``, the address it listens on is written there once it listens and removed when
+    it stops (see ``voxguard.address``).
     """
 
-    def __init__(self, config: uvicorn.Config, app: FastAPI, drain_timeout_s: float, url: str) -> None:
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        app: FastAPI,
+        drain_timeout_s: float,
+        url: str,
+        address_file: Path | None = None,
+    ) -> None:
         super().__init__(config)
         self._fastapi = app
         self._drain_timeout_s = drain_timeout_s
         self._drain_deadline: float | None = None
         self._url = url
+        self._address_file = address_file
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
-        if self.started:
-            logger.info(
-                "serving %s (Swagger UI at %s/docs, the web page at %s/)", self._url, self._url, self._url
-            )
+        if not self.started:
+            return
+        logger.info(
+            "serving %s (Swagger UI at %s/docs, the web page at %s/)", self._url, self._url, self._url
+        )
+        if self._address_file is not None:
+            listening = [sock for server in self.servers for sock in server.sockets]
+            address.write(self._address_file, listening, tls=self.config.is_ssl)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        if self._address_file is not None:
+            self._address_file.unlink(missing_ok=True)
+        await super().shutdown(sockets)
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -176,4 +198,6 @@ def serve(settings: Settings) -> None:
         timeout_graceful_shutdown=_CLOSE_TIMEOUT_S,
     )
     url = public_url(settings, port)
-    DrainingServer(config, app, drain_timeout_s=drain_timeout_s(settings), url=url).run(sockets=[listener])
+    DrainingServer(
+        config, app, drain_timeout_s=drain_timeout_s(settings), url=url, address_file=settings.address_file
+    ).run(sockets=[listener])

@@ -79,6 +79,9 @@ class Settings(BaseSettings):
     )
     certfile: Path | None = None
     keyfile: Path | None = None
+    address_file: Path | None = Field(
+        default=None, description="serve: write {pid, url} here once listening (container health check)"
+    )
 
     _split_lists = field_validator("models", "api_keys", "cors_origins", mode="before")(_split)
 
