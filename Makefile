@@ -7,8 +7,8 @@ SHARED_WEIGHTS := $(abspath ../shared/aasist)
 SAMPLES ?= $(abspath ../shared/samples)
 export VOXGUARD_CHECKPOINT_DIR ?= $(if $(wildcard $(SHARED_WEIGHTS)/AASIST.pth),$(SHARED_WEIGHTS),$(abspath checkpoints))
 
-.PHONY: install test test-fast lint format weights run run-tls certs bench bench-gpu audit reliability \
-	eval-report clean docker-build up up-scale down
+.PHONY: install test test-docker test-fast lint format weights run run-tls certs bench bench-gpu audit reliability \
+	eval-report clean docker-build up up-cpu up-scale down
 
 install: $(VENV)/.installed
 
@@ -22,7 +22,7 @@ test: install
 	$(PY) -m pytest
 
 test-fast: install
-	$(PY) -m pytest -m "not slow"
+	$(PY) -m pytest -m "not slow and not docker"
 
 lint: install
 	$(VENV)/bin/ruff check src tests docker scripts
@@ -46,15 +46,18 @@ $(CERT_DIR)/cert.pem:
 	chmod 600 $(CERT_DIR)/key.pem
 	@echo "wrote $(CERT_DIR)/cert.pem and $(CERT_DIR)/key.pem (self-signed, localhost)"
 
-# Fetch weights only when missing, then serve on http://localhost:8000 (Swagger UI at /docs).
+# Fetch weights only when missing, then serve on http://localhost:8000 (Swagger UI at /docs). Like
+# `voxguard serve`, this machine only (127.0.0.1, no key needed); to open it to the network:
+# VOXGUARD_HOST=0.0.0.0 VOXGUARD_API_KEYS=... make run
 run: install
 	@test -f $(VOXGUARD_CHECKPOINT_DIR)/AASIST.pth || $(VENV)/bin/voxguard weights --dir $(VOXGUARD_CHECKPOINT_DIR)
-	$(VENV)/bin/voxguard serve --host 0.0.0.0 --port 8000
+	$(VENV)/bin/voxguard serve --port 8000
 
-# HTTPS with the self-signed certificate from `make certs`.
+# HTTPS with the self-signed certificate from `make certs`, for browsers on other machines (the
+# microphone needs a secure page), so on every interface unless VOXGUARD_HOST says otherwise.
 run-tls: install certs
 	@test -f $(VOXGUARD_CHECKPOINT_DIR)/AASIST.pth || $(VENV)/bin/voxguard weights --dir $(VOXGUARD_CHECKPOINT_DIR)
-	$(VENV)/bin/voxguard serve --host 0.0.0.0 --port 8443 --certfile $(CERT_DIR)/cert.pem --keyfile $(CERT_DIR)/key.pem
+	$(VENV)/bin/voxguard serve --host $${VOXGUARD_HOST:-0.0.0.0} --port 8443 --certfile $(CERT_DIR)/cert.pem --keyfile $(CERT_DIR)/key.pem
 
 bench: install
 	$(VENV)/bin/voxguard bench model --batch-sizes 1,16 --repeat 3
@@ -88,14 +91,20 @@ eval-report: install
 		|| exit 1; \
 	done
 
-# Containers (docker/README.md). DOCKER_VARIANT=cpu builds the image for machines without a GPU;
-# DOCKER_WEIGHTS=baked fetches the weights into the image instead of mounting checkpoints/.
+# Containers (docker/README.md). DOCKER_VARIANT=cpu builds the image for machines without a GPU (on
+# Ubuntu instead of the CUDA base: the Dockerfile builds on the one BASE_IMAGE it is given);
+# DOCKER_WEIGHTS=baked fetches the weights into the image instead of mounting checkpoints/;
+# DOCKER_TORCH_INDEX_URL takes torch from a mirror (empty: the variant's default index).
 DOCKER ?= docker
 DOCKER_IMAGE ?= voxguard
 DOCKER_VARIANT ?= gpu
 DOCKER_WEIGHTS ?= mounted
+DOCKER_BASE_IMAGE ?= $(if $(filter cpu,$(DOCKER_VARIANT)),ubuntu:24.04)
+DOCKER_TORCH_INDEX_URL ?=
 docker-build:
 	$(DOCKER) build -f docker/Dockerfile --build-arg VARIANT=$(DOCKER_VARIANT) \
+		$(if $(DOCKER_BASE_IMAGE),--build-arg BASE_IMAGE=$(DOCKER_BASE_IMAGE)) \
+		--build-arg TORCH_INDEX_URL=$(DOCKER_TORCH_INDEX_URL) \
 		--build-arg WEIGHTS=$(DOCKER_WEIGHTS) -t $(DOCKER_IMAGE):$(DOCKER_VARIANT) .
 
 # One GPU replica on :8000 (compose.yaml -> docker/compose.yaml); the weights come from checkpoints/.
@@ -103,10 +112,21 @@ up:
 	@test -f checkpoints/AASIST.pth || { echo "no checkpoints/AASIST.pth: run 'make weights' first"; exit 1; }
 	$(DOCKER) compose up
 
+# The same without a GPU: the voxguard:cpu image (make docker-build DOCKER_VARIANT=cpu) on :8000.
+up-cpu:
+	@test -f checkpoints/AASIST.pth || { echo "no checkpoints/AASIST.pth: run 'make weights' first"; exit 1; }
+	$(DOCKER) compose -f compose.yaml -f docker/compose.cpu.yaml up
+
 # Two GPU replicas behind nginx on :8080 (VOXGUARD_GPU_2=0 puts both on one GPU).
 up-scale:
 	@test -f checkpoints/AASIST.pth || { echo "no checkpoints/AASIST.pth: run 'make weights' first"; exit 1; }
 	$(DOCKER) compose --profile scale up
+
+# The image built, run and composed on a real Docker engine (tests marked `docker`, tests/deploy/):
+# needs a running daemon (scripts/start_dockerd.sh starts one as CI does), debootstrap and root;
+# about 10 minutes and 13 GB of disk while it runs, all removed at the end.
+test-docker: install
+	$(PY) -m pytest -m docker tests/deploy
 
 down:
 	$(DOCKER) compose --profile scale down

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
+import io
 import json
+import logging
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,8 +17,10 @@ import pytest
 import soundfile as sf
 
 from voxguard.audio import AudioOptions, prepare
-from voxguard.cli import main
+from voxguard.cli import build_parser, main
+from voxguard.progress import LineProgress
 from voxguard.scoring import summarize
+from voxguard.settings import Settings
 
 
 def _run(args: list[str], checkpoint_dir: Path) -> subprocess.CompletedProcess:
@@ -105,8 +111,73 @@ def test_table_output(samples_dir, checkpoint_dir, monkeypatch, capsys):
     monkeypatch.setenv("VOXGUARD_CHECKPOINT_DIR", str(checkpoint_dir))
     assert main(["predict", str(samples_dir / "voicememo.mp3")]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0].split() == ["file", "verdict", "confidence", "fake", "prob", "duration", "windows"]
+    assert out[0].split() == ["file", "verdict", "confidence", "fake", "prob", "duration", "windows", "notes"]
     assert "voicememo.mp3" in out[1] and "REAL" in out[1]
+
+
+def test_table_lists_warnings_and_keeps_errors_out_of_the_figures(
+    samples_dir, checkpoint_dir, monkeypatch, capsys, tmp_path
+):
+    monkeypatch.setenv("VOXGUARD_CHECKPOINT_DIR", str(checkpoint_dir))
+    phone = samples_dir / "derived" / "voicememo_tel8k.wav"
+    missing = tmp_path / "missing.wav"
+    assert main(["predict", str(phone), str(missing)]) == 1
+    out = capsys.readouterr().out.splitlines()
+    header, scored, failed = out[:3]
+    starts = {name: header.index(name) for name in ("verdict", "confidence", "fake prob", "notes")}
+    assert scored[starts["notes"] :].split() == ["[1]", "[2]"]  # shorter than a window, and 8 kHz
+    assert failed[starts["verdict"] :].split()[0] == "ERROR"
+    assert failed[starts["confidence"] : starts["notes"]].strip() == ""  # no code among the figures
+    assert failed[starts["notes"] :].split() == ["unreadable_file", "[3]"]
+    notes = out[out.index("") + 1 :]
+    assert notes[0].startswith(f"[1] {phone}: audio is 3.32 s, shorter than")
+    assert notes[1].startswith(f"[2] {phone}: audio was sampled at 8000 Hz")
+    assert notes[2].startswith(f"[3] {missing}: unreadable_file: ")
+
+
+def test_predict_scores_the_audio_files_in_a_folder(samples_dir, checkpoint_dir, tmp_path):
+    folder = tmp_path / "calls"
+    (folder / "day2").mkdir(parents=True)
+    (folder / "b.mp3").symlink_to(samples_dir / "voicememo.mp3")
+    (folder / "day2" / "a.flac").symlink_to(samples_dir / "p225_001_mic1.flac")
+    (folder / "notes.txt").write_text("not audio")
+    proc = _run(["predict", "--json", str(folder)], checkpoint_dir)
+    assert proc.returncode == 0, proc.stderr
+    lines = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [line["file"] for line in lines] == [str(folder / "b.mp3"), str(folder / "day2" / "a.flac")]
+    assert all(line["prediction"] == "REAL" for line in lines)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    proc = _run(["predict", str(empty)], checkpoint_dir)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith(f"voxguard: {empty} is a folder with no audio files in it.")
+
+
+def test_progress_off_a_terminal_is_plain_lines(samples_dir, checkpoint_dir):
+    proc = _run(
+        ["predict", str(samples_dir / "voicememo.mp3"), str(samples_dir / "p225_001_mic1.flac")],
+        checkpoint_dir,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "\r" not in proc.stderr
+    assert re.search(r"^scoring: 2/2 files \(100%\) in [\d.]+ s$", proc.stderr, re.M), proc.stderr
+
+
+def test_line_progress_prints_at_most_one_line_per_interval():
+    out = io.StringIO()
+    bar = LineProgress(5, "scoring set", "file", initial=1, interval_s=3600, stream=out)
+    for _ in range(4):
+        bar.update(1)
+    bar.close()
+    bar.close()
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 1 and re.fullmatch(r"scoring set: 5/5 files \(100%\) in [\d.]+ s", lines[0])
+    out = io.StringIO()
+    bar = LineProgress(3, "x", "B", interval_s=0.0, stream=out)
+    bar.update(1)
+    bar.update(2)  # the end: only close() reports it
+    bar.close()
+    assert out.getvalue().splitlines()[0] == "x: 1/3 B (33%)" and len(out.getvalue().splitlines()) == 2
 
 
 def test_missing_weights_say_how_to_get_them(tmp_path, capsys, samples_dir):
@@ -114,6 +185,115 @@ def test_missing_weights_say_how_to_get_them(tmp_path, capsys, samples_dir):
     assert code == 2
     err = capsys.readouterr().err
     assert "checkpoint" in err and "make weights" in err
+
+
+def test_run_outside_the_repository_the_hint_names_the_variable(tmp_path, capsys, samples_dir, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("VOXGUARD_CHECKPOINT_DIR", raising=False)
+    assert main(["predict", str(samples_dir / "voicememo.mp3")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("voxguard: Checkpoint for 'aasist' not found:")
+    assert f"checkpoints/AASIST.pth (relative to the current directory, {tmp_path})" in err
+    for hint in ("voxguard weights --model aasist --dir DIR", "make weights", "VOXGUARD_CHECKPOINT_DIR"):
+        assert hint in err
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "reason"),
+    [
+        ("VOXGUARD_ENGINE", "turbo", "Input should be 'eager', 'fast' or 'bf16'"),
+        ("VOXGUARD_DEVICE", "gpu", "expected auto, cpu, cuda or cuda:N"),
+        ("VOXGUARD_THRESHOLD", "1.5", "Input should be less than or equal to 1"),
+        ("VOXGUARD_PORT", "http", "Input should be a valid integer, unable to parse string as an integer"),
+    ],
+)
+def test_a_bad_setting_is_one_line_naming_the_variable(variable, value, reason, monkeypatch, capsys):
+    monkeypatch.setenv(variable, value)
+    assert main(["predict", "x.wav"]) == 2
+    err = capsys.readouterr().err
+    assert err == f"voxguard: {variable}={value!r} is not valid: {reason}. Hint: fix or unset {variable} " + (
+        "(every setting: `voxguard serve --help` and the README's settings table)\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "reason"),
+    [
+        (
+            ["predict", "--threshold", "1.5", "x.wav"],
+            "argument --threshold: '1.5' is not valid: Input should be less than or equal to 1",
+        ),
+        (["predict", "--device", "gpu", "x.wav"], "argument --device: 'gpu' is not valid: expected auto"),
+        (["predict", "--threads", "-1", "x.wav"], "argument --threads: '-1' is not valid"),
+        (["predict", "--engine", "turbo", "x.wav"], "argument --engine: 'turbo' is not valid"),
+        (["eval", "set", "--out", "o", "--threshold", "-0.1"], "argument --threshold: '-0.1' is not valid"),
+        (["serve", "--port", "70000"], "argument --port: '70000' is not valid"),
+        (["serve", "--queue-size", "0"], "argument --queue-size: '0' is not valid"),
+        (["serve", "--models", ","], "argument --models: expected comma-separated model names"),
+        (["bench", "serve", "--requests", "0"], "argument --requests: expected a positive integer"),
+        (["train", "--train", "t", "--dev", "d", "--out", "o", "--epochs", "0"], "argument --epochs"),
+    ],
+)
+def test_every_option_is_validated_where_it_enters(args, reason, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(args)
+    assert exit_.value.code == 2
+    assert reason in capsys.readouterr().err
+
+
+def _parsers(parser: argparse.ArgumentParser, name: str = "voxguard"):
+    yield name, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub, child in action.choices.items():
+                yield from _parsers(child, f"{name} {sub}")
+
+
+def test_every_option_has_help_and_shows_its_default():
+    parser = build_parser(Settings())
+    for name, sub in _parsers(parser):
+        assert sub.formatter_class is argparse.ArgumentDefaultsHelpFormatter, name
+        for action in sub._actions:
+            if isinstance(action, (argparse._HelpAction, argparse._SubParsersAction)):
+                continue
+            assert action.help, f"{name} {action.option_strings or action.dest} has no help"
+        text = sub.format_help()
+        optional = [a for a in sub._actions if a.option_strings and a.default is not argparse.SUPPRESS]
+        optional = [a for a in optional if not isinstance(a, argparse._HelpAction)]
+        assert text.count("(default:") >= len(optional), name
+
+
+def test_help_does_not_import_torch():
+    """``voxguard --help`` used to take 2 s importing torch; every command imports it when it runs."""
+    code = (
+        "import sys\n"
+        "from voxguard.cli import main\n"
+        "for argv in (['--help'], ['predict', '--help'], ['serve', '--help'], ['train', '--help']):\n"
+        "    try:\n"
+        "        main(argv)\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'torchaudio', 'numpy')))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[-1] == "[]"
+
+
+def test_cuda_asked_for_without_cuda_is_one_line_before_any_weights_load(
+    samples_dir, checkpoint_dir, monkeypatch, capsys, caplog
+):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setenv("VOXGUARD_CHECKPOINT_DIR", str(checkpoint_dir))
+    caplog.set_level(logging.INFO, logger="voxguard")
+    assert main(["predict", "--device", "cuda", str(samples_dir / "voicememo.mp3")]) == 2
+    assert capsys.readouterr().err == (
+        "voxguard: device 'cuda' requested but CUDA is not available on this machine. Hint: use --device "
+        "cpu (VOXGUARD_DEVICE=cpu), or auto to use CUDA only where it is present\n"
+    )
+    assert not [r for r in caplog.records if "loaded aasist" in r.getMessage()]
 
 
 def test_weights_command_fetches_from_a_local_url(checkpoint_dir, tmp_path, capsys):

@@ -90,6 +90,27 @@ def test_predict_many_returns_results_and_errors_in_input_order(server, mp3, fla
     assert not retries_logged(caplog)  # a 415 is the caller's problem: not retried
 
 
+def test_an_unreadable_path_is_an_error_in_its_place_not_the_end_of_the_batch(server, mp3, flac, tmp_path):
+    missing = tmp_path / "missing.wav"
+    with Client(server.url) as client:
+        out = client.predict_many([mp3, missing, flac], concurrency=2)
+        with pytest.raises(VoxguardError) as caught:
+            client.predict(missing)
+    assert [type(o) for o in out] == [PredictResponse, VoxguardError, PredictResponse]
+    assert (out[1].status, out[1].code) == (0, "unreadable_file")
+    assert out[1].detail.startswith(f"cannot read {missing}: No such file or directory")
+    assert isinstance(out[1].__cause__, FileNotFoundError)
+    assert (caught.value.status, caught.value.code) == (0, "unreadable_file")
+
+
+async def test_async_an_unreadable_path_is_an_error_in_its_place(server, mp3, tmp_path):
+    async with AsyncClient(server.url) as client:
+        out = await client.predict_many([tmp_path, mp3, tmp_path / "missing.flac"], concurrency=2)
+    assert [type(o) for o in out] == [VoxguardError, PredictResponse, VoxguardError]
+    assert [o.code for o in out if isinstance(o, VoxguardError)] == ["unreadable_file"] * 2
+    assert "Is a directory" in out[0].detail
+
+
 def test_probes(server):
     with Client(server.url) as client:
         health = client.health()

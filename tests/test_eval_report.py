@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -12,6 +13,7 @@ import numpy as np
 from PIL import Image
 
 from voxguard.datasets import Dataset, Item
+from voxguard.evaluation import plots
 from voxguard.evaluation.metrics import asv_error_rates, equal_error_rate, min_tdcf
 from voxguard.evaluation.report import MAX_LISTED_FAILURES, write_report
 from voxguard.evaluation.runner import Failure
@@ -49,7 +51,9 @@ def _png(path: Path) -> tuple[int, int]:
 def test_figures_agree_with_the_scores(tmp_path: Path) -> None:
     summary, written = _report(tmp_path, list(SCORES), formats=("md", "html"))
     names = {p.name for p in written}
-    assert names == {"scores.png", "det.png", "confusion.png", "summary.json", "report.md", "report.html"}
+    assert names == {
+        *("scores.png", "det.png", "confusion.png", "summary.json", "scores.csv", "report.md", "report.html")
+    }
     for name in ("scores.png", "det.png", "confusion.png"):
         width, height = _png(tmp_path / name)
         assert width >= 300 and height >= 300
@@ -79,7 +83,13 @@ def test_only_bona_fide_reports_eer_as_not_computable_and_the_rest(tmp_path: Pat
     assert summary.eer is None and summary.tdcf is None
     assert "not computable: no spoof files were scored" in (summary.eer_note or "")
     assert summary.tdcf_note == summary.eer_note
-    assert {p.name for p in written} == {"scores.png", "confusion.png", "summary.json", "report.md"}
+    assert {p.name for p in written} == {
+        "scores.png",
+        "confusion.png",
+        "summary.json",
+        "scores.csv",
+        "report.md",
+    }
     m = summary.at_threshold
     assert (m.true_negative, m.accuracy, m.recall, m.f1) == (3, 1.0, None, None)
     md = (tmp_path / "report.md").read_text()
@@ -121,3 +131,81 @@ def test_without_matplotlib_the_cli_says_how_to_install_it(tmp_path: Path) -> No
     assert proc.returncode == 2
     assert "pip install 'voxguard[eval]'" in proc.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_files_with_the_wrong_verdict_are_listed_and_every_score_has_its_label(tmp_path: Path) -> None:
+    summary, _ = _report(tmp_path, list(SCORES), formats=("md", "html"))
+    # At threshold 0.5 (FAKE when score <= 0) only s4 (a spoof at 2.5) is wrong.
+    assert [(f.key, f.label, f.score, f.verdict) for f in summary.misclassified] == [
+        ("s4", "spoof", 2.5, "REAL")
+    ]
+    data = json.loads((tmp_path / "summary.json").read_text())
+    assert [(m["path"], m["label"], m["attack"], m["verdict"]) for m in data["misclassified"]] == [
+        ("/data/s4.flac", "spoof", "A02", "REAL")
+    ]
+    md = (tmp_path / "report.md").read_text()
+    assert "## Files with the wrong verdict" in md
+    assert "| `/data/s4.flac` | spoof | A02 | 2.500 | 0.0759 | REAL |" in md
+    assert "(bona fide called FAKE: 0, spoofs called REAL: 1)" in md
+    assert "<td><code>/data/s4.flac</code></td>" in (tmp_path / "report.html").read_text()
+    with (tmp_path / "scores.csv").open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [(r["key"], r["label"], float(r["score"]), r["verdict"], r["correct"]) for r in rows] == [
+        (
+            k,
+            "spoof" if k.startswith("s") else "bonafide",
+            SCORES[k],
+            "FAKE" if SCORES[k] <= 0 else "REAL",
+            str(k != "s4"),
+        )
+        for k in SCORES
+    ]
+    # scores.txt is the runner's: the report does not rewrite it, so it stays two-column for resuming.
+    assert not (tmp_path / "scores.txt").exists()
+
+
+def test_most_confident_mistakes_come_first(tmp_path: Path) -> None:
+    data = _dataset(list(SCORES))
+    scores = {**SCORES, "b1": -0.5, "b2": -4.0, "s3": 6.0}  # two bona fide called FAKE, s3 far off
+    summary = build_summary(data, "toy.csv", labelled_scores(data, scores), [], RUN, threshold=0.5, asv=None)
+    assert [f.key for f in summary.misclassified] == ["s3", "b2", "s4", "b1"]
+
+
+def test_a_rerun_without_a_format_removes_its_stale_report(tmp_path: Path) -> None:
+    _report(tmp_path, list(SCORES), formats=("md", "html"))
+    assert (tmp_path / "report.html").is_file()
+    _, written = _report(tmp_path, list(SCORES), formats=("md",))
+    assert not (tmp_path / "report.html").exists() and (tmp_path / "report.md") in written
+    _report(tmp_path, list(SCORES), formats=("html",))
+    assert not (tmp_path / "report.md").exists() and (tmp_path / "report.html").is_file()
+
+
+def test_perfect_separation_gives_a_note_instead_of_an_empty_det_plot(tmp_path: Path) -> None:
+    (tmp_path / "det.png").write_bytes(b"an earlier run's figure")
+    keys = ["b1", "b2", "b3", "b4", "s1", "s2", "s3"]  # every spoof below every bona fide
+    summary, written = _report(tmp_path, keys)
+    assert summary.eer == 0.0
+    assert "det.png" not in {p.name for p in written} and not (tmp_path / "det.png").exists()
+    md = (tmp_path / "report.md").read_text()
+    assert "DET curve not drawn: the classes are perfectly separated (EER 0 %)" in md
+    assert "highest spoof score (-1.000) and the lowest bona fide score (1.000)" in md
+    assert "det.png" not in json.loads((tmp_path / "summary.json").read_text())["figures"]
+
+
+def test_every_figure_has_a_title_and_the_legend_covers_no_bar() -> None:
+    data = _dataset(list(SCORES))
+    summary = build_summary(data, "toy.csv", labelled_scores(data, SCORES), [], RUN, threshold=0.5, asv=None)
+    labelled = labelled_scores(data, SCORES)
+    histogram = plots.histogram_figure(labelled, summary.eer_threshold, summary.score_cut)
+    figures = [
+        histogram,
+        plots.det_figure(labelled, summary.eer),
+        plots.confusion_figure(summary.at_threshold, 0.5),
+    ]
+    for figure in figures:
+        assert figure.axes[0].get_title()
+    histogram.canvas.draw()
+    (legend,) = histogram.legends
+    axes = histogram.axes[0]
+    assert not legend.get_window_extent().overlaps(axes.get_window_extent())
+    assert len(legend.get_texts()) == 4  # both classes and both thresholds

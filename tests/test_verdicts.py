@@ -97,30 +97,20 @@ def test_spliced_recording_is_fake_with_a_segment_over_the_splice(detectors, spl
     assert real["prediction"] == "REAL" and real["segments"] == [], real
 
 
-def test_cli_json_reports_segments_and_inconclusive(tmp_path, spliced, samples_dir, checkpoint_dir):
-    data, (lo, hi) = spliced
-    (tmp_path / "spliced.flac").write_bytes(data)
+def test_cli_json_and_table_report_segments_and_inconclusive(tmp_path, spliced, samples_dir, checkpoint_dir):
+    (tmp_path / "spliced.flac").write_bytes(spliced[0])
     short = decode((samples_dir / "p225_002_mic1.flac").read_bytes()).waveform[16000:32000]
     (tmp_path / "short.flac").write_bytes(flac(short))
-    proc = subprocess.run(
-        [sys.executable, "-m", "voxguard.cli", "predict", "--json", "--checkpoint-dir", str(checkpoint_dir)]
-        + [str(tmp_path / "spliced.flac"), str(tmp_path / "short.flac")],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    files = [str(tmp_path / "spliced.flac"), str(tmp_path / "short.flac")]
+    command = [sys.executable, "-m", "voxguard.cli", "predict", "--checkpoint-dir", str(checkpoint_dir)]
+    proc = subprocess.run([*command, "--json", *files], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     spliced_row, short_row = (json.loads(line) for line in proc.stdout.splitlines())
     assert spliced_row["prediction"] == "FAKE" and spliced_row["segments"]
     assert short_row["prediction"] == "INCONCLUSIVE" and short_row["is_fake"] is None
     assert short_row["reason"].startswith("too short to judge: 1.0 s of speech, at least 2 s needed")
-    table = subprocess.run(
-        [sys.executable, "-m", "voxguard.cli", "predict", "--checkpoint-dir", str(checkpoint_dir)]
-        + [str(tmp_path / "spliced.flac"), str(tmp_path / "short.flac")],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    table = subprocess.run([*command, *files], capture_output=True, text=True, timeout=300)
+    assert table.returncode == 0, table.stderr
     assert "INCONCLUSIVE" in table.stdout and "too short to judge" in table.stdout
     assert "synthetic speech from" in table.stdout
 

@@ -24,20 +24,12 @@ import soundfile as sf
 import torch
 import torchaudio
 
+from browser import CHROMIUM, CHROMIUM_ARGS
 from servers import live_server
 from voxguard.audio import AudioOptions, prepare
 
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "test-artifacts"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 SENTENCE = "Please call Stella. Ask her to bring these things with her from the store."
 WAIT_MS = 60_000  # a result on a slow CI machine
 SPINNER_ANIMATION = """() => {
@@ -211,12 +203,16 @@ def test_upload_shows_the_verdict_card(server, open_page, samples_dir):
     card = done_card(page)
     assert card.locator(".verdict-label").inner_text().endswith("REAL")
     assert "Likely a human voice" in card.inner_text()
-    confidence_text(card)
+    shown = confidence_text(card)
     facts = card.locator(".facts").inner_text()
-    assert "p225_001_mic1.flac" in facts and "16,000 Hz" in facts and "2.05 s" in facts
+    assert "16,000 Hz" in facts and "2.05 s" in facts
+    size = (samples_dir / "p225_001_mic1.flac").stat().st_size
+    assert re.search(rf"Format\s+audio/flac · {round(size / 1024)} KB", facts), facts
+    assert "p225_001_mic1.flac" not in facts  # the card's title already says it
     assert card.locator(".warnings li").count() >= 1  # shorter than one window: repeated
     assert card.locator(".timeline").count() == 0  # one window: no timeline
-    assert "REAL" in page.locator("#announce").inner_text()
+    announced = page.locator("#announce").inner_text()
+    assert "REAL" in announced and f"confidence {shown}." in announced  # what the card shows, not 100.0%
 
 
 def window_probabilities(card) -> list[float]:
@@ -315,6 +311,9 @@ def test_api_key_is_asked_for_and_then_used(detectors, open_page, samples_dir):
         page.set_input_files("#file-input", samples_dir / "p225_001_mic1.flac")
         card = error_card(page)
         assert "unauthorized" in card.inner_text() and "HTTP 401" in card.inner_text()
+        detail = card.locator(".problem-detail")
+        assert "`" not in detail.inner_text()  # the API's `code` marks are code spans, not backticks
+        assert detail.locator("code").all_inner_texts() == ["X-API-Key: <key>", "Authorization: Bearer <key>"]
         assert page.locator("#settings").get_attribute("open") is not None
         page.fill("#api-key", "k")
         card.locator(".retry").click()
@@ -348,3 +347,14 @@ def test_phone_width_has_no_horizontal_scroll(server, open_page, media):
     error_card(page)
     page.locator(".window-table summary").click()  # the table opened, too
     assert page.evaluate("document.documentElement.scrollWidth") <= 375
+
+
+@pytest.mark.slow
+def test_phone_width_scrolls_the_new_result_into_view(server, open_page, samples_dir):
+    page = open_page(server.url, width=375, height=740, reduced_motion="reduce")
+    below = "document.getElementById('results').getBoundingClientRect().top > window.innerHeight"
+    assert page.evaluate(below)  # at 375 px the results start below the fold
+    page.set_input_files("#file-input", samples_dir / "p225_001_mic1.flac")
+    card = done_card(page)
+    top = card.evaluate("c => c.getBoundingClientRect().top")
+    assert 0 <= top < 740 and page.evaluate("window.scrollY") > 0

@@ -86,6 +86,7 @@ class TooManyWindows(BatcherError):
 class UnknownModel(BatcherError):
     def __init__(self, model: str, known: list[str]) -> None:
         super().__init__(f"model {model!r} is not loaded; loaded: {', '.join(known)}")
+        self.model = model
         self.known = known
 
 

@@ -7,20 +7,53 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, get_args
 
-import numpy as np
-from tqdm import tqdm
+from pydantic import TypeAdapter, ValidationError
 
-from .audio import AudioError, prepare
-from .inference import ENGINES, Detector
-from .model.checkpoints import REGISTRY, CheckpointError, fetch
-from .settings import Settings
+from .datasets import AUDIO_SUFFIXES
+from .model.config import VARIANTS
+from .problems import SetupError
+from .settings import Settings, settings_from_environment
 from .training.recipe import Recipe
 
+if TYPE_CHECKING:  # torch comes with these: commands import them when they run, so --help stays fast
+    from .inference import Detector
+
 logger = logging.getLogger("voxguard")
+
+# Every option shows its default in --help.
+_HELP = argparse.ArgumentDefaultsHelpFormatter
+ENGINES: tuple[str, ...] = get_args(Settings.model_fields["engine"].annotation)
+PREPROCESS: tuple[str, ...] = get_args(Settings.model_fields["preprocess"].annotation)
+
+
+def _setting(name: str) -> Callable[[str], object]:
+    """An argparse ``type`` that validates a flag as the ``Settings`` field ``name`` validates its
+    ``VOXGUARD_*`` variable, so ``--threshold 1.5`` and ``VOXGUARD_THRESHOLD=1.5`` are refused alike."""
+    field = Settings.model_fields[name]
+    annotation = Annotated[field.annotation, *field.metadata] if field.metadata else field.annotation
+    adapter: TypeAdapter[object] = TypeAdapter(annotation)
+
+    def parse(text: str) -> object:
+        try:
+            return adapter.validate_python(text)
+        except ValidationError as exc:
+            reason = "; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())
+            raise argparse.ArgumentTypeError(f"{text!r} is not valid: {reason}") from None
+
+    parse.__name__ = name  # argparse names the type in its messages
+    return parse
+
+
+def _model_list(value: str) -> list[str]:
+    names = [m.strip() for m in value.split(",") if m.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected comma-separated model names, got {value!r}")
+    return names
 
 
 def _csv_ints(value: str) -> list[int]:
@@ -37,6 +70,13 @@ def _count(value: str) -> int:
     number = int(value)
     if number < 0:
         raise argparse.ArgumentTypeError(f"expected 0 or a positive integer, got {value!r}")
+    return number
+
+
+def _positive(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
     return number
 
 
@@ -59,13 +99,30 @@ def _class_weights(value: str) -> tuple[float, float]:
     return spoof, bonafide
 
 
+_MODEL_HELP = f"model to use: {' | '.join(VARIANTS)} (VOXGUARD_MODELS: its first)"
+_CHECKPOINT_DIR_HELP = "folder holding the official weights (VOXGUARD_CHECKPOINT_DIR)"
+_DEVICE_HELP = "auto | cpu | cuda | cuda:N; auto picks CUDA where present (VOXGUARD_DEVICE)"
+_THREADS_HELP = "torch threads; 0 = all cores (VOXGUARD_THREADS)"
+_BATCH_HELP = "windows per forward; 0 = 16 on CPU, 64 on CUDA (VOXGUARD_MAX_BATCH_SIZE)"
+_WAIT_HELP = "how long a batch waits for more windows after its first, ms (VOXGUARD_MAX_WAIT_MS)"
+
+
 def _model_options(parser: argparse.ArgumentParser, settings: Settings) -> None:
-    parser.add_argument("--model", default=settings.models[0], help="aasist | aasist-l (default %(default)s)")
-    parser.add_argument("--checkpoint", default=settings.checkpoint, help="explicit checkpoint file")
-    parser.add_argument("--checkpoint-dir", default=settings.checkpoint_dir, type=Path)
-    parser.add_argument("--device", default=settings.device, help="auto | cpu | cuda (default %(default)s)")
-    parser.add_argument("--threads", type=int, default=settings.threads, help="0 = all cores")
-    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=settings.compile)
+    parser.add_argument("--model", default=settings.models[0], help=_MODEL_HELP)
+    parser.add_argument(
+        "--checkpoint", default=settings.checkpoint, help="explicit checkpoint file (VOXGUARD_CHECKPOINT)"
+    )
+    parser.add_argument(
+        "--checkpoint-dir", default=settings.checkpoint_dir, type=Path, help=_CHECKPOINT_DIR_HELP
+    )
+    parser.add_argument("--device", default=settings.device, type=_setting("device"), help=_DEVICE_HELP)
+    parser.add_argument("--threads", type=_setting("threads"), default=settings.threads, help=_THREADS_HELP)
+    parser.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        default=settings.compile,
+        help="run the fast and bf16 engines through torch.compile (VOXGUARD_COMPILE)",
+    )
     _cuda_graphs_option(parser, settings)
 
 
@@ -74,104 +131,189 @@ def _cuda_graphs_option(parser: argparse.ArgumentParser, settings: Settings) -> 
         "--cuda-graphs",
         action=argparse.BooleanOptionalAction,
         default=settings.cuda_graphs,
-        help="on CUDA, replay the forward as a captured graph per batch size (default %(default)s)",
+        help="on CUDA, replay the forward as a captured graph per batch size (VOXGUARD_CUDA_GRAPHS)",
+    )
+
+
+def _engine_option(parser: argparse.ArgumentParser, default: str) -> None:
+    parser.add_argument(
+        "--engine",
+        choices=ENGINES,
+        type=_setting("engine"),
+        default=default,
+        help="eager: the model as written; fast: the same numbers, faster; bf16: bfloat16 encoder "
+        "(VOXGUARD_ENGINE)",
+    )
+
+
+def _preprocess_option(parser: argparse.ArgumentParser, default: str) -> None:
+    parser.add_argument(
+        "--preprocess",
+        choices=PREPROCESS,
+        type=_setting("preprocess"),
+        default=default,
+        help="robust: every window at the same loudness; reference: the official input (VOXGUARD_PREPROCESS)",
     )
 
 
 def build_parser(settings: Settings) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="voxguard", description="Voice-deepfake detection with AASIST.")
+    parser = argparse.ArgumentParser(
+        prog="voxguard", description="Voice-deepfake detection with AASIST.", formatter_class=_HELP
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("predict", help="score audio files: REAL or FAKE")
-    p.add_argument("files", nargs="+", type=Path)
+    p = sub.add_parser("predict", help="score audio files: REAL or FAKE", formatter_class=_HELP)
+    p.add_argument(
+        "files",
+        nargs="+",
+        type=Path,
+        help=f"audio files or folders (their {', '.join(AUDIO_SUFFIXES)} files)",
+    )
     _model_options(p, settings)
-    p.add_argument("--engine", choices=ENGINES, default=settings.engine)
-    p.add_argument("--preprocess", choices=("robust", "reference"), default=settings.preprocess)
-    p.add_argument("--threshold", type=float, default=settings.threshold)
+    _engine_option(p, settings.engine)
+    _preprocess_option(p, settings.preprocess)
+    p.add_argument(
+        "--threshold",
+        type=_setting("threshold"),
+        default=settings.threshold,
+        help="FAKE when the fake probability is at or above this, 0 to 1 (VOXGUARD_THRESHOLD)",
+    )
     p.add_argument("--json", action="store_true", help="one JSON object per line per file")
 
-    s = sub.add_parser("serve", help="run the HTTP service (settings also from VOXGUARD_* variables)")
-    s.add_argument("--host", default=settings.host)
-    s.add_argument("--port", type=int, default=settings.port)
-    s.add_argument("--certfile", type=Path, default=settings.certfile, help="TLS certificate (PEM)")
-    s.add_argument("--keyfile", type=Path, default=settings.keyfile, help="TLS private key (PEM)")
-    s.add_argument(
-        "--models", default=",".join(settings.models), help="comma-separated, e.g. aasist,aasist-l"
+    s = sub.add_parser(
+        "serve", help="run the HTTP service (settings also from VOXGUARD_* variables)", formatter_class=_HELP
     )
-    s.add_argument("--checkpoint", type=Path, default=settings.checkpoint)
-    s.add_argument("--checkpoint-dir", type=Path, default=settings.checkpoint_dir)
-    s.add_argument("--device", default=settings.device)
-    s.add_argument("--engine", choices=ENGINES, default=settings.engine)
+    s.add_argument(
+        "--host",
+        default=settings.host,
+        help="address to listen on; 0.0.0.0 for every interface (set VOXGUARD_API_KEYS then) (VOXGUARD_HOST)",
+    )
+    s.add_argument("--port", type=_setting("port"), default=settings.port, help="TCP port (VOXGUARD_PORT)")
+    s.add_argument(
+        "--certfile", type=Path, default=settings.certfile, help="TLS certificate, PEM (VOXGUARD_CERTFILE)"
+    )
+    s.add_argument(
+        "--keyfile", type=Path, default=settings.keyfile, help="TLS private key, PEM (VOXGUARD_KEYFILE)"
+    )
+    s.add_argument(
+        "--models",
+        type=_model_list,
+        default=settings.models,
+        help="comma-separated models to load, e.g. aasist,aasist-l; the first is the default "
+        "(VOXGUARD_MODELS)",
+    )
+    s.add_argument(
+        "--checkpoint",
+        type=Path,
+        default=settings.checkpoint,
+        help="explicit checkpoint file, one model only (VOXGUARD_CHECKPOINT)",
+    )
+    s.add_argument("--checkpoint-dir", type=Path, default=settings.checkpoint_dir, help=_CHECKPOINT_DIR_HELP)
+    s.add_argument("--device", type=_setting("device"), default=settings.device, help=_DEVICE_HELP)
+    _engine_option(s, settings.engine)
     _cuda_graphs_option(s, settings)
-    s.add_argument("--preprocess", choices=("robust", "reference"), default=settings.preprocess)
-    s.add_argument("--max-batch-size", type=int, default=settings.max_batch_size, help="0 = 16 CPU / 64 CUDA")
-    s.add_argument("--max-wait-ms", type=float, default=settings.max_wait_ms)
-    s.add_argument("--queue-size", type=int, default=settings.queue_size)
-    s.add_argument("--threads", type=int, default=settings.threads)
+    _preprocess_option(s, settings.preprocess)
+    s.add_argument(
+        "--max-batch-size", type=_setting("max_batch_size"), default=settings.max_batch_size, help=_BATCH_HELP
+    )
+    s.add_argument(
+        "--max-wait-ms", type=_setting("max_wait_ms"), default=settings.max_wait_ms, help=_WAIT_HELP
+    )
+    s.add_argument(
+        "--queue-size",
+        type=_setting("queue_size"),
+        default=settings.queue_size,
+        help="windows waiting per model before requests get 503 (VOXGUARD_QUEUE_SIZE)",
+    )
+    s.add_argument("--threads", type=_setting("threads"), default=settings.threads, help=_THREADS_HELP)
 
-    w = sub.add_parser("weights", help="download the pretrained checkpoints (sha256-verified)")
-    w.add_argument("--model", default="all", choices=(*REGISTRY, "all"))
-    w.add_argument("--dir", type=Path, default=settings.checkpoint_dir)
+    w = sub.add_parser(
+        "weights", help="download the pretrained checkpoints (sha256-verified)", formatter_class=_HELP
+    )
+    w.add_argument("--model", default="all", choices=(*VARIANTS, "all"), help="which checkpoint")
+    w.add_argument("--dir", type=Path, default=settings.checkpoint_dir, help="where to put them")
     w.add_argument("--url", help="download from this URL instead (one model; file:// works)")
     w.add_argument("--force", action="store_true", help="download even when a verified copy exists")
 
-    b = sub.add_parser("bench", help="benchmarks")
+    b = sub.add_parser("bench", help="benchmarks", formatter_class=_HELP)
     bsub = b.add_subparsers(dest="bench", required=True)
-    bm = bsub.add_parser("model", help="time the inference engines against each other")
+    bm = bsub.add_parser("model", help="time the inference engines against each other", formatter_class=_HELP)
     _model_options(bm, settings)
-    bm.add_argument("--engines", default=",".join(ENGINES))
-    bm.add_argument("--batch-sizes", type=_csv_ints, default=[1, 16])
-    bm.add_argument("--repeat", type=int, default=3)
+    bm.add_argument("--engines", default=",".join(ENGINES), help="comma-separated engines to time")
+    bm.add_argument("--batch-sizes", type=_csv_ints, default=[1, 16], help="comma-separated batch sizes")
+    bm.add_argument("--repeat", type=_positive, default=3, help="timed runs per engine and batch size")
     bm.add_argument(
-        "--allocator", choices=("tuned", "system"), default="tuned" if settings.allocator_tuning else "system"
+        "--allocator",
+        choices=("tuned", "system"),
+        default="tuned" if settings.allocator_tuning else "system",
+        help="glibc heap tuning (tuned) or the system default (VOXGUARD_ALLOCATOR_TUNING)",
     )
-    bm.add_argument("--json", action="store_true")
+    bm.add_argument("--json", action="store_true", help="print the report as JSON")
     bs = bsub.add_parser(
-        "serve", help="throughput and latency through a real server: dynamic batching vs batch 1"
+        "serve",
+        help="throughput and latency through a real server: dynamic batching vs batch 1",
+        formatter_class=_HELP,
     )
-    bs.add_argument("--model", default=settings.models[0])
-    bs.add_argument("--checkpoint-dir", default=settings.checkpoint_dir, type=Path)
-    bs.add_argument("--device", default=settings.device)
-    bs.add_argument("--engine", choices=ENGINES, default=settings.engine)
+    bs.add_argument("--model", default=settings.models[0], help=_MODEL_HELP)
+    bs.add_argument("--checkpoint-dir", default=settings.checkpoint_dir, type=Path, help=_CHECKPOINT_DIR_HELP)
+    bs.add_argument("--device", type=_setting("device"), default=settings.device, help=_DEVICE_HELP)
+    _engine_option(bs, settings.engine)
     _cuda_graphs_option(bs, settings)
-    bs.add_argument("--concurrency", type=int, default=16)
+    bs.add_argument("--concurrency", type=_positive, default=16, help="connections sending at once")
     bs.add_argument(
-        "--clients", type=int, default=1, help="load-generating processes (a fast GPU server needs several)"
+        "--clients",
+        type=_positive,
+        default=1,
+        help="load-generating processes (a fast GPU server needs several)",
     )
-    bs.add_argument("--requests", type=int, default=200)
+    bs.add_argument("--requests", type=_positive, default=200, help="requests per mode")
     bs.add_argument(
-        "--max-batch-size", type=int, default=settings.max_batch_size, help="0 = 16 CPU / 64 CUDA"
+        "--max-batch-size", type=_setting("max_batch_size"), default=settings.max_batch_size, help=_BATCH_HELP
     )
-    bs.add_argument("--max-wait-ms", type=float, default=settings.max_wait_ms)
-    bs.add_argument("--json", action="store_true")
+    bs.add_argument(
+        "--max-wait-ms", type=_setting("max_wait_ms"), default=settings.max_wait_ms, help=_WAIT_HELP
+    )
+    bs.add_argument("--json", action="store_true", help="print the report as JSON")
     br = bsub.add_parser(
-        "replicas", help="throughput of 1, 2, ... server processes sharing one device (replicas per GPU)"
+        "replicas",
+        help="throughput of 1, 2, ... server processes sharing one device (replicas per GPU)",
+        formatter_class=_HELP,
     )
-    br.add_argument("--model", default=settings.models[0])
-    br.add_argument("--checkpoint-dir", default=settings.checkpoint_dir, type=Path)
-    br.add_argument("--device", default=settings.device)
-    br.add_argument("--engine", choices=ENGINES, default=settings.engine)
-    br.add_argument("--replicas", type=_csv_ints, default=[1, 2])
-    br.add_argument("--clients", type=int, default=4, help="load-generating processes")
-    br.add_argument("--concurrency", type=int, default=64, help="connections, all clients together")
-    br.add_argument("--requests", type=int, default=1000, help="requests per replica count")
+    br.add_argument("--model", default=settings.models[0], help=_MODEL_HELP)
+    br.add_argument("--checkpoint-dir", default=settings.checkpoint_dir, type=Path, help=_CHECKPOINT_DIR_HELP)
+    br.add_argument("--device", type=_setting("device"), default=settings.device, help=_DEVICE_HELP)
+    _engine_option(br, settings.engine)
+    br.add_argument("--replicas", type=_csv_ints, default=[1, 2], help="comma-separated replica counts")
+    br.add_argument("--clients", type=_positive, default=4, help="load-generating processes")
+    br.add_argument("--concurrency", type=_positive, default=64, help="connections, all clients together")
+    br.add_argument("--requests", type=_positive, default=1000, help="requests per replica count")
     br.add_argument(
-        "--max-batch-size", type=int, default=settings.max_batch_size, help="0 = 16 CPU / 64 CUDA"
+        "--max-batch-size", type=_setting("max_batch_size"), default=settings.max_batch_size, help=_BATCH_HELP
     )
-    br.add_argument("--max-wait-ms", type=float, default=settings.max_wait_ms)
-    br.add_argument("--json", action="store_true")
-    ba = bsub.add_parser("agreement", help="decisions and scores of an engine against eager on real files")
-    ba.add_argument("files", nargs="+", type=Path)
-    ba.add_argument("--model", default=settings.models[0])
-    ba.add_argument("--checkpoint", default=settings.checkpoint)
-    ba.add_argument("--checkpoint-dir", default=settings.checkpoint_dir, type=Path)
-    ba.add_argument("--engine", choices=ENGINES, default="bf16")
-    ba.add_argument("--device", default=settings.device)
-    ba.add_argument("--preprocess", choices=("robust", "reference"), default=settings.preprocess)
-    ba.add_argument("--json", action="store_true")
+    br.add_argument(
+        "--max-wait-ms", type=_setting("max_wait_ms"), default=settings.max_wait_ms, help=_WAIT_HELP
+    )
+    br.add_argument("--json", action="store_true", help="print the report as JSON")
+    ba = bsub.add_parser(
+        "agreement",
+        help="decisions and scores of an engine against eager on real files",
+        formatter_class=_HELP,
+    )
+    ba.add_argument("files", nargs="+", type=Path, help="audio files to score with both engines")
+    ba.add_argument("--model", default=settings.models[0], help=_MODEL_HELP)
+    ba.add_argument("--checkpoint", default=settings.checkpoint, help="explicit checkpoint file")
+    ba.add_argument("--checkpoint-dir", default=settings.checkpoint_dir, type=Path, help=_CHECKPOINT_DIR_HELP)
+    _engine_option(ba, "bf16")
+    ba.add_argument("--device", type=_setting("device"), default=settings.device, help=_DEVICE_HELP)
+    _preprocess_option(ba, settings.preprocess)
+    ba.add_argument("--json", action="store_true", help="print the report as JSON")
 
-    e = sub.add_parser("eval", help="evaluate on a labelled set: EER, min t-DCF, per-attack figures, report")
+    e = sub.add_parser(
+        "eval",
+        help="evaluate on a labelled set: EER, min t-DCF, per-attack figures, report",
+        formatter_class=_HELP,
+    )
     e.add_argument(
         "source",
         type=Path,
@@ -182,7 +324,7 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
     )
     e.add_argument("--out", type=Path, required=True, help="report folder; the same folder again resumes")
     _model_options(e, settings)
-    e.add_argument("--engine", choices=ENGINES, default=settings.engine)
+    _engine_option(e, settings.engine)
     e.add_argument(
         "--protocol",
         choices=("service", "reference"),
@@ -202,7 +344,12 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
     e.add_argument(
         "--workers", type=_count, default=settings.decode_workers, help="decoding threads; 0 = cores"
     )
-    e.add_argument("--threshold", type=_probability, default=settings.threshold, help="FAKE at or above")
+    e.add_argument(
+        "--threshold",
+        type=_setting("threshold"),
+        default=settings.threshold,
+        help="FAKE at or above this fake probability (VOXGUARD_THRESHOLD)",
+    )
     e.add_argument(
         "--asv-scores", type=Path, help="ASV scores for min t-DCF (ASVspoof 2019 'source key score')"
     )
@@ -211,30 +358,39 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
     )
     e.add_argument("--json", action="store_true", help="print the headline figures as one JSON object")
 
-    t = sub.add_parser("train", help="train or fine-tune AASIST (official recipe); see docs/training.md")
+    t = sub.add_parser(
+        "train",
+        help="train or fine-tune AASIST (official recipe); see docs/training.md",
+        formatter_class=_HELP,
+    )
     t.add_argument("--train", type=Path, required=True, help="ASVspoof protocol, path,label CSV or folder")
     t.add_argument("--train-audio-dir", type=Path, help="audio folder of an ASVspoof protocol")
     t.add_argument("--dev", type=Path, required=True, help="dev set (any layout): EER every epoch")
-    t.add_argument("--dev-audio-dir", type=Path)
+    t.add_argument("--dev-audio-dir", type=Path, help="audio folder of an ASVspoof dev protocol")
     t.add_argument("--out", type=Path, required=True, help="run folder: best.pt, last.pt, metrics.jsonl, ...")
-    t.add_argument("--model", choices=tuple(REGISTRY), help="architecture (default aasist, or --init's)")
+    t.add_argument("--model", choices=tuple(VARIANTS), help="architecture (default aasist, or --init's)")
     t.add_argument("--init", help="fine-tune from aasist | aasist-l (official weights) | a checkpoint PATH")
     t.add_argument("--name", help="model name the checkpoints record (default MODEL-OUTNAME)")
-    t.add_argument("--epochs", type=int, default=Recipe.epochs)
-    t.add_argument("--batch-size", type=int, default=Recipe.batch_size)
+    t.add_argument("--epochs", type=_positive, default=Recipe.epochs, help="passes over the training set")
+    t.add_argument("--batch-size", type=_positive, default=Recipe.batch_size, help="clips per step")
     t.add_argument("--lr", type=float, default=Recipe.lr, help="peak learning rate (cosine to --lr-min)")
-    t.add_argument("--lr-min", type=float, default=Recipe.lr_min)
-    t.add_argument("--weight-decay", type=float, default=Recipe.weight_decay)
-    t.add_argument("--seed", type=int, default=Recipe.seed)
+    t.add_argument("--lr-min", type=float, default=Recipe.lr_min, help="learning rate at the last step")
+    t.add_argument("--weight-decay", type=float, default=Recipe.weight_decay, help="Adam weight decay")
+    t.add_argument(
+        "--seed", type=_count, default=Recipe.seed, help="seed for weights, order and augmentation"
+    )
     t.add_argument(
         "--class-weights",
         type=_class_weights,
         default=(Recipe.spoof_weight, Recipe.bonafide_weight),
-        help="loss weights SPOOF,BONAFIDE (default %(default)s, for ASVspoof's ~9:1 spoof:bona fide)",
+        help="loss weights SPOOF,BONAFIDE (for ASVspoof's ~9:1 spoof:bona fide)",
     )
-    t.add_argument("--augment", default="", help="comma-separated: gain,noise,telephone,codec (default none)")
+    t.add_argument("--augment", default="", help="comma-separated: gain,noise,telephone,codec (empty: none)")
     t.add_argument(
-        "--augment-prob", type=float, default=Recipe.augment_probability, help="chance of each per crop"
+        "--augment-prob",
+        type=_probability,
+        default=Recipe.augment_probability,
+        help="chance of each augmentation per crop",
     )
     t.add_argument(
         "--swa",
@@ -243,20 +399,33 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
         help="at the end, average the weights of the epochs that improved the dev result into swa.pt",
     )
     t.add_argument("--resume", action="store_true", help="continue the run in --out from last.pt")
-    t.add_argument("--stop-after", type=int, help="stop (resumably) after this many epochs")
-    t.add_argument("--device", default=settings.device, help="auto | cpu | cuda | cuda:N")
-    t.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto")
-    t.add_argument("--workers", type=int, help="DataLoader processes (default 0 on CPU, 8 on CUDA)")
-    t.add_argument("--cache", choices=("memory", "none"), default="memory", help="decode once into memory")
-    t.add_argument("--eval-batch-size", type=int, default=32)
-    t.add_argument("--threads", type=int, default=settings.threads, help="0 = all cores")
-    t.add_argument("--checkpoint-dir", type=Path, default=settings.checkpoint_dir)
-    t.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True)
+    t.add_argument("--stop-after", type=_positive, help="stop (resumably) after this many epochs")
+    t.add_argument("--device", type=_setting("device"), default=settings.device, help=_DEVICE_HELP)
+    t.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "bf16", "fp16"),
+        default="auto",
+        help="autocast precision; auto = bf16 on CUDA, fp32 on CPU",
+    )
+    t.add_argument("--workers", type=_count, help="DataLoader processes (default: 0 on CPU, 8 on CUDA)")
+    t.add_argument(
+        "--cache", choices=("memory", "none"), default="memory", help="decode each file once into memory"
+    )
+    t.add_argument("--eval-batch-size", type=_positive, default=32, help="clips per dev forward")
+    t.add_argument("--threads", type=_setting("threads"), default=settings.threads, help=_THREADS_HELP)
+    t.add_argument("--checkpoint-dir", type=Path, default=settings.checkpoint_dir, help=_CHECKPOINT_DIR_HELP)
+    t.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=sys.stderr.isatty(),
+        help="progress bars (on when stderr is a terminal; the log has a line per epoch either way)",
+    )
     return parser
 
 
 def _load_detector(args: argparse.Namespace, settings: Settings) -> Detector:
     """The Detector that ``_model_options`` describe, with torch's thread count set as asked."""
+    from .inference import Detector
     from .runtime import set_threads
 
     detector = Detector.load(
@@ -273,17 +442,39 @@ def _load_detector(args: argparse.Namespace, settings: Settings) -> Detector:
     return detector
 
 
+def _audio_files(paths: list[Path]) -> list[Path]:
+    """Files as given; a folder becomes the audio files under it (the suffixes ``eval`` reads), sorted."""
+    files: list[Path] = []
+    for path in paths:
+        if not path.is_dir():
+            files.append(path)
+            continue
+        found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES)
+        if not found:
+            raise SetupError(
+                f"{path} is a folder with no audio files in it.",
+                f"give audio files, or a folder holding {', '.join(AUDIO_SUFFIXES)} files",
+            )
+        files.extend(found)
+    return files
+
+
 def _predict(args: argparse.Namespace, settings: Settings) -> int:
+    import numpy as np
+
+    from .audio import AudioError, prepare
+    from .progress import track
     from .scoring import summarize
 
     settings = settings.model_copy(update={"preprocess": args.preprocess, "threshold": args.threshold})
+    files = _audio_files(args.files)
     detector = _load_detector(args, settings)
     options = settings.audio_options()
     rule = settings.rule()
     failures = 0
     rows = []
     chunk = settings.batch_size_for(detector.device.type)
-    for path in tqdm(args.files, desc="scoring", unit="file", disable=len(args.files) < 2, file=sys.stderr):
+    for path in track(files, len(files), "scoring", "file", disable=len(files) < 2):
         try:
             audio, windows = prepare(path.read_bytes(), options)
         except (AudioError, OSError) as exc:
@@ -306,37 +497,54 @@ def _predict(args: argparse.Namespace, settings: Settings) -> int:
     return 1 if failures else 0
 
 
+def _percent(p: float) -> str:
+    """0.9996 is ">99.9%", never a rounded-up "100.0%" that would claim certainty (as on the web page)."""
+    return ">99.9%" if p > 0.999 else "<0.1%" if p < 0.001 else f"{p:.1%}"
+
+
+def _judged(show: Callable[[float], str], field: str) -> Callable[[dict], str]:
+    """A verdict column: ``-`` where the outcome is INCONCLUSIVE and the field is null."""
+    return lambda r: "-" if r[field] is None else show(r[field])
+
+
+# The table's columns: header and how to show a scored file's record. Errors and warnings are not
+# columns: a file that failed says ERROR with its code in "notes", and every warning, error detail,
+# synthetic segment or reason for no verdict is listed under the table, numbered like the notes that
+# point to it.
+_COLUMNS: tuple[tuple[str, Callable[[dict], str]], ...] = (
+    ("verdict", lambda r: r["prediction"]),
+    ("confidence", _judged(_percent, "confidence")),
+    ("fake prob", _judged(lambda p: f"{p:.4f}", "fake_probability")),
+    ("duration", lambda r: f"{r['duration_s']:.2f} s"),
+    ("windows", lambda r: str(len(r["windows"]))),
+)
+
+
 def _print_table(rows: list[dict]) -> None:
     from .scoring import describe_segment
 
-    header = ("file", "verdict", "confidence", "fake prob", "duration", "windows")
+    header = ("file", *(name for name, _ in _COLUMNS), "notes")
     lines = [header]
+    notes: list[str] = []
     for r in rows:
         if "error" in r:
-            lines.append((r["file"], "ERROR", r["error"]["code"], "", "", ""))
-        else:
-            judged = r["confidence"] is not None
-            lines.append(
-                (
-                    r["file"],
-                    r["prediction"],
-                    f"{r['confidence']:.1%}" if judged else "-",
-                    f"{r['fake_probability']:.4f}" if judged else "-",
-                    f"{r['duration_s']:.2f} s",
-                    str(len(r["windows"])),
-                )
-            )
+            code = r["error"]["code"]
+            notes.append(f"{r['file']}: {code}: {r['error']['detail']}")
+            lines.append((r["file"], "ERROR", *[""] * (len(_COLUMNS) - 1), f"{code} [{len(notes)}]"))
+            continue
+        marks = []
+        said = [describe_segment(x) for x in r["segments"]] + ([r["reason"]] if r["reason"] else [])
+        for note in said + r["warnings"]:
+            notes.append(f"{r['file']}: {note}")
+            marks.append(f"[{len(notes)}]")
+        lines.append((r["file"], *(show(r) for _, show in _COLUMNS), " ".join(marks)))
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     for line in lines:
         print("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip())
-    for r in rows:
-        for segment in r.get("segments", ()):
-            print(f"{r['file']}: {describe_segment(segment)}")
-        if r.get("reason"):
-            print(f"{r['file']}: {r['reason']}")
-    for r in rows:
-        if "error" in r:
-            print(f"{r['file']}: {r['error']['detail']}", file=sys.stderr)
+    if notes:
+        print()
+        for number, note in enumerate(notes, start=1):
+            print(f"[{number}] {note}")
 
 
 def _eval(args: argparse.Namespace, settings: Settings) -> int:
@@ -435,9 +643,9 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
             "max_wait_ms",
             "queue_size",
             "threads",
+            "models",
         )
     }
-    overrides["models"] = [m.strip() for m in args.models.split(",") if m.strip()]
     if (args.certfile is None) != (args.keyfile is None):
         raise SystemExit("voxguard: --certfile and --keyfile go together")
     logging.getLogger("voxguard").setLevel(logging.DEBUG if args.verbose else logging.INFO)
@@ -456,7 +664,7 @@ def _train(args: argparse.Namespace) -> int:
         k: str(getattr(args, k).resolve()) if getattr(args, k) else None
         for k in ("train", "train_audio_dir", "dev", "dev_audio_dir")
     }
-    init = args.init if args.init is None or args.init in REGISTRY else str(Path(args.init).resolve())
+    init = args.init if args.init is None or args.init in VARIANTS else str(Path(args.init).resolve())
     try:
         recipe = Recipe(
             **absolute,
@@ -514,6 +722,8 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _weights(args: argparse.Namespace) -> int:
+    from .model.checkpoints import REGISTRY, CheckpointError, fetch
+
     names = list(REGISTRY) if args.model == "all" else [args.model]
     if args.url and len(names) != 1:
         raise CheckpointError(
@@ -594,13 +804,15 @@ def _bench(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    settings = Settings()
-    args = build_parser(settings).parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    """Run one command; a :class:`SetupError` (bad setting, missing weights, no GPU, port taken) is one
+    ``voxguard: ...`` line on stderr and exit status 2, never a traceback."""
     try:
+        settings = settings_from_environment()
+        args = build_parser(settings).parse_args(argv)
+        logging.basicConfig(
+            level=logging.DEBUG if args.verbose else logging.WARNING,
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        )
         if args.command == "predict":
             return _predict(args, settings)
         if args.command == "serve":
@@ -612,7 +824,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "train":
             return _train(args)
         return _bench(args, settings)
-    except CheckpointError as exc:
+    except SetupError as exc:
         print(f"voxguard: {exc}", file=sys.stderr)
         return 2
 

@@ -46,7 +46,8 @@ class VoxguardError(Exception):
     """A request that did not produce a result; branch on ``.code`` (the server's stable error code).
 
     ``status`` is the HTTP status, or 0 when no response arrived (codes ``connection_error``,
-    ``timeout``, ``tls_error``, ``transport_error``). ``error_id`` is set for server errors (500) and is
+    ``timeout``, ``tls_error``, ``transport_error``) or the local file could not be read
+    (``unreadable_file``). ``error_id`` is set for server errors (500) and is
     also in the server log; ``retry_after`` is the ``Retry-After`` of a 503, in seconds.
     """
 
@@ -159,11 +160,18 @@ def _http_options(
 
 
 def _read_audio(audio: Audio, filename: str | None) -> tuple[str, bytes]:
-    """The upload's name and bytes, read once so retries can send them again."""
+    """The upload's name and bytes, read once so retries can send them again.
+
+    A path that cannot be read is a ``VoxguardError`` (status 0, ``unreadable_file``) like every other
+    way a file can fail to get a result, so ``predict_many`` returns it in place of that file's result.
+    """
     if isinstance(audio, (str, os.PathLike)):
         path = os.fspath(audio)
-        with open(path, "rb") as f:
-            return filename or os.path.basename(path), f.read()
+        try:
+            with open(path, "rb") as f:
+                return filename or os.path.basename(path), f.read()
+        except OSError as exc:
+            raise VoxguardError(0, "unreadable_file", f"cannot read {path}: {exc.strerror or exc}") from exc
     if isinstance(audio, (bytes, bytearray, memoryview)):
         return filename or "audio", bytes(audio)
     if hasattr(audio, "read"):
@@ -297,8 +305,8 @@ class Client:
     ) -> list[PredictResponse | VoxguardError]:
         """Score several recordings, ``concurrency`` at a time; one result or error each, in input order.
 
-        Sending them concurrently lets the server batch them together. A local file that cannot be
-        read raises (that is the caller's bug, not the service's answer).
+        Sending them concurrently lets the server batch them together. A path that cannot be read takes
+        its place as a ``VoxguardError`` with code ``unreadable_file`` (status 0); the others still run.
         """
 
         def one(audio: Audio) -> PredictResponse | VoxguardError:
@@ -434,7 +442,8 @@ class AsyncClient:
     async def predict_many(
         self, paths_or_bytes: Iterable[Audio], *, model: str | None = None, concurrency: int = 4
     ) -> list[PredictResponse | VoxguardError]:
-        """Score several recordings, at most ``concurrency`` in flight; results in input order."""
+        """Score several recordings, at most ``concurrency`` in flight; results (or errors, an unreadable
+        path included) in input order."""
         limit = asyncio.Semaphore(max(1, concurrency))
 
         async def one(audio: Audio) -> PredictResponse | VoxguardError:

@@ -7,6 +7,7 @@ worker or the CLI); that is what lets it reuse pinned buffers and never run two 
 from __future__ import annotations
 
 import logging
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ from .model.aasist import AASIST
 from .model.checkpoints import LoadedCheckpoint, load_checkpoint
 from .model.config import AasistConfig
 from .model.fast import FastAASIST
+from .problems import SetupError
 from .runtime import tune_allocator
 
 logger = logging.getLogger(__name__)
@@ -27,14 +29,32 @@ ENGINES: tuple[str, ...] = ("eager", "fast", "bf16")
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
 
 
+class DeviceError(SetupError, ValueError):
+    """A device name that is malformed, or names a device this machine does not have."""
+
+
+_DEVICE_HINT = "use --device cpu (VOXGUARD_DEVICE=cpu), or auto to use CUDA only where it is present"
+
+
 def resolve_device(device: str) -> torch.device:
     """``auto`` picks CUDA when present; asking for CUDA on a machine without it is an error."""
-    if device not in DEVICES and not device.startswith("cuda:"):
-        raise ValueError(f"device must be one of {', '.join(DEVICES)} (or cuda:N), got {device!r}")
+    if device not in DEVICES and not re.fullmatch(r"cuda:\d+", device):
+        raise DeviceError(
+            f"device must be one of {', '.join(DEVICES)} (or cuda:N), got {device!r}.", _DEVICE_HINT
+        )
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but CUDA is not available on this machine")
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise DeviceError(
+                f"device {device!r} requested but CUDA is not available on this machine.", _DEVICE_HINT
+            )
+        count = torch.cuda.device_count()
+        if torch.device(device).index is not None and torch.device(device).index >= count:
+            raise DeviceError(
+                f"device {device!r} requested but this machine has {count} CUDA device(s).",
+                f"use cuda:0 to cuda:{count - 1}, or cuda for the current one",
+            )
     return torch.device(device)
 
 
@@ -142,6 +162,7 @@ class Detector:
         allocator_tuning: bool = True,
         cuda_graphs: bool = True,
     ) -> Detector:
+        resolve_device(device)  # a device that cannot be used is reported before any weights are read
         loaded = load_checkpoint(name, checkpoint, checkpoint_dir)
         return cls(
             loaded,

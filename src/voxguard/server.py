@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import contextlib
+import errno
+import ipaddress
 import logging
+import socket
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import uvicorn
 from fastapi import FastAPI
 
+from . import address
 from .api.app import create_app
+from .metrics import Metrics
+from .problems import SetupError
 from .runtime import tune_allocator
+from .service import PredictionService
 from .settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -26,13 +34,41 @@ class DrainingServer(uvicorn.Server):
     turns it into a clean 503 with ``Retry-After`` that the balancer retries on another replica. The
     drain ends when the batcher is idle or after ``drain_timeout_s``; a second signal ends it at once
     (uvicorn's own shutdown follows, which a further SIGINT forces).
+
+    With ``address_file``, the address it listens on is written there once it listens and removed when
+    it stops (see ``voxguard.address``).
     """
 
-    def __init__(self, config: uvicorn.Config, app: FastAPI, drain_timeout_s: float) -> None:
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        app: FastAPI,
+        drain_timeout_s: float,
+        url: str,
+        address_file: Path | None = None,
+    ) -> None:
         super().__init__(config)
         self._fastapi = app
         self._drain_timeout_s = drain_timeout_s
         self._drain_deadline: float | None = None
+        self._url = url
+        self._address_file = address_file
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if not self.started:
+            return
+        logger.info(
+            "serving %s (Swagger UI at %s/docs, the web page at %s/)", self._url, self._url, self._url
+        )
+        if self._address_file is not None:
+            listening = [sock for server in self.servers for sock in server.sockets]
+            address.write(self._address_file, listening, tls=self.config.is_ssl)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        if self._address_file is not None:
+            self._address_file.unlink(missing_ok=True)
+        await super().shutdown(sockets)
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -78,18 +114,90 @@ def shutdown_budget_s(settings: Settings) -> float:
     return drain_timeout_s(settings) + _CLOSE_TIMEOUT_S
 
 
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` only accepts connections from this machine (``localhost``, 127.0.0.0/8, ``::1``)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a host name: it may resolve to any interface
+        return False
+
+
+def bind_listener(host: str, port: int) -> socket.socket:
+    """Claim ``host:port`` now, before minutes of model loading, and fail at once if it is taken.
+
+    The socket is bound but not yet listening: until uvicorn takes it over, a connection is refused as
+    if nothing were there, and no other process can claim the port meanwhile.
+    """
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn: restart past TIME_WAIT
+    try:
+        sock.bind((host.strip("[]"), port))
+    except OSError as exc:
+        sock.close()
+        where = f"port {port} on {host}"
+        if exc.errno == errno.EADDRINUSE:
+            raise SetupError(
+                f"{where} is already in use (another voxguard, or another program).",
+                "stop it, or choose another port with --port (VOXGUARD_PORT)",
+            ) from None
+        if exc.errno == errno.EACCES:
+            raise SetupError(
+                f"{where}: permission denied (ports below 1024 need privileges).", "use a port above 1023"
+            ) from None
+        raise SetupError(
+            f"cannot listen on {where}: {exc.strerror or exc}.",
+            "--host (VOXGUARD_HOST) must be an address of this machine, e.g. 127.0.0.1 or 0.0.0.0",
+        ) from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def exposure_warning(settings: Settings, port: int) -> str | None:
+    """What to say when the service is reachable from other machines and anyone may use it."""
+    if is_loopback(settings.host) or settings.api_keys:
+        return None
+    return (
+        f"listening on {settings.host} without API keys: anyone who can reach port {port} can use the "
+        "service. Set VOXGUARD_API_KEYS, or serve on 127.0.0.1 (the default)"
+    )
+
+
+def public_url(settings: Settings, port: int) -> str:
+    """The URL to open: an any-address listener is reached as localhost from this machine."""
+    scheme = "https" if settings.certfile else "http"
+    host = "localhost" if settings.host in ("0.0.0.0", "::", "[::]", "") else settings.host
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
+
+
 def serve(settings: Settings) -> None:
+    """Claim the port, load and warm the models, then serve until a signal drains the server.
+
+    Every problem a person can fix (port taken, no such device, missing weights) is raised as a
+    :class:`SetupError` before uvicorn starts, so the CLI reports it in one line.
+    """
+    listener = bind_listener(settings.host, settings.port)
+    port = listener.getsockname()[1]
+    if warning := exposure_warning(settings, port):
+        logger.warning("%s", warning)
     if settings.allocator_tuning:
         tune_allocator()  # before uvicorn and the executors start threads that would get arenas of their own
-    app = create_app(settings)
+    try:
+        service = PredictionService.load(settings, Metrics())
+    except BaseException:
+        listener.close()
+        raise
+    app = create_app(settings, service)
     config = uvicorn.Config(
         app,
-        host=settings.host,
-        port=settings.port,
         ssl_certfile=str(settings.certfile) if settings.certfile else None,
         ssl_keyfile=str(settings.keyfile) if settings.keyfile else None,
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=_CLOSE_TIMEOUT_S,
     )
-    DrainingServer(config, app, drain_timeout_s=drain_timeout_s(settings)).run()
+    url = public_url(settings, port)
+    DrainingServer(
+        config, app, drain_timeout_s=drain_timeout_s(settings), url=url, address_file=settings.address_file
+    ).run(sockets=[listener])

@@ -2,20 +2,34 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import AfterValidator, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from .audio import AudioOptions
-from .scoring import Rule
+from .problems import SetupError
+
+if TYPE_CHECKING:  # audio imports torch; the CLI's --help must not wait for it
+    from .audio import AudioOptions
+    from .scoring import Rule
 
 
 def _split(value: object) -> object:
     if isinstance(value, str):
         return [item.strip() for item in value.split(",") if item.strip()]
     return value
+
+
+def _device_name(value: str) -> str:
+    """The form of a device name; whether the machine has that device is checked when models load."""
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", value):
+        raise ValueError("expected auto, cpu, cuda or cuda:N")
+    return value
+
+
+Device = Annotated[str, AfterValidator(_device_name)]
 
 
 class Settings(BaseSettings):
@@ -27,7 +41,7 @@ class Settings(BaseSettings):
     models: Annotated[list[str], NoDecode] = Field(default=["aasist"], description="models to load")
     checkpoint: Path | None = Field(default=None, description="explicit checkpoint file (one model only)")
     checkpoint_dir: Path = Field(default=Path("checkpoints"), description="where official files live")
-    device: str = Field(default="auto", description="auto | cpu | cuda | cuda:N")
+    device: Device = Field(default="auto", description="auto | cpu | cuda | cuda:N")
     engine: Literal["eager", "fast", "bf16"] = "fast"
     compile: bool = Field(default=False, description="torch.compile the fast/bf16 engines")
     cuda_graphs: bool = Field(default=True, description="replay the forward as a CUDA graph per batch size")
@@ -77,6 +91,9 @@ class Settings(BaseSettings):
     )
     certfile: Path | None = None
     keyfile: Path | None = None
+    address_file: Path | None = Field(
+        default=None, description="serve: write {pid, url} here once listening (container health check)"
+    )
 
     _split_lists = field_validator("models", "api_keys", "cors_origins", mode="before")(_split)
 
@@ -88,6 +105,8 @@ class Settings(BaseSettings):
         return value
 
     def audio_options(self) -> AudioOptions:
+        from .audio import AudioOptions
+
         return AudioOptions(
             preprocess=self.preprocess,
             hop=self.hop,
@@ -99,9 +118,33 @@ class Settings(BaseSettings):
         )
 
     def rule(self) -> Rule:
+        from .scoring import Rule
+
         return Rule(self.threshold, self.min_fake_windows, self.min_reliable_s, self.score_offset)
 
     def batch_size_for(self, device_type: str) -> int:
         if self.max_batch_size:
             return self.max_batch_size
         return 64 if device_type == "cuda" else 16
+
+
+def settings_from_environment() -> Settings:
+    """``Settings()``, with a value that does not validate reported as the variable that holds it."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise settings_problem(exc) from None
+
+
+def settings_problem(exc: ValidationError) -> SetupError:
+    """One sentence per invalid ``VOXGUARD_*`` variable: its name, its value and what is accepted."""
+    problems = []
+    for error in exc.errors():
+        field = str(error["loc"][0]) if error["loc"] else "?"
+        reason = error["msg"].removeprefix("Value error, ")
+        problems.append(f"VOXGUARD_{field.upper()}={error.get('input')!r} is not valid: {reason}")
+    names = ", ".join(f"VOXGUARD_{str(e['loc'][0]).upper()}" for e in exc.errors() if e["loc"])
+    return SetupError(
+        "; ".join(problems) + ".",
+        f"fix or unset {names} (every setting: `voxguard serve --help` and the README's settings table)",
+    )

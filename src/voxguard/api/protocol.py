@@ -86,9 +86,13 @@ class PredictResponse(BaseModel):
 
 
 class ErrorBody(BaseModel):
-    code: str = Field(description="stable machine-readable code", examples=["undecodable_audio"])
+    code: str = Field(description="stable machine-readable code (README: the codes by status)")
     detail: str = Field(description="what was wrong and what is accepted")
-    error_id: str | None = Field(default=None, description="server errors: the id in the server log")
+    error_id: str | None = Field(
+        default=None,
+        exclude_if=lambda v: v is None,  # present on server errors only, as in a plain error response
+        description="server errors only: the id in the server log",
+    )
 
 
 class BatchItemOut(BaseModel):

@@ -5,13 +5,15 @@ from __future__ import annotations
 import asyncio
 import hmac
 import time
-from typing import Any
+from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response, Security
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ..service import Prediction, PredictionService
-from .errors import UNSUPPORTED_TYPE, ApiError, error_response, to_api_error
+from .errors import ApiError, error_response, how_to_send, to_api_error
+from .openapi import error_responses, upload_body
 from .protocol import (
     BatchItemOut,
     BatchResponse,
@@ -26,35 +28,22 @@ from .protocol import (
 )
 from .uploads import Part, parse_multipart, read_body
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorBody, "description": text}
-    for status, text in (
-        (400, "bad input (empty, malformed form, unknown model)"),
-        (401, "missing or wrong API key"),
-        (408, "the upload did not arrive before the request deadline"),
-        (413, "upload or audio too large"),
-        (415, "not an accepted audio format or content type"),
-        (422, "audio too short, invalid samples, no speech, or invalid parameters"),
-        (503, "queue full or shutting down; see Retry-After"),
-        (504, "not scored before the request deadline"),
-    )
-}
+_ERRORS = error_responses(400, 401, 408, 413, 415, 422, 500, 503, 504)
+_MODEL_QUERY = "a loaded model (GET /v1/models); empty: the server's default"
 
-
-def _upload_body(many: bool) -> dict[str, Any]:
-    field = "files" if many else "file"
-    file_schema: dict[str, Any] = {"type": "string", "format": "binary"}
-    properties: dict[str, Any] = {
-        field: {"type": "array", "items": file_schema} if many else file_schema,
-        "model": {"type": "string", "description": "model to use (default: the first loaded)"},
-    }
-    content: dict[str, Any] = {
-        "multipart/form-data": {"schema": {"type": "object", "properties": properties, "required": [field]}}
-    }
-    if not many:
-        content["audio/*"] = {"schema": {"type": "string", "format": "binary"}}
-        content["application/octet-stream"] = {"schema": {"type": "string", "format": "binary"}}
-    return {"requestBody": {"required": True, "content": content}}
+# Declared as security schemes so /docs has an Authorize button; either one carries a key. The schema
+# shows them only where the server has keys (``openapi.document_keys``).
+_KEY_HEADER = APIKeyHeader(
+    name="X-API-Key",
+    scheme_name="ApiKey",
+    auto_error=False,
+    description="One of the server's VOXGUARD_API_KEYS.",
+)
+_BEARER = HTTPBearer(
+    scheme_name="Bearer",
+    auto_error=False,
+    description="`Authorization: Bearer <key>`, the same keys as `X-API-Key`.",
+)
 
 
 def service_of(request: Request) -> PredictionService:
@@ -69,7 +58,11 @@ def key_matches(supplied: str, keys: list[str]) -> bool:
     return matched
 
 
-async def require_api_key(request: Request) -> None:
+async def require_api_key(
+    request: Request,
+    header_key: Annotated[str | None, Security(_KEY_HEADER)] = None,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_BEARER)] = None,
+) -> None:
     """Accept ``X-API-Key`` or ``Authorization: Bearer``; every key is compared in constant time.
 
     ``async`` although it never awaits: FastAPI runs a plain ``def`` dependency in a thread pool, a
@@ -77,10 +70,7 @@ async def require_api_key(request: Request) -> None:
     keys: list[str] = request.app.state.settings.api_keys
     if not keys:
         return
-    supplied = request.headers.get("x-api-key", "")
-    auth = request.headers.get("authorization", "")
-    if not supplied and auth.lower().startswith("bearer "):
-        supplied = auth[7:].strip()
+    supplied = header_key or (bearer.credentials.strip() if bearer else "")
     if not key_matches(supplied, keys):
         raise ApiError(
             401,
@@ -91,24 +81,47 @@ async def require_api_key(request: Request) -> None:
 
 
 async def require_probe_key(request: Request) -> None:
+    """Probes need a key only with ``VOXGUARD_PROTECT_PROBES`` (so /docs shows no lock on them)."""
     if request.app.state.settings.protect_probes:
-        await require_api_key(request)
+        await require_api_key(request, await _KEY_HEADER(request), await _BEARER(request))
 
 
-api = APIRouter(dependencies=[Depends(require_api_key)])
+async def reject_unknown_parameters(request: Request) -> None:
+    """Refuse query parameters the route does not declare (``?threshold=0.9`` would otherwise be
+    dropped without a word, and the caller would believe it took effect)."""
+    route = request.scope.get("route")
+    accepted = sorted(p.alias for p in route.dependant.query_params) if route else []
+    unknown = sorted(set(request.query_params) - set(accepted))
+    if unknown:
+        names = ", ".join(f"`{name}`" for name in unknown)
+        takes = ", ".join(f"`{name}`" for name in accepted) or "no query parameters"
+        raise ApiError(
+            400,
+            "unknown_parameter",
+            f"Unknown query parameter {names}: {request.url.path} accepts {takes}. Server settings such "
+            "as the threshold are VOXGUARD_* variables of the server, not request parameters.",
+        )
+
+
+api = APIRouter(dependencies=[Depends(require_api_key), Depends(reject_unknown_parameters)])
 probes = APIRouter(dependencies=[Depends(require_probe_key)])
 
 
 async def _audio_parts(request: Request, field: str) -> tuple[list[Part], str | None]:
-    """The audio payload(s) and an optional form ``model`` field, from multipart or a raw body."""
+    """The audio payload(s) and an optional form ``model`` field, from multipart or a raw body.
+
+    ``field`` is ``file`` (one file: a second one is refused, not dropped) or ``files`` (several; the
+    batch route also takes repeated ``file`` fields). Form fields other than these and ``model`` are
+    refused, like unknown query parameters.
+    """
     settings = request.app.state.settings
     limit = int(settings.max_upload_mb * 1_000_000)
     body_timeout = max(0.0, request.state.received_at + settings.request_timeout_s - time.monotonic())
     content_type = request.headers.get("content-type", "")
     media = content_type.split(";", 1)[0].strip().lower()
     if media == "multipart/form-data":
-        parts = parse_multipart(await read_body(request, limit, body_timeout), content_type)
-        names = {field, "file"}  # the batch route also takes repeated `file` fields
+        parts = parse_multipart(await read_body(request, limit, body_timeout), content_type, field)
+        names = {field, "file"}
         files = [p for p in parts if p.name in names]
         model = next((p.data.decode("utf-8", "replace").strip() for p in parts if p.name == "model"), None)
         if not files:
@@ -118,12 +131,38 @@ async def _audio_parts(request: Request, field: str) -> tuple[list[Part], str | 
                 "missing_file_field",
                 f"The form has no `{field}` field (fields found: {found}). Upload the audio as `{field}`.",
             )
+        unknown = sorted({p.name for p in parts} - names - {"model"})
+        if unknown:
+            raise ApiError(
+                400,
+                "unknown_field",
+                f"Unknown form field {', '.join(f'`{n}`' for n in unknown)}: {request.url.path} accepts "
+                f"`{field}` and `model`.",
+            )
+        if field == "file" and len(files) > 1:
+            raise ApiError(
+                400,
+                "too_many_files",
+                f"The form has {len(files)} `file` parts; {request.url.path} scores one. Send several files "
+                "to /v1/predict/batch, one `files` part each.",
+            )
         return files, model or None
     if media.startswith("audio/") or media in ("application/octet-stream", "video/webm", "video/mp4"):
         return [Part("file", None, media, bytearray(await read_body(request, limit, body_timeout)))], None
-    raise ApiError(
-        415, "unsupported_media_type", f"Content type {media or 'none'!r} is not accepted. {UNSUPPORTED_TYPE}"
-    )
+    problem = f"Content type {media!r} is not accepted." if media else "No Content-Type header."
+    raise ApiError(415, "unsupported_media_type", f"{problem} {how_to_send(field)}")
+
+
+def _chosen_model(query: str | None, form: str | None) -> str | None:
+    """The model the request asks for, in the query or the form (not two different ones); None: default."""
+    query, form = query or None, form or None
+    if query and form and query != form:
+        raise ApiError(
+            400,
+            "conflicting_model",
+            f"The query asks for model {query!r} but the form for {form!r}. Send one of them.",
+        )
+    return query or form
 
 
 async def _until_disconnect(request: Request) -> None:
@@ -163,15 +202,15 @@ def _note(request: Request, p: Prediction) -> None:
     "/v1/predict",
     response_model=PredictResponse,
     responses=_ERRORS,
-    openapi_extra=_upload_body(many=False),
+    openapi_extra=upload_body(many=False),
     summary="Is this speech real or synthetic?",
 )
 async def predict(
-    request: Request, model: str | None = Query(None, description="model name")
+    request: Request, model: str | None = Query(None, description=_MODEL_QUERY)
 ) -> PredictResponse:
     """Upload one audio file (multipart field `file`, or a raw `audio/*` body); get REAL or FAKE."""
     parts, form_model = await _audio_parts(request, "file")
-    prediction = await _predict_or_abandon(request, bytes(parts[0].data), model or form_model)
+    prediction = await _predict_or_abandon(request, bytes(parts[0].data), _chosen_model(model, form_model))
     _note(request, prediction)
     return _response(prediction)
 
@@ -180,15 +219,18 @@ async def predict(
     "/v1/predict/batch",
     response_model=BatchResponse,
     responses=_ERRORS,
-    openapi_extra=_upload_body(many=True),
+    openapi_extra=upload_body(many=True),
     summary="Several files in one request",
 )
-async def predict_batch(request: Request, model: str | None = Query(None)) -> BatchResponse:
+async def predict_batch(
+    request: Request, model: str | None = Query(None, description=_MODEL_QUERY)
+) -> BatchResponse:
     """Upload several files as `files`; one result or error per file, in upload order."""
     parts, form_model = await _audio_parts(request, "files")
     service = service_of(request)
+    chosen = _chosen_model(model, form_model)
     outcomes = await asyncio.gather(
-        *(service.predict(bytes(p.data), model or form_model, request.state.received_at) for p in parts),
+        *(service.predict(bytes(p.data), chosen, request.state.received_at) for p in parts),
         return_exceptions=True,
     )
     items = []
@@ -197,9 +239,8 @@ async def predict_batch(request: Request, model: str | None = Query(None)) -> Ba
             if not isinstance(outcome, Exception):
                 raise outcome
             err = to_api_error(outcome)
-            items.append(
-                BatchItemOut(filename=part.filename, error=ErrorBody(code=err.code, detail=err.detail))
-            )
+            error = ErrorBody(code=err.code, detail=err.detail, error_id=err.error_id)
+            items.append(BatchItemOut(filename=part.filename, error=error))
         else:
             _note(request, outcome)
             items.append(BatchItemOut(filename=part.filename, result=_response(outcome)))
@@ -210,8 +251,9 @@ async def predict_batch(request: Request, model: str | None = Query(None)) -> Ba
     "/predict",
     response_model=SeedPrediction,
     responses=_ERRORS,
-    openapi_extra=_upload_body(many=False),
+    openapi_extra=upload_body(many=False),
     tags=["compatibility"],
+    summary="Legacy prototype endpoint (prefer /v1/predict)",
 )
 async def predict_seed(request: Request) -> SeedPrediction:
     """The prototype's endpoint and response shape, kept for existing callers; prefer `/v1/predict`.
@@ -227,7 +269,7 @@ async def predict_seed(request: Request) -> SeedPrediction:
     return SeedPrediction(is_fake=d.is_fake, confidence=d.confidence, prediction=d.prediction)  # type: ignore[arg-type]
 
 
-@api.get("/v1/models", response_model=ModelsResponse)
+@api.get("/v1/models", response_model=ModelsResponse, responses=error_responses(401))
 async def models(request: Request) -> ModelsResponse:
     """The loaded models, with the sha256 of the checkpoint each was loaded from."""
     service = service_of(request)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect, Request
 
-from .errors import UNSUPPORTED_TYPE, ApiError
+from .errors import ApiError, how_to_send
 
 MAX_PARTS = 64
 
@@ -64,12 +64,13 @@ async def read_body(request: Request, limit: int, timeout_s: float) -> bytes:
     return bytes(body)
 
 
-def parse_multipart(body: bytes, content_type: str) -> list[Part]:
-    """Split a multipart/form-data body into parts, at most ``MAX_PARTS`` of them."""
+def parse_multipart(body: bytes, content_type: str, field: str = "file") -> list[Part]:
+    """Split a multipart/form-data body into parts, at most ``MAX_PARTS`` of them; ``field`` is the
+    route's file field, for the error message."""
     _, params = parse_options_header(content_type)
     boundary = params.get(b"boundary")
     if not boundary:
-        raise ApiError(400, "invalid_multipart", "The multipart body has no boundary. " + UNSUPPORTED_TYPE)
+        raise ApiError(400, "invalid_multipart", "The multipart body has no boundary. " + how_to_send(field))
     parts: list[Part] = []
     headers: dict[str, str] = {}
     header_name = bytearray()

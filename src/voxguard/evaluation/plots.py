@@ -34,14 +34,15 @@ def _figure(width: float, height: float) -> Figure:
     return figure
 
 
-def score_histogram(
-    path: Path, labelled: LabelledScores, eer_threshold: float | None, score_cut: float
-) -> Path | None:
-    """Score histograms of both classes on shared bins, with the EER and service thresholds marked."""
+def histogram_figure(
+    labelled: LabelledScores, eer_threshold: float | None, score_cut: float
+) -> Figure | None:
+    """Score histograms of both classes on shared bins, with the EER and service thresholds marked; the
+    legend sits below the axes so that it never hides a bar."""
     everything = np.concatenate([labelled.bonafide, labelled.spoof])
     if not everything.size:
         return None
-    figure = _figure(6.4, 3.6)
+    figure = _figure(6.4, 4.2)
     ax = figure.add_subplot()
     bins = np.histogram_bin_edges(everything, bins=min(60, max(10, everything.size // 3)))
     for name, scores, colour in (
@@ -54,16 +55,30 @@ def score_histogram(
         ax.axvline(eer_threshold, color="black", linestyle="--", label=f"EER threshold ({eer_threshold:.2f})")
     if math.isfinite(score_cut):
         ax.axvline(score_cut, color="tab:gray", linestyle=":", label=f"service threshold ({score_cut:.2f})")
+    ax.set_title("Scores by class")
     ax.set_xlabel(SCORE_AXIS)
     ax.set_ylabel("files")
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.legend(fontsize="small")
+    figure.legend(loc="outside lower center", ncols=2, fontsize="small")
+    return figure
+
+
+def score_histogram(
+    path: Path, labelled: LabelledScores, eer_threshold: float | None, score_cut: float
+) -> Path | None:
+    """``histogram_figure`` as a PNG (None when nothing was scored)."""
+    figure = histogram_figure(labelled, eer_threshold, score_cut)
+    if figure is None:
+        return None
     figure.savefig(path)
     return path
 
 
-def det_plot(path: Path, labelled: LabelledScores, eer: float) -> Path:
-    """DET curve on normal-deviate axes, as in ASVspoof papers; rates of 0 or 1 sit on the axis edges."""
+def det_figure(labelled: LabelledScores, eer: float) -> Figure:
+    """DET curve on normal-deviate axes, as in ASVspoof papers; rates of 0 or 1 sit on the axis edges.
+
+    With an EER of 0 the curve is only the corner of the axes: the report says so instead of drawing it.
+    """
     curve = det_curve(labelled.bonafide, labelled.spoof)
     # The smallest non-zero rate is 1/n; a margin of half that (at most 0.01 %) keeps every point visible.
     edge = max(1e-4, 0.5 / max(labelled.bonafide.size, labelled.spoof.size))
@@ -85,15 +100,21 @@ def det_plot(path: Path, labelled: LabelledScores, eer: float) -> Path:
     ax.set_yticks(_probit(ticks), labels)
     ax.set_xlim(lo, hi)
     ax.set_ylim(lo, hi)
+    ax.set_title(f"DET curve (EER {eer:.2%})")
     ax.set_xlabel("false-alarm rate: spoof accepted (%)")
     ax.set_ylabel("miss rate: bona fide rejected (%)")
     ax.grid(True, linewidth=0.4)
     ax.legend(loc="upper right", fontsize="small")
-    figure.savefig(path)
+    return figure
+
+
+def det_plot(path: Path, labelled: LabelledScores, eer: float) -> Path:
+    """``det_figure`` as a PNG."""
+    det_figure(labelled, eer).savefig(path)
     return path
 
 
-def confusion_plot(path: Path, metrics: ThresholdMetrics, threshold: float) -> Path:
+def confusion_figure(metrics: ThresholdMetrics, threshold: float) -> Figure:
     """Counts by actual class (rows) and service verdict (columns), with each row's share."""
     matrix = np.array(
         [
@@ -103,7 +124,7 @@ def confusion_plot(path: Path, metrics: ThresholdMetrics, threshold: float) -> P
     )
     rows = matrix.sum(axis=1, keepdims=True)
     shares = np.divide(matrix, rows, out=np.zeros(matrix.shape), where=rows > 0)
-    figure = _figure(4.2, 3.6)
+    figure = _figure(4.2, 3.9)
     ax = figure.add_subplot()
     ax.imshow(shares, cmap="Blues", vmin=0.0, vmax=1.0)
     for (row, col), count in np.ndenumerate(matrix):
@@ -111,7 +132,13 @@ def confusion_plot(path: Path, metrics: ThresholdMetrics, threshold: float) -> P
         ax.text(col, row, f"{count}\n{shares[row, col]:.0%}", ha="center", va="center", color=colour)
     ax.set_xticks([0, 1], ["REAL", "FAKE"])
     ax.set_yticks([0, 1], ["bona fide", "spoof"])
+    ax.set_title("Verdicts by actual class")
     ax.set_xlabel(f"verdict (FAKE when fake probability ≥ {threshold:g})")
     ax.set_ylabel("actual")
-    figure.savefig(path)
+    return figure
+
+
+def confusion_plot(path: Path, metrics: ThresholdMetrics, threshold: float) -> Path:
+    """``confusion_figure`` as a PNG."""
+    confusion_figure(metrics, threshold).savefig(path)
     return path

@@ -6,6 +6,7 @@ Markdown or HTML from the same blocks, so the two formats always say the same th
 
 from __future__ import annotations
 
+import csv
 import html
 import json
 import logging
@@ -17,14 +18,16 @@ from ..datasets import BONAFIDE, NO_ATTACK, SPOOF
 from ..scoring import fake_probability
 from . import plots
 from .metrics import ASVSPOOF2019_COST_MODEL
-from .summary import LabelledScores, Summary
+from .summary import LabelledScores, Summary, scored_files
 
 logger = logging.getLogger(__name__)
 
 FORMATS = ("md", "html")
 SCORES_FILE = "scores.txt"
+LABELLED_SCORES_FILE = "scores.csv"
 SUMMARY_FILE = "summary.json"
 MAX_LISTED_FAILURES = 50
+MAX_LISTED_MISTAKES = 50
 
 
 @dataclass(frozen=True)
@@ -129,6 +132,42 @@ def _confusion(summary: Summary) -> list[Block]:
     ]
 
 
+def _mistakes(summary: Summary) -> list[Block]:
+    wrong = summary.misclassified
+    blocks: list[Block] = [Heading("Files with the wrong verdict")]
+    if not wrong:
+        return [*blocks, Paragraph("None: every scored file got the right verdict at this threshold.")]
+    false_fake = sum(f.label == BONAFIDE for f in wrong)
+    rows = [
+        (
+            f"`{f.path}`",
+            "bona fide" if f.label == BONAFIDE else "spoof",
+            "" if f.attack == NO_ATTACK else f.attack,
+            f"{f.score:.3f}",
+            f"{f.fake_probability:.4f}",
+            f.verdict,
+        )
+        for f in wrong[:MAX_LISTED_MISTAKES]
+    ]
+    blocks += [
+        Paragraph(
+            f"{len(wrong)} of {sum(summary.scored.values())} scored files got the wrong verdict at fake "
+            f"probability ≥ {summary.threshold:g} (bona fide called FAKE: {false_fake}, spoofs called REAL: "
+            f"{len(wrong) - false_fake}). The most confident mistakes come first; "
+            f"`{LABELLED_SCORES_FILE}` lists every file with its label, score and verdict."
+        ),
+        Table(("file", "label", "attack", "score", "fake probability", "verdict"), rows),
+    ]
+    if len(wrong) > MAX_LISTED_MISTAKES:
+        blocks.append(
+            Paragraph(
+                f"… and {len(wrong) - MAX_LISTED_MISTAKES} more: see `{SUMMARY_FILE}` or "
+                f"`{LABELLED_SCORES_FILE}`."
+            )
+        )
+    return blocks
+
+
 def _attacks(summary: Summary) -> list[Block]:
     blocks: list[Block] = [Heading("Per attack")]
     if not summary.attacks:
@@ -153,7 +192,16 @@ def _attacks(summary: Summary) -> list[Block]:
     ]
 
 
-def _figures(summary: Summary, drawn: dict[str, Path | None]) -> list[Block]:
+def _separated_note(labelled: LabelledScores) -> str:
+    return (
+        "DET curve not drawn: the classes are perfectly separated (EER 0 %), so every threshold between "
+        f"the highest spoof score ({labelled.spoof.max():.3f}) and the lowest bona fide score "
+        f"({labelled.bonafide.min():.3f}) makes no error at all and the curve would only be the corner "
+        "of its axes"
+    )
+
+
+def _figures(summary: Summary, drawn: dict[str, Path | None], labelled: LabelledScores) -> list[Block]:
     blocks: list[Block] = [Heading("Figures")]
     if drawn["histogram"] is not None:
         blocks += [
@@ -172,6 +220,8 @@ def _figures(summary: Summary, drawn: dict[str, Path | None]) -> list[Block]:
                 "a straight line. Lower left is better; the dot is the EER."
             ),
         ]
+    elif summary.eer == 0.0:
+        blocks.append(Paragraph(_separated_note(labelled) + "."))
     else:
         blocks.append(Paragraph(f"DET curve {summary.eer_note}."))
     return blocks
@@ -223,7 +273,7 @@ def _failures(summary: Summary) -> list[Block]:
     return blocks
 
 
-def build_blocks(summary: Summary, drawn: dict[str, Path | None]) -> list[Block]:
+def build_blocks(summary: Summary, drawn: dict[str, Path | None], labelled: LabelledScores) -> list[Block]:
     run = summary.run
     listed, scored = summary.listed, summary.scored
     intro = (
@@ -255,14 +305,18 @@ def build_blocks(summary: Summary, drawn: dict[str, Path | None]) -> list[Block]
         Paragraph(_protocol_text(summary)),
         *_results(summary),
         *_confusion(summary),
+        *_mistakes(summary),
         *_attacks(summary),
-        *_figures(summary, drawn),
+        *_figures(summary, drawn, labelled),
         *_tdcf_details(summary),
         *_failures(summary),
         Heading("Files"),
         BulletList(
             [
-                f"`{SCORES_FILE}`: one `key score` line per scored file (ASVspoof 2021 submission format)",
+                f"`{SCORES_FILE}`: one `key score` line per scored file (ASVspoof 2021 submission format; "
+                "a rerun resumes from it)",
+                f"`{LABELLED_SCORES_FILE}`: every scored file with its path, label, attack, score, fake "
+                "probability and verdict",
                 f"`{SUMMARY_FILE}`: every figure above, rates as fractions",
                 "the figures: " + ", ".join(f"`{p.name}`" for p in drawn.values() if p is not None),
             ]
@@ -341,7 +395,7 @@ def write_report(
         "histogram": plots.score_histogram(
             out / "scores.png", labelled, summary.eer_threshold, summary.score_cut
         ),
-        "det": plots.det_plot(out / "det.png", labelled, summary.eer) if summary.eer is not None else None,
+        "det": plots.det_plot(out / "det.png", labelled, summary.eer) if summary.eer else None,
         "confusion": plots.confusion_plot(out / "confusion.png", summary.at_threshold, summary.threshold),
     }
     for stale in {"scores.png", "det.png"} - {p.name for p in drawn.values() if p is not None}:
@@ -350,16 +404,47 @@ def write_report(
     written = [p for p in drawn.values() if p is not None]
     (out / SUMMARY_FILE).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     written.append(out / SUMMARY_FILE)
-    blocks = build_blocks(summary, drawn)
-    if "md" in formats:
-        (out / "report.md").write_text(render_markdown(blocks), encoding="utf-8")
-        written.append(out / "report.md")
-    if "html" in formats:
-        title = f"voxguard evaluation: {summary.run.model} on {summary.dataset}"
-        (out / "report.html").write_text(render_html(blocks, title), encoding="utf-8")
-        written.append(out / "report.html")
+    written.append(write_labelled_scores(out / LABELLED_SCORES_FILE, labelled, summary.threshold))
+    blocks = build_blocks(summary, drawn, labelled)
+    renderers = {
+        "md": lambda: render_markdown(blocks),
+        "html": lambda: render_html(blocks, f"voxguard evaluation: {summary.run.model} on {summary.dataset}"),
+    }
+    for fmt in FORMATS:
+        report = out / f"report.{fmt}"
+        if fmt in formats:
+            report.write_text(renderers[fmt](), encoding="utf-8")
+            written.append(report)
+        else:
+            report.unlink(missing_ok=True)  # an earlier run's report would no longer match these figures
     logger.info("report in %s: %s", out, ", ".join(p.name for p in written))
     return written
+
+
+def write_labelled_scores(path: Path, labelled: LabelledScores, threshold: float) -> Path:
+    """``scores.csv``: every scored file with its label, score and verdict, in the data set's order.
+
+    ``scores.txt`` stays the two-column ASVspoof file that resuming and other tools read; this one
+    adds what the labels say, for a spreadsheet or a script looking for the files it got wrong.
+    """
+    columns = ("key", "path", "label", "attack", "score", "fake_probability", "verdict", "correct")
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(columns)
+        for f in scored_files(labelled, threshold):
+            writer.writerow(
+                (
+                    f.key,
+                    f.path,
+                    f.label,
+                    f.attack,
+                    repr(f.score),
+                    f"{f.fake_probability:.6g}",
+                    f.verdict,
+                    f.correct,
+                )
+            )
+    return path
 
 
 def render_text(summary: Summary, written: list[Path]) -> str:

@@ -9,7 +9,6 @@ the score file as soon as its last window is scored, and the file is flushed aft
 from __future__ import annotations
 
 import logging
-import sys
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -18,10 +17,10 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
-from tqdm import tqdm
 
 from ..audio import WINDOW, AudioError, AudioOptions, WindowSet, decode, make_windows, prepare
 from ..datasets import Dataset, Item
+from ..progress import Progress, progress_bar
 from ..scoring import INCONCLUSIVE, Rule, decide
 from .scorefile import ScoreWriter, resume_scores
 
@@ -134,7 +133,7 @@ class _Batches:
         writer: ScoreWriter,
         scores: dict[str, float],
         failures: list[Failure],
-        bar: tqdm,
+        bar: Progress,
     ) -> None:
         self.scorer, self.protocol, self.writer, self.bar = scorer, protocol, writer, bar
         self.scores, self.failures = scores, failures
@@ -215,13 +214,8 @@ def score_dataset(
     resumed = len(scores)
     failures: list[Failure] = []
     start = time.perf_counter()
-    bar = tqdm(
-        total=len(dataset.items),
-        initial=resumed,
-        desc=f"scoring {dataset.name}",
-        unit="file",
-        file=sys.stderr,
-        disable=not progress,
+    bar = progress_bar(
+        len(dataset.items), f"scoring {dataset.name}", "file", initial=resumed, disable=not progress
     )
     writer = ScoreWriter(scores_path)
     batches = _Batches(scorer, protocol, writer, scores, failures, bar)

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from ..datasets import BONAFIDE, SPOOF, Dataset
-from ..scoring import fake_probability
+from ..datasets import BONAFIDE, SPOOF, Dataset, Item
+from ..scoring import FAKE, REAL, fake_probability
 from .metrics import (
     AsvErrorRates,
     TandemCost,
@@ -30,11 +30,13 @@ from .scorefile import AsvScores
 
 @dataclass(frozen=True)
 class LabelledScores:
-    """The scored files' scores by class; ``attacks[i]`` is the attack of ``spoof[i]``."""
+    """The scored files' scores by class; ``attacks[i]`` is the attack of ``spoof[i]``; ``files`` holds
+    every scored item with its score, in the data set's order."""
 
     bonafide: np.ndarray
     spoof: np.ndarray
     attacks: list[str]
+    files: list[tuple[Item, float]] = field(default_factory=list)
 
 
 def labelled_scores(dataset: Dataset, scores: dict[str, float]) -> LabelledScores:
@@ -45,7 +47,42 @@ def labelled_scores(dataset: Dataset, scores: dict[str, float]) -> LabelledScore
         bonafide=np.array([scores[item.key] for item in scored if item.label == BONAFIDE], dtype=np.float64),
         spoof=np.array([scores[item.key] for item in spoofs], dtype=np.float64),
         attacks=[item.attack for item in spoofs],
+        files=[(item, scores[item.key]) for item in scored],
     )
+
+
+@dataclass(frozen=True)
+class ScoredFile:
+    """One scored file, its label and the service's verdict on its score at the run's threshold."""
+
+    key: str
+    path: str
+    label: str
+    attack: str
+    score: float
+    fake_probability: float
+    verdict: str  # "REAL" or "FAKE"
+
+    @property
+    def correct(self) -> bool:
+        return (self.verdict == "FAKE") == (self.label == SPOOF)
+
+
+def scored_files(labelled: LabelledScores, threshold: float) -> list[ScoredFile]:
+    """Every scored file with its verdict, in the data set's order (what ``scores.csv`` lists)."""
+    out = []
+    for item, score in labelled.files:
+        p_fake = fake_probability(score)
+        verdict = FAKE if p_fake >= threshold else REAL
+        out.append(ScoredFile(item.key, str(item.path), item.label, item.attack, score, p_fake, verdict))
+    return out
+
+
+def misclassified(files: list[ScoredFile], threshold: float) -> list[ScoredFile]:
+    """The files with the wrong verdict, the most confident mistakes (farthest from the cut) first."""
+    cut = fake_score_cut(threshold)
+    wrong = [f for f in files if not f.correct]
+    return sorted(wrong, key=lambda f: -abs(f.score - cut))  # stable: a cut of ±inf keeps the order
 
 
 def is_fake(scores: np.ndarray, threshold: float) -> np.ndarray:
@@ -110,6 +147,7 @@ class Summary:
     at_threshold: ThresholdMetrics
     attacks: list[AttackFigures]
     failures: list[Failure]
+    misclassified: list[ScoredFile]  # wrong verdict at ``threshold``, most confident first
 
     @property
     def score_cut(self) -> float:
@@ -134,6 +172,7 @@ class Summary:
             "files": sum(self.listed.values()),
             "scored": sum(self.scored.values()),
             "failed": len(self.failures),
+            "misclassified": len(self.misclassified),
             "bonafide": self.scored[BONAFIDE],
             "spoof": self.scored[SPOOF],
             "eer": self.eer,
@@ -209,4 +248,5 @@ def build_summary(
         at_threshold=threshold_metrics(is_fake(labelled.bonafide, threshold), spoof_fake),
         attacks=attacks,
         failures=failures,
+        misclassified=misclassified(scored_files(labelled, threshold), threshold),
     )

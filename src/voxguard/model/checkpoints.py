@@ -17,7 +17,6 @@ import hashlib
 import http.client
 import logging
 import os
-import sys
 import tempfile
 import urllib.request
 from collections.abc import Mapping
@@ -26,8 +25,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm import tqdm
 
+from ..problems import SetupError
+from ..progress import progress_bar
 from .aasist import AASIST
 from .config import VARIANTS, AasistConfig
 
@@ -41,7 +41,7 @@ _CHUNK = 1 << 20
 _DOWNLOAD_TIMEOUT_S = 60.0
 
 
-class CheckpointError(Exception):
+class CheckpointError(SetupError):
     """A checkpoint could not be found, fetched, verified or loaded.
 
     ``code`` is a stable machine code (``checkpoint_missing``, ``checksum_mismatch``,
@@ -50,14 +50,9 @@ class CheckpointError(Exception):
     """
 
     def __init__(self, code: str, detail: str, hint: str = "") -> None:
-        # All three go to Exception so the error pickles across process boundaries.
-        super().__init__(code, detail, hint)
+        super().__init__(detail, hint)
+        self.args = (code, detail, hint)  # all three, so the error pickles across process boundaries
         self.code = code
-        self.detail = detail
-        self.hint = hint
-
-    def __str__(self) -> str:
-        return f"{self.detail} Hint: {self.hint}" if self.hint else self.detail
 
 
 @dataclass(frozen=True)
@@ -126,8 +121,9 @@ def _spec(name: str) -> CheckpointSpec:
 
 def _weights_hint(name: str) -> str:
     return (
-        f"run `make weights` or `voxguard weights --model {name}`, "
-        "or set VOXGUARD_CHECKPOINT_DIR / --checkpoint"
+        f"download the weights with `voxguard weights --model {name} --dir DIR` (`make weights` in the "
+        "repository) and point VOXGUARD_CHECKPOINT_DIR or --checkpoint-dir at DIR, or give a file "
+        "with --checkpoint"
     )
 
 
@@ -155,9 +151,10 @@ def resolve_checkpoint(
         candidate = directory / spec.filename
     if not candidate.is_file():
         what = "is a directory, not a file" if candidate.is_dir() else "does not exist"
+        where = "" if candidate.is_absolute() else f" (relative to the current directory, {Path.cwd()})"
         raise CheckpointError(
             "checkpoint_missing",
-            f"Checkpoint for {name!r} not found: {candidate} {what}.",
+            f"Checkpoint for {name!r} not found: {candidate}{where} {what}.",
             _weights_hint(name),
         )
     return candidate
@@ -412,14 +409,7 @@ def _download(source: str, fd: int, spec: CheckpointSpec, progress: bool) -> tup
             urllib.request.urlopen(source, timeout=_DOWNLOAD_TIMEOUT_S) as response,
         ):
             total = int(response.headers.get("Content-Length") or spec.size)
-            with tqdm(
-                total=total,
-                unit="B",
-                unit_scale=True,
-                desc=spec.filename,
-                file=sys.stderr,
-                disable=not progress,
-            ) as bar:
+            with progress_bar(total, spec.filename, "B", unit_scale=True, disable=not progress) as bar:
                 while (chunk := response.read(_CHUNK)) and size <= spec.size:
                     out.write(chunk)
                     digest.update(chunk)

@@ -5,14 +5,8 @@ augmentations, ``recipe`` the hyper-parameters, schedule and loss, ``run_files``
 reads back, and ``trainer`` the loop that ties them together.
 """
 
+from ..problems import SetupError
 
-class TrainingError(Exception):
+
+class TrainingError(SetupError):
     """A run that cannot start or continue as asked; ``hint`` says what to change."""
-
-    def __init__(self, detail: str, hint: str = "") -> None:
-        super().__init__(detail, hint)
-        self.detail = detail
-        self.hint = hint
-
-    def __str__(self) -> str:
-        return f"{self.detail} Hint: {self.hint}" if self.hint else self.detail

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields
-from typing import Any
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from ..model.config import VARIANTS
+
+if TYPE_CHECKING:  # torch is imported where it is used, so the CLI can read the defaults without it
+    import torch
+    from torch import nn
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,8 @@ def make_optimizer(
     model: nn.Module, recipe: Recipe, steps_per_epoch: int
 ) -> tuple[torch.optim.Adam, torch.optim.lr_scheduler.LambdaLR]:
     """Adam plus the per-step cosine schedule over the whole run."""
+    import torch
+
     optimizer = torch.optim.Adam(
         model.parameters(), lr=recipe.lr, betas=recipe.betas, weight_decay=recipe.weight_decay, amsgrad=False
     )
@@ -103,5 +106,8 @@ def make_optimizer(
 
 def make_criterion(recipe: Recipe, device: torch.device) -> nn.CrossEntropyLoss:
     """Weighted cross-entropy; the weight order follows the logits: index 0 spoof, index 1 bona fide."""
+    import torch
+    from torch import nn
+
     weight = torch.tensor([recipe.spoof_weight, recipe.bonafide_weight], dtype=torch.float32, device=device)
     return nn.CrossEntropyLoss(weight=weight)

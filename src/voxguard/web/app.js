@@ -3,7 +3,16 @@
 import { ApiProblem, getApiKey, listModels, predict, setApiKey } from "./api.js";
 import { liveSupported, startLive } from "./live.js";
 import { describeMicError, recordingSupported, startRecording } from "./recorder.js";
-import { liveCard, pendingCard, setPending, showError, showLive, showResult, updatePending } from "./render.js";
+import {
+  liveCard,
+  pendingCard,
+  percent,
+  setPending,
+  showError,
+  showLive,
+  showResult,
+  updatePending,
+} from "./render.js";
 
 const $ = (id) => document.getElementById(id);
 const ui = {
@@ -29,10 +38,20 @@ function announce(text) {
   ui.announce.textContent = text;
 }
 
+const reducedMotion = window.matchMedia("(prefers-reduced-motion: reduce)");
+
 function addCard(card) {
   ui.results.prepend(card);
   ui.empty.hidden = true;
   ui.clear.hidden = false;
+  reveal(card);
+}
+
+/** On a phone the results are below the fold: bring a new card into view, or nothing seems to happen. */
+function reveal(card) {
+  const { top, bottom } = card.getBoundingClientRect();
+  if (top >= 0 && bottom <= window.innerHeight) return;
+  card.scrollIntoView({ block: "start", behavior: reducedMotion.matches ? "auto" : "smooth" });
 }
 
 /** Send one blob to the API and keep its card up to date; a Retry re-sends the same blob. */
@@ -49,7 +68,7 @@ async function analyse(blob, filename, card = null) {
   const progress = setInterval(() => updatePending(card, (performance.now() - started) / 1000, duration), 1000);
   try {
     const result = await predict(blob, filename, ui.model.value || null);
-    showResult(card, result, blob, filename);
+    showResult(card, result, blob);
     announce(`${filename}: ${spoken(result)}`);
   } catch (err) {
     const problem = err instanceof ApiProblem ? err : new ApiProblem(0, "client_error", String(err));
@@ -64,7 +83,7 @@ async function analyse(blob, filename, card = null) {
 function spoken(result) {
   if (result.prediction === "INCONCLUSIVE") return `inconclusive, ${result.reason}.`;
   const where = result.segments.map((s) => `synthetic speech from ${s.start_s.toFixed(1)} to ${s.end_s.toFixed(1)} seconds`);
-  return [`${result.prediction}, confidence ${(result.confidence * 100).toFixed(1)}%`, ...where].join("; ") + ".";
+  return [`${result.prediction}, confidence ${percent(result.confidence)}`, ...where].join("; ") + ".";
 }
 
 /** The blob's length in seconds as the browser reads it, or null (unknown, or not decodable here). */

@@ -29,10 +29,15 @@ function svg(tag, attrs = {}, ...children) {
   return node;
 }
 
-/** 0.9996 is ">99.9%", never a rounded-up "100.0%" that would claim certainty. */
-const percent = (p) => (p > 0.999 ? ">99.9%" : p < 0.001 ? "<0.1%" : `${(p * 100).toFixed(1)}%`);
+/** 0.9996 is ">99.9%", never a rounded-up "100.0%" that would claim certainty (shown and announced alike). */
+export const percent = (p) => (p > 0.999 ? ">99.9%" : p < 0.001 ? "<0.1%" : `${(p * 100).toFixed(1)}%`);
 const probability = (p) => (p < 0.0001 ? "<0.0001" : p.toFixed(4));
 const seconds = (s) => `${s.toFixed(2)} s`;
+
+/** The API's details mark names and values as `code`: text nodes and <code> elements, never HTML. */
+function richText(text) {
+  return String(text).split("`").map((part, i) => (i % 2 ? el("code", {}, part) : document.createTextNode(part)));
+}
 
 function bytes(n) {
   if (n < 1024) return `${n} B`;
@@ -107,14 +112,14 @@ function gauge(confidence, verdictClass) {
   );
 }
 
-function facts(result, blob, filename) {
+function facts(result, blob) {
   const judged = result.fake_probability !== null;
   const rows = [
     ["Fake probability", judged ? probability(result.fake_probability) : "—"],
     ["Score", judged ? `${result.score.toFixed(2)} (positive = human)` : "—"],
     ["Duration", `${seconds(result.duration_s)} (${seconds(result.speech_s)} of speech)`],
     ["Sample rate", `${result.sample_rate.toLocaleString("en")} Hz`],
-    ["Format", `${blob.type || "unknown"} · ${filename}`],
+    ["Format", `${blob.type || "unknown type"} · ${bytes(blob.size)}`],
     ["Model", result.model],
     ["Server time", `${Math.round(result.timing.total_ms)} ms`],
   ];
@@ -249,12 +254,12 @@ function verdictBox(result) {
 const capitalise = (text) => text.charAt(0).toUpperCase() + text.slice(1);
 
 /** Fill a card with a PredictResponse. */
-export function showResult(card, result, blob, filename) {
+export function showResult(card, result, blob) {
   const verdictClass = VERDICTS[result.prediction].className;
   const judged = result.prediction !== "INCONCLUSIVE";
   const summary = [verdictBox(result)];
   if (judged) summary.push(gauge(result.confidence, verdictClass));
-  summary.push(facts(result, blob, filename));
+  summary.push(facts(result, blob));
   const body = [el("div", { class: "summary" }, ...summary)];
   const warn = warnings(result.warnings);
   if (warn) body.push(warn);
@@ -272,7 +277,7 @@ export function showError(card, problem, retry) {
   const children = [
     el("p", { class: "problem-title" }, el("span", { "aria-hidden": "true" }, "✕ "), "Could not analyse this audio"),
     el("p", { class: "problem-code" }, el("code", {}, problem.code), ` · ${status}`),
-    el("p", { class: "problem-detail" }, problem.detail),
+    el("p", { class: "problem-detail" }, ...richText(problem.detail)),
   ];
   if (problem.errorId) children.push(el("p", { class: "hint" }, `Error id: ${problem.errorId}`));
   if (HINTS[problem.code]) children.push(el("p", { class: "hint" }, HINTS[problem.code]));

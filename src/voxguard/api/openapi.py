@@ -1,0 +1,164 @@
+"""What ``/openapi.json`` (and so Swagger UI and ReDoc) says beyond the route signatures: the upload
+bodies, which the routes parse themselves (see ``uploads``), and an example of every error code by status.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import FastAPI
+
+from .protocol import ErrorBody
+
+_ACCEPTED = (
+    "Accepted: WAV, FLAC, MP3, OGG/Vorbis, OGG/Opus, M4A/AAC, WebM/Opus audio, 0.25 s to 600 s long, "
+    "sampled at 4000-192000 Hz."
+)
+
+# An example detail for every code a route may answer, by status: /docs shows each status with the
+# codes it can carry, not one code for all. Details of a real server name the actual values.
+ERROR_EXAMPLES: dict[int, tuple[str, dict[str, str]]] = {
+    400: (
+        "The request is wrong: empty or malformed upload, unknown or conflicting model, unknown parameter",
+        {
+            "empty_input": "The upload is empty (0 bytes). " + _ACCEPTED,
+            "invalid_multipart": "The multipart body is malformed (unexpected end of message).",
+            "too_many_files": "The form has 2 `file` parts; /v1/predict scores one. Send several files "
+            "to /v1/predict/batch as `files`.",
+            "unknown_model": "model 'aasist-l' is not loaded; loaded: aasist. Start the server with "
+            "VOXGUARD_MODELS=aasist,aasist-l to load it.",
+            "conflicting_model": "The query says model 'aasist' but the form says 'aasist-l'. Send one.",
+            "unknown_parameter": "Unknown query parameter `threshold`: /v1/predict accepts `model`.",
+            "unknown_field": "Unknown form field `threshold`: /v1/predict accepts `file` and `model`.",
+        },
+    ),
+    401: (
+        "Missing or wrong API key (only when the server has VOXGUARD_API_KEYS)",
+        {
+            "unauthorized": "A valid API key is required: send it as `X-API-Key: <key>` or "
+            "`Authorization: Bearer <key>`."
+        },
+    ),
+    408: (
+        "The upload did not arrive before the request deadline",
+        {"request_timeout": "The upload did not arrive within 30 s. Send the whole body."},
+    ),
+    413: (
+        "The upload or the audio is too large",
+        {
+            "upload_too_large": "The upload is larger than the limit of 100 MB. Send a shorter or more "
+            "compressed file.",
+            "audio_too_long": "The audio is longer than 600 s. " + _ACCEPTED,
+            "too_many_parts": "The form has more than 64 parts.",
+        },
+    ),
+    415: (
+        "Not an accepted audio format or content type",
+        {
+            "undecodable_audio": "The file is not in a recognised audio format. " + _ACCEPTED,
+            "no_audio_stream": "The file contains no audio stream. " + _ACCEPTED,
+            "unsupported_media_type": "Content type 'text/plain' is not accepted. Send the audio as "
+            "multipart/form-data (field `file`) or as a raw audio/* body.",
+        },
+    ),
+    422: (
+        "Audio that cannot be judged, or a form without the file",
+        {
+            "audio_too_short": "The audio is 0.100 s long. " + _ACCEPTED,
+            "invalid_samples": "The audio contains NaN or infinite sample values. " + _ACCEPTED,
+            "no_speech": "Every part of the audio is below -60 dBFS RMS, so there is no speech to analyse. "
+            "Accepted: audio with audible speech.",
+            "missing_file_field": "The form has no `file` field (fields found: audio). Upload the audio "
+            "as `file`.",
+            "invalid_request": "The request is invalid: query.model: ...",
+        },
+    ),
+    500: (
+        "The model failed on this audio; the error id is also in the server log",
+        {"inference_failed": "The model failed on this audio (error id 3f2a9c01d4e5)."},
+    ),
+    503: (
+        "The server is full, starting or shutting down; retry after `Retry-After` seconds",
+        {
+            "queue_full": "The server is at capacity (the queue for model 'aasist' is full). "
+            "Retry after 1 s.",
+            "shutting_down": "The server is shutting down; retry on another replica.",
+        },
+    ),
+    504: (
+        "Not scored before the request deadline",
+        {
+            "deadline_exceeded": "the request's deadline passed before its audio was scored. Retry later "
+            "or send shorter audio."
+        },
+    ),
+}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The ``responses`` of a route: per status its description and one example per error code."""
+    out: dict[int | str, dict[str, Any]] = {}
+    for status in statuses:
+        description, codes = ERROR_EXAMPLES[status]
+        examples = {}
+        for code, detail in codes.items():
+            value = {"code": code, "detail": detail}
+            if status == 500:
+                value["error_id"] = "3f2a9c01d4e5"
+            examples[code] = {"summary": code, "value": value}
+        out[status] = {
+            "model": ErrorBody,
+            "description": description,
+            "content": {"application/json": {"examples": examples}},
+        }
+    return out
+
+
+def upload_body(many: bool) -> dict[str, Any]:
+    """The request body of an upload route: a multipart form or, for one file, the raw audio."""
+    field = "files" if many else "file"
+    file_schema: dict[str, Any] = {"type": "string", "format": "binary"}
+    properties: dict[str, Any] = {
+        field: {"type": "array", "items": file_schema} if many else file_schema,
+        # An empty example: Swagger UI would otherwise pre-fill "string", a model no server has.
+        "model": {
+            "type": "string",
+            "default": "",
+            "example": "",
+            "description": "a loaded model (GET /v1/models); empty: the server's default",
+        },
+    }
+    content: dict[str, Any] = {
+        "multipart/form-data": {"schema": {"type": "object", "properties": properties, "required": [field]}}
+    }
+    if not many:
+        content["audio/*"] = {"schema": {"type": "string", "format": "binary"}}
+        content["application/octet-stream"] = {"schema": {"type": "string", "format": "binary"}}
+    return {"requestBody": {"required": True, "content": content}}
+
+
+def document_keys(app: FastAPI, *, keys: bool, protect_probes: bool) -> None:
+    """Make the schema say what this server enforces: with ``VOXGUARD_API_KEYS`` the key schemes (so
+    Swagger UI has an Authorize button) on the API routes, and on the probes with
+    ``VOXGUARD_PROTECT_PROBES``; without keys no route asks for one."""
+    generate: Callable[[], dict[str, Any]] = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = generate()
+        schemes = schema.get("components", {}).get("securitySchemes", {})
+        required = [{name: []} for name in schemes]
+        for item in schema["paths"].values():
+            for operation in item.values():
+                if not keys:
+                    operation.pop("security", None)
+                elif protect_probes and "probes" in operation.get("tags", ()):
+                    operation["security"] = required
+        if not keys:
+            schema.get("components", {}).pop("securitySchemes", None)
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
