@@ -21,7 +21,8 @@ from voxguard.audio import WINDOW, AudioOptions, decode, make_windows, prepare
 from voxguard.cli import main
 from voxguard.evaluation.metrics import asv_error_rates, equal_error_rate, min_tdcf
 from voxguard.evaluation.scorefile import read_asv_scores, resume_scores
-from voxguard.scoring import decide, summarize
+from voxguard.scoring import fake_probability, summarize
+from voxguard.settings import Settings
 
 SENTENCES = ("The birch canoe slid on the smooth planks.", "Glue the sheet to the dark blue background.")
 VOICES = ("en-us", "en-gb+f3")
@@ -44,7 +45,12 @@ def spoof_clips(tmp_path_factory) -> dict[str, list[Path]]:
 
 @pytest.fixture(scope="module")
 def bona_fide(samples_dir: Path) -> list[Path]:
-    return sorted(samples_dir.glob("*.flac"))[:2]
+    """The two takes with enough speech for a verdict (2.3 and 2.5 s)."""
+    return [samples_dir / "p225_002_mic1.flac", samples_dir / "p225_002_mic2.flac"]
+
+
+def _fake(score: float) -> bool:
+    return fake_probability(score) >= Settings().threshold
 
 
 def _eval(capsys, *args: object) -> tuple[int, dict | str]:
@@ -104,46 +110,62 @@ def test_csv_layout_html_report_failures_and_text_output(tmp_path, capsys, bona_
     out = tmp_path / "report"
     code, text = _eval(capsys, listing, "--out", out, "--format", "html", "--batch-size", "4")
     assert code == 0
-    assert "7 files, 6 scored, 1 could not be decoded" in text and "report.html" in text
+    assert "7 files, 6 scored, 1 could not be scored or judged" in text and "report.html" in text
     assert (out / "report.html").is_file() and not (out / "report.md").exists()
     assert f"<li><code>{broken}</code>: undecodable_audio" in (out / "report.html").read_text()
     assert len((out / "scores.txt").read_text().splitlines()) == 6
     summary = _summary(out)
     assert [(f["key"], f["code"]) for f in summary["failures"]] == [("broken.mp3", "undecodable_audio")]
     assert summary["layout"] == "csv" and summary["run"]["batch_size"] == 4
-    assert summary["run"]["protocol"] == "reference" and summary["run"]["preprocess"] == "reference"
+    assert summary["run"]["protocol"] == "service" and summary["run"]["preprocess"] == "robust"
     assert [(a["attack"], a["scored"]) for a in summary["attacks"]] == [
         ("espeak-en-gb+f3", 2),
         ("espeak-en-us", 2),
     ]
 
 
-def test_folder_layout_whole_file_is_the_service_score(
-    tmp_path, capsys, detector_factory, spoof_clips
-) -> None:
+def test_folder_layout_by_default_is_the_service_verdict(tmp_path, capsys, detector_factory) -> None:
     (tmp_path / "set" / "real").mkdir(parents=True)
     (tmp_path / "set" / "fake" / "espeak").mkdir(parents=True)
     long = espeak_ng(" ".join(SENTENCES * 3), tmp_path / "set" / "fake" / "espeak" / "long.wav")
     out = tmp_path / "report"
-    code, head = _eval(capsys, tmp_path / "set", "--out", out, "--whole-file", "--json")
+    code, head = _eval(capsys, tmp_path / "set", "--out", out, "--json")
     assert code == 0
-    assert (head["layout"], head["protocol"], head["preprocess"]) == ("folder", "whole-file", "robust")
+    assert (head["layout"], head["protocol"], head["preprocess"]) == ("folder", "service", "robust")
     assert head["eer"] is None and head["spoof"] == 1
     audio, windows = prepare(long.read_bytes(), AudioOptions())
-    assert len(windows.batch) > 2  # several windows, averaged as the service does
-    want = summarize(audio, windows, detector_factory("aasist", "fast").scores(windows.batch)).score
+    assert len(windows.batch) > 2  # several windows, judged as the service judges them
+    margins = detector_factory("aasist", "fast").scores(windows.batch)
+    want = summarize(audio, windows, margins, Settings().rule()).decision.score
     assert resume_scores(out / "scores.txt")["fake/espeak/long.wav"] == pytest.approx(want, abs=1e-3)
     assert _summary(out)["run"]["windows"] == len(windows.batch)
+    assert _summary(out)["run"]["score_offset"] == Settings().score_offset
+    assert "Protocol `service`" in (out / "report.md").read_text()
+
+
+def test_reference_protocol_is_one_flag_away(tmp_path, capsys, bona_fide, detector_factory) -> None:
+    listing = tmp_path / "list.csv"
+    listing.write_text(f"{bona_fide[0]},bonafide\n")
+    out = tmp_path / "report"
+    code, head = _eval(capsys, listing, "--out", out, "--protocol", "reference", "--json")
+    assert code == 0 and (head["protocol"], head["preprocess"]) == ("reference", "reference")
+    audio = decode(bona_fide[0].read_bytes())
+    window = make_windows(audio.waveform[:WINDOW], preprocess="reference").batch
+    want = float(detector_factory("aasist", "fast").scores(window)[0])  # the network's own margin
+    assert resume_scores(out / "scores.txt")[str(bona_fide[0])] == pytest.approx(want, abs=1e-3)
+    assert "Protocol `reference`" in (out / "report.md").read_text()
 
 
 def test_only_bona_fide_still_reports(tmp_path, capsys, samples_dir) -> None:
     out = tmp_path / "report"
     code, head = _eval(capsys, samples_dir / "labels.csv", "--out", out, "--json")
     assert code == 0
-    assert (head["scored"], head["bonafide"], head["spoof"]) == (5, 5, 0)
+    # p225_001 (both microphones) has 1.3-1.7 s of speech: no verdict, so not scored
+    assert (head["scored"], head["failed"], head["bonafide"], head["spoof"]) == (3, 2, 3, 0)
     assert head["eer"] is None and head["min_tdcf"] is None and head["recall"] is None
-    real = [not decide([s]).is_fake for s in resume_scores(out / "scores.txt").values()]
-    assert head["accuracy"] == sum(real) / 5
+    real = [not _fake(s) for s in resume_scores(out / "scores.txt").values()]
+    assert head["accuracy"] == sum(real) / 3
+    assert {f["code"] for f in _summary(out)["failures"]} == {"inconclusive"}
     summary = _summary(out)
     assert summary["eer_note"].startswith("not computable: no spoof files were scored")
     assert not (out / "det.png").exists() and (out / "scores.png").is_file()
@@ -219,36 +241,30 @@ def test_end_to_end_on_the_shared_samples(tmp_path, samples_dir, spoof_clips, ch
     assert "scoring samples" in proc.stderr  # progress goes to stderr, the JSON alone to stdout
     assert "\r" not in proc.stderr  # not a terminal: plain progress lines, no redrawn bar
     head = json.loads(proc.stdout)
+    floor = Settings().min_reliable_s
+    judged = [p for p in bona if prepare(p.read_bytes(), AudioOptions())[1].speech_s >= floor]
+    assert 10 <= len(judged) < 30  # the clips of p225_001 have too little speech to judge
     assert (head["files"], head["scored"], head["failed"], head["bonafide"], head["spoof"]) == (
         34,
-        34,
-        0,
-        30,
+        len(judged) + 4,
+        30 - len(judged),
+        len(judged),
         4,
     )
 
     lines = (out / "scores.txt").read_text().splitlines()
-    assert len(lines) == 34
     scores = {key: float(value) for key, value in (line.rsplit(maxsplit=1) for line in lines)}
-    assert set(scores) == {str(p.resolve()) for p in bona} | {str(p.resolve()) for _, p in spoofs}
-    bona_scores = np.array([scores[str(p.resolve())] for p in bona])
+    assert set(scores) == {str(p.resolve()) for p in judged} | {str(p.resolve()) for _, p in spoofs}
+    bona_scores = np.array([scores[str(p.resolve())] for p in judged])
     spoof_scores = np.array([scores[str(p.resolve())] for _, p in spoofs])
     assert (head["eer"], head["eer_threshold"]) == equal_error_rate(bona_scores, spoof_scores)
-    fake = [decide([s]).is_fake for s in [*bona_scores, *spoof_scores]]
+    fake = [_fake(s) for s in [*bona_scores, *spoof_scores]]
     summary = json.loads((out / "summary.json").read_text())
     m = summary["at_threshold"]
-    assert m["false_positive"] == sum(fake[:30]) and m["true_positive"] == sum(fake[30:])
-    assert m["true_negative"] + m["false_positive"] == 30 and m["true_positive"] + m["false_negative"] == 4
+    assert m["false_positive"] == sum(fake[: len(judged)]) == 0  # no real recording called FAKE
+    assert m["true_positive"] == sum(fake[len(judged) :]) == 4  # every synthetic clip caught
     assert [(a["attack"], a["scored"]) for a in summary["attacks"]] == [("en-gb+f3", 2), ("en-us", 2)]
-
-    # Reference protocol = the official input: the first window of the raw 16 kHz samples, tiled.
-    from voxguard.inference import Detector
-
-    detector = Detector.load("aasist", checkpoint_dir=checkpoint_dir, engine="fast", device="cpu")
-    for path in (bona[0], spoofs[0][1]):
-        audio = decode(path.read_bytes())
-        window = make_windows(audio.waveform[:WINDOW], preprocess="reference").batch
-        assert scores[str(path.resolve())] == pytest.approx(float(detector.scores(window)[0]), abs=1e-3)
+    assert {f["code"] for f in summary["failures"]} == {"inconclusive"}
 
     # With every spoof below every bona fide (EER 0) there is no DET curve to draw; the report says so.
     det = ["det.png"] if head["eer"] > 0 else []
@@ -260,4 +276,5 @@ def test_end_to_end_on_the_shared_samples(tmp_path, samples_dir, spoof_clips, ch
     for report in ("report.md", "report.html"):
         text = (out / report).read_text()
         assert f"{head['eer']:.2%}" in text and "34 files listed (30 bona fide, 4 spoof)" in text
+        assert "too short to judge" in text
         assert ("DET curve not drawn" in text) == (not det)

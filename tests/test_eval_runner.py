@@ -17,10 +17,12 @@ from voxguard.datasets import load_dataset
 from voxguard.evaluation import runner
 from voxguard.evaluation.runner import score_dataset, scoring_protocol
 from voxguard.evaluation.scorefile import resume_scores
-from voxguard.scoring import summarize
+from voxguard.scoring import Rule, summarize
+from voxguard.settings import Settings
 
-REFERENCE = scoring_protocol(AudioOptions(), whole_file=False, preprocess=None)
-WHOLE_FILE = scoring_protocol(AudioOptions(), whole_file=True, preprocess=None)
+RULE = Settings().rule()
+REFERENCE = scoring_protocol(AudioOptions(), RULE, name="reference", preprocess=None)
+SERVICE = scoring_protocol(AudioOptions(), RULE, name="service", preprocess=None)
 
 
 class StubScorer:
@@ -99,7 +101,7 @@ def test_reference_protocol_is_the_official_first_window_with_tiling(tmp_path: P
         np.testing.assert_array_equal(got[name], want)
 
 
-def test_whole_file_protocol_is_the_service_verdict_score(tmp_path: Path) -> None:
+def test_service_protocol_is_the_service_verdict_score(tmp_path: Path) -> None:
     folder = tmp_path / "set" / "spoof"
     folder.mkdir(parents=True)
     rate = 16000
@@ -109,13 +111,32 @@ def test_whole_file_protocol_is_the_service_verdict_score(tmp_path: Path) -> Non
     _tone(folder / "tone.wav", 11.0, 0.1)
     data = load_dataset(tmp_path / "set")
     scorer = StubScorer()
-    result = _run(data, scorer, tmp_path, protocol=WHOLE_FILE, batch_size=3)
+    result = _run(data, scorer, tmp_path, protocol=SERVICE, batch_size=3)
     assert sum(scorer.sizes) == result.windows > 2
     for item in data.items:
         audio, windows = prepare(item.path.read_bytes(), AudioOptions())
-        verdict = summarize(audio, windows, StubScorer().scores(windows.batch))
-        assert result.scores[item.key] == pytest.approx(verdict.score, rel=1e-6)
+        verdict = summarize(audio, windows, StubScorer().scores(windows.batch), RULE)
+        assert result.scores[item.key] == pytest.approx(verdict.decision.score, rel=1e-6)
     assert any(prepare((folder / "quiet_tail.wav").read_bytes(), AudioOptions())[1].silent)
+
+
+def test_reference_protocol_has_the_official_output_and_no_speech_floor() -> None:
+    assert REFERENCE.rule == Rule(threshold=RULE.threshold)
+    assert SERVICE.rule == RULE and RULE.min_reliable_s > 0
+
+
+def test_service_protocol_reports_too_little_speech_instead_of_scoring_it(tmp_path: Path) -> None:
+    root = _folder(tmp_path / "set", bonafide=1, spoof=1, seconds=6.0)
+    _tone(root / "bonafide" / "blip.wav", 0.6, 0.3)
+    data = load_dataset(root)
+    result = _run(data, StubScorer(), tmp_path, protocol=SERVICE)
+    (failure,) = result.failures
+    assert (failure.key, failure.code) == ("bonafide/blip.wav", "inconclusive")
+    assert failure.detail.startswith("too short to judge: 0.6 s of speech")
+    assert "blip" not in (tmp_path / "scores.txt").read_text()
+    (tmp_path / "reference").mkdir()
+    reference = _run(data, StubScorer(), tmp_path / "reference")  # the official protocol has no floor
+    assert reference.failures == [] and len(reference.scores) == 3
 
 
 def test_undecodable_files_are_reported_not_fatal(tmp_path: Path) -> None:

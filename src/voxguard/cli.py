@@ -333,9 +333,6 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
         "reference: the official AASIST evaluation (first window, raw samples), as papers report it",
     )
     e.add_argument(
-        "--whole-file", action="store_const", const="service", dest="protocol", help=argparse.SUPPRESS
-    )
-    e.add_argument(
         "--preprocess",
         choices=("robust", "reference"),
         help=f"default: the service's ({settings.preprocess}), or reference with --protocol reference",
@@ -610,6 +607,9 @@ def _eval(args: argparse.Namespace, settings: Settings) -> int:
         resumed=result.resumed,
         windows=result.windows,
         seconds=round(result.seconds, 3),
+        score_offset=protocol.rule.offset,
+        min_fake_windows=protocol.rule.min_windows,
+        min_reliable_s=protocol.rule.min_reliable_s,
     )
     summary = build_summary(
         dataset, str(args.source), labelled, result.failures, run, threshold=args.threshold, asv=asv

@@ -181,7 +181,8 @@ def decide(
     score = sustained_score(counted, rule.min_windows)
     p_fake = fake_probability(score)
     if speech_s is not None and speech_s < rule.min_reliable_s:
-        reason = f"too short to judge: {speech_s:.1f} s of speech, at least {rule.min_reliable_s:g} s needed"
+        heard = math.floor(speech_s * 10) / 10  # rounded down: 1.98 s must not read as the 2 s it lacks
+        reason = f"too short to judge: {heard:.1f} s of speech, at least {rule.min_reliable_s:g} s needed"
         return Decision(INCONCLUSIVE, score, p_fake, [], reason)
     segments = find_segments(spans, margins, silent, rule)
     return Decision(FAKE if segments else REAL, score, p_fake, segments)

@@ -75,9 +75,15 @@ def _protocol_text(summary: Summary) -> str:
         if run.preprocess == "reference":
             return text + ", on the raw samples."
         return text + f", but with `{run.preprocess}` preprocessing (not the official input)."
+    run_of = (
+        "its most fake window" if run.min_fake_windows == 1 else f"its best run of {run.min_fake_windows}"
+    )
     return (
-        "Protocol `whole-file`: each file's score is the service's, the mean score of all its 4.04 s "
-        f"windows (2 s apart) that are not silent, with `{run.preprocess}` preprocessing."
+        "Protocol `service`: each file gets what the service answers. Every 4.04 s window (2 s apart) is "
+        f"scored with `{run.preprocess}` preprocessing and the score offset {run.score_offset:+g}; the "
+        f"file's score is that of {run_of} among the windows that are not silent, so a synthetic stretch "
+        f"anywhere counts. Files with less than {run.min_reliable_s:g} s of speech get no verdict "
+        "(listed below, left out of the figures)."
     )
 
 
@@ -265,7 +271,10 @@ def _failures(summary: Summary) -> list[Block]:
     shown = [f"`{f.path}`: {f.code}: {f.detail}" for f in failures[:MAX_LISTED_FAILURES]]
     blocks: list[Block] = [
         Heading("Files that could not be scored"),
-        Paragraph(f"{len(failures)} files could not be decoded; they are left out of every figure above."),
+        Paragraph(
+            f"{len(failures)} files could not be decoded or had too little speech to judge (`inconclusive`); "
+            "they are left out of every figure above."
+        ),
         BulletList(shown),
     ]
     if len(failures) > MAX_LISTED_FAILURES:
@@ -279,7 +288,7 @@ def build_blocks(summary: Summary, drawn: dict[str, Path | None], labelled: Labe
     intro = (
         f"{sum(listed.values())} files listed ({listed[BONAFIDE]} bona fide, {listed[SPOOF]} spoof) "
         f"in `{summary.source}` ({summary.layout} layout); {scored[BONAFIDE]} bona fide and "
-        f"{scored[SPOOF]} spoof files scored, {len(summary.failures)} could not be decoded."
+        f"{scored[SPOOF]} spoof files scored, {len(summary.failures)} could not be scored or judged."
     )
     timing = f"{run.scored} files ({run.windows} windows) in {run.seconds:.1f} s"
     if run.resumed:
@@ -468,7 +477,8 @@ def render_text(summary: Summary, written: list[Path]) -> str:
     return "\n".join(
         [
             f"{run.model} on {summary.dataset} ({run.protocol} protocol, {run.preprocess} preprocessing): "
-            f"{files['files']} files, {files['scored']} scored, {files['failed']} could not be decoded",
+            f"{files['files']} files, {files['scored']} scored, "
+            f"{files['failed']} could not be scored or judged",
             f"EER: {eer}",
             f"min t-DCF: {tdcf}",
             f"at fake probability >= {summary.threshold:g} (positive class spoof): {rates}",

@@ -55,16 +55,17 @@ def scoring_protocol(base: AudioOptions, rule: Rule, *, name: str, preprocess: s
     ``service`` (default) is what the service answers: every window, its preprocessing
     (``base.preprocess``), length limits and verdict rule (``rule``): a file's score is the rule's, and
     a file with too little speech to judge is reported, not scored. ``reference`` is the official AASIST
-    evaluation input: the first 64,600 samples, shorter audio tiled, raw samples
-    (``preprocess="reference"``), any non-empty length and no speech floor (the official code has
-    neither). ``preprocess`` overrides the preprocessing of either.
+    evaluation input and output: the first 64,600 samples, shorter audio tiled, raw samples
+    (``preprocess="reference"``), the network's own margin as the score (no offset), any non-empty
+    length and no speech floor (the official code has neither). ``preprocess`` overrides the
+    preprocessing of either.
     """
     if name not in PROTOCOLS:
         raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {name!r}")
     if name == "service":
         return ScoringProtocol(name, replace(base, preprocess=preprocess or base.preprocess), rule)
     options = replace(base, preprocess=preprocess or "reference", min_duration_s=0.0)
-    return ScoringProtocol(name, options, replace(rule, min_windows=1, min_reliable_s=0.0))
+    return ScoringProtocol(name, options, Rule(threshold=rule.threshold))
 
 
 @dataclass(frozen=True)

@@ -108,7 +108,7 @@ class RunInfo:
     checkpoint_sha256: str
     engine: str
     device: str
-    protocol: str  # "reference" or "whole-file"
+    protocol: str  # "service" or "reference"
     preprocess: str
     batch_size: int
     workers: int
@@ -116,6 +116,9 @@ class RunInfo:
     resumed: int  # files whose scores came from an earlier run
     windows: int
     seconds: float
+    score_offset: float = 0.0  # the verdict rule the protocol used (scoring.Rule)
+    min_fake_windows: int = 1
+    min_reliable_s: float = 0.0
 
 
 @dataclass(frozen=True)
