@@ -22,16 +22,19 @@ from __future__ import annotations
 
 import argparse
 import io
+import itertools
 import json
 import shutil
 import subprocess
 import sys
 import tempfile
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+import torch
 
 from voxguard.audio import (
     SAMPLE_RATE,
@@ -48,6 +51,7 @@ from voxguard.audio import (
 )
 from voxguard.inference import Detector
 from voxguard.scoring import Rule, fake_probability, find_segments
+from voxguard.settings import Settings
 from voxguard.training.augment import add_noise, encode, telephone
 
 SENTENCES = (
@@ -230,8 +234,9 @@ def through(channel: str, audio: np.ndarray, rng: np.random.Generator) -> bytes:
     return buffer.getvalue()
 
 
-def study_splice(samples: Path, detector: Detector) -> list[dict]:
-    """Real-only and spliced recordings through every channel, scored window by window."""
+def study_splice(samples: Path, detector: Detector, out: Path) -> None:
+    """Real-only and spliced recordings through every channel, scored window by window; one JSON line
+    per file and channel in ``out``."""
     rng = np.random.default_rng(11)
     options = AudioOptions()
     bases = real_recordings(samples, rng)
@@ -259,13 +264,11 @@ def study_splice(samples: Path, detector: Detector) -> list[dict]:
                         "fake_s": [at / SAMPLE_RATE, (at + len(fake)) / SAMPLE_RATE],
                     }
                 )
-    rows = []
-    for f in files:
-        for channel in CHANNELS:
-            audio, windows = prepare(through(channel, f["audio"], rng), options)
-            scores = detector.scores(windows.batch)
-            rows.append(
-                {
+    with out.open("w") as fh:
+        for f in files:
+            for channel in CHANNELS:
+                audio, windows = prepare(through(channel, f["audio"], rng), options)
+                row = {
                     "kind": f["kind"],
                     "name": f["name"],
                     "channel": channel,
@@ -273,51 +276,60 @@ def study_splice(samples: Path, detector: Detector) -> list[dict]:
                     "fake_s": f["fake_s"],
                     "spans": windows.spans,
                     "silent": windows.silent,
-                    "scores": [float(s) for s in scores],
+                    "scores": [float(s) for s in detector.scores(windows.batch)],
                 }
-            )
-        print(f"{f['name']}: scored in {len(CHANNELS)} channels", file=sys.stderr)
-    return rows
+                fh.write(json.dumps(row) + "\n")
+            fh.flush()
+            print(f"{f['name']}: scored in {len(CHANNELS)} channels", file=sys.stderr)
 
 
-def _short_table(rows: list[dict]) -> str:
-    """Errors by length: real cuts called FAKE, synthetic cuts called REAL, per padding strategy."""
-    lines = ["| length | real cuts | " + " | ".join(f"{s}: real→FAKE / synth→REAL" for s in PADDINGS) + " |"]
-    lines.append("|---:|---:|" + "---:|" * len(PADDINGS))
-    for length in LENGTHS_S:
-        at = [r for r in rows if r["length_s"] == length]
-        real = [r for r in at if r["label"] == "bonafide"]
-        fake = [r for r in at if r["label"] == "spoof"]
-        cells = []
-        for s in PADDINGS:
-            fa = sum(fake_probability(r["scores"][s]) >= 0.5 for r in real)
-            miss = sum(fake_probability(r["scores"][s]) < 0.5 for r in fake)
-            cells.append(f"{fa}/{len(real)} · {miss}/{len(fake)}")
-        lines.append(f"| {length:g} s | {len(real)} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+SPEECH_BINS_S = (0.0, 0.5, 1.0, 1.5, 1.75, 2.0, 2.5, 4.5)
+OFFSETS = (0.0, 3.0, 4.0, 5.0, 6.0, 7.0)
 
 
-def _splice_table(rows: list[dict], thresholds: tuple[float, ...], runs: tuple[int, ...]) -> str:
-    lines = [
-        "| window threshold | run | spliced called FAKE | segment over the splice | real-only called FAKE |"
+def _called_fake(score: float, offset: float) -> bool:
+    return fake_probability(score + offset) >= 0.5
+
+
+def _errors(rows: list[dict], strategy: str, offset: float) -> str:
+    """``real called FAKE / synthetic called REAL`` over ``rows``."""
+    real = [r for r in rows if r["label"] == "bonafide"]
+    fake = [r for r in rows if r["label"] == "spoof"]
+    fa = sum(_called_fake(r["scores"][strategy], offset) for r in real)
+    miss = sum(not _called_fake(r["scores"][strategy], offset) for r in fake)
+    return f"{fa}/{len(real)} · {miss}/{len(fake)}"
+
+
+def short_tables(rows: list[dict], offset: float) -> str:
+    """Errors by seconds of speech in the cut: per padding strategy at ``offset``, then for ``repeat``
+    per offset, then cumulatively (every cut with at least that much speech), which sets the floor."""
+    bins = list(itertools.pairwise(SPEECH_BINS_S))
+    head = "| speech in the cut | " + " | ".join(PADDINGS) + " |"
+    lines = [f"Padding strategies at offset {offset:g} (real called FAKE · synthetic called REAL):", "", head]
+    lines.append("|---|" + "---:|" * len(PADDINGS))
+    for lo, hi in bins:
+        at = [r for r in rows if lo <= r["speech_s"] < hi]
+        lines.append(f"| {lo:g}-{hi:g} s | " + " | ".join(_errors(at, s, offset) for s in PADDINGS) + " |")
+    lines += [
+        "",
+        "`repeat` by offset:",
+        "",
+        "| speech in the cut | " + " | ".join(f"{o:g}" for o in OFFSETS) + " |",
     ]
-    lines.append("|---:|---:|---:|---:|---:|")
-    spliced = [r for r in rows if r["kind"] == "spliced"]
-    real = [r for r in rows if r["kind"] == "real"]
-    for t in thresholds:
-        for k in runs:
-            rule = Rule(threshold=t, min_windows=k)
-            hits = located = 0
-            for r in spliced:
-                segments = _segments(r, rule)
-                hits += bool(segments)
-                lo, hi = r["fake_s"]
-                located += any(s.start_s < hi and s.end_s > lo for s in segments)
-            alarms = sum(bool(_segments(r, rule)) for r in real)
-            lines.append(
-                f"| {t:g} | {k} | {hits}/{len(spliced)} ({hits / len(spliced):.0%}) | "
-                f"{located}/{len(spliced)} | {alarms}/{len(real)} ({alarms / len(real):.0%}) |"
-            )
+    lines.append("|---|" + "---:|" * len(OFFSETS))
+    for lo, hi in bins:
+        at = [r for r in rows if lo <= r["speech_s"] < hi]
+        lines.append(f"| {lo:g}-{hi:g} s | " + " | ".join(_errors(at, "repeat", o) for o in OFFSETS) + " |")
+    lines += ["", f"`repeat` at offset {offset:g}, every cut with at least this much speech:", ""]
+    lines += [
+        "| at least | real called FAKE · synthetic called REAL | lowest real score | highest synthetic |"
+    ]
+    lines.append("|---:|---:|---:|---:|")
+    for floor in (1.0, 1.5, 1.75, 1.8, 1.9, 2.0, 2.25, 2.5):
+        at = [r for r in rows if r["speech_s"] >= floor]
+        real = [r["scores"]["repeat"] + offset for r in at if r["label"] == "bonafide"]
+        fake = [r["scores"]["repeat"] + offset for r in at if r["label"] == "spoof"]
+        lines.append(f"| {floor:g} s | {_errors(at, 'repeat', offset)} | {min(real):.2f} | {max(fake):.2f} |")
     return "\n".join(lines)
 
 
@@ -326,15 +338,72 @@ def _segments(row: dict, rule: Rule) -> list:
     return find_segments(spans, np.asarray(row["scores"]), row["silent"], rule)
 
 
-def report(short: list[dict], splice: list[dict]) -> str:
-    return "\n\n".join(
-        [
-            "Short cuts, errors at threshold 0.5 (real→FAKE / synthetic→REAL):",
-            _short_table(short),
-            "Spliced and real-only recordings:",
-            _splice_table(splice, (0.5, 0.7, 0.9, 0.99), (1, 2, 3)),
-        ]
+def _mean_rule(row: dict) -> bool:
+    counted = [s for s, silent in zip(row["scores"], row["silent"], strict=True) if not silent]
+    return fake_probability(float(np.mean(counted))) >= 0.5
+
+
+def _rates(rows: list[dict], called: Callable[[dict], bool]) -> str:
+    n = sum(called(r) for r in rows)
+    return f"{n}/{len(rows)} ({n / len(rows):.0%})" if rows else "-"
+
+
+def splice_tables(rows: list[dict], rule: Rule) -> str:
+    """Detection and false alarms of the file rule by offset and run length, then the chosen ``rule``
+    by channel and by inserted length, with how much of each splice its segments cover."""
+    spliced = [r for r in rows if r["kind"] == "spliced"]
+    real = [r for r in rows if r["kind"] == "real"]
+    lines = ["| rule | spliced called FAKE | real-only called FAKE |", "|---|---:|---:|"]
+    lines.append(
+        f"| mean of the windows (before) | {_rates(spliced, _mean_rule)} | {_rates(real, _mean_rule)} |"
     )
+    for offset in OFFSETS:
+        for k in (1, 2, 3):
+            r = Rule(offset=offset, min_windows=k)
+            hit = lambda row, r=r: bool(_segments(row, r))  # noqa: E731
+            lines.append(
+                f"| offset {offset:g}, {k} window(s) | {_rates(spliced, hit)} | {_rates(real, hit)} |"
+            )
+    chosen = lambda row: bool(_segments(row, rule))  # noqa: E731
+    lines += ["", f"Offset {rule.offset:g}, {rule.min_windows} window(s), by channel:", ""]
+    lines += ["| channel | spliced called FAKE | real-only called FAKE |", "|---|---:|---:|"]
+    for channel in CHANNELS:
+        at = [r for r in rows if r["channel"] == channel]
+        lines.append(
+            f"| {channel} | {_rates([r for r in at if r['kind'] == 'spliced'], chosen)} | "
+            f"{_rates([r for r in at if r['kind'] == 'real'], chosen)} |"
+        )
+    lines += ["", "| inserted | spliced called FAKE |", "|---:|---:|"]
+    for seconds in INSERT_S:
+        at = [r for r in spliced if abs(r["fake_s"][1] - r["fake_s"][0] - seconds) < 0.01]
+        lines.append(f"| {seconds:g} s | {_rates(at, chosen)} |")
+    covered, precise, located = [], [], 0
+    for row in spliced:
+        segments = _segments(row, rule)
+        if not segments:
+            continue
+        lo, hi = row["fake_s"]
+        inside = sum(max(0.0, min(hi, s.end_s) - max(lo, s.start_s)) for s in segments)
+        located += inside > 0
+        covered.append(inside / (hi - lo))
+        precise.append(inside / sum(s.end_s - s.start_s for s in segments))
+    lines += [
+        "",
+        f"Of the {len(covered)} spliced files called FAKE, {located} have a segment over the splice; the "
+        f"segments cover {np.mean(covered):.0%} of the synthetic stretch on average, and "
+        f"{np.mean(precise):.0%} of what they span is synthetic.",
+    ]
+    return "\n".join(lines)
+
+
+def report(short: list[dict], splice: list[dict], rule: Rule) -> str:
+    return "\n\n".join(
+        ["## Short audio", short_tables(short, rule.offset), "## Spliced", splice_tables(splice, rule)]
+    )
+
+
+def _read_rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def main() -> None:
@@ -347,14 +416,15 @@ def main() -> None:
     parser.add_argument("--checkpoint-dir", type=Path, default=Path("checkpoints"))
     args = parser.parse_args()
     if args.study == "report":
-        short, splice = (json.loads(p.read_text()) for p in args.inputs)
-        print(report(short, splice))
+        short, splice = (_read_rows(p) for p in args.inputs)
+        print(report(short, splice, Settings().rule()))
         return
+    torch.set_num_threads(1)  # one study per core: threads fighting over two cores cost more than they give
     detector = Detector.load(args.model, checkpoint_dir=args.checkpoint_dir, engine="fast", device="cpu")
     samples, out = args.inputs
-    rows = study_short(samples, detector) if args.study == "short" else study_splice(samples, detector)
-    out.write_text(json.dumps({"model": args.model, "rows": rows}))
-    print(f"{out}: {len(rows)} rows", file=sys.stderr)
+    study = study_short if args.study == "short" else study_splice
+    study(samples, detector, out)
+    print(f"wrote {out}", file=sys.stderr)
 
 
 if __name__ == "__main__":

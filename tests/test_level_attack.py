@@ -27,7 +27,7 @@ def test_synthetic_speech_quietened_30db_is_still_fake_in_robust_mode(
     windows = make_windows(quiet, preprocess="robust")
     verdict = summarize(synthetic_speech, windows, detector.scores(windows.batch))
     assert verdict.prediction == "FAKE"
-    assert verdict.fake_probability > 0.99
+    assert verdict.decision.fake_probability > 0.99
 
 
 def test_the_attack_works_without_normalisation(synthetic_speech, detector_factory):

@@ -19,6 +19,7 @@ import soundfile as sf
 from servers import ServerProcess, live_server
 from voxguard.audio import AudioOptions, prepare
 from voxguard.scoring import summarize
+from voxguard.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -38,8 +39,8 @@ def detectors(detector_factory) -> dict:
 def uploads(samples_dir) -> list[tuple[str, bytes]]:
     """Real recordings in several formats, plus a 12-second file that needs several windows."""
     names = [
-        "p225_001_mic1.flac",
         "p225_002_mic2.flac",
+        "p225_001_mic1.flac",
         "voicememo.mp3",
         "derived/voicememo_opus-24k.ogg",
         "derived/p225_002_mic1_44k1-stereo.wav",
@@ -57,8 +58,9 @@ def metric(text: str, name: str) -> float:
 
 
 def expected(detector, data: bytes, options: AudioOptions | None = None):
+    """What the service should answer for ``data``, by the default rule (a ``Verdict``)."""
     audio, windows = prepare(data, options or AudioOptions())
-    return summarize(audio, windows, detector.scores(windows.batch))
+    return summarize(audio, windows, detector.scores(windows.batch), Settings().rule())
 
 
 async def post_all(url: str, files: list[tuple[str, bytes]], **kw) -> list[httpx.Response]:
@@ -79,7 +81,10 @@ async def test_concurrent_requests_are_batched_and_each_gets_its_own_answer(dete
         assert [w["score"] for w in body["windows"]] == pytest.approx(
             [w.score for w in want[name].windows], abs=1e-4
         )
-        assert body["score"] == pytest.approx(want[name].score, abs=1e-4)
+        if body["prediction"] == "INCONCLUSIVE":
+            assert body["score"] is None and body["reason"] == want[name].decision.reason
+        else:
+            assert body["score"] == pytest.approx(want[name].decision.score, abs=1e-4)
         assert sum(body["batch_sizes"]) >= len(body["windows"]) and max(body["batch_sizes"]) <= 16
         assert set(body["timing"]) == {"decode_ms", "queue_ms", "inference_ms", "total_ms"}
     long_body = next(r.json() for (n, _), r in zip(requests, responses, strict=True) if n == "long.wav")
@@ -102,6 +107,9 @@ async def test_queue_full_is_503_with_retry_after(detectors, uploads):
 
 async def test_deadline_is_504_and_expired_windows_are_not_computed(detectors, uploads):
     with live_server(detectors, max_batch_size=1, request_timeout_s=0.6) as srv:
+        # The device turns out far slower than measured (1 ms a window), so requests are admitted that
+        # cannot finish in time: their deadline, not the admission estimate, has to stop them.
+        srv.service.batcher.window_s = 0.001
         responses = await post_all(srv.url, [uploads[0]] * 10)
         await asyncio.sleep(1.0)  # let the worker reach the expired windows
         metrics = httpx.get(f"{srv.url}/metrics").text
@@ -168,7 +176,7 @@ async def test_a_failing_forward_fails_only_its_own_request(detectors, uploads):
     assert bad.json()["code"] == "inference_failed" and re.fullmatch(r"[0-9a-f]{12}", bad.json()["error_id"])
     for (name, _), r in zip(good, ok, strict=True):
         assert r.status_code == 200, r.text
-        assert r.json()["score"] == pytest.approx(want[name].score, abs=1e-4)
+        assert r.json()["score"] == pytest.approx(want[name].decision.score, abs=1e-4)
     assert after[0].status_code == 200
 
 

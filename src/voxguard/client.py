@@ -71,7 +71,8 @@ class VoxguardError(Exception):
 class RetryPolicy:
     """When to try a request again, and after how long.
 
-    Retried: 503 (``queue_full``, ``shutting_down``, ``not_ready``: the server asks to come back) and
+    Retried: 503 (``queue_full``, ``overloaded``, ``shutting_down``, ``not_ready``: the server asks to
+    come back) and
     ``connection_error`` (nothing was answered; scoring the same audio again is harmless). Never
     retried: 4xx (the request itself is wrong), 500 (the same input fails the same way), 504 and
     ``timeout`` (the time budget is already spent), TLS failures (a certificate does not fix itself).

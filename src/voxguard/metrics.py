@@ -55,6 +55,11 @@ class Metrics:
         self.dropped_expired = Counter(
             "voxguard_dropped_expired", "windows dropped because their deadline passed", ["model"], registry=r
         )
+        self.window_seconds = Gauge(
+            "voxguard_window_seconds",
+            "measured device time per window: the basis of each request's deadline allowance",
+            registry=r,
+        )
         self.rejected = Counter(
             "voxguard_rejected", "requests refused before queueing", ["reason"], registry=r
         )

@@ -85,7 +85,10 @@ class DrainingServer(uvicorn.Server):
             return
         self._captured_signals.append(sig)
         service.batcher.stop_admitting()
-        self._drain_deadline = time.monotonic() + self._drain_timeout_s
+        # Long files get deadlines past request_timeout_s (see PredictionService.deadline): wait for
+        # the latest one admitted, so they are answered rather than cut off.
+        latest = service.batcher.latest_deadline + 1.0
+        self._drain_deadline = max(time.monotonic() + self._drain_timeout_s, latest)
         logger.info("signal %s: draining (new requests get 503, still listening)", sig)
 
     async def on_tick(self, counter: int) -> bool:
@@ -94,7 +97,7 @@ class DrainingServer(uvicorn.Server):
                 logger.info("queued work done: closing the listener")
                 self.should_exit = True
             elif time.monotonic() >= self._drain_deadline:
-                logger.warning("drain still busy after %.0f s: shutting down anyway", self._drain_timeout_s)
+                logger.warning("drain still busy past the last admitted deadline: shutting down anyway")
                 self.should_exit = True
         return await super().on_tick(counter)
 
@@ -104,13 +107,17 @@ _CLOSE_TIMEOUT_S = 10
 
 
 def drain_timeout_s(settings: Settings) -> float:
-    """Every admitted window is scored, or past its deadline and dropped, by ``request_timeout_s``."""
+    """Every admitted window is scored, or past its deadline and dropped, by ``request_timeout_s``
+    plus its request's allowance; the drain waits at least this long and at most until the latest
+    admitted deadline."""
     return settings.request_timeout_s + 1.0
 
 
 def shutdown_budget_s(settings: Settings) -> float:
-    """The longest time from SIGTERM to exit; a supervisor's grace period (compose
-    ``stop_grace_period``, Kubernetes ``terminationGracePeriodSeconds``) must be longer."""
+    """The time from SIGTERM to exit for requests whose windows fit the base deadline (on a GPU, any
+    file: its allowance is about 2 ms a window); a supervisor's grace period (compose
+    ``stop_grace_period``, Kubernetes ``terminationGracePeriodSeconds``) must be longer. A long file
+    on a CPU extends the drain by its allowance."""
     return drain_timeout_s(settings) + _CLOSE_TIMEOUT_S
 
 

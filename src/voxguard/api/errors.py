@@ -15,6 +15,7 @@ from ..batching import (
     BatcherError,
     DeadlineExceeded,
     InferenceFailed,
+    Overloaded,
     QueueFull,
     ShuttingDown,
     TooManyWindows,
@@ -69,6 +70,13 @@ def to_api_error(exc: Exception) -> ApiError:
             503,
             "queue_full",
             f"The server is at capacity ({exc}). Retry after {exc.retry_after_s} s.",
+            {"Retry-After": str(exc.retry_after_s)},
+        )
+    if isinstance(exc, Overloaded):
+        return ApiError(
+            503,
+            "overloaded",
+            f"The server is busy: {exc}. Retry after {exc.retry_after_s} s.",
             {"Retry-After": str(exc.retry_after_s)},
         )
     if isinstance(exc, ShuttingDown):

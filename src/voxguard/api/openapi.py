@@ -83,6 +83,8 @@ ERROR_EXAMPLES: dict[int, tuple[str, dict[str, str]]] = {
         {
             "queue_full": "The server is at capacity (the queue for model 'aasist' is full). "
             "Retry after 1 s.",
+            "overloaded": "The server is busy: about 42 s of work is queued ahead and this audio needs "
+            "about 3 s more, which would pass its deadline. Retry after 42 s.",
             "shutting_down": "The server is shutting down; retry on another replica.",
         },
     ),

@@ -328,4 +328,5 @@ async def metrics(request: Request) -> Response:
     if service is not None:
         for name in service.batcher.models:
             m.queue_depth(name, service.batcher.depth(name))
+        m.window_seconds.set(service.batcher.window_s)
     return Response(generate_latest(m.registry), media_type=CONTENT_TYPE_LATEST)

@@ -8,12 +8,21 @@ const HINTS = {
   no_audio_stream: "The file has no audio track. Send speech audio.",
   unsupported_media_type: "Send speech audio: WAV, FLAC, MP3, OGG, Opus, M4A/AAC or WebM.",
   queue_full: "The server is busy. Retry in a moment.",
+  overloaded: "The server is busy with other audio. Retry when the detail says.",
   shutting_down: "The server is restarting. Retry in a moment.",
   deadline_exceeded: "The server took too long. Retry later or send shorter audio.",
   network_error: "Check that the server is running, then retry.",
 };
 
-const RETRYABLE = new Set(["unauthorized", "queue_full", "shutting_down", "not_ready", "deadline_exceeded", "network_error"]);
+const RETRYABLE = new Set([
+  "unauthorized",
+  "queue_full",
+  "overloaded",
+  "shutting_down",
+  "not_ready",
+  "deadline_exceeded",
+  "network_error",
+]);
 
 function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
