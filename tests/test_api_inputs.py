@@ -28,7 +28,7 @@ def client(detectors) -> Iterator[httpx.Client]:
 
 @pytest.fixture(scope="module")
 def flac(samples_dir) -> tuple[str, bytes]:
-    return ("p225_001_mic1.flac", (samples_dir / "p225_001_mic1.flac").read_bytes())
+    return ("p225_002_mic2.flac", (samples_dir / "p225_002_mic2.flac").read_bytes())
 
 
 def error(response: httpx.Response, status: int, code: str) -> str:

@@ -143,7 +143,7 @@ def test_swagger_try_it_out_with_only_a_file_gives_a_verdict(detectors, open_doc
     with live_server(detectors) as srv:
         page = open_docs(srv, "/docs")
         assert page.locator(".btn.authorize").count() == 0  # no keys: nothing to authorise
-        answer = try_predict(page, samples_dir / "p225_001_mic1.flac")
+        answer = try_predict(page, samples_dir / "p225_002_mic2.flac")
     assert answer["status"] == "200", answer
     assert '"prediction": "REAL"' in answer["body"]
 
@@ -159,7 +159,7 @@ def test_swagger_authorize_then_try_it_out(detectors, open_docs, samples_dir):
         key_scheme.locator("button.authorize").click()
         dialog.get_by_text("Authorized", exact=True).wait_for()
         dialog.locator("button.close-modal").click()
-        answer = try_predict(page, samples_dir / "p225_001_mic1.flac")
+        answer = try_predict(page, samples_dir / "p225_002_mic2.flac")
     assert answer["status"] == "200", answer
     assert '"prediction": "REAL"' in answer["body"]
 

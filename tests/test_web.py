@@ -199,20 +199,48 @@ def confidence_text(card) -> str:
 def test_upload_shows_the_verdict_card(server, open_page, samples_dir):
     page = open_page(server.url)
     assert page.locator("#model-field").is_hidden()  # one model: no selector
-    page.set_input_files("#file-input", samples_dir / "p225_001_mic1.flac")
+    page.set_input_files("#file-input", samples_dir / "p225_002_mic2.flac")
     card = done_card(page)
     assert card.locator(".verdict-label").inner_text().endswith("REAL")
     assert "Likely a human voice" in card.inner_text()
     shown = confidence_text(card)
     facts = card.locator(".facts").inner_text()
-    assert "16,000 Hz" in facts and "2.05 s" in facts
-    size = (samples_dir / "p225_001_mic1.flac").stat().st_size
+    assert "16,000 Hz" in facts and "3.94 s (2.54 s of speech)" in facts
+    size = (samples_dir / "p225_002_mic2.flac").stat().st_size
     assert re.search(rf"Format\s+audio/flac · {round(size / 1024)} KB", facts), facts
-    assert "p225_001_mic1.flac" not in facts  # the card's title already says it
+    assert "p225_002_mic2.flac" not in facts  # the card's title already says it
     assert card.locator(".warnings li").count() >= 1  # shorter than one window: repeated
     assert card.locator(".timeline").count() == 0  # one window: no timeline
     announced = page.locator("#announce").inner_text()
     assert "REAL" in announced and f"confidence {shown}." in announced  # what the card shows, not 100.0%
+
+
+@pytest.mark.slow
+def test_too_little_speech_is_inconclusive_with_no_gauge(server, open_page, samples_dir):
+    page = open_page(server.url)
+    page.set_input_files("#file-input", samples_dir / "p225_001_mic1.flac")  # 1.3 s of speech
+    card = done_card(page)
+    assert card.locator(".verdict-label").inner_text().endswith("INCONCLUSIVE")
+    assert "Too short to judge: 1.3 s of speech, at least 2 s needed" in card.inner_text()
+    assert card.locator(".gauge").count() == 0
+    assert re.search(r"Fake probability\s+—", card.locator(".facts").inner_text())
+    assert "is-inconclusive" in card.get_attribute("class")
+    assert "inconclusive, too short to judge" in page.locator("#announce").inner_text()
+
+
+@pytest.mark.slow
+def test_a_long_recording_says_it_is_being_worked_on(server, open_page, samples_dir, tmp_path):
+    wave = speech(samples_dir, ["p225_002_mic1.flac", "voicememo.mp3", "p225_002_mic2.flac"])
+    path = tmp_path / "two-minutes.wav"
+    sf.write(path, np.tile(wave, 12)[: 120 * 16000], 16000, subtype="PCM_16")
+    page = open_page(server.url)
+    page.set_input_files("#file-input", path)
+    pending = page.locator(".card[data-state=pending] .pending-text")
+    pending.filter(has_text=re.compile(r"Analysing 2 min 0 s of audio… \d+ s so far\.")).wait_for()
+    assert "scored 4 seconds at a time" in pending.inner_text()
+    card = done_card(page)
+    windows = len(prepare(path.read_bytes(), AudioOptions())[1].spans)
+    assert card.locator(".timeline .window").count() == windows > 50
 
 
 def window_probabilities(card) -> list[float]:
@@ -241,6 +269,10 @@ def test_long_files_show_the_timeline(server, open_page, media):
     assert "spliced.wav" in card.locator(".card-title").inner_text()
     probabilities = window_probabilities(card)
     assert probabilities[0] < 0.5 < probabilities[-1]  # real, then synthetic
+    assert card.locator(".verdict-label").inner_text().endswith("FAKE")
+    said = card.locator(".verdict-text").all_inner_texts()
+    assert any(re.fullmatch(r"Synthetic speech from \d+\.\d s to \d+\.\d s", t) for t in said), said
+    assert card.locator(".timeline .segment-band").count() >= 1  # the stretch is marked on the timeline
     colours = card.locator(".timeline .dot").evaluate_all("dots => dots.map(d => d.getAttribute('fill'))")
     assert colours[0] != colours[-1]
     page.evaluate("document.getElementById('results-title').scrollIntoView()")
@@ -296,7 +328,7 @@ def test_live_mode_streams_the_microphone_and_shows_window_verdicts(server, open
     assert card.locator(".verdict-label").inner_text().split()[-1] in {"REAL", "FAKE"}
     live.click()
     page.locator(".card.live-card[data-state=done]").wait_for(timeout=20_000)
-    final = card.locator(".verdict-text").inner_text()
+    final = card.locator(".verdict-scope").inner_text()
     windows = int(re.search(r"(\d+) windows", final).group(1))
     assert windows >= 2 and card.locator(".timeline .dot").count() == windows
     confidence_text(card)
@@ -308,7 +340,7 @@ def test_live_mode_streams_the_microphone_and_shows_window_verdicts(server, open
 def test_api_key_is_asked_for_and_then_used(detectors, open_page, samples_dir):
     with live_server(detectors, api_keys=["k"]) as srv:
         page = open_page(srv.url)
-        page.set_input_files("#file-input", samples_dir / "p225_001_mic1.flac")
+        page.set_input_files("#file-input", samples_dir / "p225_002_mic2.flac")
         card = error_card(page)
         assert "unauthorized" in card.inner_text() and "HTTP 401" in card.inner_text()
         detail = card.locator(".problem-detail")

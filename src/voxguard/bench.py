@@ -28,7 +28,7 @@ from .audio import AudioOptions, prepare
 from .inference import Detector
 from .model.checkpoints import load_checkpoint
 from .runtime import set_threads, tune_allocator
-from .scoring import summarize
+from .scoring import Rule, summarize
 
 
 @dataclass(frozen=True)
@@ -126,18 +126,19 @@ def engine_agreement(
     checkpoint: str | None = None,
     checkpoint_dir: str | None = None,
     options: AudioOptions | None = None,
-    threshold: float = 0.5,
+    rule: Rule | None = None,
 ) -> dict:
     """Decision agreement and largest score difference of ``engine`` against ``eager`` on real files."""
     loaded = load_checkpoint(name, checkpoint, checkpoint_dir)
     reference = Detector(loaded, engine="eager", device=device)
     candidate = Detector(loaded, engine=engine, device=device)
     options = options or AudioOptions()
+    rule = rule or Rule()
     rows = []
     for path in files:
         audio, windows = prepare(Path(path).read_bytes(), options)
-        want = summarize(audio, windows, reference.scores(windows.batch), threshold=threshold)
-        got = summarize(audio, windows, candidate.scores(windows.batch), threshold=threshold)
+        want = summarize(audio, windows, reference.scores(windows.batch), rule)
+        got = summarize(audio, windows, candidate.scores(windows.batch), rule)
         window_delta = max(abs(a.score - b.score) for a, b in zip(want.windows, got.windows, strict=True))
         rows.append(
             {"file": str(path), "agree": want.prediction == got.prediction, "max_window_delta": window_delta}

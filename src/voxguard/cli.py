@@ -775,7 +775,7 @@ def _bench(args: argparse.Namespace, settings: Settings) -> int:
             checkpoint=args.checkpoint,
             checkpoint_dir=args.checkpoint_dir,
             options=settings.model_copy(update={"preprocess": args.preprocess}).audio_options(),
-            threshold=settings.threshold,
+            rule=settings.rule(),
         )
         render = bench.render_agreement
     else:

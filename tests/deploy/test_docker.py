@@ -339,7 +339,7 @@ def test_server_runs_on_a_read_only_root_with_the_image_environment(
             timeout=30,
         )
         assert check.returncode == 0, check.stderr
-        clip = (samples_dir / "p225_001_mic1.flac").read_bytes()
+        clip = (samples_dir / "p225_002_mic2.flac").read_bytes()
         response = httpx.post(f"{url}/v1/predict", files={"file": ("a.flac", clip)}, timeout=60)
         assert response.status_code == 200, response.text
         assert response.json()["prediction"] in ("REAL", "FAKE")
