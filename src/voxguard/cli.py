@@ -10,9 +10,9 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, get_args
+from typing import TYPE_CHECKING, get_args
 
-from pydantic import TypeAdapter, ValidationError
+from pydantic import ValidationError
 
 from .datasets import AUDIO_SUFFIXES
 from .model.config import VARIANTS
@@ -28,25 +28,54 @@ logger = logging.getLogger("voxguard")
 # Every option shows its default in --help.
 _HELP = argparse.ArgumentDefaultsHelpFormatter
 ENGINES: tuple[str, ...] = get_args(Settings.model_fields["engine"].annotation)
+# The engines that run a model; "simulated" stands in for an accelerator and only makes sense where a
+# server is measured (serve, bench serve).
+MODEL_ENGINES = tuple(e for e in ENGINES if e != "simulated")
 PREPROCESS: tuple[str, ...] = get_args(Settings.model_fields["preprocess"].annotation)
 
 
 def _setting(name: str) -> Callable[[str], object]:
-    """An argparse ``type`` that validates a flag as the ``Settings`` field ``name`` validates its
-    ``VOXGUARD_*`` variable, so ``--threshold 1.5`` and ``VOXGUARD_THRESHOLD=1.5`` are refused alike."""
-    field = Settings.model_fields[name]
-    annotation = Annotated[field.annotation, *field.metadata] if field.metadata else field.annotation
-    adapter: TypeAdapter[object] = TypeAdapter(annotation)
+    """An argparse ``type`` that validates a flag exactly as the ``Settings`` field ``name`` validates its
+    ``VOXGUARD_*`` variable (field validators included: lists split on commas), so ``--threshold 1.5``
+    and ``VOXGUARD_THRESHOLD=1.5`` are refused alike."""
 
     def parse(text: str) -> object:
+        probe = Settings.model_construct()
         try:
-            return adapter.validate_python(text)
+            Settings.__pydantic_validator__.validate_assignment(probe, name, text)
         except ValidationError as exc:
             reason = "; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())
             raise argparse.ArgumentTypeError(f"{text!r} is not valid: {reason}") from None
+        return getattr(probe, name)
 
     parse.__name__ = name  # argparse names the type in its messages
     return parse
+
+
+_SECRET_SETTINGS = frozenset({"api_keys"})
+
+
+def _as_text(value: object) -> object:
+    """A setting's value as its variable would spell it (lists with commas), for --help and re-parsing."""
+    if isinstance(value, (list, tuple)):
+        return ",".join(map(str, value))
+    return value
+
+
+def _settings_options(parser: argparse.ArgumentParser, settings: Settings) -> None:
+    """Every setting as a flag: ``--request-timeout-s`` for ``VOXGUARD_REQUEST_TIMEOUT_S``, with the same
+    validation, the field's description as help and the current value (variable or default) as default.
+    Settings are declared once, in ``Settings``; a new field is a new flag without touching this file."""
+    for name, field in Settings.model_fields.items():
+        flag = "--" + name.replace("_", "-")
+        help_text = f"{field.description} (VOXGUARD_{name.upper()})"
+        default = getattr(settings, name)
+        if name in _SECRET_SETTINGS:  # never printed by --help; prefer the variable (ps shows flags)
+            parser.add_argument(flag, type=_setting(name), default=argparse.SUPPRESS, help=help_text)
+        elif field.annotation is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_text)
+        else:
+            parser.add_argument(flag, type=_setting(name), default=_as_text(default), help=help_text)
 
 
 def _model_list(value: str) -> list[str]:
@@ -135,15 +164,44 @@ def _cuda_graphs_option(parser: argparse.ArgumentParser, settings: Settings) -> 
     )
 
 
-def _engine_option(parser: argparse.ArgumentParser, default: str) -> None:
+def _engine_option(parser: argparse.ArgumentParser, default: str, *, simulated: bool = False) -> None:
+    help_text = "eager: the model as written; fast: the same numbers, faster; bf16: bfloat16 encoder"
+    if simulated:
+        help_text += "; simulated: a stand-in accelerator for benchmarks (VOXGUARD_SIMULATED_MS)"
     parser.add_argument(
         "--engine",
-        choices=ENGINES,
+        choices=ENGINES if simulated else MODEL_ENGINES,
         type=_setting("engine"),
-        default=default,
-        help="eager: the model as written; fast: the same numbers, faster; bf16: bfloat16 encoder "
-        "(VOXGUARD_ENGINE)",
+        default=default if simulated or default != "simulated" else "fast",
+        help=f"{help_text} (VOXGUARD_ENGINE)",
     )
+
+
+def _served_options(parser: argparse.ArgumentParser, settings: Settings) -> None:
+    """What ``bench serve`` and ``bench replicas`` start servers with, and how they load them."""
+    parser.add_argument("--model", default=settings.models[0], help=_MODEL_HELP)
+    parser.add_argument(
+        "--checkpoint-dir", default=settings.checkpoint_dir, type=Path, help=_CHECKPOINT_DIR_HELP
+    )
+    parser.add_argument("--device", type=_setting("device"), default=settings.device, help=_DEVICE_HELP)
+    _engine_option(parser, settings.engine, simulated=True)
+    parser.add_argument(
+        "--simulated-ms",
+        type=_setting("simulated_ms"),
+        default=_as_text(settings.simulated_ms),
+        help="simulated engine: a forward of n windows takes A + B x bucket(n) ms (VOXGUARD_SIMULATED_MS)",
+    )
+    _cuda_graphs_option(parser, settings)
+    parser.add_argument(
+        "--max-batch-size", type=_setting("max_batch_size"), default=settings.max_batch_size, help=_BATCH_HELP
+    )
+    parser.add_argument(
+        "--max-wait-ms", type=_setting("max_wait_ms"), default=settings.max_wait_ms, help=_WAIT_HELP
+    )
+    parser.add_argument("--connections", type=_positive, default=64, help="wrk connections, all together")
+    parser.add_argument("--duration", type=_positive, default=15, help="seconds of load per measurement")
+    parser.add_argument("--body", choices=("wav", "flac"), default="wav", help="the upload: 4.04 s at 16 kHz")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
 def _preprocess_option(parser: argparse.ArgumentParser, default: str) -> None:
@@ -182,51 +240,11 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="one JSON object per line per file")
 
     s = sub.add_parser(
-        "serve", help="run the HTTP service (settings also from VOXGUARD_* variables)", formatter_class=_HELP
+        "serve",
+        help="run the HTTP service; every setting is a flag here or a VOXGUARD_* variable",
+        formatter_class=_HELP,
     )
-    s.add_argument(
-        "--host",
-        default=settings.host,
-        help="address to listen on; 0.0.0.0 for every interface (set VOXGUARD_API_KEYS then) (VOXGUARD_HOST)",
-    )
-    s.add_argument("--port", type=_setting("port"), default=settings.port, help="TCP port (VOXGUARD_PORT)")
-    s.add_argument(
-        "--certfile", type=Path, default=settings.certfile, help="TLS certificate, PEM (VOXGUARD_CERTFILE)"
-    )
-    s.add_argument(
-        "--keyfile", type=Path, default=settings.keyfile, help="TLS private key, PEM (VOXGUARD_KEYFILE)"
-    )
-    s.add_argument(
-        "--models",
-        type=_model_list,
-        default=settings.models,
-        help="comma-separated models to load, e.g. aasist,aasist-l; the first is the default "
-        "(VOXGUARD_MODELS)",
-    )
-    s.add_argument(
-        "--checkpoint",
-        type=Path,
-        default=settings.checkpoint,
-        help="explicit checkpoint file, one model only (VOXGUARD_CHECKPOINT)",
-    )
-    s.add_argument("--checkpoint-dir", type=Path, default=settings.checkpoint_dir, help=_CHECKPOINT_DIR_HELP)
-    s.add_argument("--device", type=_setting("device"), default=settings.device, help=_DEVICE_HELP)
-    _engine_option(s, settings.engine)
-    _cuda_graphs_option(s, settings)
-    _preprocess_option(s, settings.preprocess)
-    s.add_argument(
-        "--max-batch-size", type=_setting("max_batch_size"), default=settings.max_batch_size, help=_BATCH_HELP
-    )
-    s.add_argument(
-        "--max-wait-ms", type=_setting("max_wait_ms"), default=settings.max_wait_ms, help=_WAIT_HELP
-    )
-    s.add_argument(
-        "--queue-size",
-        type=_setting("queue_size"),
-        default=settings.queue_size,
-        help="windows waiting per model before requests get 503 (VOXGUARD_QUEUE_SIZE)",
-    )
-    s.add_argument("--threads", type=_setting("threads"), default=settings.threads, help=_THREADS_HELP)
+    _settings_options(s, settings)
 
     w = sub.add_parser(
         "weights", help="download the pretrained checkpoints (sha256-verified)", formatter_class=_HELP
@@ -240,7 +258,7 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
     bsub = b.add_subparsers(dest="bench", required=True)
     bm = bsub.add_parser("model", help="time the inference engines against each other", formatter_class=_HELP)
     _model_options(bm, settings)
-    bm.add_argument("--engines", default=",".join(ENGINES), help="comma-separated engines to time")
+    bm.add_argument("--engines", default=",".join(MODEL_ENGINES), help="comma-separated engines to time")
     bm.add_argument("--batch-sizes", type=_csv_ints, default=[1, 16], help="comma-separated batch sizes")
     bm.add_argument("--repeat", type=_positive, default=3, help="timed runs per engine and batch size")
     bm.add_argument(
@@ -252,49 +270,17 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
     bm.add_argument("--json", action="store_true", help="print the report as JSON")
     bs = bsub.add_parser(
         "serve",
-        help="throughput and latency through a real server: dynamic batching vs batch 1",
+        help="voxguard serve under a native load generator (wrk), against the framework floor",
         formatter_class=_HELP,
     )
-    bs.add_argument("--model", default=settings.models[0], help=_MODEL_HELP)
-    bs.add_argument("--checkpoint-dir", default=settings.checkpoint_dir, type=Path, help=_CHECKPOINT_DIR_HELP)
-    bs.add_argument("--device", type=_setting("device"), default=settings.device, help=_DEVICE_HELP)
-    _engine_option(bs, settings.engine)
-    _cuda_graphs_option(bs, settings)
-    bs.add_argument("--concurrency", type=_positive, default=16, help="connections sending at once")
-    bs.add_argument(
-        "--clients",
-        type=_positive,
-        default=1,
-        help="load-generating processes (a fast GPU server needs several)",
-    )
-    bs.add_argument("--requests", type=_positive, default=200, help="requests per mode")
-    bs.add_argument(
-        "--max-batch-size", type=_setting("max_batch_size"), default=settings.max_batch_size, help=_BATCH_HELP
-    )
-    bs.add_argument(
-        "--max-wait-ms", type=_setting("max_wait_ms"), default=settings.max_wait_ms, help=_WAIT_HELP
-    )
-    bs.add_argument("--json", action="store_true", help="print the report as JSON")
+    _served_options(bs, settings)
     br = bsub.add_parser(
         "replicas",
-        help="throughput of 1, 2, ... server processes sharing one device (replicas per GPU)",
+        help="1, 2, ... voxguard serve processes sharing one device, each under its own wrk",
         formatter_class=_HELP,
     )
-    br.add_argument("--model", default=settings.models[0], help=_MODEL_HELP)
-    br.add_argument("--checkpoint-dir", default=settings.checkpoint_dir, type=Path, help=_CHECKPOINT_DIR_HELP)
-    br.add_argument("--device", type=_setting("device"), default=settings.device, help=_DEVICE_HELP)
-    _engine_option(br, settings.engine)
+    _served_options(br, settings)
     br.add_argument("--replicas", type=_csv_ints, default=[1, 2], help="comma-separated replica counts")
-    br.add_argument("--clients", type=_positive, default=4, help="load-generating processes")
-    br.add_argument("--concurrency", type=_positive, default=64, help="connections, all clients together")
-    br.add_argument("--requests", type=_positive, default=1000, help="requests per replica count")
-    br.add_argument(
-        "--max-batch-size", type=_setting("max_batch_size"), default=settings.max_batch_size, help=_BATCH_HELP
-    )
-    br.add_argument(
-        "--max-wait-ms", type=_setting("max_wait_ms"), default=settings.max_wait_ms, help=_WAIT_HELP
-    )
-    br.add_argument("--json", action="store_true", help="print the report as JSON")
     ba = bsub.add_parser(
         "agreement",
         help="decisions and scores of an engine against eager on real files",
@@ -626,30 +612,11 @@ def _eval(args: argparse.Namespace, settings: Settings) -> int:
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
     from .server import serve
 
-    overrides = {
-        key: getattr(args, key)
-        for key in (
-            "host",
-            "port",
-            "certfile",
-            "keyfile",
-            "checkpoint",
-            "checkpoint_dir",
-            "device",
-            "engine",
-            "cuda_graphs",
-            "preprocess",
-            "max_batch_size",
-            "max_wait_ms",
-            "queue_size",
-            "threads",
-            "models",
-        )
-    }
+    overrides = {name: getattr(args, name, getattr(settings, name)) for name in Settings.model_fields}
     if (args.certfile is None) != (args.keyfile is None):
         raise SystemExit("voxguard: --certfile and --keyfile go together")
     logging.getLogger("voxguard").setLevel(logging.DEBUG if args.verbose else logging.INFO)
-    serve(Settings(**{**settings.model_dump(), **overrides}))
+    serve(Settings(**overrides))
     return 0
 
 
@@ -738,34 +705,33 @@ def _weights(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace, settings: Settings) -> int:
     from . import bench
 
-    if args.bench == "serve":
-        report = bench.bench_serve(
-            args.model,
-            concurrency=args.concurrency,
-            requests=args.requests,
-            clients=args.clients,
-            device=args.device,
-            engine=args.engine,
-            cuda_graphs=args.cuda_graphs,
-            checkpoint_dir=str(args.checkpoint_dir.resolve()),
-            max_batch_size=args.max_batch_size,
-            max_wait_ms=args.max_wait_ms,
-        )
-        render = bench.render_serve
-    elif args.bench == "replicas":
-        report = bench.bench_replicas(
-            args.model,
-            replicas=args.replicas,
-            clients=args.clients,
-            concurrency=args.concurrency,
-            requests=args.requests,
-            device=args.device,
-            engine=args.engine,
-            checkpoint_dir=str(args.checkpoint_dir.resolve()),
-            max_batch_size=args.max_batch_size,
-            max_wait_ms=args.max_wait_ms,
-        )
-        render = bench.render_replicas
+    if args.bench in ("serve", "replicas"):
+        from . import servebench
+
+        serve_args = [
+            *("--models", args.model, "--device", args.device, "--engine", args.engine),
+            *("--simulated-ms", _as_text(args.simulated_ms)),
+            *("--max-batch-size", str(args.max_batch_size), "--max-wait-ms", str(args.max_wait_ms)),
+            *("--queue-size", str(max(1024, 4 * args.connections))),
+            "--cuda-graphs" if args.cuda_graphs else "--no-cuda-graphs",
+        ]
+        env = {"VOXGUARD_CHECKPOINT_DIR": str(args.checkpoint_dir.resolve())}
+        load = {
+            "connections": args.connections,
+            "duration_s": args.duration,
+            "body_kind": args.body,
+            "env": env,
+        }
+        if args.bench == "replicas":
+            report = servebench.bench_replicas(serve_args, replicas=args.replicas, **load)
+            render = servebench.render_replicas
+        else:
+            report = servebench.bench_serve(serve_args, **load)
+            if args.engine == "simulated":
+                capacity = servebench.simulated_capacity(args.simulated_ms, args.max_batch_size or 64)
+                report["device_capacity_rps"] = round(capacity, 1)
+                report["share_of_device"] = round(report["voxguard"]["throughput_rps"] / capacity, 3)
+            render = servebench.render_serve
     elif args.bench == "agreement":
         report = bench.engine_agreement(
             args.model,
@@ -780,10 +746,10 @@ def _bench(args: argparse.Namespace, settings: Settings) -> int:
         render = bench.render_agreement
     else:
         engines = [e.strip() for e in args.engines.split(",") if e.strip()]
-        unknown = sorted(set(engines) - set(ENGINES))
+        unknown = sorted(set(engines) - set(MODEL_ENGINES))
         if unknown:
             raise SystemExit(
-                f"voxguard: unknown engine(s) {', '.join(unknown)}; choose from {', '.join(ENGINES)}"
+                f"voxguard: unknown engine(s) {', '.join(unknown)}; choose from {', '.join(MODEL_ENGINES)}"
             )
         report = bench.bench_model(
             args.model,

@@ -108,6 +108,7 @@ class ModelInfo:
     engine: str
     config: AasistConfig
     cuda_graphs: bool
+    note: str | None = None  # what a reader of /v1/models must know (a simulated model says so)
 
 
 class Detector:

@@ -21,6 +21,7 @@ from .metrics import Metrics
 from .runtime import set_threads
 from .scoring import Decision, Verdict, decide, fake_probability, summarize
 from .settings import Settings
+from .simulated import SimulatedDetector
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +74,9 @@ class PredictionService:
     def load(cls, settings: Settings, metrics: Metrics) -> PredictionService:
         """Load every configured model (blocking; call from a thread at start-up)."""
         set_threads(settings.threads)
+        if settings.engine == "simulated":
+            simulated = {name: SimulatedDetector(name, *settings.simulated_ms) for name in settings.models}
+            return cls(settings, simulated, metrics)
         single = len(settings.models) == 1
         detectors = {}
         for name in settings.models:
@@ -94,8 +98,8 @@ class PredictionService:
         per window (its own measurements of real batches take over from there)."""
         window_s = 0.0
         for detector in self.detectors.values():
-            cuda = detector.device.type == "cuda"
-            sizes = bucket_sizes(self.max_batch_size) if cuda else (1,)
+            accelerator = detector.device.type != "cpu"
+            sizes = bucket_sizes(self.max_batch_size) if accelerator else (1,)
             detector.warmup(sizes)
             window_s = max(window_s, detector.warmup(sizes[-1:]) / sizes[-1])
         self.batcher.window_s = window_s

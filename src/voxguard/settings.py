@@ -38,13 +38,30 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="VOXGUARD_", extra="ignore")
 
     # Models and inference
-    models: Annotated[list[str], NoDecode] = Field(default=["aasist"], description="models to load")
+    models: Annotated[list[str], NoDecode] = Field(
+        default=["aasist"],
+        description="comma-separated models to load, e.g. aasist,aasist-l; the first is the default",
+    )
     checkpoint: Path | None = Field(default=None, description="explicit checkpoint file (one model only)")
-    checkpoint_dir: Path = Field(default=Path("checkpoints"), description="where official files live")
-    device: Device = Field(default="auto", description="auto | cpu | cuda | cuda:N")
-    engine: Literal["eager", "fast", "bf16"] = "fast"
+    checkpoint_dir: Path = Field(
+        default=Path("checkpoints"), description="folder holding the official weights"
+    )
+    device: Device = Field(
+        default="auto", description="auto | cpu | cuda | cuda:N; auto picks CUDA where present"
+    )
+    engine: Literal["eager", "fast", "bf16", "simulated"] = Field(
+        default="fast",
+        description="eager: the model as written; fast: the same numbers, faster; bf16: bfloat16 encoder; "
+        "simulated: a stand-in accelerator for benchmarks (see simulated_ms)",
+    )
+    simulated_ms: Annotated[tuple[float, float], NoDecode] = Field(
+        default=(0.9, 0.68),
+        description="simulated engine: a forward of n windows takes A,B = A + B x bucket(n) ms (H200 bf16)",
+    )
     compile: bool = Field(default=False, description="torch.compile the fast/bf16 engines")
-    cuda_graphs: bool = Field(default=True, description="replay the forward as a CUDA graph per batch size")
+    cuda_graphs: bool = Field(
+        default=True, description="on CUDA, replay the forward as a graph per batch size"
+    )
     allocator_tuning: bool = Field(default=True, description="keep large CPU buffers mapped (glibc)")
     threads: int = Field(default=0, ge=0, description="torch intra-op threads; 0 = all cores")
     threshold: float = Field(
@@ -57,45 +74,69 @@ class Settings(BaseSettings):
         default=6.0, description="added to the model's logit margin before scores and probabilities"
     )
     min_reliable_s: float = Field(
-        default=2.0, ge=0.0, description="less speech than this gets INCONCLUSIVE, not a verdict"
+        default=2.0, ge=0.0, description="less speech than this (seconds) gets INCONCLUSIVE, not a verdict"
     )
 
     # Audio
-    preprocess: Literal["robust", "reference"] = "robust"
+    preprocess: Literal["robust", "reference"] = Field(
+        default="robust",
+        description="robust: each window levelled (the level attack); reference: raw samples",
+    )
     hop: int = Field(default=32000, ge=1600, description="samples between window starts (16 kHz)")
-    target_rms_dbfs: float = -24.0
-    max_gain_db: float = Field(default=40.0, ge=0.0)
-    silence_floor_dbfs: float = -60.0
-    min_duration_s: float = Field(default=0.25, gt=0.0)
-    max_duration_s: float = Field(default=600.0, gt=0.0)
+    target_rms_dbfs: float = Field(
+        default=-24.0, description="robust: the level every window is set to, dBFS"
+    )
+    max_gain_db: float = Field(default=40.0, ge=0.0, description="robust: the most a window is amplified, dB")
+    silence_floor_dbfs: float = Field(
+        default=-60.0, description="windows quieter than this are silent: reported, not counted"
+    )
+    min_duration_s: float = Field(default=0.25, gt=0.0, description="shorter audio is refused (seconds)")
+    max_duration_s: float = Field(default=600.0, gt=0.0, description="longer audio is refused (seconds)")
 
     # Service
-    host: str = "127.0.0.1"
-    port: int = Field(default=8000, ge=0, le=65535)
-    max_batch_size: int = Field(default=0, ge=0, description="0 = 16 on CPU, 64 on CUDA")
-    max_wait_ms: float = Field(default=5.0, ge=0.0)
-    queue_size: int = Field(default=1024, ge=1, description="windows waiting, per model")
-    request_timeout_s: float = Field(default=30.0, gt=0.0)
-    max_upload_mb: float = Field(default=100.0, gt=0.0)
+    host: str = Field(default="127.0.0.1", description="address to listen on; 0.0.0.0 for every interface")
+    port: int = Field(default=8000, ge=0, le=65535, description="TCP port")
+    max_batch_size: int = Field(
+        default=0, ge=0, description="windows per forward; 0 = 16 on CPU, 64 otherwise"
+    )
+    max_wait_ms: float = Field(
+        default=5.0, ge=0.0, description="how long a batch waits for more windows after its first (ms)"
+    )
+    queue_size: int = Field(default=1024, ge=1, description="windows waiting per model before 503 queue_full")
+    request_timeout_s: float = Field(
+        default=30.0, gt=0.0, description="request deadline, plus twice the device time of its windows"
+    )
+    max_upload_mb: float = Field(default=100.0, gt=0.0, description="largest upload (MB)")
     decode_workers: int = Field(default=0, ge=0, description="decoding threads; 0 = cores")
     api_keys: Annotated[list[str], NoDecode] = Field(
-        default=[], description="accepted API keys; empty = open"
+        default=[], description="comma-separated accepted API keys; empty = open"
     )
     protect_probes: bool = Field(default=False, description="require a key for /health, /ready, /metrics")
-    cors_origins: Annotated[list[str], NoDecode] = Field(default=[])
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default=[], description="comma-separated browser origins allowed to call the API"
+    )
     stream_hop_s: float = Field(
         default=1.0, ge=0.1, le=4.0, description="live stream: seconds between windows"
     )
     stream_max_pending: int = Field(
         default=8, ge=1, description="live stream: windows waiting per connection"
     )
-    certfile: Path | None = None
-    keyfile: Path | None = None
+    certfile: Path | None = Field(default=None, description="TLS certificate, PEM (with keyfile: HTTPS)")
+    keyfile: Path | None = Field(default=None, description="TLS private key, PEM")
     address_file: Path | None = Field(
-        default=None, description="serve: write {pid, url} here once listening (container health check)"
+        default=None, description="write {pid, url} here once listening (container health check)"
     )
 
-    _split_lists = field_validator("models", "api_keys", "cors_origins", mode="before")(_split)
+    _split_lists = field_validator("models", "api_keys", "cors_origins", "simulated_ms", mode="before")(
+        _split
+    )
+
+    @field_validator("simulated_ms")
+    @classmethod
+    def _non_negative_times(cls, value: tuple[float, float]) -> tuple[float, float]:
+        if min(value) < 0:
+            raise ValueError("expected two non-negative numbers A,B (milliseconds)")
+        return value
 
     @field_validator("models")
     @classmethod
@@ -123,9 +164,10 @@ class Settings(BaseSettings):
         return Rule(self.threshold, self.min_fake_windows, self.min_reliable_s, self.score_offset)
 
     def batch_size_for(self, device_type: str) -> int:
+        """The batch limit of the device the server really runs on (a simulated one is an accelerator)."""
         if self.max_batch_size:
             return self.max_batch_size
-        return 64 if device_type == "cuda" else 16
+        return 16 if device_type == "cpu" else 64
 
 
 def settings_from_environment() -> Settings:

@@ -115,6 +115,7 @@ class ModelOut(BaseModel):
     engine: str
     cuda_graphs: bool = Field(description="the forward is replayed as a CUDA graph (CUDA only)")
     config: dict
+    note: str | None = Field(default=None, description="e.g. that the model is simulated (benchmarks only)")
 
 
 class ModelsResponse(BaseModel):

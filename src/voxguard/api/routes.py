@@ -287,6 +287,7 @@ async def models(request: Request) -> ModelsResponse:
                 engine=info.engine,
                 cuda_graphs=info.cuda_graphs,
                 config=info.config.to_dict(),
+                note=info.note,
             )
         )
     return ModelsResponse(models=out, default=service.default_model)
