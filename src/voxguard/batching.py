@@ -20,7 +20,7 @@ import math
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
@@ -112,23 +112,6 @@ class _NullObserver:
 
 
 @dataclass(frozen=True)
-class WindowResult:
-    score: float
-    batch_id: int
-    batch_size: int
-    queue_s: float
-    inference_s: float
-
-
-@dataclass
-class _Item:
-    window: np.ndarray
-    future: asyncio.Future[WindowResult]
-    enqueued: float
-    deadline: float
-
-
-@dataclass(frozen=True)
 class ScoredWindows:
     """One request's windows, scored; ``batch_sizes`` lists each distinct batch its windows ran in."""
 
@@ -136,6 +119,44 @@ class ScoredWindows:
     batch_sizes: list[int]
     queue_ms: float
     inference_ms: float
+
+
+@dataclass
+class _Request:
+    """One submission. Its windows' scores fill in as their batches finish, and ``future`` resolves
+    once the last one has: one future per request, not per window, so a request costs the event loop
+    the same whatever its length. A cancelled or failed ``future`` makes the worker drop the rest."""
+
+    future: asyncio.Future[ScoredWindows]
+    deadline: float
+    scores: np.ndarray
+    remaining: int
+    batches: dict[int, int] = field(default_factory=dict)  # batch id -> size, in the order they ran
+    queue_s: float = 0.0
+    inference_s: float = 0.0
+
+    def scored(
+        self, index: int, score: float, batch_id: int, size: int, wait_s: float, forward_s: float
+    ) -> None:
+        self.scores[index] = score
+        self.queue_s = max(self.queue_s, wait_s)
+        if batch_id not in self.batches:
+            self.batches[batch_id] = size
+            self.inference_s += forward_s
+        self.remaining -= 1
+        if self.remaining == 0:
+            result = ScoredWindows(
+                self.scores, list(self.batches.values()), self.queue_s * 1000.0, self.inference_s * 1000.0
+            )
+            _resolve(self.future, result)
+
+
+@dataclass
+class _Item:
+    window: np.ndarray
+    request: _Request
+    index: int
+    enqueued: float
 
 
 @dataclass
@@ -253,35 +274,20 @@ class Batcher:
         if self._outstanding and now + backlog_s + needed_s > deadline:
             raise Overloaded(backlog_s, needed_s, retry_after_s=max(1, math.ceil(backlog_s)))
         self.latest_deadline = max(self.latest_deadline, deadline)
-        loop = asyncio.get_running_loop()
-        items = [_Item(w, loop.create_future(), now, deadline) for w in windows]
-        for item in items:
-            queue.put_nowait(item)
+        request = _Request(asyncio.get_running_loop().create_future(), deadline, np.empty(n, np.float32), n)
+        for i, window in enumerate(windows):
+            queue.put_nowait(_Item(window, request, i, now))
         self._outstanding += n
         self._idle.clear()
         self._observer.queue_depth(model, queue.qsize())
         self._work.set()
-        futures = [item.future for item in items]
         try:
-            _, pending = await asyncio.wait(
-                futures, timeout=max(0.0, deadline - now), return_when=asyncio.FIRST_EXCEPTION
-            )
+            async with asyncio.timeout(max(0.0, deadline - now)):
+                return await request.future
+        except TimeoutError:
+            raise DeadlineExceeded("the request's deadline passed before its audio was scored") from None
         finally:
-            for f in futures:
-                f.cancel()  # no-op for finished ones; the worker drops the rest without computing them
-        errors = [f.exception() for f in futures if f.done() and not f.cancelled() and f.exception()]
-        if errors:
-            raise errors[0]
-        if pending:
-            raise DeadlineExceeded("the request's deadline passed before its audio was scored")
-        results = [f.result() for f in futures]
-        batches = {r.batch_id: r for r in results}  # insertion-ordered: first batch first
-        return ScoredWindows(
-            scores=np.array([r.score for r in results], dtype=np.float32),
-            batch_sizes=[r.batch_size for r in batches.values()],
-            queue_ms=max(r.queue_s for r in results) * 1000.0,
-            inference_ms=sum(r.inference_s for r in batches.values()) * 1000.0,
-        )
+            request.future.cancel()  # no-op once resolved; else the worker drops what is left uncomputed
 
     def stop_admitting(self) -> None:
         """New submissions get :class:`ShuttingDown` (503) from now on; queued work still runs."""
@@ -324,7 +330,7 @@ class Batcher:
                 error_id = uuid.uuid4().hex[:12]
                 logger.exception("batch worker failed holding %d windows (error id %s)", len(items), error_id)
                 for item in items:
-                    _resolve(item.future, exc=InferenceFailed(error_id))
+                    _resolve(item.request.future, exc=InferenceFailed(error_id))
                 raise
             finally:
                 self._finish(len(items))
@@ -359,10 +365,10 @@ class Batcher:
         now = time.monotonic()
         live, cancelled, expired = [], 0, 0
         for item in items:
-            if item.deadline <= now:  # checked first: a request that timed out also cancelled its futures
+            if item.request.deadline <= now:  # checked first: a request that timed out also cancelled
                 expired += 1
-                _resolve(item.future, exc=DeadlineExceeded("deadline passed while queued"))
-            elif item.future.done():
+                _resolve(item.request.future, exc=DeadlineExceeded("deadline passed while queued"))
+            elif item.request.future.done():  # the client went away, or another window of it failed
                 cancelled += 1
             else:
                 live.append(item)
@@ -375,10 +381,9 @@ class Batcher:
     async def _run_batch(self, model: str, items: list[_Item]) -> None:
         scorer = self._models[model].scorer
         loop = asyncio.get_running_loop()
-        batch = np.stack([item.window for item in items])
         started = time.monotonic()
         try:
-            scores = await loop.run_in_executor(self._executor, scorer.scores, batch)
+            scores = await loop.run_in_executor(self._executor, _forward, scorer, [i.window for i in items])
         except Exception:
             if len(items) > 1:
                 logger.warning(
@@ -389,7 +394,7 @@ class Batcher:
                 return
             error_id = uuid.uuid4().hex[:12]
             logger.exception("inference failed for %s (error id %s)", model, error_id)
-            _resolve(items[0].future, exc=InferenceFailed(error_id))
+            _resolve(items[0].request.future, exc=InferenceFailed(error_id))
             return
         elapsed = time.monotonic() - started
         self.last_batch_s = elapsed
@@ -399,7 +404,8 @@ class Batcher:
         waits = [started - item.enqueued for item in items]
         self._observer.batch(model, len(items), waits, elapsed)
         for item, score, wait in zip(items, scores, waits, strict=True):
-            _resolve(item.future, WindowResult(float(score), self._batches, len(items), wait, elapsed))
+            if not item.request.future.done():
+                item.request.scored(item.index, float(score), self._batches, len(items), wait, elapsed)
 
     def _finish(self, count: int) -> None:
         self._outstanding -= count
@@ -407,8 +413,14 @@ class Batcher:
             self._idle.set()
 
 
+def _forward(scorer: Scorer, windows: list[np.ndarray]) -> np.ndarray:
+    """Stack and score, both in the device thread: a batch of 64 windows is 16 MB to copy, which must
+    not hold up the event loop."""
+    return scorer.scores(np.stack(windows))
+
+
 def _resolve(
-    future: asyncio.Future, result: WindowResult | None = None, exc: Exception | None = None
+    future: asyncio.Future, result: ScoredWindows | None = None, exc: Exception | None = None
 ) -> None:
     """Set a future only if its client is still waiting (a cancelled future must not be set)."""
     if future.done():

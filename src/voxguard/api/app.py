@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import secrets
 import time
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -38,11 +39,16 @@ _KNOWN_ROUTES = {
 
 
 class RequestLog:
-    """One structured log line and the request metrics per HTTP request; sets ``X-Request-ID``."""
+    """One structured log line and the request metrics per HTTP request; sets ``X-Request-ID``.
+
+    A request without an id of its own gets this process's random prefix and a counter: unique across
+    processes and restarts like a UUID, without reading the system's random source per request."""
 
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
         self.metrics = metrics
+        self._prefix = secrets.token_hex(4)
+        self._counter = itertools.count(1)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -50,7 +56,10 @@ class RequestLog:
             return
         started = time.monotonic()
         headers = dict(scope.get("headers") or [])
-        request_id = headers.get(b"x-request-id", b"").decode("latin-1")[:64] or uuid.uuid4().hex[:16]
+        request_id = (
+            headers.get(b"x-request-id", b"").decode("latin-1")[:64]
+            or f"{self._prefix}{next(self._counter):08x}"
+        )
         state = scope.setdefault("state", {})
         state.update(received_at=started, request_id=request_id, windows=0, batch_sizes=[])
         status = 500
