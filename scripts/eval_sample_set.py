@@ -6,8 +6,8 @@ OUT_DIR gets the folder layout that `voxguard eval` reads:
 
     bonafide/*                          links to the 5 recordings in SAMPLES_DIR
     bonafide/derived/*                  links to their 25 transcoded copies
-    spoof/espeak-ng-en-us/*.wav         espeak-ng, American English voice, 5 sentences
-    spoof/espeak-ng-en-gb-f3/*.wav      espeak-ng, British English female variant, the same sentences
+    spoof/espeak-ng-en-us/*.wav         espeak-ng, American English voice, 5 clips of two sentences
+    spoof/espeak-ng-en-gb-f3/*.wav      espeak-ng, British English female variant, the same clips
     spoof/espeak-ng-en-us-quiet30dB/*   the en-us clips 30 dB quieter: the level attack on AASIST
 
 The recordings are linked, not copied, so their licence notes stay with them. espeak-ng is a formant
@@ -53,8 +53,10 @@ def build(samples: Path, out: Path) -> int:
         folder = out / "spoof" / attack
         folder.mkdir(parents=True)
         for i, text in enumerate(SENTENCES, start=1):
+            # Two sentences a clip: one espeak-ng sentence is under the service's 2 s speech floor.
+            pair = f"{text} {SENTENCES[i % len(SENTENCES)]}"
             wav = folder / f"harvard_{i:02d}.wav"
-            subprocess.run([espeak, "-v", voice, "-w", str(wav), text], check=True)
+            subprocess.run([espeak, "-v", voice, "-w", str(wav), pair], check=True)
             count += 1
     quiet = out / "spoof" / f"espeak-ng-en-us-quiet{QUIET_DB}dB"
     quiet.mkdir(parents=True)

@@ -131,7 +131,7 @@ def _mirror(x: np.ndarray) -> np.ndarray:
 
 
 def _trim_repeat(x: np.ndarray) -> np.ndarray:
-    start, end = speech_span(x, AudioOptions().silence_floor_dbfs)
+    start, end = speech_span(x)
     return _repeat(x[start:end] if end - start >= SPEECH_FRAME * SPEECH_MIN_FRAMES else x)
 
 
@@ -176,7 +176,7 @@ def study_short(samples: Path, detector: Detector, out: Path) -> None:
                             "clip": name,
                             "length_s": length,
                             "offset_s": offset / SAMPLE_RATE,
-                            "speech_s": speech_seconds(frame_levels(cut), options.silence_floor_dbfs),
+                            "speech_s": speech_seconds(frame_levels(cut)),
                             "scores": dict(zip(PADDINGS, map(float, scores), strict=True)),
                         }
                         fh.write(json.dumps(row) + "\n")
@@ -211,7 +211,7 @@ def _synthetic_stretch(voice: list[np.ndarray], seconds: float, options: AudioOp
     """``seconds`` of one voice's speech: its sentences, silences trimmed, end to end, cut to length."""
     parts = []
     for audio in voice:
-        start, end = speech_span(audio, options.silence_floor_dbfs)
+        start, end = speech_span(audio)
         parts.append(audio[start:end])
     stretch = np.concatenate(parts * 2)
     return stretch[: round(seconds * SAMPLE_RATE)]
@@ -253,7 +253,7 @@ def study_splice(samples: Path, detector: Detector, out: Path) -> None:
                 seconds = INSERT_S[(b + p + 2 * k) % len(INSERT_S)]
                 voice = voice_names[(3 * b + p + 5 * k) % len(voice_names)]
                 fake = _synthetic_stretch(voices[voice], seconds, options)
-                speech = base[slice(*speech_span(base, options.silence_floor_dbfs))]
+                speech = base[slice(*speech_span(base))]
                 fake = fake * np.float32(_level(speech) / max(_level(fake), 1e-9))
                 audio, at = _insert(base, fake, position)
                 files.append(

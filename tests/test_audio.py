@@ -24,8 +24,13 @@ from voxguard.audio import (
     SAMPLE_RATE,
     WINDOW,
     AudioError,
+    AudioOptions,
+    StreamWindower,
     decode,
+    frame_levels,
     make_windows,
+    speech_seconds,
+    speech_span,
     window_starts,
 )
 
@@ -567,3 +572,64 @@ def test_stream_resampler_matches_whole_signal_resampling(rate):
         assert len(got) == len(want)
         assert np.abs(got - want).max() < 1e-6
         assert len(resampler._buffer) < 2 * chunk + 1200  # bounded, whatever the stream's length
+
+
+# ---------------------------------------------------------------- how much speech
+
+
+def _tone_in_silence(lead_s: float, tone_s: float, tail_s: float, noise_dbfs: float = -70.0) -> np.ndarray:
+    rng = np.random.default_rng(3)
+    t = np.arange(int(tone_s * SAMPLE_RATE)) / SAMPLE_RATE
+    tone = 0.3 * np.sin(2 * np.pi * 220 * t) * (1 + 0.5 * np.sin(2 * np.pi * 3 * t))  # syllable-like
+    x = np.concatenate([np.zeros(int(lead_s * SAMPLE_RATE)), tone, np.zeros(int(tail_s * SAMPLE_RATE))])
+    return (x + rng.standard_normal(len(x)) * 10 ** (noise_dbfs / 20)).astype(np.float32)
+
+
+def test_speech_is_measured_without_leading_and_trailing_silence() -> None:
+    x = _tone_in_silence(1.0, 1.5, 0.7)
+    assert speech_seconds(frame_levels(x)) == pytest.approx(1.5, abs=0.04)
+    start, end = speech_span(x)
+    assert start == pytest.approx(SAMPLE_RATE, abs=320) and end == pytest.approx(2.5 * SAMPLE_RATE, abs=320)
+    assert make_windows(x).speech_s == pytest.approx(1.5, abs=0.04)
+
+
+def test_a_click_or_a_noise_burst_is_not_speech() -> None:
+    x = _tone_in_silence(0.5, 1.0, 2.0)
+    x[-SAMPLE_RATE // 2 : -SAMPLE_RATE // 2 + 200] = 0.5  # a 12 ms click 1.5 s after the speech
+    assert speech_seconds(frame_levels(x)) == pytest.approx(1.0, abs=0.04)
+
+
+def test_room_noise_around_the_speech_is_not_counted() -> None:
+    x = _tone_in_silence(1.0, 1.2, 1.0, noise_dbfs=-45.0)
+    assert speech_seconds(frame_levels(x)) == pytest.approx(1.2, abs=0.06)
+
+
+def test_silence_has_no_speech() -> None:
+    assert speech_seconds(frame_levels(np.zeros(SAMPLE_RATE, dtype=np.float32))) == 0.0
+    assert speech_seconds(np.zeros(0)) == 0.0
+
+
+def test_a_stream_measures_the_speech_an_upload_would(samples_dir: Path) -> None:
+    wave = decode((samples_dir / "p225_002_mic1.flac").read_bytes()).waveform
+    windower = StreamWindower(AudioOptions(), 16000)
+    for chunk in np.array_split(wave, 37):
+        windower.feed(chunk)
+    assert windower.speech_s == pytest.approx(make_windows(wave).speech_s, abs=1e-9)
+
+
+@pytest.mark.parametrize("name", ["p225_001_mic1", "p225_002_mic1", "voicememo"])
+def test_transcodes_measure_the_speech_of_their_original(samples_dir: Path, name: str) -> None:
+    """The floor must not depend on the codec: MP3, Opus, noise and 44.1 kHz copies agree within 0.05 s."""
+    original = next(samples_dir.glob(f"{name}.*"))
+    want = make_windows(decode(original.read_bytes()).waveform).speech_s
+    for variant in ("44k1-stereo.wav", "mp3-64k.mp3", "noise-snr30.flac", "opus-24k.ogg"):
+        got = make_windows(decode((samples_dir / "derived" / f"{name}_{variant}").read_bytes()).waveform)
+        assert got.speech_s == pytest.approx(want, abs=0.05), variant
+
+
+def test_quiet_speech_measures_as_much_speech_as_loud_speech() -> None:
+    """Turning synthetic speech down 30 dB (the level attack) must not turn a verdict into INCONCLUSIVE."""
+    loud = _tone_in_silence(0.5, 2.2, 0.5, noise_dbfs=-120.0)
+    assert speech_seconds(frame_levels(loud * np.float32(10 ** (-30 / 20)))) == pytest.approx(
+        speech_seconds(frame_levels(loud)), abs=0.02
+    )

@@ -57,7 +57,7 @@ def synthetic(tmp_path_factory) -> np.ndarray:
         tmp_path_factory.mktemp("tts") / "tts.wav",
     )
     audio = decode(wav.read_bytes()).waveform
-    start, end = speech_span(audio, AudioOptions().silence_floor_dbfs)
+    start, end = speech_span(audio)
     return audio[start:end]
 
 

@@ -68,12 +68,16 @@ _MAX_RESAMPLE_KERNEL = 1 << 22
 _RMS_FLOOR = 1e-10
 # Speech activity (for the "too short to judge" floor) is measured on 20 ms frames: a frame is loud enough
 # for speech within SPEECH_RANGE_DB of the loudest frame and SPEECH_ABOVE_NOISE_DB above the noise (the
-# 10th percentile of the frame levels, but never asking for more than 20 dB below the loudest), and only
-# runs of SPEECH_MIN_FRAMES such frames count, so a click or a noise burst is not speech. Measured on the
-# shared recordings, this gives the same speech length within 0.1 s across their transcodes.
+# 10th percentile of the frame levels; in audio that is all speech that percentile is speech too, so the
+# cut never rises above SPEECH_NOISE_CAP_DB below the loudest), and only runs of SPEECH_MIN_FRAMES such
+# frames count, so a click or a noise burst is not speech. On the shared recordings this measures most
+# transcodes within 0.05 s of their original (docs/evaluation.md).
 SPEECH_FRAME = 320
+# Only digital silence is ruled out absolutely: speech turned down 30 dB (the level attack) still counts.
+SPEECH_FLOOR_DBFS = -90.0
 SPEECH_RANGE_DB = 30.0
 SPEECH_ABOVE_NOISE_DB = 10.0
+SPEECH_NOISE_CAP_DB = 20.0
 SPEECH_MIN_FRAMES = 3
 
 
@@ -372,24 +376,24 @@ def frame_levels(x: np.ndarray) -> np.ndarray:
     return 10.0 * np.log10(np.maximum(power / SPEECH_FRAME, _RMS_FLOOR**2))
 
 
-def speech_seconds(levels: np.ndarray, silence_floor_dbfs: float) -> float:
+def speech_seconds(levels: np.ndarray) -> float:
     """Seconds from the first to the last speech frame (see ``SPEECH_FRAME``). Pauses between words count;
     leading and trailing silence or room noise does not, so a clip's length is not mistaken for how
     much speech the model can hear."""
-    start, end = speech_frames(levels, silence_floor_dbfs)
+    start, end = speech_frames(levels)
     return (end - start) * SPEECH_FRAME / SAMPLE_RATE
 
 
-def speech_frames(levels: np.ndarray, silence_floor_dbfs: float) -> tuple[int, int]:
+def speech_frames(levels: np.ndarray) -> tuple[int, int]:
     """``[start, end)`` frame indices of the speech in ``levels`` (``(0, 0)`` when there is none)."""
     if not len(levels):
         return 0, 0
     loudest = float(levels.max())
     noise = float(np.percentile(levels, 10))
     cut = max(
-        silence_floor_dbfs,
+        SPEECH_FLOOR_DBFS,
         loudest - SPEECH_RANGE_DB,
-        min(noise + SPEECH_ABOVE_NOISE_DB, loudest - SPEECH_ABOVE_NOISE_DB * 2),
+        min(noise + SPEECH_ABOVE_NOISE_DB, loudest - SPEECH_NOISE_CAP_DB),
     )
     loud = np.concatenate([[False], levels >= cut, [False]])
     edges = np.flatnonzero(np.diff(loud.astype(np.int8)))
@@ -397,9 +401,9 @@ def speech_frames(levels: np.ndarray, silence_floor_dbfs: float) -> tuple[int, i
     return (int(runs[0][0]), int(runs[-1][1])) if runs else (0, 0)
 
 
-def speech_span(x: np.ndarray, silence_floor_dbfs: float) -> tuple[int, int]:
+def speech_span(x: np.ndarray) -> tuple[int, int]:
     """``[start, end)`` sample indices of the speech in ``x`` (see :func:`speech_seconds`)."""
-    start, end = speech_frames(frame_levels(x), silence_floor_dbfs)
+    start, end = speech_frames(frame_levels(x))
     return start * SPEECH_FRAME, min(len(x), end * SPEECH_FRAME)
 
 
@@ -446,7 +450,7 @@ def make_windows(
             f"Every part of the audio is below {silence_floor_dbfs:g} dBFS RMS, so there is no speech to "
             "analyse. Accepted: audio with audible speech.",
         )
-    return WindowSet(batch, spans, silent, level, speech_seconds(frame_levels(x), silence_floor_dbfs))
+    return WindowSet(batch, spans, silent, level, speech_seconds(frame_levels(x)))
 
 
 def level_windows(raw: np.ndarray, options: AudioOptions) -> tuple[np.ndarray, list[bool], list[float]]:
@@ -524,9 +528,7 @@ class StreamWindower:
     def speech_s(self) -> float:
         """Seconds of speech so far, measured as :func:`make_windows` measures a whole recording."""
         levels = [*self._levels, frame_levels(self._unframed)] if len(self._unframed) else self._levels
-        return speech_seconds(
-            np.concatenate(levels) if levels else np.zeros(0), self.options.silence_floor_dbfs
-        )
+        return speech_seconds(np.concatenate(levels) if levels else np.zeros(0))
 
     def feed(self, samples: np.ndarray) -> WindowSet | None:
         """Add samples; returns the windows they completed (``None`` when none did)."""
