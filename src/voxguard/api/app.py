@@ -18,6 +18,7 @@ from .. import __version__
 from ..metrics import Metrics
 from ..service import PredictionService
 from ..settings import Settings
+from .auth import ApiKeyGuard
 from .docs import install_docs
 from .errors import install_error_handlers
 from .openapi import document_keys
@@ -137,8 +138,15 @@ def create_app(settings: Settings | None = None, service: PredictionService | No
     app.include_router(probes)
     app.include_router(stream_router)
     app.include_router(web_router)
-    document_keys(app, keys=bool(settings.api_keys), protect_probes=settings.protect_probes)
-    if settings.cors_origins:
+    guarded = frozenset(
+        route.path
+        for route in [*api.routes, *(probes.routes if settings.protect_probes else [])]
+        if settings.api_keys
+    )
+    if guarded:
+        app.add_middleware(ApiKeyGuard, keys=settings.api_keys, paths=guarded)
+    document_keys(app, guarded)
+    if settings.cors_origins:  # outside the key check: a browser's preflight carries no key
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.cors_origins,

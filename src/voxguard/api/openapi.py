@@ -140,26 +140,39 @@ def upload_body(many: bool) -> dict[str, Any]:
     return {"requestBody": {"required": True, "content": content}}
 
 
-def document_keys(app: FastAPI, *, keys: bool, protect_probes: bool) -> None:
-    """Make the schema say what this server enforces: with ``VOXGUARD_API_KEYS`` the key schemes (so
-    Swagger UI has an Authorize button) on the API routes, and on the probes with
-    ``VOXGUARD_PROTECT_PROBES``; without keys no route asks for one."""
+# The two ways to send a key (auth.supplied_key); either one satisfies a route.
+SECURITY_SCHEMES: dict[str, dict[str, str]] = {
+    "ApiKey": {
+        "type": "apiKey",
+        "in": "header",
+        "name": "X-API-Key",
+        "description": "One of the server's VOXGUARD_API_KEYS.",
+    },
+    "Bearer": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "`Authorization: Bearer <key>`, the same keys as `X-API-Key`.",
+    },
+}
+
+
+def document_keys(app: FastAPI, guarded: frozenset[str]) -> None:
+    """Make the schema say what this server enforces: the key schemes (so Swagger UI has an Authorize
+    button) on exactly the ``guarded`` paths, the ones ``auth.ApiKeyGuard`` checks before routing (so
+    no dependency tells FastAPI); with no keys, no route asks for one."""
     generate: Callable[[], dict[str, Any]] = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is not None:
             return app.openapi_schema
         schema = generate()
-        schemes = schema.get("components", {}).get("securitySchemes", {})
-        required = [{name: []} for name in schemes]
-        for item in schema["paths"].values():
-            for operation in item.values():
-                if not keys:
-                    operation.pop("security", None)
-                elif protect_probes and "probes" in operation.get("tags", ()):
-                    operation["security"] = required
-        if not keys:
-            schema.get("components", {}).pop("securitySchemes", None)
+        if guarded:
+            schema.setdefault("components", {})["securitySchemes"] = SECURITY_SCHEMES
+            required = [{name: []} for name in SECURITY_SCHEMES]
+            for path, item in schema["paths"].items():
+                if path in guarded:
+                    for operation in item.values():
+                        operation["security"] = required
         app.openapi_schema = schema
         return schema
 

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import hmac
 import time
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Query, Request, Response, Security
+from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
-from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ..service import Prediction, PredictionService
@@ -31,59 +29,9 @@ from .uploads import Part, parse_multipart, read_body
 _ERRORS = error_responses(400, 401, 408, 413, 415, 422, 500, 503, 504)
 _MODEL_QUERY = "a loaded model (GET /v1/models); empty: the server's default"
 
-# Declared as security schemes so /docs has an Authorize button; either one carries a key. The schema
-# shows them only where the server has keys (``openapi.document_keys``).
-_KEY_HEADER = APIKeyHeader(
-    name="X-API-Key",
-    scheme_name="ApiKey",
-    auto_error=False,
-    description="One of the server's VOXGUARD_API_KEYS.",
-)
-_BEARER = HTTPBearer(
-    scheme_name="Bearer",
-    auto_error=False,
-    description="`Authorization: Bearer <key>`, the same keys as `X-API-Key`.",
-)
-
 
 def service_of(request: Request) -> PredictionService:
     return request.app.state.service
-
-
-def key_matches(supplied: str, keys: list[str]) -> bool:
-    """Compare against every key in constant time, with no early exit, so timing reveals nothing."""
-    matched = False
-    for key in keys:
-        matched |= hmac.compare_digest(supplied.encode(), key.encode())
-    return matched
-
-
-async def require_api_key(
-    request: Request,
-    header_key: Annotated[str | None, Security(_KEY_HEADER)] = None,
-    bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_BEARER)] = None,
-) -> None:
-    """Accept ``X-API-Key`` or ``Authorization: Bearer``; every key is compared in constant time.
-
-    ``async`` although it never awaits: FastAPI runs a plain ``def`` dependency in a thread pool, a
-    thread hand-off on every request for a check that takes microseconds."""
-    keys: list[str] = request.app.state.settings.api_keys
-    if not keys:
-        return
-    supplied = header_key or (bearer.credentials.strip() if bearer else "")
-    if not key_matches(supplied, keys):
-        raise ApiError(
-            401,
-            "unauthorized",
-            "A valid API key is required: send it as `X-API-Key: <key>` or `Authorization: Bearer <key>`.",
-            {"WWW-Authenticate": "Bearer"},
-        )
-
-
-async def require_probe_key(request: Request) -> None:
-    """Probes need a key only with ``VOXGUARD_PROTECT_PROBES`` (so /docs shows no lock on them)."""
-    if request.app.state.settings.protect_probes:
-        await require_api_key(request, await _KEY_HEADER(request), await _BEARER(request))
 
 
 async def reject_unknown_parameters(request: Request) -> None:
@@ -103,8 +51,9 @@ async def reject_unknown_parameters(request: Request) -> None:
         )
 
 
-api = APIRouter(dependencies=[Depends(require_api_key), Depends(reject_unknown_parameters)])
-probes = APIRouter(dependencies=[Depends(require_probe_key)])
+# API keys are checked before routing (auth.ApiKeyGuard, installed by app.create_app for these routers).
+api = APIRouter(dependencies=[Depends(reject_unknown_parameters)])
+probes = APIRouter()
 
 
 async def _audio_parts(request: Request, field: str) -> tuple[list[Part], str | None]:
@@ -171,19 +120,30 @@ async def _until_disconnect(request: Request) -> None:
 
 
 async def _predict_or_abandon(request: Request, data: bytes, model: str | None) -> Prediction:
-    """Score, but stop (and drop the queued windows) if the client hangs up first."""
-    service = service_of(request)
-    work = asyncio.ensure_future(service.predict(data, model, request.state.received_at))
+    """Score, but stop (and drop the queued windows) if the client hangs up first.
+
+    A watcher reads the connection; a disconnect cancels this task, whose cancellation reaches the
+    batcher and drops the queued windows. One extra task per request, no ``asyncio.wait``."""
+    task = asyncio.current_task()
+    finished = False
+
+    def on_disconnect(watcher: asyncio.Task[None]) -> None:
+        if not finished and not watcher.cancelled() and task is not None:
+            task.cancel()
+
     watcher = asyncio.ensure_future(_until_disconnect(request))
+    watcher.add_done_callback(on_disconnect)
     try:
-        await asyncio.wait({work, watcher}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        watcher.cancel()
-    if not work.done():
-        work.cancel()
+        return await service_of(request).predict(data, model, request.state.received_at)
+    except asyncio.CancelledError:
+        if not watcher.done() or watcher.cancelled() or task is None:
+            raise  # cancelled for another reason (shutdown): let it through
+        task.uncancel()
         request.state.client_gone = True
-        raise ApiError(499, "client_closed_request", "The client closed the connection.")
-    return work.result()
+        raise ApiError(499, "client_closed_request", "The client closed the connection.") from None
+    finally:
+        finished = True
+        watcher.cancel()
 
 
 def _result(p: Prediction) -> dict[str, Any]:

@@ -24,8 +24,8 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from ..audio import MAX_SOURCE_RATE, MIN_SOURCE_RATE, SAMPLE_RATE, AudioError
 from ..batching import BatcherError
 from ..service import LiveSession, SlowConsumer
+from .auth import key_matches
 from .errors import to_api_error
-from .routes import key_matches
 
 logger = logging.getLogger(__name__)
 
