@@ -17,6 +17,7 @@ import httpx
 import uvicorn
 
 from voxguard.api.app import create_app
+from voxguard.engine import LocalEngine
 from voxguard.metrics import Metrics
 from voxguard.service import PredictionService
 from voxguard.settings import Settings
@@ -32,7 +33,8 @@ class LiveServer:
     """uvicorn serving a prebuilt service in a background thread (models shared across tests)."""
 
     def __init__(self, settings: Settings, detectors: dict, **uvicorn_options) -> None:
-        self.service = PredictionService(settings, detectors, Metrics())
+        metrics = Metrics()
+        self.service = PredictionService(settings, LocalEngine(settings, detectors, metrics), metrics)
         self.app = create_app(settings, self.service)
         self.port = free_port()
         scheme = "https" if "ssl_certfile" in uvicorn_options else "http"

@@ -109,7 +109,7 @@ async def test_deadline_is_504_and_expired_windows_are_not_computed(detectors, u
     with live_server(detectors, max_batch_size=1, request_timeout_s=0.6) as srv:
         # The device turns out far slower than measured (1 ms a window), so requests are admitted that
         # cannot finish in time: their deadline, not the admission estimate, has to stop them.
-        srv.service.batcher.window_s = 0.001
+        srv.service.engine.batcher.window_s = 0.001
         responses = await post_all(srv.url, [uploads[0]] * 10)
         await asyncio.sleep(1.0)  # let the worker reach the expired windows
         metrics = httpx.get(f"{srv.url}/metrics").text
@@ -182,7 +182,7 @@ async def test_a_failing_forward_fails_only_its_own_request(detectors, uploads):
 
 async def test_worker_restarts_and_ready_reports_it(detectors, uploads):
     with live_server(detectors) as srv:
-        batcher = srv.service.batcher
+        batcher = srv.service.engine.batcher
         batcher._restart_delay_s = 1.5
         original = batcher._pick_model
 
@@ -375,7 +375,7 @@ async def test_openapi_is_valid_and_docs_work_offline(detectors):
 
 async def test_draining_server_refuses_new_work_with_503(detectors, uploads):
     with live_server(detectors) as srv:
-        srv.service.batcher.stop_admitting()
+        srv.service.stop_admitting()
         async with httpx.AsyncClient(base_url=srv.url, timeout=60) as c:
             refused = await c.post("/v1/predict", files={"file": uploads[0]})
             assert refused.status_code == 503 and refused.json()["code"] == "shutting_down"

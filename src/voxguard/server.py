@@ -84,16 +84,16 @@ class DrainingServer(uvicorn.Server):
             super().handle_exit(sig, frame)  # type: ignore[arg-type]
             return
         self._captured_signals.append(sig)
-        service.batcher.stop_admitting()
+        service.stop_admitting()
         # Long files get deadlines past request_timeout_s (see PredictionService.deadline): wait for
         # the latest one admitted, so they are answered rather than cut off.
-        latest = service.batcher.latest_deadline + 1.0
+        latest = service.latest_deadline + 1.0
         self._drain_deadline = max(time.monotonic() + self._drain_timeout_s, latest)
         logger.info("signal %s: draining (new requests get 503, still listening)", sig)
 
     async def on_tick(self, counter: int) -> bool:
         if self._drain_deadline is not None and not self.should_exit:
-            if self._fastapi.state.service.batcher.idle:
+            if self._fastapi.state.service.idle:
                 logger.info("queued work done: closing the listener")
                 self.should_exit = True
             elif time.monotonic() >= self._drain_deadline:

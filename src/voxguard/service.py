@@ -15,13 +15,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from .audio import SAMPLE_RATE, StreamResampler, StreamWindower, WindowSet, prepare
-from .batching import Batcher, UnknownModel
-from .inference import Detector, bucket_sizes
+from .batching import UnknownModel
+from .engine import Engine, LocalEngine
 from .metrics import Metrics
-from .runtime import set_threads
 from .scoring import Decision, Verdict, decide, fake_probability, summarize
 from .settings import Settings
-from .simulated import SimulatedDetector
 
 logger = logging.getLogger(__name__)
 
@@ -50,96 +48,82 @@ class Prediction:
 
 
 class PredictionService:
-    """Owns the loaded detectors, the decode pool and the batcher for one server process."""
+    """One server process's pipeline: decoding (a thread pool), the verdict rule, and an :class:`Engine`
+    that scores the windows. Routes, the live stream and the server talk to this class only."""
 
-    def __init__(self, settings: Settings, detectors: dict[str, Detector], metrics: Metrics) -> None:
+    def __init__(self, settings: Settings, engine: Engine, metrics: Metrics) -> None:
         self.settings = settings
-        self.detectors = detectors
+        self.engine = engine
         self.metrics = metrics
-        self.default_model = next(iter(detectors))
-        device_type = next(iter(detectors.values())).device.type
-        self.max_batch_size = settings.batch_size_for(device_type)
-        metrics.max_batch_size = self.max_batch_size
+        self.models = engine.models
+        self.default_model = next(iter(self.models))
+        metrics.max_batch_size = engine.max_batch_size
         self.options = settings.audio_options()
         self.rule = settings.rule()
         workers = settings.decode_workers or os.cpu_count() or 1
         self._decode_pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="voxguard-decode")
-        self.batcher = Batcher(
-            dict(detectors),
-            max_batch_size=self.max_batch_size,
-            max_wait_ms=settings.max_wait_ms,
-            queue_size=settings.queue_size,
-            observer=metrics,
-        )
-        self.warmed_up = False
 
     @classmethod
     def load(cls, settings: Settings, metrics: Metrics) -> PredictionService:
-        """Load every configured model (blocking; call from a thread at start-up)."""
-        set_threads(settings.threads)
-        if settings.engine == "simulated":
-            simulated = {name: SimulatedDetector(name, *settings.simulated_ms) for name in settings.models}
-            return cls(settings, simulated, metrics)
-        single = len(settings.models) == 1
-        detectors = {}
-        for name in settings.models:
-            detector = Detector.load(
-                name,
-                checkpoint=settings.checkpoint if single else None,
-                checkpoint_dir=settings.checkpoint_dir,
-                engine=settings.engine,
-                device=settings.device,
-                compile_model=settings.compile,
-                cuda_graphs=settings.cuda_graphs,
-                allocator_tuning=settings.allocator_tuning,
-            )
-            detectors[detector.name] = detector
-        return cls(settings, detectors, metrics)
-
-    def warmup(self) -> None:
-        """Warm every model up, then time one forward: the batcher's first estimate of the device time
-        per window (its own measurements of real batches take over from there)."""
-        window_s = 0.0
-        for detector in self.detectors.values():
-            accelerator = detector.device.type != "cpu"
-            sizes = bucket_sizes(self.max_batch_size) if accelerator else (1,)
-            detector.warmup(sizes)
-            window_s = max(window_s, detector.warmup(sizes[-1:]) / sizes[-1])
-        self.batcher.window_s = window_s
-        logger.info("device time per window: %.1f ms (measured after warm-up)", window_s * 1000.0)
-        self.warmed_up = True
+        """Load every configured model into an engine in this process (blocking; call at start-up)."""
+        return cls(settings, LocalEngine.load(settings, metrics), metrics)
 
     async def start(self) -> None:
-        await asyncio.get_running_loop().run_in_executor(None, self.warmup)
-        self.batcher.start()
+        await self.engine.start()
 
     async def stop(self) -> None:
-        await self.batcher.drain()
+        await self.engine.drain()
         self._decode_pool.shutdown(wait=True)
 
     @property
     def ready(self) -> bool:
-        return self.warmed_up and self.batcher.alive and self.batcher.accepting
+        return self.engine.ready
+
+    def not_ready_reason(self) -> str | None:
+        """Why ``/ready`` says no, or None when it says yes."""
+        return self.engine.not_ready_reason()
+
+    def stop_admitting(self) -> None:
+        """New requests get 503 ``shutting_down``; admitted ones are still answered (the SIGTERM drain)."""
+        self.engine.stop_admitting()
+
+    @property
+    def idle(self) -> bool:
+        return self.engine.idle
+
+    @property
+    def latest_deadline(self) -> float:
+        return self.engine.latest_deadline
+
+    def publish_metrics(self) -> None:
+        """Refresh the gauges that are read, not counted: queue depths and the device time per window."""
+        for name in self.models:
+            self.metrics.queue_depth(name, self.engine.depth(name))
+        self.metrics.window_seconds.set(self.engine.window_s)
 
     def resolve_model(self, model: str | None) -> str:
-        return model or self.default_model
+        """The model a request asked for (the default when none), refused when it is not loaded."""
+        name = model or self.default_model
+        if name not in self.models:
+            raise UnknownModel(name, list(self.models))
+        return name
 
     def deadline(self, start: float, windows: int) -> float:
         """When a request started at ``start`` with ``windows`` windows must be answered."""
-        return start + self.settings.request_timeout_s + ALLOWANCE * self.batcher.work_s(windows)
+        return start + self.settings.request_timeout_s + ALLOWANCE * self.engine.work_s(windows)
 
     async def predict(self, data: bytes, model: str | None, received_at: float) -> Prediction:
         """Score one upload; ``received_at`` (``time.monotonic()``) starts the request deadline."""
         name = self.resolve_model(model)
-        loop = asyncio.get_running_loop()
         started = time.monotonic()
         if len(data) <= INLINE_BYTES and data[:4] == b"RIFF":
             audio, windows = prepare(data, self.options)
         else:
+            loop = asyncio.get_running_loop()
             audio, windows = await loop.run_in_executor(self._decode_pool, prepare, data, self.options)
         decoded = time.monotonic()
         deadline = self.deadline(received_at, len(windows.spans))
-        scored = await self.batcher.submit(name, windows.batch, deadline)
+        scored = await self.engine.submit(name, windows.batch, deadline)
         verdict = summarize(audio, windows, scored.scores, self.rule)
         done = time.monotonic()
         timing = Timing(
@@ -188,8 +172,6 @@ class LiveSession:
     ) -> None:
         self.service = service
         self.model = service.resolve_model(model)
-        if self.model not in service.detectors:
-            raise UnknownModel(self.model, service.batcher.models)
         self.windower = StreamWindower(service.options, hop)
         self.resampler = StreamResampler(sample_rate) if sample_rate != SAMPLE_RATE else None
         self.max_pending = max_pending
@@ -231,7 +213,7 @@ class LiveSession:
 
     async def _score(self, first: int, windows: WindowSet) -> list[LiveWindow]:
         deadline = self.service.deadline(time.monotonic(), len(windows.spans))
-        scored = await self.service.batcher.submit(self.model, windows.batch, deadline)
+        scored = await self.service.engine.submit(self.model, windows.batch, deadline)
         scores = self.service.rule.calibrate(scored.scores)
         rows = zip(windows.spans, scored.scores, scores, windows.silent, strict=True)
         return [

@@ -109,9 +109,7 @@ def create_app(settings: Settings | None = None, service: PredictionService | No
             )
         await svc.start()
         app.state.service = svc
-        logger.info(
-            "ready: models %s on %s", ", ".join(svc.detectors), svc.detectors[svc.default_model].device
-        )
+        logger.info("ready: models %s on %s", ", ".join(svc.models), svc.models[svc.default_model].device)
         try:
             yield
         finally:

@@ -117,8 +117,18 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return out
 
 
-def upload_body(many: bool) -> dict[str, Any]:
-    """The request body of an upload route: a multipart form or, for one file, the raw audio."""
+MODEL_PARAMETER: dict[str, Any] = {
+    "name": "model",
+    "in": "query",
+    "required": False,
+    "schema": {"type": "string", "default": ""},
+    "description": "a loaded model (GET /v1/models); empty: the server's default",
+}
+
+
+def upload_body(many: bool, model_query: bool = False) -> dict[str, Any]:
+    """The request body of an upload route: a multipart form or, for one file, the raw audio; with
+    ``model_query``, the ``model`` query parameter (``routes.query_model`` reads it)."""
     field = "files" if many else "file"
     file_schema: dict[str, Any] = {"type": "string", "format": "binary"}
     properties: dict[str, Any] = {
@@ -137,7 +147,10 @@ def upload_body(many: bool) -> dict[str, Any]:
     if not many:
         content["audio/*"] = {"schema": {"type": "string", "format": "binary"}}
         content["application/octet-stream"] = {"schema": {"type": "string", "format": "binary"}}
-    return {"requestBody": {"required": True, "content": content}}
+    extra: dict[str, Any] = {"requestBody": {"required": True, "content": content}}
+    if model_query:
+        extra["parameters"] = [MODEL_PARAMETER]
+    return extra
 
 
 # The two ways to send a key (auth.supplied_key); either one satisfies a route.

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -27,18 +27,29 @@ from .protocol import (
 from .uploads import Part, parse_multipart, read_body
 
 _ERRORS = error_responses(400, 401, 408, 413, 415, 422, 500, 503, 504)
-_MODEL_QUERY = "a loaded model (GET /v1/models); empty: the server's default"
 
 
-def service_of(request: Request) -> PredictionService:
+async def get_service(request: Request) -> PredictionService:
+    """The app's prediction service. Routes take it as a dependency, so a test can put any service
+    (a simulated engine, no weights) behind the real routes with ``app.dependency_overrides``.
+    ``async``: FastAPI runs a plain ``def`` dependency in a thread pool, a hand-off per request."""
     return request.app.state.service
 
 
-async def reject_unknown_parameters(request: Request) -> None:
-    """Refuse query parameters the route does not declare (``?threshold=0.9`` would otherwise be
-    dropped without a word, and the caller would believe it took effect)."""
-    route = request.scope.get("route")
-    accepted = sorted(p.alias for p in route.dependant.query_params) if route else []
+async def get_service_if_loaded(request: Request) -> PredictionService | None:
+    """The service, or None while it is still loading (the probes answer then too)."""
+    return getattr(request.app.state, "service", None)
+
+
+Service = Annotated[PredictionService, Depends(get_service)]
+LoadingService = Annotated[PredictionService | None, Depends(get_service_if_loaded)]
+
+
+def query_model(request: Request, accepted: tuple[str, ...] = ("model",)) -> str | None:
+    """The ``model`` query parameter; a parameter the route does not take is refused, not dropped
+    (``?threshold=0.9`` would otherwise look as if it took effect). Read here rather than declared as
+    a FastAPI ``Query``: the upload routes run per request on a fast device, and the declaration is
+    in their OpenAPI (``openapi.MODEL_PARAMETER``)."""
     unknown = sorted(set(request.query_params) - set(accepted))
     if unknown:
         names = ", ".join(f"`{name}`" for name in unknown)
@@ -49,10 +60,11 @@ async def reject_unknown_parameters(request: Request) -> None:
             f"Unknown query parameter {names}: {request.url.path} accepts {takes}. Server settings such "
             "as the threshold are VOXGUARD_* variables of the server, not request parameters.",
         )
+    return request.query_params.get("model") or None
 
 
 # API keys are checked before routing (auth.ApiKeyGuard, installed by app.create_app for these routers).
-api = APIRouter(dependencies=[Depends(reject_unknown_parameters)])
+api = APIRouter()
 probes = APIRouter()
 
 
@@ -119,7 +131,9 @@ async def _until_disconnect(request: Request) -> None:
         pass
 
 
-async def _predict_or_abandon(request: Request, data: bytes, model: str | None) -> Prediction:
+async def _predict_or_abandon(
+    request: Request, service: PredictionService, data: bytes, model: str | None
+) -> Prediction:
     """Score, but stop (and drop the queued windows) if the client hangs up first.
 
     A watcher reads the connection; a disconnect cancels this task, whose cancellation reaches the
@@ -134,7 +148,7 @@ async def _predict_or_abandon(request: Request, data: bytes, model: str | None) 
     watcher = asyncio.ensure_future(_until_disconnect(request))
     watcher.add_done_callback(on_disconnect)
     try:
-        return await service_of(request).predict(data, model, request.state.received_at)
+        return await service.predict(data, model, request.state.received_at)
     except asyncio.CancelledError:
         if not watcher.done() or watcher.cancelled() or task is None:
             raise  # cancelled for another reason (shutdown): let it through
@@ -161,13 +175,15 @@ def _note(request: Request, p: Prediction) -> None:
     "/v1/predict",
     response_model=PredictResponse,
     responses=_ERRORS,
-    openapi_extra=upload_body(many=False),
+    openapi_extra=upload_body(many=False, model_query=True),
     summary="Is this speech real or synthetic?",
 )
-async def predict(request: Request, model: str | None = Query(None, description=_MODEL_QUERY)) -> Response:
+async def predict(request: Request, service: Service) -> Response:
     """Upload one audio file (multipart field `file`, or a raw `audio/*` body); get REAL or FAKE."""
+    model = query_model(request)
     parts, form_model = await _audio_parts(request, "file")
-    prediction = await _predict_or_abandon(request, bytes(parts[0].data), _chosen_model(model, form_model))
+    chosen = _chosen_model(model, form_model)
+    prediction = await _predict_or_abandon(request, service, bytes(parts[0].data), chosen)
     _note(request, prediction)
     # Serialised as built: FastAPI would validate the model again against response_model, a cost per
     # request that buys nothing here (tests/test_contract.py checks every answer against the schema).
@@ -178,15 +194,13 @@ async def predict(request: Request, model: str | None = Query(None, description=
     "/v1/predict/batch",
     response_model=BatchResponse,
     responses=_ERRORS,
-    openapi_extra=upload_body(many=True),
+    openapi_extra=upload_body(many=True, model_query=True),
     summary="Several files in one request",
 )
-async def predict_batch(
-    request: Request, model: str | None = Query(None, description=_MODEL_QUERY)
-) -> BatchResponse:
+async def predict_batch(request: Request, service: Service) -> BatchResponse:
     """Upload several files as `files`; one result or error per file, in upload order."""
+    model = query_model(request)
     parts, form_model = await _audio_parts(request, "files")
-    service = service_of(request)
     chosen = _chosen_model(model, form_model)
     outcomes = await asyncio.gather(
         *(service.predict(bytes(p.data), chosen, request.state.received_at) for p in parts),
@@ -214,13 +228,14 @@ async def predict_batch(
     tags=["compatibility"],
     summary="Legacy prototype endpoint (prefer /v1/predict)",
 )
-async def predict_seed(request: Request) -> SeedPrediction:
+async def predict_seed(request: Request, service: Service) -> SeedPrediction:
     """The prototype's endpoint and response shape, kept for existing callers; prefer `/v1/predict`.
 
     Its three fields keep their types, so audio with too little speech to judge (INCONCLUSIVE on `/v1`)
     is answered 422 `audio_too_short`, as the prototype answered audio below its minimum length."""
+    query_model(request, accepted=())
     parts, form_model = await _audio_parts(request, "file")
-    prediction = await _predict_or_abandon(request, bytes(parts[0].data), form_model)
+    prediction = await _predict_or_abandon(request, service, bytes(parts[0].data), form_model)
     _note(request, prediction)
     d = prediction.verdict.decision
     if d.is_fake is None or d.confidence is None:
@@ -229,51 +244,41 @@ async def predict_seed(request: Request) -> SeedPrediction:
 
 
 @api.get("/v1/models", response_model=ModelsResponse, responses=error_responses(401))
-async def models(request: Request) -> ModelsResponse:
+async def models(request: Request, service: Service) -> ModelsResponse:
     """The loaded models, with the sha256 of the checkpoint each was loaded from."""
-    service = service_of(request)
-    out = []
-    for d in service.detectors.values():
-        info = d.info
-        out.append(
-            ModelOut(
-                name=info.name,
-                architecture=info.architecture,
-                parameters=info.parameters,
-                sha256=info.sha256,
-                path=info.path,
-                device=info.device,
-                engine=info.engine,
-                cuda_graphs=info.cuda_graphs,
-                config=info.config.to_dict(),
-                note=info.note,
-            )
+    query_model(request, accepted=())
+    out = [
+        ModelOut(
+            name=info.name,
+            architecture=info.architecture,
+            parameters=info.parameters,
+            sha256=info.sha256,
+            path=info.path,
+            device=info.device,
+            engine=info.engine,
+            cuda_graphs=info.cuda_graphs,
+            config=info.config.to_dict(),
+            note=info.note,
         )
+        for info in service.models.values()
+    ]
     return ModelsResponse(models=out, default=service.default_model)
 
 
 @probes.get("/health", response_model=HealthResponse, tags=["probes"])
-async def health(request: Request) -> HealthResponse:
+async def health(service: LoadingService) -> HealthResponse:
     """Liveness: the process answers. Same fields as the prototype's `/health`."""
-    service: PredictionService | None = getattr(request.app.state, "service", None)
-    loaded = service is not None
-    device = next(iter(service.detectors.values())).info.device if loaded else "none"
-    return HealthResponse(
-        status="ok", model_loaded=loaded, device=device, models=service.batcher.models if loaded else []
-    )
+    if service is None:
+        return HealthResponse(status="ok", model_loaded=False, device="none", models=[])
+    device = service.models[service.default_model].device
+    return HealthResponse(status="ok", model_loaded=True, device=device, models=list(service.models))
 
 
 @probes.get("/ready", response_model=ReadyResponse, responses={503: {"model": ErrorBody}}, tags=["probes"])
-async def ready(request: Request) -> Response:
+async def ready(service: LoadingService) -> Response:
     """Readiness: models loaded and warmed up, worker alive, not draining."""
-    service: PredictionService | None = getattr(request.app.state, "service", None)
-    if service is None:
-        reason = "models are loading"
-    elif not service.batcher.accepting:
-        reason = "shutting down"
-    elif not service.ready:
-        reason = "the batch worker is restarting" if service.warmed_up else "models are warming up"
-    else:
+    reason = "models are loading" if service is None else service.not_ready_reason()
+    if reason is None:
         return Response(
             ReadyResponse(ready=True, detail="ready").model_dump_json(), media_type="application/json"
         )
@@ -281,12 +286,8 @@ async def ready(request: Request) -> Response:
 
 
 @probes.get("/metrics", tags=["probes"], response_class=Response)
-async def metrics(request: Request) -> Response:
+async def metrics(request: Request, service: LoadingService) -> Response:
     """Prometheus metrics."""
-    m = request.app.state.metrics
-    service: PredictionService | None = getattr(request.app.state, "service", None)
     if service is not None:
-        for name in service.batcher.models:
-            m.queue_depth(name, service.batcher.depth(name))
-        m.window_seconds.set(service.batcher.window_s)
-    return Response(generate_latest(m.registry), media_type=CONTENT_TYPE_LATEST)
+        service.publish_metrics()
+    return Response(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,198 @@
+"""The engine: what scores windows for the service. One interface, :class:`Engine`, and its in-process
+implementation, :class:`LocalEngine` (the loaded detectors and the batcher, in this process).
+
+The service (``service.py``) only ever talks to an ``Engine``: it submits a request's windows with a
+deadline and awaits their scores (cancelling the await cancels the work), asks whether it is ready, and
+drains it on shutdown. Where the engine lives is the engine's business; this one is in the same process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Protocol
+
+import numpy as np
+
+from .batching import Batcher, BatchObserver, ScoredWindows, Scorer
+from .inference import Detector, ModelInfo, bucket_sizes
+from .runtime import set_threads
+from .settings import Settings
+from .simulated import SimulatedDetector
+
+logger = logging.getLogger(__name__)
+
+
+class Engine(Protocol):
+    """Scores windows for the service. ``submit`` is cancelled by cancelling the task awaiting it."""
+
+    @property
+    def models(self) -> dict[str, ModelInfo]:
+        """The loaded models by name, the default first."""
+        ...
+
+    @property
+    def max_batch_size(self) -> int: ...
+
+    async def start(self) -> None:
+        """Warm up and start scoring (the service is not ready before)."""
+
+    async def submit(self, model: str, windows: np.ndarray, deadline: float) -> ScoredWindows:
+        """The scores of ``windows`` by ``model`` before ``deadline`` (``time.monotonic()``), or an error
+        from ``batching`` (queue full, overloaded, shutting down, deadline exceeded, inference failed)."""
+        ...
+
+    def work_s(self, windows: int) -> float:
+        """Seconds of device time ``windows`` windows take at the measured rate."""
+        ...
+
+    def depth(self, model: str) -> int:
+        """Windows of ``model`` waiting to be scored."""
+        ...
+
+    @property
+    def window_s(self) -> float:
+        """The measured device time per window."""
+        ...
+
+    @property
+    def ready(self) -> bool:
+        """Started, scoring, and accepting work."""
+        ...
+
+    def not_ready_reason(self) -> str | None:
+        """Why the engine is not ready, in words (None when it is)."""
+        ...
+
+    @property
+    def accepting(self) -> bool: ...
+
+    @property
+    def idle(self) -> bool:
+        """Nothing queued or being scored."""
+        ...
+
+    @property
+    def latest_deadline(self) -> float:
+        """The latest deadline of any work admitted so far (``time.monotonic()``)."""
+        ...
+
+    def stop_admitting(self) -> None:
+        """Refuse new work from now on; admitted work still runs."""
+
+    async def drain(self) -> None:
+        """Stop admitting, finish what was admitted, stop."""
+
+
+class LocalEngine:
+    """The detectors and the batcher in this process: one worker coroutine owns the device."""
+
+    def __init__(
+        self, settings: Settings, detectors: dict[str, Detector | SimulatedDetector], observer: BatchObserver
+    ) -> None:
+        if not detectors:
+            raise ValueError("the engine needs at least one model")
+        self.detectors = detectors
+        device_type = next(iter(detectors.values())).device.type
+        self._max_batch_size = settings.batch_size_for(device_type)
+        scorers: dict[str, Scorer] = dict(detectors)
+        self.batcher = Batcher(
+            scorers,
+            max_batch_size=self._max_batch_size,
+            max_wait_ms=settings.max_wait_ms,
+            queue_size=settings.queue_size,
+            observer=observer,
+        )
+        self.warmed_up = False
+
+    @classmethod
+    def load(cls, settings: Settings, observer: BatchObserver) -> LocalEngine:
+        """Load every configured model (blocking; call from a thread at start-up)."""
+        set_threads(settings.threads)
+        if settings.engine == "simulated":
+            simulated = {name: SimulatedDetector(name, *settings.simulated_ms) for name in settings.models}
+            return cls(settings, simulated, observer)  # type: ignore[arg-type]
+        single = len(settings.models) == 1
+        detectors: dict[str, Detector | SimulatedDetector] = {}
+        for name in settings.models:
+            detector = Detector.load(
+                name,
+                checkpoint=settings.checkpoint if single else None,
+                checkpoint_dir=settings.checkpoint_dir,
+                engine=settings.engine,
+                device=settings.device,
+                compile_model=settings.compile,
+                cuda_graphs=settings.cuda_graphs,
+                allocator_tuning=settings.allocator_tuning,
+            )
+            detectors[detector.name] = detector
+        return cls(settings, detectors, observer)
+
+    @property
+    def models(self) -> dict[str, ModelInfo]:
+        return {name: d.info for name, d in self.detectors.items()}
+
+    @property
+    def max_batch_size(self) -> int:
+        return self._max_batch_size
+
+    def warmup(self) -> None:
+        """Warm every model up, then time one forward: the batcher's first estimate of the device time
+        per window (its own measurements of real batches take over from there)."""
+        window_s = 0.0
+        for detector in self.detectors.values():
+            accelerator = detector.device.type != "cpu"
+            sizes = bucket_sizes(self._max_batch_size) if accelerator else (1,)
+            detector.warmup(sizes)
+            window_s = max(window_s, detector.warmup(sizes[-1:]) / sizes[-1])
+        self.batcher.window_s = window_s
+        logger.info("device time per window: %.1f ms (measured after warm-up)", window_s * 1000.0)
+        self.warmed_up = True
+
+    async def start(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(None, self.warmup)
+        self.batcher.start()
+
+    async def submit(self, model: str, windows: np.ndarray, deadline: float) -> ScoredWindows:
+        return await self.batcher.submit(model, windows, deadline)
+
+    def work_s(self, windows: int) -> float:
+        return self.batcher.work_s(windows)
+
+    def depth(self, model: str) -> int:
+        return self.batcher.depth(model)
+
+    @property
+    def window_s(self) -> float:
+        return self.batcher.window_s
+
+    @property
+    def ready(self) -> bool:
+        return self.not_ready_reason() is None
+
+    def not_ready_reason(self) -> str | None:
+        if not self.batcher.accepting:
+            return "shutting down"
+        if not self.warmed_up:
+            return "models are warming up"
+        if not self.batcher.alive:
+            return "the batch worker is restarting"
+        return None
+
+    @property
+    def accepting(self) -> bool:
+        return self.batcher.accepting
+
+    @property
+    def idle(self) -> bool:
+        return self.batcher.idle
+
+    @property
+    def latest_deadline(self) -> float:
+        return self.batcher.latest_deadline
+
+    def stop_admitting(self) -> None:
+        self.batcher.stop_admitting()
+
+    async def drain(self) -> None:
+        await self.batcher.drain()
