@@ -633,3 +633,56 @@ def test_quiet_speech_measures_as_much_speech_as_loud_speech() -> None:
     assert speech_seconds(frame_levels(loud * np.float32(10 ** (-30 / 20)))) == pytest.approx(
         speech_seconds(frame_levels(loud)), abs=0.02
     )
+
+
+# ---------------------------------------------------------------- the plain-WAV fast path
+
+
+def _wav_bytes(x: np.ndarray, rate: int, subtype: str, fmt: str = "WAV") -> bytes:
+    buf = io.BytesIO()
+    sf.write(buf, x, rate, format=fmt, subtype=subtype)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("channels", [1, 2, 6])
+@pytest.mark.parametrize("subtype", ["PCM_16", "FLOAT"])
+@pytest.mark.parametrize("rate", [8000, 16000, 44100])
+def test_plain_wav_is_read_straight_from_the_bytes_exactly_as_libsndfile_reads_it(channels, subtype, rate):
+    limits = audio._Limits(0.25, 600.0)
+    x = (np.random.default_rng(channels).standard_normal((rate * 2, channels)) * 0.2).astype(np.float32)
+    for fmt in ("WAV", "WAVEX"):
+        data = _wav_bytes(x, rate, subtype, fmt)
+        for cut in (data, data[: len(data) // 2 + 3]):  # whole, and cut short mid-sample
+            fast, reference = audio._decode_plain_wav(cut, limits), audio._decode_soundfile(cut, limits)
+            assert fast is not None, (fmt, len(cut))
+            np.testing.assert_array_equal(fast.mono, reference.mono)
+            assert (fast.sample_rate, fast.channels, fast.container, fast.codec) == (
+                reference.sample_rate,
+                reference.channels,
+                reference.container,
+                reference.codec,
+            )
+
+
+@pytest.mark.parametrize("subtype", ["PCM_U8", "PCM_24", "PCM_32", "DOUBLE", "ULAW"])
+def test_other_wav_encodings_are_left_to_libsndfile(subtype):
+    data = _wav_bytes(np.zeros(16000, np.float32) + 0.1, 16000, subtype)
+    assert audio._decode_plain_wav(data, audio._Limits(0.25, 600.0)) is None
+    assert decode(data).info.container == "wav"  # and still decoded, by libsndfile
+
+
+def test_a_plain_wav_header_that_does_not_add_up_is_left_to_libsndfile():
+    data = bytearray(_wav_bytes(np.zeros(16000, np.float32) + 0.1, 16000, "PCM_16"))
+    limits = audio._Limits(0.25, 600.0)
+    broken_align = bytearray(data)
+    broken_align[32:34] = (3).to_bytes(2, "little")  # block align 3 for one 16-bit channel
+    assert audio._decode_plain_wav(bytes(broken_align), limits) is None
+    fmt_past_end = bytearray(data[:36])
+    fmt_past_end[16:20] = (1000).to_bytes(4, "little")
+    assert audio._decode_plain_wav(bytes(fmt_past_end), limits) is None
+    long_header = bytearray(data)  # the data chunk claims 700 s: only what is there is read
+    long_header[40:44] = (700 * 32000).to_bytes(4, "little")
+    assert len(audio._decode_plain_wav(bytes(long_header), limits).mono) == 16000
+    with pytest.raises(AudioError) as refused:  # past the limit by its real length: refused
+        audio._decode_plain_wav(bytes(data), audio._Limits(0.25, 0.5))
+    assert refused.value.code == "audio_too_long"

@@ -126,6 +126,7 @@ class RecordingObserver:
         self.batches: list[tuple[str, int, list[float], float]] = []
         self.drops: list[tuple[str, str, int]] = []
         self.depths: list[tuple[str, int]] = []
+        self.refusals: list[str] = []
 
     def batch(self, model: str, size: int, queue_wait_s: list[float], inference_s: float) -> None:
         self.batches.append((model, size, list(queue_wait_s), inference_s))
@@ -135,6 +136,9 @@ class RecordingObserver:
 
     def queue_depth(self, model: str, depth: int) -> None:
         self.depths.append((model, depth))
+
+    def rejected(self, reason: str) -> None:
+        self.refusals.append(reason)
 
 
 @pytest.fixture(autouse=True)
@@ -310,9 +314,13 @@ async def test_queue_full_is_refused_at_once_and_nothing_is_enqueued(make_batche
         await batcher.submit("m", windows(20, 21), soon())
     assert refused.value.retry_after_s >= math.ceil(2.5)
     assert batcher.depth("m") == 3
+    assert observer.refusals == ["queue_full", "too_long", "queue_full"]  # voxguard_rejected{reason}
+    batcher.admit("m")  # one more window fits: a request is let through to decoding
 
     fits = asyncio.create_task(batcher.submit("m", windows(13), soon()))  # exactly the last slot
     await wait_until(lambda: batcher.depth("m") == 4)
+    with pytest.raises(QueueFull):  # full: refused before the request is even decoded
+        batcher.admit("m")
     scorer.release()
     assert (await running).scores.tolist() == [1.0]
     assert (await queued).scores.tolist() == [10.0, 11.0, 12.0]

@@ -130,6 +130,9 @@ async def test_disconnected_clients_windows_are_skipped(detectors, uploads):
                     asyncio.ensure_future(quitter.post("/v1/predict", files={"file": uploads[0]}))
                     for _ in range(4)
                 ]
+                # the batch route drops its windows too when its client goes
+                batch = [("files", uploads[0]), ("files", uploads[2])]
+                gone.append(asyncio.ensure_future(quitter.post("/v1/predict/batch", files=batch)))
                 await asyncio.sleep(0.3)
                 for task in gone:
                     task.cancel()
@@ -137,8 +140,9 @@ async def test_disconnected_clients_windows_are_skipped(detectors, uploads):
             assert (await blocker).status_code == 200
             metrics = (await client.get("/metrics")).text
             assert (await client.post("/v1/predict", files={"file": uploads[0]})).status_code == 200
-    assert metric(metrics, "voxguard_dropped_cancelled_total") >= 1
+    assert metric(metrics, "voxguard_dropped_cancelled_total") >= 3
     assert 'route="/v1/predict",status="499"' in metrics
+    assert 'route="/v1/predict/batch",status="499"' in metrics
 
 
 class PoisonedDetector:

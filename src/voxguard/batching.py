@@ -90,6 +90,15 @@ class UnknownModel(BatcherError):
         self.known = known
 
 
+# The reason label a refusal is counted under (``voxguard_rejected``).
+_REFUSALS: dict[type[BatcherError], str] = {
+    ShuttingDown: "shutting_down",
+    UnknownModel: "unknown_model",
+    TooManyWindows: "too_long",
+    QueueFull: "queue_full",
+}
+
+
 class BatchObserver(Protocol):
     """Hooks for metrics; the batcher calls them from the event loop thread."""
 
@@ -98,6 +107,8 @@ class BatchObserver(Protocol):
     def dropped(self, model: str, reason: str, count: int) -> None: ...
 
     def queue_depth(self, model: str, depth: int) -> None: ...
+
+    def rejected(self, reason: str) -> None: ...
 
 
 class _NullObserver:
@@ -108,6 +119,9 @@ class _NullObserver:
         pass
 
     def queue_depth(self, model: str, depth: int) -> None:
+        pass
+
+    def rejected(self, reason: str) -> None:
         pass
 
 
@@ -253,25 +267,37 @@ class Batcher:
             self.start()
             self._work.set()
 
+    def admit(self, model: str, windows: int = 1) -> asyncio.Queue[_Item]:
+        """The model's queue if it can take ``windows`` windows now, else the refusal (counted by the
+        observer). Called with 1 before a request is decoded, so a full server refuses it before doing
+        any work, and again with the real count when it is submitted."""
+        try:
+            if not self._accepting:
+                raise ShuttingDown("the server is shutting down")
+            entry = self._models.get(model)
+            if entry is None:
+                raise UnknownModel(model, self.models)
+            queue = entry.queue
+            if windows > queue.maxsize:
+                raise TooManyWindows(windows, queue.maxsize)
+            if queue.maxsize - queue.qsize() < windows:
+                backlog_batches = queue.qsize() / self.max_batch_size + 1
+                raise QueueFull(model, retry_after_s=max(1, math.ceil(self.last_batch_s * backlog_batches)))
+        except BatcherError as exc:
+            self._observer.rejected(_REFUSALS.get(type(exc), "other"))
+            raise
+        return queue
+
     async def submit(self, model: str, windows: np.ndarray, deadline: float) -> ScoredWindows:
         """Queue a request's windows and wait for all their scores (``deadline`` is ``time.monotonic()``)."""
-        if not self._accepting:
-            raise ShuttingDown("the server is shutting down")
-        entry = self._models.get(model)
-        if entry is None:
-            raise UnknownModel(model, self.models)
         n = len(windows)
         if n == 0:
             raise ValueError("submit needs at least one window")
-        queue = entry.queue
-        if n > queue.maxsize:
-            raise TooManyWindows(n, queue.maxsize)
-        if queue.maxsize - queue.qsize() < n:
-            backlog_batches = queue.qsize() / self.max_batch_size + 1
-            raise QueueFull(model, retry_after_s=max(1, math.ceil(self.last_batch_s * backlog_batches)))
+        queue = self.admit(model, n)
         now = time.monotonic()
         backlog_s, needed_s = self.work_s(self._outstanding), self.work_s(n)
         if self._outstanding and now + backlog_s + needed_s > deadline:
+            self._observer.rejected("overloaded")
             raise Overloaded(backlog_s, needed_s, retry_after_s=max(1, math.ceil(backlog_s)))
         self.latest_deadline = max(self.latest_deadline, deadline)
         request = _Request(asyncio.get_running_loop().create_future(), deadline, np.empty(n, np.float32), n)

@@ -727,8 +727,8 @@ def _bench(args: argparse.Namespace, settings: Settings) -> int:
             render = servebench.render_replicas
         else:
             report = servebench.bench_serve(serve_args, **load)
-            if args.engine == "simulated":
-                capacity = servebench.simulated_capacity(args.simulated_ms, args.max_batch_size or 64)
+            capacity = servebench.simulated_capacity(args.simulated_ms, args.max_batch_size or 64)
+            if args.engine == "simulated" and capacity:
                 report["device_capacity_rps"] = round(capacity, 1)
                 report["share_of_device"] = round(report["voxguard"]["throughput_rps"] / capacity, 3)
             render = servebench.render_serve

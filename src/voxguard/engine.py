@@ -37,6 +37,10 @@ class Engine(Protocol):
     async def start(self) -> None:
         """Warm up and start scoring (the service is not ready before)."""
 
+    def admit(self, model: str) -> None:
+        """Refuse now (``batching.ShuttingDown``, ``QueueFull``, ``UnknownModel``) a request that
+        ``submit`` would refuse whatever its length, before it is decoded."""
+
     async def submit(self, model: str, windows: np.ndarray, deadline: float) -> ScoredWindows:
         """The scores of ``windows`` by ``model`` before ``deadline`` (``time.monotonic()``), or an error
         from ``batching`` (queue full, overloaded, shutting down, deadline exceeded, inference failed)."""
@@ -152,6 +156,9 @@ class LocalEngine:
     async def start(self) -> None:
         await asyncio.get_running_loop().run_in_executor(None, self.warmup)
         self.batcher.start()
+
+    def admit(self, model: str) -> None:
+        self.batcher.admit(model)
 
     async def submit(self, model: str, windows: np.ndarray, deadline: float) -> ScoredWindows:
         return await self.batcher.submit(model, windows, deadline)

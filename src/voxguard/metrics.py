@@ -60,8 +60,11 @@ class Metrics:
             "measured device time per window: the basis of each request's deadline allowance",
             registry=r,
         )
-        self.rejected = Counter(
-            "voxguard_rejected", "requests refused before queueing", ["reason"], registry=r
+        self.rejected_counter = Counter(
+            "voxguard_rejected",
+            "requests refused before queueing (queue_full, overloaded, shutting_down, too_long, ...)",
+            ["reason"],
+            registry=r,
         )
         self.max_batch_size = 1
 
@@ -80,3 +83,6 @@ class Metrics:
 
     def queue_depth(self, model: str, depth: int) -> None:
         self.queue_depth_gauge.labels(model).set(depth)
+
+    def rejected(self, reason: str) -> None:
+        self.rejected_counter.labels(reason).inc()

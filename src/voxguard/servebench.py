@@ -139,10 +139,12 @@ def _measure_voxguard(
     return run, round(windows / batches, 2) if batches else 0.0
 
 
-def simulated_capacity(simulated_ms: tuple[float, float], max_batch_size: int) -> float:
-    """Windows a second the simulated device does at full batches: what the serving stack can aim for."""
+def simulated_capacity(simulated_ms: tuple[float, float], max_batch_size: int) -> float | None:
+    """Windows a second the simulated device does at full batches: what the serving stack can aim for
+    (None for a device that takes no time, whose capacity has no bound)."""
     base_ms, per_window_ms = simulated_ms
-    return max_batch_size / ((base_ms + per_window_ms * bucket_size(max_batch_size)) / 1000.0)
+    forward_ms = base_ms + per_window_ms * bucket_size(max_batch_size)
+    return max_batch_size / (forward_ms / 1000.0) if forward_ms > 0 else None
 
 
 def bench_serve(

@@ -115,6 +115,7 @@ class PredictionService:
     async def predict(self, data: bytes, model: str | None, received_at: float) -> Prediction:
         """Score one upload; ``received_at`` (``time.monotonic()``) starts the request deadline."""
         name = self.resolve_model(model)
+        self.engine.admit(name)  # a full or draining server refuses before decoding anything
         started = time.monotonic()
         if len(data) <= INLINE_BYTES and data[:4] == b"RIFF":
             audio, windows = prepare(data, self.options)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Annotated, Any
+from collections.abc import Awaitable
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
@@ -26,6 +27,7 @@ from .protocol import (
 )
 from .uploads import Part, parse_multipart, read_body
 
+T = TypeVar("T")
 _ERRORS = error_responses(400, 401, 408, 413, 415, 422, 500, 503, 504)
 
 
@@ -131,13 +133,11 @@ async def _until_disconnect(request: Request) -> None:
         pass
 
 
-async def _predict_or_abandon(
-    request: Request, service: PredictionService, data: bytes, model: str | None
-) -> Prediction:
-    """Score, but stop (and drop the queued windows) if the client hangs up first.
+async def _unless_abandoned(request: Request, work: Awaitable[T]) -> T:
+    """Await ``work``, but stop (and drop its queued windows) if the client hangs up first.
 
-    A watcher reads the connection; a disconnect cancels this task, whose cancellation reaches the
-    batcher and drops the queued windows. One extra task per request, no ``asyncio.wait``."""
+    A watcher reads the connection; a disconnect cancels this task, and the cancellation reaches the
+    batcher, which drops the windows still queued. One extra task per request, no ``asyncio.wait``."""
     task = asyncio.current_task()
     finished = False
 
@@ -148,7 +148,7 @@ async def _predict_or_abandon(
     watcher = asyncio.ensure_future(_until_disconnect(request))
     watcher.add_done_callback(on_disconnect)
     try:
-        return await service.predict(data, model, request.state.received_at)
+        return await work
     except asyncio.CancelledError:
         if not watcher.done() or watcher.cancelled() or task is None:
             raise  # cancelled for another reason (shutdown): let it through
@@ -183,7 +183,8 @@ async def predict(request: Request, service: Service) -> Response:
     model = query_model(request)
     parts, form_model = await _audio_parts(request, "file")
     chosen = _chosen_model(model, form_model)
-    prediction = await _predict_or_abandon(request, service, bytes(parts[0].data), chosen)
+    work = service.predict(bytes(parts[0].data), chosen, request.state.received_at)
+    prediction = await _unless_abandoned(request, work)
     _note(request, prediction)
     # Serialised as built: FastAPI would validate the model again against response_model, a cost per
     # request that buys nothing here (tests/test_contract.py checks every answer against the schema).
@@ -202,10 +203,11 @@ async def predict_batch(request: Request, service: Service) -> BatchResponse:
     model = query_model(request)
     parts, form_model = await _audio_parts(request, "files")
     chosen = _chosen_model(model, form_model)
-    outcomes = await asyncio.gather(
+    work = asyncio.gather(
         *(service.predict(bytes(p.data), chosen, request.state.received_at) for p in parts),
         return_exceptions=True,
     )
+    outcomes = await _unless_abandoned(request, work)
     items = []
     for part, outcome in zip(parts, outcomes, strict=True):
         if isinstance(outcome, BaseException):
@@ -235,7 +237,9 @@ async def predict_seed(request: Request, service: Service) -> SeedPrediction:
     is answered 422 `audio_too_short`, as the prototype answered audio below its minimum length."""
     query_model(request, accepted=())
     parts, form_model = await _audio_parts(request, "file")
-    prediction = await _predict_or_abandon(request, service, bytes(parts[0].data), form_model)
+    prediction = await _unless_abandoned(
+        request, service.predict(bytes(parts[0].data), form_model, request.state.received_at)
+    )
     _note(request, prediction)
     d = prediction.verdict.decision
     if d.is_fake is None or d.confidence is None:

@@ -1,0 +1,170 @@
+"""The serving stack apart from the model: the simulated accelerator, the service behind its Engine
+interface (in process, no weights), settings as flags, refusals before decoding, and ``bench serve``."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import logging
+import subprocess
+import sys
+import time
+
+import httpx
+import numpy as np
+import pytest
+import soundfile as sf
+from prometheus_client import generate_latest
+
+from voxguard import service as service_module
+from voxguard.api.app import create_app
+from voxguard.audio import WINDOW
+from voxguard.batching import QueueFull
+from voxguard.cli import build_parser
+from voxguard.engine import LocalEngine
+from voxguard.metrics import Metrics
+from voxguard.service import PredictionService
+from voxguard.settings import Settings
+from voxguard.simulated import SIMULATED_MARGIN, SimulatedDetector
+
+
+def wav(samples: int = WINDOW) -> bytes:
+    """One model window of a 140 Hz tone (enough "speech" for a verdict) as a 16-bit WAV."""
+    t = np.arange(samples) / 16000
+    buf = io.BytesIO()
+    tone = (0.2 * np.sin(2 * np.pi * 140 * t)).astype(np.float32)
+    sf.write(buf, tone, 16000, format="WAV", subtype="PCM_16")
+    return buf.getvalue()
+
+
+def simulated_service(
+    settings: Settings, base_ms: float = 0.0, per_window_ms: float = 0.0
+) -> PredictionService:
+    metrics = Metrics()
+    detectors = {"aasist": SimulatedDetector("aasist", base_ms, per_window_ms)}
+    return PredictionService(settings, LocalEngine(settings, detectors, metrics), metrics)
+
+
+def test_a_simulated_forward_sleeps_as_long_as_its_padded_batch_and_says_what_it_is(caplog):
+    with caplog.at_level(logging.WARNING, logger="voxguard.simulated"):
+        detector = SimulatedDetector("aasist", 2.0, 0.5)
+    assert any("SIMULATED" in r.message for r in caplog.records)  # loud in the log
+    assert detector.forward_s(3) == pytest.approx((2.0 + 0.5 * 4) / 1000)  # 3 windows run as a batch of 4
+    started = time.perf_counter()
+    scores = detector.scores(np.zeros((5, WINDOW), dtype=np.float32))
+    assert time.perf_counter() - started >= (2.0 + 0.5 * 8) / 1000
+    assert scores.tolist() == [SIMULATED_MARGIN] * 5
+    assert detector.info.engine == "simulated" and "SIMULATED" in (detector.info.note or "")
+    with pytest.raises(ValueError):
+        SimulatedDetector("aasist", -1.0, 0.0)
+
+
+def test_the_simulated_engine_is_never_the_default():
+    assert Settings().engine != "simulated"
+
+
+async def test_the_api_runs_in_process_on_a_simulated_engine_without_weights(tmp_path):
+    """The real routes, middleware and service over an engine that loads nothing: API tests need no
+    model files (the checkpoint folder here does not even exist) and no server process."""
+    settings = Settings(checkpoint_dir=tmp_path / "none", engine="simulated")
+    app = create_app(settings, simulated_service(settings))
+    transport = httpx.ASGITransport(app=app)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://x") as c,
+    ):
+        answer = await c.post("/v1/predict", content=wav(), headers={"content-type": "audio/wav"})
+        models = (await c.get("/v1/models")).json()["models"]
+        assert (await c.get("/ready")).status_code == 200
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["prediction"] == "REAL" and body["windows"][0]["score"] == pytest.approx(SIMULATED_MARGIN + 6)
+    assert models[0]["engine"] == "simulated" and "SIMULATED" in models[0]["note"]
+
+
+def test_a_full_server_refuses_before_decoding(monkeypatch):
+    """Decoding is the expensive part of a request on a fast device; a refusal must not pay for it."""
+
+    def decode_must_not_run(*args, **kwargs):
+        raise AssertionError("decoded a request that was going to be refused")
+
+    async def until(condition) -> None:
+        deadline = time.monotonic() + 10
+        while not condition():
+            assert time.monotonic() < deadline, "timed out"
+            await asyncio.sleep(0.005)
+
+    async def scenario() -> None:
+        settings = Settings(queue_size=1)
+        service = simulated_service(settings, base_ms=400.0)
+        await service.start()
+        try:
+            first = asyncio.ensure_future(service.predict(wav(), None, time.monotonic()))
+            await until(lambda: not service.engine.idle and service.engine.depth("aasist") == 0)  # running
+            second = asyncio.ensure_future(service.predict(wav(), None, time.monotonic()))
+            await until(lambda: service.engine.depth("aasist") == 1)  # waiting in the one slot
+            with monkeypatch.context() as patch:
+                patch.setattr(service_module, "prepare", decode_must_not_run)
+                with pytest.raises(QueueFull):
+                    await service.predict(wav(), None, time.monotonic())
+            await asyncio.gather(first, second)
+            counted = generate_latest(service.metrics.registry).decode()
+            assert 'voxguard_rejected_total{reason="queue_full"} 1.0' in counted
+        finally:
+            await service.stop()
+
+    asyncio.run(scenario())
+
+
+def test_every_setting_is_a_serve_flag_validated_as_its_variable():
+    parser = build_parser(Settings())
+    serve = next(a for a in parser._actions if a.dest == "command").choices["serve"]
+    flags = {option for action in serve._actions for option in action.option_strings}
+    for name in Settings.model_fields:
+        assert f"--{name.replace('_', '-')}" in flags, name
+    args = parser.parse_args(
+        [
+            "serve",
+            "--request-timeout-s",
+            "12",
+            "--api-keys",
+            "a,b",
+            "--no-cuda-graphs",
+            "--simulated-ms",
+            "1,2",
+        ]
+    )
+    assert (args.request_timeout_s, args.api_keys, args.cuda_graphs) == (12.0, ["a", "b"], False)
+    assert args.simulated_ms == (1.0, 2.0)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["serve", "--min-reliable-s", "-1"])
+
+
+@pytest.mark.slow
+def test_bench_serve_measures_the_floor_the_generator_and_voxguard_in_one_run(checkpoint_dir):
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "voxguard.cli",
+            "bench",
+            "serve",
+            *("--engine", "simulated", "--simulated-ms", "0.9,0.68"),
+            *("--duration", "2", "--connections", "16", "--json"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    for key in ("generator", "floor", "voxguard"):
+        assert report[key]["throughput_rps"] > 0 and report[key]["non_2xx"] == 0, (key, report[key])
+        assert report[key]["socket_errors"] == 0, (key, report[key])
+    assert report["engine"] == "simulated" and report["device"] == "simulated"
+    assert report["ratio_to_floor"] == pytest.approx(
+        report["voxguard"]["throughput_rps"] / report["floor"]["throughput_rps"], rel=1e-2
+    )
+    assert report["generator_margin"] >= 3.0  # the load generator is not what was measured
+    assert report["device_capacity_rps"] == pytest.approx(64 / ((0.9 + 0.68 * 64) / 1000), rel=1e-3)
