@@ -7,7 +7,7 @@ SHARED_WEIGHTS := $(abspath ../shared/aasist)
 SAMPLES ?= $(abspath ../shared/samples)
 export VOXGUARD_CHECKPOINT_DIR ?= $(if $(wildcard $(SHARED_WEIGHTS)/AASIST.pth),$(SHARED_WEIGHTS),$(abspath checkpoints))
 
-.PHONY: install test test-docker test-fast lint format weights run run-tls certs bench bench-gpu audit reliability \
+.PHONY: install test test-docker test-fast lint format weights run run-tls certs bench bench-serve bench-gpu audit reliability \
 	eval-report clean docker-build up up-cpu up-scale down
 
 install: $(VENV)/.installed
@@ -61,6 +61,11 @@ run-tls: install certs
 
 bench: install
 	$(VENV)/bin/voxguard bench model --batch-sizes 1,16 --repeat 3
+
+# The serving stack apart from the model: voxguard on a simulated H200 (bf16) under wrk, against the
+# framework floor and the load generator's own ceiling (needs wrk and nginx; about a minute).
+bench-serve: install
+	$(VENV)/bin/voxguard bench serve --engine simulated --simulated-ms 0.9,0.68
 
 # GPU run: golden tests on cuda, engine, serving and bf16-agreement benchmarks (about 5 minutes on an H100).
 # Where torch and the dependencies are installed without the venv: make bench-gpu PY=python3

@@ -238,8 +238,8 @@ def test_a_bad_setting_is_one_line_naming_the_variable(variable, value, reason, 
         (["eval", "set", "--out", "o", "--threshold", "-0.1"], "argument --threshold: '-0.1' is not valid"),
         (["serve", "--port", "70000"], "argument --port: '70000' is not valid"),
         (["serve", "--queue-size", "0"], "argument --queue-size: '0' is not valid"),
-        (["serve", "--models", ","], "argument --models: expected comma-separated model names"),
-        (["bench", "serve", "--requests", "0"], "argument --requests: expected a positive integer"),
+        (["serve", "--models", ","], "argument --models: ',' is not valid: at least one model is needed"),
+        (["bench", "serve", "--connections", "0"], "argument --connections: expected a positive integer"),
         (["train", "--train", "t", "--dev", "d", "--out", "o", "--epochs", "0"], "argument --epochs"),
     ],
 )
@@ -332,41 +332,11 @@ def test_bench_model_json_schema(checkpoint_dir):
 
 
 @pytest.mark.slow
-def test_bench_serve_json_schema(checkpoint_dir):
-    proc = _run(
-        ["bench", "serve", "--model", "aasist-l", "--concurrency", "2", "--requests", "4", "--json"],
-        checkpoint_dir,
-    )
-    assert proc.returncode == 0, proc.stderr
-    report = json.loads(proc.stdout)
-    assert {"model", "device", "concurrency", "raw_clips_per_s", "dynamic", "batch1"} <= set(report)
-    assert report["concurrency"] == 2 and report["raw_clips_per_s"] > 0
-    keys = {"throughput_rps", "p50_ms", "p95_ms", "p99_ms", "mean_batch_size", "errors"}
-    for mode in ("dynamic", "batch1"):
-        assert set(report[mode]) == keys
-        assert report[mode]["errors"] == 0 and report[mode]["throughput_rps"] > 0
-    assert report["batch1"]["mean_batch_size"] == 1.0
-
-
-@pytest.mark.slow
-def test_bench_replicas_runs_one_and_two_servers(checkpoint_dir):
+def test_bench_replicas_runs_one_and_two_servers_each_under_its_own_wrk(checkpoint_dir):
     proc = _run(
         [
-            "bench",
-            "replicas",
-            "--model",
-            "aasist-l",
-            "--device",
-            "cpu",
-            "--replicas",
-            "1,2",
-            "--clients",
-            "2",
-            "--concurrency",
-            "2",
-            "--requests",
-            "4",
-            "--json",
+            *("bench", "replicas", "--engine", "simulated", "--replicas", "1,2"),
+            *("--connections", "4", "--duration", "1", "--json"),
         ],
         checkpoint_dir,
     )
@@ -374,5 +344,4 @@ def test_bench_replicas_runs_one_and_two_servers(checkpoint_dir):
     report = json.loads(proc.stdout)
     assert [r["replicas"] for r in report["results"]] == [1, 2]
     for row in report["results"]:
-        assert row["requests"] == 4 and row["errors"] == 0 and row["throughput_rps"] > 0
-        assert row["mean_batch_size"] >= 1.0
+        assert row["non_2xx"] == 0 and row["socket_errors"] == 0 and row["throughput_rps"] > 0

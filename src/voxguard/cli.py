@@ -78,13 +78,6 @@ def _settings_options(parser: argparse.ArgumentParser, settings: Settings) -> No
             parser.add_argument(flag, type=_setting(name), default=_as_text(default), help=help_text)
 
 
-def _model_list(value: str) -> list[str]:
-    names = [m.strip() for m in value.split(",") if m.strip()]
-    if not names:
-        raise argparse.ArgumentTypeError(f"expected comma-separated model names, got {value!r}")
-    return names
-
-
 def _csv_ints(value: str) -> list[int]:
     try:
         items = [int(v) for v in value.split(",") if v.strip()]
