@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import numpy as np
 import uvicorn
 
 from voxguard.api.app import create_app
@@ -104,3 +105,20 @@ class ServerProcess:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(timeout=10)
+
+
+class PoisonedDetector:
+    """The real detector, except that a batch containing a window that starts with POISON raises."""
+
+    POISON = 0.123
+
+    def __init__(self, detector) -> None:
+        self._detector = detector
+
+    def __getattr__(self, name: str):
+        return getattr(self._detector, name)
+
+    def scores(self, windows: np.ndarray) -> np.ndarray:
+        if np.any(windows[:, 0] == np.float32(self.POISON)):
+            raise RuntimeError("poisoned window")
+        return self._detector.scores(windows)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from servers import live_server
+from servers import PoisonedDetector, live_server
 
 
 @pytest.fixture(scope="module")
@@ -138,29 +138,12 @@ def test_batch_item_errors_carry_an_error_id_only_when_there_is_one(client, flac
     assert results["results"][0]["result"]["prediction"] == "REAL"
 
 
-class FailingDetector:
-    """The real detector, except that a window whose first sample is POISON fails the forward."""
-
-    POISON = 0.123
-
-    def __init__(self, detector) -> None:
-        self._detector = detector
-
-    def __getattr__(self, name: str):
-        return getattr(self._detector, name)
-
-    def scores(self, windows: np.ndarray) -> np.ndarray:
-        if np.any(windows[:, 0] == np.float32(self.POISON)):
-            raise RuntimeError("poisoned window")
-        return self._detector.scores(windows)
-
-
 def test_a_failed_file_in_a_batch_has_the_error_id_of_the_log(detectors):
     wave = (np.random.default_rng(3).standard_normal(20000) * 0.05).astype(np.float32)
-    wave[0] = FailingDetector.POISON
+    wave[0] = PoisonedDetector.POISON
     buf = io.BytesIO()
     sf.write(buf, wave, 16000, format="WAV", subtype="FLOAT")
-    with live_server({"aasist": FailingDetector(detectors["aasist"])}, preprocess="reference") as srv:
+    with live_server({"aasist": PoisonedDetector(detectors["aasist"])}, preprocess="reference") as srv:
         body = httpx.post(
             f"{srv.url}/v1/predict/batch", files={"files": ("p.wav", buf.getvalue())}, timeout=120
         )

@@ -210,7 +210,7 @@ def test_run_outside_the_repository_the_hint_names_the_variable(tmp_path, capsys
 @pytest.mark.parametrize(
     ("variable", "value", "reason"),
     [
-        ("VOXGUARD_ENGINE", "turbo", "Input should be 'eager', 'fast' or 'bf16'"),
+        ("VOXGUARD_ENGINE", "turbo", "Input should be 'eager', 'fast', 'bf16' or 'simulated'"),
         ("VOXGUARD_DEVICE", "gpu", "expected auto, cpu, cuda or cuda:N"),
         ("VOXGUARD_THRESHOLD", "1.5", "Input should be less than or equal to 1"),
         ("VOXGUARD_PORT", "http", "Input should be a valid integer, unable to parse string as an integer"),

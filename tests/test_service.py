@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from servers import ServerProcess, live_server
+from servers import PoisonedDetector, ServerProcess, live_server
 from voxguard.audio import AudioOptions, prepare
 from voxguard.scoring import summarize
 from voxguard.settings import Settings
@@ -143,23 +143,6 @@ async def test_disconnected_clients_windows_are_skipped(detectors, uploads):
     assert metric(metrics, "voxguard_dropped_cancelled_total") >= 3
     assert 'route="/v1/predict",status="499"' in metrics
     assert 'route="/v1/predict/batch",status="499"' in metrics
-
-
-class PoisonedDetector:
-    """The real detector, except that a batch containing a window that starts with POISON raises."""
-
-    POISON = 0.123
-
-    def __init__(self, detector) -> None:
-        self._detector = detector
-
-    def __getattr__(self, name: str):
-        return getattr(self._detector, name)
-
-    def scores(self, windows: np.ndarray) -> np.ndarray:
-        if np.any(windows[:, 0] == np.float32(self.POISON)):
-            raise RuntimeError("poisoned window")
-        return self._detector.scores(windows)
 
 
 async def test_a_failing_forward_fails_only_its_own_request(detectors, uploads):

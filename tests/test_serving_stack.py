@@ -9,6 +9,7 @@ import json
 import logging
 import subprocess
 import sys
+import threading
 import time
 
 import httpx
@@ -83,6 +84,23 @@ async def test_the_api_runs_in_process_on_a_simulated_engine_without_weights(tmp
     assert models[0]["engine"] == "simulated" and "SIMULATED" in models[0]["note"]
 
 
+class GatedDetector(SimulatedDetector):
+    """A simulated model whose forwards, once ``armed``, wait for ``release``: the test decides when
+    a forward is running and when it ends."""
+
+    def __init__(self) -> None:
+        super().__init__("aasist", 0.0, 0.0)
+        self.armed = False
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def scores(self, windows: np.ndarray) -> np.ndarray:
+        if self.armed:
+            self.entered.set()
+            self.release.wait(60)
+        return super().scores(windows)
+
+
 def test_a_full_server_refuses_before_decoding(monkeypatch):
     """Decoding is the expensive part of a request on a fast device; a refusal must not pay for it."""
 
@@ -90,28 +108,32 @@ def test_a_full_server_refuses_before_decoding(monkeypatch):
         raise AssertionError("decoded a request that was going to be refused")
 
     async def until(condition) -> None:
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 60
         while not condition():
             assert time.monotonic() < deadline, "timed out"
             await asyncio.sleep(0.005)
 
     async def scenario() -> None:
         settings = Settings(queue_size=1)
-        service = simulated_service(settings, base_ms=400.0)
+        metrics, gated = Metrics(), GatedDetector()
+        service = PredictionService(settings, LocalEngine(settings, {"aasist": gated}, metrics), metrics)
         await service.start()
+        gated.armed = True
         try:
             first = asyncio.ensure_future(service.predict(wav(), None, time.monotonic()))
-            await until(lambda: not service.engine.idle and service.engine.depth("aasist") == 0)  # running
+            await until(gated.entered.is_set)  # its window is in the forward; the queue is empty
             second = asyncio.ensure_future(service.predict(wav(), None, time.monotonic()))
             await until(lambda: service.engine.depth("aasist") == 1)  # waiting in the one slot
             with monkeypatch.context() as patch:
                 patch.setattr(service_module, "prepare", decode_must_not_run)
                 with pytest.raises(QueueFull):
                     await service.predict(wav(), None, time.monotonic())
+            gated.release.set()
             await asyncio.gather(first, second)
             counted = generate_latest(service.metrics.registry).decode()
             assert 'voxguard_rejected_total{reason="queue_full"} 1.0' in counted
         finally:
+            gated.release.set()
             await service.stop()
 
     asyncio.run(scenario())
