@@ -19,13 +19,16 @@ import logging
 import math
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import numpy as np
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 class Scorer(Protocol):
@@ -35,14 +38,19 @@ class Scorer(Protocol):
 
 
 class BatcherError(Exception):
-    """Base for refusals the caller turns into an HTTP status."""
+    """Base for refusals the caller turns into an HTTP status; ``reason`` labels ``voxguard_rejected``."""
+
+    reason = "other"
 
 
 class QueueFull(BatcherError):
     """The model's queue cannot take this request's windows now; retry after ``retry_after_s``."""
 
+    reason = "queue_full"
+
     def __init__(self, model: str, retry_after_s: int) -> None:
         super().__init__(f"the queue for model {model!r} is full")
+        self.model = model
         self.retry_after_s = retry_after_s
 
 
@@ -50,16 +58,28 @@ class Overloaded(BatcherError):
     """The work queued ahead would keep this request's windows past its deadline; retry after
     ``retry_after_s``, when that work should be done. Refused up front instead of timing out later."""
 
+    reason = "overloaded"
+
     def __init__(self, backlog_s: float, needed_s: float, retry_after_s: int) -> None:
         super().__init__(
             f"about {backlog_s:.0f} s of work is queued ahead and this audio needs about {needed_s:.0f} s "
             "more, which would pass its deadline"
         )
+        self.backlog_s = backlog_s
+        self.needed_s = needed_s
         self.retry_after_s = retry_after_s
 
 
 class ShuttingDown(BatcherError):
     """The server is draining: queued work finishes, new work is refused."""
+
+    reason = "shutting_down"
+
+
+class EngineUnavailable(BatcherError):
+    """The engine scoring this front-end's windows is down or restarting (``voxguard.remote``)."""
+
+    reason = "engine_unavailable"
 
 
 class DeadlineExceeded(BatcherError):
@@ -77,6 +97,8 @@ class InferenceFailed(BatcherError):
 class TooManyWindows(BatcherError):
     """One request has more windows than the whole queue holds; it could never be admitted."""
 
+    reason = "too_long"
+
     def __init__(self, windows: int, queue_size: int) -> None:
         super().__init__(f"the audio needs {windows} windows but the queue holds {queue_size}")
         self.windows = windows
@@ -84,19 +106,12 @@ class TooManyWindows(BatcherError):
 
 
 class UnknownModel(BatcherError):
+    reason = "unknown_model"
+
     def __init__(self, model: str, known: list[str]) -> None:
         super().__init__(f"model {model!r} is not loaded; loaded: {', '.join(known)}")
         self.model = model
         self.known = known
-
-
-# The reason label a refusal is counted under (``voxguard_rejected``).
-_REFUSALS: dict[type[BatcherError], str] = {
-    ShuttingDown: "shutting_down",
-    UnknownModel: "unknown_model",
-    TooManyWindows: "too_long",
-    QueueFull: "queue_full",
-}
 
 
 class BatchObserver(Protocol):
@@ -249,6 +264,10 @@ class Batcher:
         """Windows queued or being scored, all models together: they share the one device."""
         return self._outstanding
 
+    async def on_device(self, fn: Callable[[], T]) -> T:
+        """Run ``fn`` on the device thread, where every forward runs (warm-up and graph capture too)."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+
     def start(self) -> None:
         self._worker = asyncio.get_running_loop().create_task(self._run(), name="voxguard-batch-worker")
         self._worker.add_done_callback(self._on_worker_exit)
@@ -284,7 +303,7 @@ class Batcher:
                 backlog_batches = queue.qsize() / self.max_batch_size + 1
                 raise QueueFull(model, retry_after_s=max(1, math.ceil(self.last_batch_s * backlog_batches)))
         except BatcherError as exc:
-            self._observer.rejected(_REFUSALS.get(type(exc), "other"))
+            self._observer.rejected(exc.reason)
             raise
         return queue
 

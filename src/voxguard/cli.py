@@ -609,8 +609,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     if (args.certfile is None) != (args.keyfile is None):
         raise SystemExit("voxguard: --certfile and --keyfile go together")
     logging.getLogger("voxguard").setLevel(logging.DEBUG if args.verbose else logging.INFO)
-    serve(Settings(**overrides))
-    return 0
+    return serve(Settings(**overrides))
 
 
 def _train(args: argparse.Namespace) -> int:

@@ -8,7 +8,6 @@ drains it on shutdown. Where the engine lives is the engine's business; this one
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Protocol
 
@@ -154,7 +153,7 @@ class LocalEngine:
         self.warmed_up = True
 
     async def start(self) -> None:
-        await asyncio.get_running_loop().run_in_executor(None, self.warmup)
+        await self.batcher.on_device(self.warmup)
         self.batcher.start()
 
     def admit(self, model: str) -> None:

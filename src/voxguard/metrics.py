@@ -1,8 +1,15 @@
-"""Prometheus metrics, one registry per app so several apps (tests) can live in one process."""
+"""Prometheus metrics, one registry per app so several apps (tests) can live in one process.
+
+With several processes (``VOXGUARD_FRONTENDS`` > 1) every process writes its samples to files in
+``PROMETHEUS_MULTIPROC_DIR`` and any front-end's ``/metrics`` sums them (prometheus_client's
+multi-process mode): counters and histograms add up, gauges show the newest value of a live process.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+import os
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 _BATCH_BUCKETS = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256)
@@ -24,7 +31,13 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
-        self.queue_depth_gauge = Gauge("voxguard_queue_depth", "windows waiting", ["model"], registry=r)
+        self.queue_depth_gauge = Gauge(
+            "voxguard_queue_depth",
+            "windows waiting",
+            ["model"],
+            registry=r,
+            multiprocess_mode="livemostrecent",
+        )
         self.batch_size = Histogram(
             "voxguard_batch_size", "windows per forward", ["model"], buckets=_BATCH_BUCKETS, registry=r
         )
@@ -59,6 +72,7 @@ class Metrics:
             "voxguard_window_seconds",
             "measured device time per window: the basis of each request's deadline allowance",
             registry=r,
+            multiprocess_mode="livemostrecent",
         )
         self.rejected_counter = Counter(
             "voxguard_rejected",
@@ -67,6 +81,15 @@ class Metrics:
             registry=r,
         )
         self.max_batch_size = 1
+
+    def exposition(self) -> bytes:
+        """What ``/metrics`` answers: this process's samples, or all processes' when there are several."""
+        folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        if not folder:
+            return generate_latest(self.registry)
+        combined = CollectorRegistry()
+        multiprocess.MultiProcessCollector(combined, path=folder)
+        return generate_latest(combined)
 
     # BatchObserver protocol (voxguard.batching)
     def batch(self, model: str, size: int, queue_wait_s: list[float], inference_s: float) -> None:

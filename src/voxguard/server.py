@@ -178,8 +178,10 @@ def public_url(settings: Settings, port: int) -> str:
     return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
 
 
-def serve(settings: Settings) -> None:
-    """Claim the port, load and warm the models, then serve until a signal drains the server.
+def serve(settings: Settings) -> int:
+    """Claim the port, load and warm the models, then serve until a signal drains the server; the exit
+    status. One process by default; with ``settings.frontends`` > 1, an engine process and that many
+    HTTP front-ends (``voxguard.supervisor``).
 
     Every problem a person can fix (port taken, no such device, missing weights) is raised as a
     :class:`SetupError` before uvicorn starts, so the CLI reports it in one line.
@@ -188,6 +190,10 @@ def serve(settings: Settings) -> None:
     port = listener.getsockname()[1]
     if warning := exposure_warning(settings, port):
         logger.warning("%s", warning)
+    if settings.frontends > 1:
+        from .supervisor import Supervisor
+
+        return Supervisor(settings, listener).run()
     if settings.allocator_tuning:
         tune_allocator()  # before uvicorn and the executors start threads that would get arenas of their own
     try:
@@ -195,7 +201,12 @@ def serve(settings: Settings) -> None:
     except BaseException:
         listener.close()
         raise
-    app = create_app(settings, service)
+    run_uvicorn(settings, create_app(settings, service), listener, announce=True)
+    return 0
+
+
+def run_uvicorn(settings: Settings, app: FastAPI, listener: socket.socket, announce: bool) -> None:
+    """Serve ``app`` on ``listener`` with the drain-first shutdown; ``announce`` writes the address file."""
     config = uvicorn.Config(
         app,
         ssl_certfile=str(settings.certfile) if settings.certfile else None,
@@ -204,7 +215,11 @@ def serve(settings: Settings) -> None:
         access_log=False,
         timeout_graceful_shutdown=_CLOSE_TIMEOUT_S,
     )
-    url = public_url(settings, port)
+    url = public_url(settings, listener.getsockname()[1])
     DrainingServer(
-        config, app, drain_timeout_s=drain_timeout_s(settings), url=url, address_file=settings.address_file
+        config,
+        app,
+        drain_timeout_s=drain_timeout_s(settings),
+        url=url,
+        address_file=settings.address_file if announce else None,
     ).run(sockets=[listener])

@@ -14,6 +14,7 @@ from ..audio import ACCEPTED_FORMATS, AudioError
 from ..batching import (
     BatcherError,
     DeadlineExceeded,
+    EngineUnavailable,
     InferenceFailed,
     Overloaded,
     QueueFull,
@@ -84,6 +85,13 @@ def to_api_error(exc: Exception) -> ApiError:
             503,
             "shutting_down",
             "The server is shutting down; retry on another replica.",
+            {"Retry-After": "1"},
+        )
+    if isinstance(exc, EngineUnavailable):
+        return ApiError(
+            503,
+            "engine_unavailable",
+            f"The scoring engine is restarting ({exc}). Retry after 1 s.",
             {"Retry-After": "1"},
         )
     if isinstance(exc, DeadlineExceeded):

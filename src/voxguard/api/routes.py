@@ -9,7 +9,7 @@ from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from ..service import Prediction, PredictionService
 from .errors import ApiError, error_response, how_to_send, to_api_error
@@ -294,4 +294,4 @@ async def metrics(request: Request, service: LoadingService) -> Response:
     """Prometheus metrics."""
     if service is not None:
         service.publish_metrics()
-    return Response(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(request.app.state.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)

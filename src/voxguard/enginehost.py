@@ -1,0 +1,162 @@
+"""The engine process: one per device, owning the detectors and the batcher for every front-end.
+
+It loads and warms the models (on the device thread, where every forward and graph capture runs),
+then answers submissions from the front-ends on a Unix socket (``voxguard.wire``), reading their
+windows in place from each front-end's shared slots (``voxguard.shm``). Its state goes on the status
+board every 50 ms, so a front-end refuses work the engine would refuse without asking it, and any
+front-end's ``/ready`` sees a stalled engine. SIGTERM drains it: admitted work finishes, then it exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import pickle
+import signal
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from .batching import BatcherError, InferenceFailed
+from .engine import LocalEngine
+from .inference import ModelInfo
+from .metrics import Metrics
+from .settings import Settings
+from .shm import SlotPool, StatusBoard
+from .wire import encode, receive, refusal
+
+logger = logging.getLogger(__name__)
+
+_BEAT_S = 0.05
+
+
+class EngineHost:
+    """Serves one :class:`LocalEngine` to the front-ends connected on ``socket_path``."""
+
+    def __init__(self, engine: LocalEngine, board: StatusBoard, socket_path: Path, metrics: Metrics) -> None:
+        self.engine = engine
+        self.board = board
+        self.socket_path = socket_path
+        self.metrics = metrics
+        self._models = list(engine.models)
+
+    async def run(self) -> None:
+        """Warm up, serve until SIGTERM, then drain."""
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        beat = loop.create_task(self._beat())
+        await self.engine.start()
+        catalogue = (self.engine.models, self.engine.max_batch_size)
+        write_catalogue(self.socket_path.parent, catalogue)
+        self.socket_path.unlink(missing_ok=True)  # a crashed predecessor's
+        server = await asyncio.start_unix_server(self._connection, path=str(self.socket_path))
+        logger.info(
+            "engine ready: models %s, %d windows a batch", ", ".join(self._models), self.engine.max_batch_size
+        )
+        await stop.wait()
+        logger.info("engine draining")
+        self.engine.stop_admitting()
+        await self.engine.drain()
+        server.close()
+        beat.cancel()
+        self.board.engine_beat(time.monotonic(), False, False, self.engine.window_s, 0, [])
+        logger.info("engine drained and stopped")
+
+    async def _beat(self) -> None:
+        engine = self.engine
+        while True:
+            depths = [engine.depth(m) for m in self._models]
+            ready = engine.warmed_up and engine.ready
+            outstanding = engine.batcher.backlog
+            self.board.engine_beat(
+                time.monotonic(), ready, engine.accepting, engine.window_s, outstanding, depths
+            )
+            self.metrics.window_seconds.set(engine.window_s)
+            await asyncio.sleep(_BEAT_S)
+
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        tasks: dict[int, asyncio.Task[None]] = {}
+        pool: SlotPool | None = None
+        try:
+            kind, index, pool_path, slots, window = await receive(reader)
+            if kind != "hello":
+                raise ValueError(f"expected hello, got {kind!r}")
+            pool = SlotPool(Path(pool_path), slots, window, create=False)
+            writer.write(encode(("welcome",)))
+            logger.info("front-end %d connected", index)
+            while True:
+                message = await receive(reader)
+                if message[0] == "submit":
+                    _, rid, model, taken, deadline = message
+                    task = asyncio.create_task(self._score(writer, pool, rid, model, taken, deadline))
+                    tasks[rid] = task
+                    task.add_done_callback(lambda _, rid=rid: tasks.pop(rid, None))
+                elif message[0] == "cancel" and (task := tasks.get(message[1])) is not None:
+                    task.cancel()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            for task in list(tasks.values()):
+                task.cancel()
+            await asyncio.gather(*tasks.values(), return_exceptions=True)
+            writer.close()
+            if pool is not None:
+                _close_when_unused(pool)
+            logger.info("front-end connection closed (%d requests dropped)", len(tasks))
+
+    async def _score(
+        self,
+        writer: asyncio.StreamWriter,
+        pool: SlotPool,
+        rid: int,
+        model: str,
+        taken: list[int],
+        deadline: float,
+    ) -> None:
+        answer: tuple[Any, ...]
+        try:
+            scored = await self.engine.submit(model, pool.views(taken), deadline)
+            answer = ("scored", rid, scored.scores, scored.batch_sizes, scored.queue_ms, scored.inference_ms)
+        except asyncio.CancelledError:
+            answer = ("released", rid)
+        except BatcherError as exc:
+            answer = ("refused", rid, *refusal(exc))
+        except Exception:
+            error_id = uuid.uuid4().hex[:12]
+            logger.exception("submission failed in the engine (error id %s)", error_id)
+            answer = ("refused", rid, *refusal(InferenceFailed(error_id)))
+        if not writer.is_closing():
+            writer.write(encode(answer))
+
+
+def write_catalogue(folder: Path, catalogue: tuple[dict[str, ModelInfo], int]) -> None:
+    """What the front-ends need before they can build their app: the models and the batch limit."""
+    partial = folder / ".catalogue"
+    partial.write_bytes(pickle.dumps(catalogue))
+    partial.replace(folder / "catalogue")
+
+
+def read_catalogue(folder: Path) -> tuple[dict[str, ModelInfo], int]:
+    return pickle.loads((folder / "catalogue").read_bytes())
+
+
+def _close_when_unused(pool: SlotPool) -> None:
+    """Unmap a departed front-end's slots once no queued or running batch still holds a view of them."""
+    if not pool.close():
+        asyncio.get_running_loop().call_later(0.5, _close_when_unused, pool)
+
+
+def run_engine(settings: Settings, folder: Path, frontends: int, log_level: int) -> None:
+    """The engine process's entry point (``multiprocessing``, spawn)."""
+    from .supervisor import child_setup
+
+    child_setup(log_level)
+    metrics = Metrics()
+    engine = LocalEngine.load(settings, metrics)
+    metrics.max_batch_size = engine.max_batch_size
+    board = StatusBoard(folder / "status", frontends, len(settings.models), create=False)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(EngineHost(engine, board, folder / "engine.sock", metrics).run())

@@ -1,0 +1,226 @@
+"""The engine as a front-end process sees it: an :class:`~voxguard.engine.Engine` in another process.
+
+:class:`RemoteEngine` writes a request's windows into this front-end's shared slots, sends their
+numbers to the engine process and awaits one answer per submission. Cancelling the await (client gone,
+deadline) tells the engine to drop the work; the slots come back when the engine says it let go of
+them. Refusals that need no round trip (draining, a full queue, an engine that is down) are decided
+here from the status board, before the request is decoded, as the single process does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .audio import WINDOW
+from .batching import (
+    BatcherError,
+    BatchObserver,
+    DeadlineExceeded,
+    EngineUnavailable,
+    QueueFull,
+    ScoredWindows,
+    ShuttingDown,
+    TooManyWindows,
+    UnknownModel,
+)
+from .enginehost import read_catalogue
+from .inference import ModelInfo
+from .settings import Settings
+from .shm import SlotPool, StatusBoard
+from .wire import encode, rebuild, receive
+
+logger = logging.getLogger(__name__)
+
+# The engine writes the board every 50 ms; this much silence means it is stuck or gone.
+_STALE_S = 2.0
+_RECONNECT_S = 0.1
+
+
+@dataclass
+class _Pending:
+    future: asyncio.Future[ScoredWindows]
+    taken: list[int]
+
+
+class RemoteEngine:
+    """Implements ``voxguard.engine.Engine`` over the control socket and shared slots."""
+
+    def __init__(
+        self, settings: Settings, folder: Path, index: int, board: StatusBoard, observer: BatchObserver
+    ) -> None:
+        self.index = index
+        self.board = board
+        self._observer = observer
+        self._socket_path = folder / "engine.sock"
+        self._queue_size = settings.queue_size
+        pool_path = folder / f"frontend-{index}-{os.getpid()}.slots"
+        self._pool = SlotPool(pool_path, settings.queue_size, WINDOW, create=True)
+        self._models, self._max_batch_size = read_catalogue(folder)
+        self._model_index = {name: i for i, name in enumerate(self._models)}
+        self._writer: asyncio.StreamWriter | None = None
+        self._pending: dict[int, _Pending] = {}
+        self._ids = itertools.count()
+        self._accepting = True
+        self._connected = asyncio.Event()
+        self._link: asyncio.Task[None] | None = None
+        self.latest_deadline = 0.0
+
+    @property
+    def models(self) -> dict[str, ModelInfo]:
+        return self._models
+
+    @property
+    def max_batch_size(self) -> int:
+        return self._max_batch_size
+
+    async def start(self) -> None:
+        """Connect to the engine (waiting while it loads) and keep reconnecting whenever it restarts."""
+        self._link = asyncio.get_running_loop().create_task(self._keep_linked(), name="voxguard-engine-link")
+        await self._connected.wait()
+
+    async def _keep_linked(self) -> None:
+        while True:
+            try:
+                reader, writer = await asyncio.open_unix_connection(str(self._socket_path))
+            except (FileNotFoundError, ConnectionError):
+                await asyncio.sleep(_RECONNECT_S)
+                continue
+            try:
+                hello = ("hello", self.index, str(self._pool.path), self._pool.slots, self._pool.window)
+                writer.write(encode(hello))
+                await receive(reader)  # welcome: the engine has our slots mapped
+                self._writer = writer
+                self._connected.set()
+                logger.info("front-end %d linked to the engine", self.index)
+                while True:
+                    self._answer(await receive(reader))
+            except (asyncio.IncompleteReadError, ConnectionError):
+                logger.error(
+                    "front-end %d lost the engine; failing %d requests", self.index, len(self._pending)
+                )
+            finally:
+                self._connected.clear()
+                self._writer = None
+                writer.close()
+                self._fail_all()
+
+    def _answer(self, message: tuple) -> None:
+        pending = self._pending.pop(message[1], None)
+        if pending is None:
+            return
+        self._pool.release(pending.taken)
+        future = pending.future
+        if future.done():
+            return
+        if message[0] == "scored":
+            _, _, scores, batch_sizes, queue_ms, inference_ms = message
+            future.set_result(ScoredWindows(scores, batch_sizes, queue_ms, inference_ms))
+        elif message[0] == "refused":
+            future.set_exception(rebuild(message[2], message[3]))
+
+    def _fail_all(self) -> None:
+        """The engine is gone, and with it every view of our slots: fail what waited and free them all."""
+        for pending in self._pending.values():
+            self._pool.release(pending.taken)
+            if not pending.future.done():
+                pending.future.set_exception(EngineUnavailable("the engine process stopped; retry"))
+        self._pending.clear()
+
+    def admit(self, model: str, windows: int = 1) -> None:
+        try:
+            self._check(model, windows)
+        except BatcherError as exc:
+            self._observer.rejected(exc.reason)
+            raise
+
+    def _check(self, model: str, windows: int) -> None:
+        if not self._accepting or (self._connected.is_set() and not self.board.engine_accepting):
+            raise ShuttingDown("the server is shutting down")
+        if self._writer is None:
+            raise EngineUnavailable("the engine process is restarting; retry")
+        if model not in self._models:
+            raise UnknownModel(model, list(self._models))
+        if windows > self._queue_size:
+            raise TooManyWindows(windows, self._queue_size)
+        depth = self.board.depth(self._model_index[model])
+        if self._queue_size - depth < windows or self._pool.free < windows:
+            raise QueueFull(model, retry_after_s=1)
+
+    async def submit(self, model: str, windows: np.ndarray, deadline: float) -> ScoredWindows:
+        self.admit(model, len(windows))
+        taken = self._pool.put(windows)
+        assert taken is not None and self._writer is not None  # admit checked both
+        rid = next(self._ids)
+        future: asyncio.Future[ScoredWindows] = asyncio.get_running_loop().create_future()
+        self._pending[rid] = _Pending(future, taken)
+        self.latest_deadline = max(self.latest_deadline, deadline)
+        self._writer.write(encode(("submit", rid, model, taken, deadline)))
+        try:
+            async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                return await future
+        except TimeoutError:
+            raise DeadlineExceeded("the request's deadline passed before its audio was scored") from None
+        finally:
+            if not future.done():
+                future.cancel()
+            if rid in self._pending and self._writer is not None:
+                self._writer.write(encode(("cancel", rid)))
+
+    def work_s(self, windows: int) -> float:
+        return windows * self.board.window_s
+
+    def depth(self, model: str) -> int:
+        return self.board.depth(self._model_index[model])
+
+    @property
+    def window_s(self) -> float:
+        return self.board.window_s
+
+    @property
+    def ready(self) -> bool:
+        return self.not_ready_reason() is None
+
+    def not_ready_reason(self) -> str | None:
+        if not self._accepting:
+            return "shutting down"
+        if self._writer is None:
+            return "the engine process is starting or restarting"
+        if time.monotonic() - self.board.engine_heartbeat() > _STALE_S:
+            return "the engine process is not responding"
+        if not self.board.engine_ready:
+            return "models are warming up" if self.board.engine_accepting else "shutting down"
+        if down := self.board.frontends_down():
+            return f"front-end {', '.join(map(str, down))} is restarting"
+        return None
+
+    @property
+    def accepting(self) -> bool:
+        return self._accepting
+
+    @property
+    def idle(self) -> bool:
+        return not self._pending
+
+    def stop_admitting(self) -> None:
+        self._accepting = False
+
+    async def drain(self) -> None:
+        """Stop admitting, wait for this front-end's own work, then unlink from the engine."""
+        self._accepting = False
+        while self._pending and self._writer is not None:
+            await asyncio.sleep(0.01)
+        if self._link is not None:
+            self._link.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._link
+        self._pool.close()
+        self._pool.path.unlink(missing_ok=True)

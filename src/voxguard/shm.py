@@ -1,0 +1,135 @@
+"""Memory shared between the engine process and the front-ends: window slots and a status board.
+
+Both are files in one private folder (on ``/dev/shm`` where it exists, so they never touch a disk)
+mapped by every process that uses them. A front-end owns its :class:`SlotPool`: it writes a request's
+windows into free slots and sends only the slot numbers to the engine, which reads them in place;
+the slots are free again once the engine has answered for that request. The :class:`StatusBoard` is
+written by one process per field and read by all: the engine's state (ready, load, measured device
+time), and the front-ends' liveness, so any front-end's ``/ready`` sees a crashed process.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+
+def make_folder() -> Path:
+    """A private folder for one server's shared files, in memory where the system allows."""
+    base = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+    return Path(tempfile.mkdtemp(prefix="voxguard-", dir=base))
+
+
+def _map(path: Path, size: int, create: bool) -> mmap.mmap:
+    flags = os.O_RDWR | (os.O_CREAT | os.O_EXCL if create else 0)
+    fd = os.open(path, flags, 0o600)
+    try:
+        if create:
+            os.ftruncate(fd, size)
+        return mmap.mmap(fd, size)
+    finally:
+        os.close(fd)
+
+
+class SlotPool:
+    """``slots`` windows of ``window`` float32 samples in one shared file."""
+
+    def __init__(self, path: Path, slots: int, window: int, create: bool) -> None:
+        self.path = path
+        self.slots = slots
+        self.window = window
+        self._map = _map(path, slots * window * 4, create)
+        self.array = np.ndarray((slots, window), dtype=np.float32, buffer=self._map)
+        self._free = list(range(slots - 1, -1, -1)) if create else []
+
+    @property
+    def free(self) -> int:
+        return len(self._free)
+
+    def put(self, windows: np.ndarray) -> list[int] | None:
+        """Copy ``windows`` into free slots and return their numbers, or None when too few are free."""
+        n = len(windows)
+        if n > len(self._free):
+            return None
+        taken = [self._free.pop() for _ in range(n)]
+        self.array[taken] = windows
+        return taken
+
+    def release(self, taken: list[int]) -> None:
+        self._free.extend(taken)
+
+    def views(self, taken: list[int]) -> list[np.ndarray]:
+        """The windows in ``taken``, in place (no copy: the batcher stacks them in the device thread)."""
+        return [self.array[i] for i in taken]
+
+    def close(self) -> bool:
+        """Unmap; False while views of it are still alive (try again later)."""
+        self.array = None  # type: ignore[assignment]
+        try:
+            self._map.close()
+        except BufferError:
+            self.array = np.ndarray((self.slots, self.window), dtype=np.float32, buffer=self._map)
+            return False
+        return True
+
+
+# The status board: the engine's fields, then one heartbeat per front-end (0 = down), then the queue
+# depth of each model. Float64 throughout; a torn read of one field costs at most one stale value.
+_HEARTBEAT, _READY, _ACCEPTING, _WINDOW_S, _OUTSTANDING, _GENERATION = range(6)
+_ENGINE_FIELDS = 8
+
+
+class StatusBoard:
+    def __init__(self, path: Path, frontends: int, models: int, create: bool) -> None:
+        self.frontends = frontends
+        size = (_ENGINE_FIELDS + frontends + models) * 8
+        self._map = _map(path, size, create)
+        self._values = np.ndarray((size // 8,), dtype=np.float64, buffer=self._map)
+        self._depths = self._values[_ENGINE_FIELDS + frontends :]
+
+    # Written by the engine
+    def engine_beat(
+        self, now: float, ready: bool, accepting: bool, window_s: float, outstanding: int, depths: list[int]
+    ) -> None:
+        v = self._values
+        v[_READY], v[_ACCEPTING], v[_WINDOW_S], v[_OUTSTANDING] = ready, accepting, window_s, outstanding
+        self._depths[: len(depths)] = depths
+        v[_HEARTBEAT] = now
+
+    def engine_started(self, generation: int) -> None:
+        self._values[_GENERATION] = generation
+
+    # Written by the supervisor
+    def frontend_alive(self, index: int, alive: bool) -> None:
+        self._values[_ENGINE_FIELDS + index] = 1.0 if alive else 0.0
+
+    # Read by the front-ends
+    def engine_heartbeat(self) -> float:
+        return float(self._values[_HEARTBEAT])
+
+    @property
+    def engine_ready(self) -> bool:
+        return bool(self._values[_READY])
+
+    @property
+    def engine_accepting(self) -> bool:
+        return bool(self._values[_ACCEPTING])
+
+    @property
+    def window_s(self) -> float:
+        return float(self._values[_WINDOW_S])
+
+    @property
+    def outstanding(self) -> int:
+        return int(self._values[_OUTSTANDING])
+
+    def depth(self, index: int) -> int:
+        return int(self._depths[index])
+
+    def frontends_down(self) -> list[int]:
+        alive = self._values[_ENGINE_FIELDS : _ENGINE_FIELDS + self.frontends]
+        return [i for i, beat in enumerate(alive) if not beat]

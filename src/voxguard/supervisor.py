@@ -1,0 +1,189 @@
+"""``VOXGUARD_FRONTENDS=N`` (N > 1): one engine process for the device and N HTTP front-end processes.
+
+The supervisor (the process ``voxguard serve`` started) binds the port, starts the engine and waits
+until its models are warm, then starts the front-ends, which share the listening socket (the kernel
+spreads connections over them). Front-ends read, decode and level audio and hand windows to the
+engine through shared memory (``voxguard.shm``, ``voxguard.wire``); the engine batches every
+front-end's windows together. A process that dies is started again, and meanwhile ``/ready`` on any
+front-end says which one is missing. SIGTERM or SIGINT drains: the front-ends stop admitting and
+answer what they admitted, then the engine finishes and stops. Metrics from every process are
+summed by Prometheus's multi-process collector, in a folder shared by all of them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import multiprocessing
+import os
+import shutil
+import signal
+import socket
+import time
+from multiprocessing.process import BaseProcess
+from pathlib import Path
+
+from .problems import SetupError
+from .settings import Settings
+from .shm import StatusBoard, make_folder
+
+logger = logging.getLogger(__name__)
+
+_POLL_S = 0.1
+_RESTART_DELAY_S = 0.5
+_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def child_setup(log_level: int) -> None:
+    """In a child process: log as the parent does, die with it, and leave signals to it (a terminal's
+    Ctrl-C reaches the supervisor only, which drains the children in order)."""
+    logging.basicConfig(level=logging.WARNING, format=_LOG_FORMAT)
+    logging.getLogger("voxguard").setLevel(log_level)
+    os.setpgrp()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    if os.getppid() == 1:  # the supervisor died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def run_frontend(
+    settings: Settings, folder: Path, index: int, listener: socket.socket, log_level: int
+) -> None:
+    """A front-end process's entry point: the whole HTTP app over a :class:`RemoteEngine`."""
+    child_setup(log_level)
+    from .api.app import create_app
+    from .metrics import Metrics
+    from .remote import RemoteEngine
+    from .server import run_uvicorn
+    from .service import PredictionService
+
+    board = StatusBoard(folder / "status", settings.frontends, len(settings.models), create=False)
+    metrics = Metrics()
+    engine = RemoteEngine(settings, folder, index, board, metrics)
+    service = PredictionService(settings, engine, metrics)
+    run_uvicorn(settings, create_app(settings, service), listener, announce=index == 0)
+
+
+class Supervisor:
+    def __init__(self, settings: Settings, listener: socket.socket) -> None:
+        self.settings = settings
+        self.listener = listener
+        self.folder = make_folder()
+        self.metrics_dir = self.folder / "metrics"
+        self.metrics_dir.mkdir()
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(self.metrics_dir)  # inherited by every child
+        self.board = StatusBoard(
+            self.folder / "status", settings.frontends, len(settings.models), create=True
+        )
+        self.context = multiprocessing.get_context("spawn")
+        self.log_level = logging.getLogger("voxguard").getEffectiveLevel()
+        self.engine: BaseProcess | None = None
+        self.frontends: list[BaseProcess | None] = [None] * settings.frontends
+        self.stopping = False
+
+    def _start_engine(self) -> BaseProcess:
+        from .enginehost import run_engine
+
+        process = self.context.Process(
+            target=run_engine,
+            args=(self.settings, self.folder, self.settings.frontends, self.log_level),
+            name="voxguard-engine",
+        )
+        process.start()
+        logger.info("engine process %d started", process.pid)
+        return process
+
+    def _start_frontend(self, index: int) -> BaseProcess:
+        process = self.context.Process(
+            target=run_frontend,
+            args=(self.settings, self.folder, index, self.listener, self.log_level),
+            name=f"voxguard-frontend-{index}",
+        )
+        process.start()
+        self.board.frontend_alive(index, True)
+        logger.info("front-end %d: process %d started", index, process.pid)
+        return process
+
+    def _wait_for_engine(self) -> None:
+        """Until the engine's models are warm; a failed start is the user's problem to fix, in one line."""
+        assert self.engine is not None
+        while not self.board.engine_ready and not self.stopping:
+            if not self.engine.is_alive():
+                raise SetupError(
+                    f"the engine process could not start (exit code {self.engine.exitcode}).",
+                    "its log lines above say why",
+                )
+            time.sleep(_POLL_S)
+
+    def run(self) -> int:
+        """Serve until a signal, then drain; 0 when every process stopped cleanly."""
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+        try:
+            self.engine = self._start_engine()
+            self._wait_for_engine()
+            if not self.stopping:
+                self.frontends = [self._start_frontend(i) for i in range(len(self.frontends))]
+            while not self.stopping:
+                self._restart_the_dead()
+                time.sleep(_POLL_S)
+            return self._drain()
+        finally:
+            for process in [self.engine, *self.frontends]:
+                if process is not None and process.is_alive():
+                    process.kill()
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+    def _on_signal(self, sig: int, frame: object) -> None:
+        if not self.stopping:
+            logger.info("signal %s: draining %d front-ends, then the engine", sig, len(self.frontends))
+            self.listener.close()  # no front-end will be started again; theirs stay open while they drain
+        self.stopping = True
+        for process in self.frontends:  # a second signal ends their drain at once, as in one process
+            if process is not None and process.is_alive():
+                os.kill(process.pid, signal.SIGTERM)  # type: ignore[arg-type]
+
+    def _restart_the_dead(self) -> None:
+        from prometheus_client import multiprocess
+
+        for index, process in enumerate(self.frontends):
+            if process is not None and not process.is_alive():
+                logger.error(
+                    "front-end %d (process %d) died with exit code %s; restarting",
+                    index,
+                    process.pid,
+                    process.exitcode,
+                )
+                self.board.frontend_alive(index, False)
+                multiprocess.mark_process_dead(process.pid, str(self.metrics_dir))
+                _remove_slots(self.folder, index, process.pid)
+                time.sleep(_RESTART_DELAY_S)
+                if not self.stopping:
+                    self.frontends[index] = self._start_frontend(index)
+        if self.engine is not None and not self.engine.is_alive():
+            logger.error(
+                "engine process %d died with exit code %s; restarting", self.engine.pid, self.engine.exitcode
+            )
+            multiprocess.mark_process_dead(self.engine.pid, str(self.metrics_dir))
+            time.sleep(_RESTART_DELAY_S)
+            if not self.stopping:
+                self.engine = self._start_engine()
+
+    def _drain(self) -> int:
+        codes = []
+        for process in self.frontends:
+            if process is not None:
+                process.join()
+                codes.append(process.exitcode)
+        assert self.engine is not None
+        if self.engine.is_alive():
+            os.kill(self.engine.pid, signal.SIGTERM)  # type: ignore[arg-type]
+        self.engine.join()
+        codes.append(self.engine.exitcode)
+        logger.info("all processes stopped (exit codes %s)", codes)
+        return 0 if all(code == 0 for code in codes) else 1
+
+
+def _remove_slots(folder: Path, index: int, pid: int | None) -> None:
+    (folder / f"frontend-{index}-{pid}.slots").unlink(missing_ok=True)

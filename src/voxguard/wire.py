@@ -1,0 +1,87 @@
+"""The control channel between front-ends and the engine process: small messages on a Unix socket.
+
+A message is a tuple, pickled, after its length (4 bytes). Windows never travel here; they are in
+shared slots (``voxguard.shm``) and a submission names them. The socket lives in the server's private
+folder, so only its own processes can speak on it.
+
+Front-end to engine:
+    ("hello", frontend_index, pool_path, slots, window)
+    ("submit", request_id, model, slot_numbers, deadline)      deadline: time.monotonic(), system-wide
+    ("cancel", request_id)
+Engine to front-end:
+    ("welcome",)                                                the slots are mapped
+    ("scored", request_id, scores, batch_sizes, queue_ms, inference_ms)
+    ("refused", request_id, error_kind, error_args)
+
+Exactly one "scored" or "refused" answers each submission, a cancelled one included: only then may the
+front-end reuse its slots.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import pickle
+import struct
+from typing import Any
+
+from .batching import (
+    BatcherError,
+    DeadlineExceeded,
+    EngineUnavailable,
+    InferenceFailed,
+    Overloaded,
+    QueueFull,
+    ShuttingDown,
+    TooManyWindows,
+    UnknownModel,
+)
+
+_LENGTH = struct.Struct("!I")
+
+
+def encode(message: tuple[Any, ...]) -> bytes:
+    body = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    return _LENGTH.pack(len(body)) + body
+
+
+async def receive(reader: asyncio.StreamReader) -> tuple[Any, ...]:
+    """The next message; ``asyncio.IncompleteReadError`` when the other side has gone."""
+    (length,) = _LENGTH.unpack(await reader.readexactly(_LENGTH.size))
+    return pickle.loads(await reader.readexactly(length))
+
+
+def refusal(exc: BaseException) -> tuple[str, tuple[Any, ...]]:
+    """A batcher error as (kind, constructor arguments), to be raised again on the other side."""
+    match exc:
+        case QueueFull():
+            return "QueueFull", (exc.model, exc.retry_after_s)
+        case Overloaded():
+            return "Overloaded", (exc.backlog_s, exc.needed_s, exc.retry_after_s)
+        case InferenceFailed():
+            return "InferenceFailed", (exc.error_id,)
+        case TooManyWindows():
+            return "TooManyWindows", (exc.windows, exc.queue_size)
+        case UnknownModel():
+            return "UnknownModel", (exc.model, exc.known)
+        case ShuttingDown() | DeadlineExceeded() | EngineUnavailable():
+            return type(exc).__name__, (str(exc),)
+    raise TypeError(f"not a batcher refusal: {exc!r}")
+
+
+_KINDS: dict[str, type[BatcherError]] = {
+    k.__name__: k
+    for k in (
+        QueueFull,
+        Overloaded,
+        InferenceFailed,
+        TooManyWindows,
+        UnknownModel,
+        ShuttingDown,
+        DeadlineExceeded,
+        EngineUnavailable,
+    )
+}
+
+
+def rebuild(kind: str, args: tuple[Any, ...]) -> BatcherError:
+    return _KINDS[kind](*args)
