@@ -67,3 +67,14 @@ def detector_factory(checkpoint_dir: Path, device):
         return cache[model, engine]
 
     return make
+
+
+@pytest.fixture(scope="module", params=["single", "split"])
+def serving_mode(request: pytest.FixtureRequest):
+    """Run a module's servers (``servers.live_server``) in each wiring in turn: one process, and the
+    engine + front-ends split (shared slots and the control socket; see ``servers.SplitServer``)."""
+    import servers
+
+    servers.MODE = request.param
+    yield request.param
+    servers.MODE = "single"

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -19,9 +21,12 @@ import uvicorn
 
 from voxguard.api.app import create_app
 from voxguard.engine import LocalEngine
+from voxguard.enginehost import EngineHost
 from voxguard.metrics import Metrics
+from voxguard.remote import RemoteEngine
 from voxguard.service import PredictionService
 from voxguard.settings import Settings
+from voxguard.shm import StatusBoard, make_folder
 
 
 def free_port() -> int:
@@ -36,6 +41,7 @@ class LiveServer:
     def __init__(self, settings: Settings, detectors: dict, **uvicorn_options) -> None:
         metrics = Metrics()
         self.service = PredictionService(settings, LocalEngine(settings, detectors, metrics), metrics)
+        self.batcher = self.service.engine.batcher  # the one scoring, wherever the wiring puts it
         self.app = create_app(settings, self.service)
         self.port = free_port()
         scheme = "https" if "ssl_certfile" in uvicorn_options else "http"
@@ -55,18 +61,106 @@ class LiveServer:
             time.sleep(0.02)
         return self
 
+    def stop_admitting(self) -> None:
+        """What SIGTERM starts: new requests get 503, admitted ones are answered."""
+        self.service.stop_admitting()
+
     def __exit__(self, *exc: object) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=30)
 
 
+class SplitServer:
+    """The multi-process serving mode's wiring in one process, so tests can inject detectors: the
+    engine host (``voxguard.enginehost``) on an event loop of its own in a thread, and
+    ``SPLIT_FRONTENDS`` uvicorn front-ends over :class:`RemoteEngine` in threads of their own, sharing
+    one listening socket. Windows go through the shared slots and the control socket as between
+    processes. One registry serves every part, standing in for the summed multi-process metrics."""
+
+    def __init__(self, settings: Settings, detectors: dict, **uvicorn_options) -> None:
+        self.settings = settings.model_copy(update={"frontends": SPLIT_FRONTENDS})
+        self.uvicorn_options = uvicorn_options
+        self.metrics = Metrics()
+        self.folder = make_folder()
+        self.board = StatusBoard(self.folder / "status", SPLIT_FRONTENDS, len(detectors), create=True)
+        engine = LocalEngine(self.settings, detectors, self.metrics)
+        self.host = EngineHost(engine, self.board, self.folder / "engine.sock", self.metrics)
+        self.batcher = engine.batcher
+        self.port = free_port()
+        scheme = "https" if "ssl_certfile" in uvicorn_options else "http"
+        self.url = f"{scheme}://127.0.0.1:{self.port}"
+        self.loop = asyncio.new_event_loop()
+        self.engine_thread = threading.Thread(target=self._run_engine, daemon=True)
+        self.servers: list[uvicorn.Server] = []
+        self.threads: list[threading.Thread] = []
+        self.services: list[PredictionService] = []
+
+    def _run_engine(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.stop = asyncio.Event()
+        self.loop.run_until_complete(self.host.run(self.stop))
+
+    def __enter__(self) -> SplitServer:
+        self.engine_thread.start()
+        _wait(lambda: self.board.engine_ready, self.engine_thread, "engine")
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        for index in range(SPLIT_FRONTENDS):
+            engine = RemoteEngine(self.settings, self.folder, index, self.board, self.metrics)
+            service = PredictionService(self.settings, engine, self.metrics)
+            self.services.append(service)
+            config = uvicorn.Config(
+                create_app(self.settings, service), log_level="warning", **self.uvicorn_options
+            )
+            server = uvicorn.Server(config)
+            own = socket.fromfd(listener.fileno(), listener.family, listener.type)  # each closes its own
+            thread = threading.Thread(target=server.run, kwargs={"sockets": [own]}, daemon=True)
+            thread.start()
+            _wait(lambda server=server: server.started, thread, f"front-end {index}")
+            self.servers.append(server)
+            self.threads.append(thread)
+        listener.close()
+        self.service = self.services[0]
+        return self
+
+    def stop_admitting(self) -> None:
+        """What the supervisor's SIGTERM starts in every front-end."""
+        for service in self.services:
+            service.stop_admitting()
+
+    def __exit__(self, *exc: object) -> None:
+        for server in self.servers:
+            server.should_exit = True
+        for thread in self.threads:
+            thread.join(timeout=30)
+        self.loop.call_soon_threadsafe(self.stop.set)
+        self.engine_thread.join(timeout=30)
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _wait(condition, thread: threading.Thread, what: str) -> None:
+    deadline = time.monotonic() + 30
+    while not condition():
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError(f"test server's {what} did not start")
+        time.sleep(0.02)
+
+
+# How live_server serves: "single" (one process's wiring) or "split" (the engine and front-ends
+# wiring). tests/robustness/conftest.py runs the reliability suite in each mode in turn.
+SPLIT_FRONTENDS = 2
+MODE = "single"
+
+
 @contextlib.contextmanager
-def live_server(detectors: dict, **settings) -> Iterator[LiveServer]:
+def live_server(detectors: dict, **settings) -> Iterator[LiveServer | SplitServer]:
     """A test server whose deadline is generous unless the test sets one: a burst of CPU inference on
     a slow shared CI machine must not turn into 504s in tests that are not about deadlines."""
     options = {k: settings.pop(k) for k in list(settings) if k.startswith("ssl_")}
     settings.setdefault("request_timeout_s", 300.0)
-    with LiveServer(Settings(**settings), detectors, **options) as server:
+    kind = SplitServer if MODE == "split" else LiveServer
+    with kind(Settings(**settings), detectors, **options) as server:
         yield server
 
 

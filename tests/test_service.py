@@ -23,6 +23,9 @@ from voxguard.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
 
+# Every test here holds in both wirings: one process, and the engine with front-ends (servers.SplitServer).
+pytestmark = pytest.mark.usefixtures("serving_mode")
+
 
 def wav_bytes(wave: np.ndarray, rate: int = 16000) -> bytes:
     buf = io.BytesIO()
@@ -109,7 +112,7 @@ async def test_deadline_is_504_and_expired_windows_are_not_computed(detectors, u
     with live_server(detectors, max_batch_size=1, request_timeout_s=0.6) as srv:
         # The device turns out far slower than measured (1 ms a window), so requests are admitted that
         # cannot finish in time: their deadline, not the admission estimate, has to stop them.
-        srv.service.engine.batcher.window_s = 0.001
+        srv.batcher.window_s = 0.001
         responses = await post_all(srv.url, [uploads[0]] * 10)
         await asyncio.sleep(1.0)  # let the worker reach the expired windows
         metrics = httpx.get(f"{srv.url}/metrics").text
@@ -169,7 +172,7 @@ async def test_a_failing_forward_fails_only_its_own_request(detectors, uploads):
 
 async def test_worker_restarts_and_ready_reports_it(detectors, uploads):
     with live_server(detectors) as srv:
-        batcher = srv.service.engine.batcher
+        batcher = srv.batcher
         batcher._restart_delay_s = 1.5
         original = batcher._pick_model
 
@@ -190,11 +193,14 @@ async def test_worker_restarts_and_ready_reports_it(detectors, uploads):
         assert batcher.restarts == 1
 
 
-def test_sigterm_drains_in_flight_requests(checkpoint_dir, uploads, tmp_path):
+def test_sigterm_drains_in_flight_requests(checkpoint_dir, uploads, tmp_path, serving_mode):
     """N requests in flight are all answered, a request arriving during the drain gets 503 (the server
-    still listens), and the process exits 0."""
+    still listens), and the process exits 0; split, as real processes: a supervisor, an engine and two
+    front-ends."""
+    frontends = ["--frontends", "2"] if serving_mode == "split" else []
     server = ServerProcess(
-        ["--max-batch-size", "2", "--checkpoint-dir", str(checkpoint_dir)], {"TMPDIR": str(tmp_path)}
+        ["--max-batch-size", "2", "--checkpoint-dir", str(checkpoint_dir), *frontends],
+        {"TMPDIR": str(tmp_path)},
     )
     try:
         server.wait_ready()
@@ -221,6 +227,9 @@ def test_sigterm_drains_in_flight_requests(checkpoint_dir, uploads, tmp_path):
         assert ready.status_code == 503
         assert server.proc.wait(timeout=60) == 0  # a clean drain is a clean exit
         assert "drained and stopped" in server.output()
+        if serving_mode == "split":
+            assert "engine drained and stopped" in server.output()
+            assert "exit codes [0, 0, 0]" in server.output()
         assert time.monotonic() - signalled < 60
     finally:
         server.close()
@@ -362,7 +371,7 @@ async def test_openapi_is_valid_and_docs_work_offline(detectors):
 
 async def test_draining_server_refuses_new_work_with_503(detectors, uploads):
     with live_server(detectors) as srv:
-        srv.service.stop_admitting()
+        srv.stop_admitting()
         async with httpx.AsyncClient(base_url=srv.url, timeout=60) as c:
             refused = await c.post("/v1/predict", files={"file": uploads[0]})
             assert refused.status_code == 503 and refused.json()["code"] == "shutting_down"

@@ -10,7 +10,6 @@ front-end's ``/ready`` sees a stalled engine. SIGTERM drains it: admitted work f
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import pickle
 import signal
@@ -23,6 +22,7 @@ from .batching import BatcherError, InferenceFailed
 from .engine import LocalEngine
 from .inference import ModelInfo
 from .metrics import Metrics
+from .problems import SetupError
 from .settings import Settings
 from .shm import SlotPool, StatusBoard
 from .wire import encode, receive, refusal
@@ -42,12 +42,9 @@ class EngineHost:
         self.metrics = metrics
         self._models = list(engine.models)
 
-    async def run(self) -> None:
-        """Warm up, serve until SIGTERM, then drain."""
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGTERM, stop.set)
-        beat = loop.create_task(self._beat())
+    async def run(self, stop: asyncio.Event) -> None:
+        """Warm up, serve until ``stop`` is set, then drain."""
+        beat = asyncio.get_running_loop().create_task(self._beat())
         await self.engine.start()
         catalogue = (self.engine.models, self.engine.max_batch_size)
         write_catalogue(self.socket_path.parent, catalogue)
@@ -80,6 +77,7 @@ class EngineHost:
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         tasks: dict[int, asyncio.Task[None]] = {}
         pool: SlotPool | None = None
+        index = -1
         try:
             kind, index, pool_path, slots, window = await receive(reader)
             if kind != "hello":
@@ -99,13 +97,14 @@ class EngineHost:
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
         finally:
-            for task in list(tasks.values()):
+            dropped = list(tasks.values())
+            for task in dropped:
                 task.cancel()
-            await asyncio.gather(*tasks.values(), return_exceptions=True)
+            await asyncio.gather(*dropped, return_exceptions=True)
             writer.close()
             if pool is not None:
                 _close_when_unused(pool)
-            logger.info("front-end connection closed (%d requests dropped)", len(tasks))
+            logger.info("front-end %d disconnected (%d requests dropped)", index, len(dropped))
 
     async def _score(
         self,
@@ -155,8 +154,18 @@ def run_engine(settings: Settings, folder: Path, frontends: int, log_level: int)
 
     child_setup(log_level)
     metrics = Metrics()
-    engine = LocalEngine.load(settings, metrics)
+    try:
+        engine = LocalEngine.load(settings, metrics)
+    except SetupError as exc:
+        logger.error("%s", exc)
+        raise SystemExit(2) from None
     metrics.max_batch_size = engine.max_batch_size
     board = StatusBoard(folder / "status", frontends, len(settings.models), create=False)
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(EngineHost(engine, board, folder / "engine.sock", metrics).run())
+    host = EngineHost(engine, board, folder / "engine.sock", metrics)
+
+    async def until_sigterm() -> None:
+        stop = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+        await host.run(stop)
+
+    asyncio.run(until_sigterm())

@@ -100,6 +100,7 @@ class RemoteEngine:
                 await receive(reader)  # welcome: the engine has our slots mapped
                 self._writer = writer
                 self._connected.set()
+                self.board.frontend_alive(self.index, True)
                 logger.info("front-end %d linked to the engine", self.index)
                 while True:
                     self._answer(await receive(reader))
@@ -199,7 +200,7 @@ class RemoteEngine:
         if not self.board.engine_ready:
             return "models are warming up" if self.board.engine_accepting else "shutting down"
         if down := self.board.frontends_down():
-            return f"front-end {', '.join(map(str, down))} is restarting"
+            return f"front-end {', '.join(map(str, down))} of {self.board.frontends} is down or starting"
         return None
 
     @property

@@ -103,7 +103,7 @@ class StatusBoard:
     def engine_started(self, generation: int) -> None:
         self._values[_GENERATION] = generation
 
-    # Written by the supervisor
+    # Written by a front-end once it is linked to the engine, and by the supervisor when it dies
     def frontend_alive(self, index: int, alive: bool) -> None:
         self._values[_ENGINE_FIELDS + index] = 1.0 if alive else 0.0
 

@@ -101,7 +101,6 @@ class Supervisor:
             name=f"voxguard-frontend-{index}",
         )
         process.start()
-        self.board.frontend_alive(index, True)
         logger.info("front-end %d: process %d started", index, process.pid)
         return process
 

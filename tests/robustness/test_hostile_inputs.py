@@ -59,7 +59,7 @@ def private_tmp(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def srv(detector_factory, private_tmp):
+def srv(detector_factory, private_tmp, serving_mode):
     detectors = {"aasist": detector_factory("aasist", "fast")}
     with live_server(detectors, max_upload_mb=MAX_UPLOAD_MB, max_duration_s=600) as server:
         yield server
@@ -245,7 +245,7 @@ def test_server_survives_every_input_repeated(srv, client, samples_dir, private_
     for case, row in zip(CASES * (REPEATS + 1), warmup + repeated, strict=True):
         if case.id not in XFAIL:
             check(case, row)
-    assert srv.service.engine.batcher.alive
+    assert srv.service.ready
     assert client.get("/ready").status_code == 200
     normal = client.post(
         "/v1/predict", files={"file": ("p225.flac", (samples_dir / "p225_002_mic2.flac").read_bytes())}
