@@ -19,7 +19,7 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
@@ -307,8 +307,23 @@ class Batcher:
             raise
         return queue
 
-    async def submit(self, model: str, windows: np.ndarray, deadline: float) -> ScoredWindows:
+    async def submit(self, model: str, windows: Sequence[np.ndarray], deadline: float) -> ScoredWindows:
         """Queue a request's windows and wait for all their scores (``deadline`` is ``time.monotonic()``)."""
+        future = self.enqueue(model, windows, deadline)
+        try:
+            async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                return await future
+        except TimeoutError:
+            raise DeadlineExceeded("the request's deadline passed before its audio was scored") from None
+        finally:
+            future.cancel()  # no-op once resolved; else the worker drops what is left uncomputed
+
+    def enqueue(
+        self, model: str, windows: Sequence[np.ndarray], deadline: float
+    ) -> asyncio.Future[ScoredWindows]:
+        """Queue a request's windows now; the future resolves with their scores, and cancelling it drops
+        what is not computed yet. Windows still queued at ``deadline`` fail with DeadlineExceeded when
+        the worker reaches them; waiting no longer than the deadline is the caller's part (``submit``)."""
         n = len(windows)
         if n == 0:
             raise ValueError("submit needs at least one window")
@@ -326,13 +341,7 @@ class Batcher:
         self._idle.clear()
         self._observer.queue_depth(model, queue.qsize())
         self._work.set()
-        try:
-            async with asyncio.timeout(max(0.0, deadline - now)):
-                return await request.future
-        except TimeoutError:
-            raise DeadlineExceeded("the request's deadline passed before its audio was scored") from None
-        finally:
-            request.future.cancel()  # no-op once resolved; else the worker drops what is left uncomputed
+        return request.future
 
     def stop_admitting(self) -> None:
         """New submissions get :class:`ShuttingDown` (503) from now on; queued work still runs."""

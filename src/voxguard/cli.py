@@ -267,6 +267,12 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
         formatter_class=_HELP,
     )
     _served_options(bs, settings)
+    bs.add_argument(
+        "--frontends",
+        type=_csv_ints,
+        default=[1, 2],
+        help="comma-separated front-end counts to measure voxguard with (VOXGUARD_FRONTENDS)",
+    )
     br = bsub.add_parser(
         "replicas",
         help="1, 2, ... voxguard serve processes sharing one device, each under its own wrk",
@@ -718,7 +724,7 @@ def _bench(args: argparse.Namespace, settings: Settings) -> int:
             report = servebench.bench_replicas(serve_args, replicas=args.replicas, **load)
             render = servebench.render_replicas
         else:
-            report = servebench.bench_serve(serve_args, **load)
+            report = servebench.bench_serve(serve_args, frontends=args.frontends, **load)
             capacity = servebench.simulated_capacity(args.simulated_ms, args.max_batch_size or 64)
             if args.engine == "simulated" and capacity:
                 report["device_capacity_rps"] = round(capacity, 1)

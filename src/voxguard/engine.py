@@ -8,7 +8,9 @@ drains it on shutdown. Where the engine lives is the engine's business; this one
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Sequence
 from typing import Protocol
 
 import numpy as np
@@ -161,6 +163,12 @@ class LocalEngine:
 
     async def submit(self, model: str, windows: np.ndarray, deadline: float) -> ScoredWindows:
         return await self.batcher.submit(model, windows, deadline)
+
+    def enqueue(
+        self, model: str, windows: Sequence[np.ndarray], deadline: float
+    ) -> asyncio.Future[ScoredWindows]:
+        """``Batcher.enqueue``: what the engine process uses, a future instead of a task per request."""
+        return self.batcher.enqueue(model, windows, deadline)
 
     def work_s(self, windows: int) -> float:
         return self.batcher.work_s(windows)

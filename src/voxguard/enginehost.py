@@ -18,7 +18,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from .batching import BatcherError, InferenceFailed
+from .batching import BatcherError, InferenceFailed, ScoredWindows
 from .engine import LocalEngine
 from .inference import ModelInfo
 from .metrics import Metrics
@@ -75,7 +75,8 @@ class EngineHost:
             await asyncio.sleep(_BEAT_S)
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        tasks: dict[int, asyncio.Task[None]] = {}
+        outbox = _Outbox(writer)
+        admitted: dict[int, asyncio.Future[ScoredWindows]] = {}
         pool: SlotPool | None = None
         index = -1
         try:
@@ -83,52 +84,79 @@ class EngineHost:
             if kind != "hello":
                 raise ValueError(f"expected hello, got {kind!r}")
             pool = SlotPool(Path(pool_path), slots, window, create=False)
-            writer.write(encode(("welcome",)))
+            outbox.put(("welcome",))
             logger.info("front-end %d connected", index)
             while True:
                 message = await receive(reader)
                 if message[0] == "submit":
                     _, rid, model, taken, deadline = message
-                    task = asyncio.create_task(self._score(writer, pool, rid, model, taken, deadline))
-                    tasks[rid] = task
-                    task.add_done_callback(lambda _, rid=rid: tasks.pop(rid, None))
-                elif message[0] == "cancel" and (task := tasks.get(message[1])) is not None:
-                    task.cancel()
+                    self._admit(outbox, admitted, pool, rid, model, taken, deadline)
+                elif message[0] == "cancel" and (future := admitted.get(message[1])) is not None:
+                    future.cancel()
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
         finally:
-            dropped = list(tasks.values())
-            for task in dropped:
-                task.cancel()
-            await asyncio.gather(*dropped, return_exceptions=True)
+            dropped = len(admitted)
+            for future in list(admitted.values()):
+                future.cancel()
             writer.close()
             if pool is not None:
                 _close_when_unused(pool)
-            logger.info("front-end %d disconnected (%d requests dropped)", index, len(dropped))
+            logger.info("front-end %d disconnected (%d requests dropped)", index, dropped)
 
-    async def _score(
+    def _admit(
         self,
-        writer: asyncio.StreamWriter,
+        outbox: _Outbox,
+        admitted: dict[int, asyncio.Future[ScoredWindows]],
         pool: SlotPool,
         rid: int,
         model: str,
         taken: list[int],
         deadline: float,
     ) -> None:
-        answer: tuple[Any, ...]
+        """Queue a submission; its answer goes out when its future settles (no task per request: the
+        front-end keeps the deadline and cancels, the batcher drops what expired or was cancelled)."""
         try:
-            scored = await self.engine.submit(model, pool.views(taken), deadline)
-            answer = ("scored", rid, scored.scores, scored.batch_sizes, scored.queue_ms, scored.inference_ms)
-        except asyncio.CancelledError:
-            answer = ("released", rid)
+            future = self.engine.enqueue(model, pool.views(taken), deadline)
         except BatcherError as exc:
-            answer = ("refused", rid, *refusal(exc))
-        except Exception:
-            error_id = uuid.uuid4().hex[:12]
-            logger.exception("submission failed in the engine (error id %s)", error_id)
-            answer = ("refused", rid, *refusal(InferenceFailed(error_id)))
-        if not writer.is_closing():
-            writer.write(encode(answer))
+            outbox.put(("refused", rid, *refusal(exc)))
+            return
+        admitted[rid] = future
+
+        def answer(done: asyncio.Future[ScoredWindows]) -> None:
+            del admitted[rid]
+            if done.cancelled():
+                outbox.put(("released", rid))
+            elif isinstance(exc := done.exception(), BatcherError):
+                outbox.put(("refused", rid, *refusal(exc)))
+            elif exc is not None:
+                error_id = uuid.uuid4().hex[:12]
+                logger.error("submission failed in the engine (error id %s)", error_id, exc_info=exc)
+                outbox.put(("refused", rid, *refusal(InferenceFailed(error_id))))
+            else:
+                s = done.result()
+                outbox.put(("scored", rid, s.scores, s.batch_sizes, s.queue_ms, s.inference_ms))
+
+        future.add_done_callback(answer)
+
+
+class _Outbox:
+    """Answers to one front-end, written together once per loop turn: a batch resolves dozens of
+    requests at once, and one write for them all saves a system call each."""
+
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        self._writer = writer
+        self._messages: list[bytes] = []
+
+    def put(self, message: tuple[Any, ...]) -> None:
+        if not self._messages:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._messages.append(encode(message))
+
+    def _flush(self) -> None:
+        if not self._writer.is_closing():
+            self._writer.write(b"".join(self._messages))
+        self._messages.clear()
 
 
 def write_catalogue(folder: Path, catalogue: tuple[dict[str, ModelInfo], int]) -> None:
