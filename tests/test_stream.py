@@ -167,3 +167,45 @@ async def test_other_sample_rates_are_resampled_like_uploads(detectors, speech):
     spans = [t for w in windows for t in (w["start_s"], w["end_s"])]
     assert spans == pytest.approx([t for w in upload["windows"] for t in (w["start_s"], w["end_s"])])
     assert [w["score"] for w in windows] == pytest.approx([w["score"] for w in upload["windows"]], abs=1e-4)
+
+
+async def test_a_silent_client_is_closed_after_the_idle_timeout(detectors, speech):
+    with live_server(detectors, stream_idle_s=0.5) as srv:
+        uri = srv.url.replace("http", "ws", 1) + "/v1/stream"
+        for first in (None, pcm16(speech[:8000])):  # silent from the start, and after some audio
+            async with websockets.connect(uri) as ws:
+                started = asyncio.get_running_loop().time()
+                if first is not None:
+                    await ws.send(first)
+                error = json.loads(await asyncio.wait_for(ws.recv(), 10))
+                with pytest.raises(websockets.ConnectionClosed):
+                    await asyncio.wait_for(ws.recv(), 10)
+                assert error["type"] == "error" and error["code"] == "idle_timeout", error
+                assert ws.close_code == 1008
+                assert asyncio.get_running_loop().time() - started < 5
+
+
+async def test_a_failing_frame_source_ends_the_client_stream_with_its_error(detectors, speech):
+    """The frames iterable raising mid-stream used to leave the sync client waiting forever."""
+    from voxguard.client import AsyncClient, Client
+
+    class MicrophoneGone(RuntimeError):
+        pass
+
+    def frames():
+        yield pcm16(speech[:8000])
+        raise MicrophoneGone("the microphone was unplugged")
+
+    with live_server(detectors, stream_idle_s=60) as srv:
+
+        def sync_run() -> None:
+            with Client(srv.url) as client:
+                list(client.stream(frames()))
+
+        with pytest.raises(MicrophoneGone):
+            await asyncio.wait_for(asyncio.to_thread(sync_run), 20)
+        async with AsyncClient(srv.url) as client:
+            with pytest.raises(MicrophoneGone):
+                async with asyncio.timeout(20):
+                    async for _ in client.stream(frames()):
+                        pass

@@ -8,7 +8,6 @@ Results are the service's own wire models (``voxguard.api.protocol``), validated
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import os
@@ -366,14 +365,20 @@ def _sync_stream(
 ) -> Iterator[dict[str, Any]]:
     base_url, api_key, verify = ws_target
     uri = _stream_uri(base_url, model)
+    failure: list[Exception] = []
     with ws_connect(uri, **_ws_options(api_key, verify, uri.startswith("wss"))) as ws:
 
         def send_all() -> None:
-            with contextlib.suppress(ConnectionClosed):  # the server may close first (an error message)
+            try:
                 ws.send(_stream_config(sample_rate, fmt, hop_s))
                 for frame in frames:
                     ws.send(_frame_bytes(frame, fmt))
                 ws.send(json.dumps({"type": "end"}))
+            except ConnectionClosed:
+                pass  # the server may close first (an error message)
+            except Exception as exc:  # the caller's frames failed: end the stream, and raise it there
+                failure.append(exc)
+                ws.close()
 
         sender = threading.Thread(target=send_all, name="voxguard-stream-send", daemon=True)
         sender.start()
@@ -382,6 +387,8 @@ def _sync_stream(
                 yield _stream_message(text)
         finally:
             sender.join(timeout=5)
+    if failure:
+        raise failure[0]
 
 
 class AsyncClient:
@@ -486,10 +493,11 @@ class AsyncClient:
         """The asyncio twin of ``Client.stream`` (``frames`` may also be an async iterable)."""
         base_url, api_key, verify = self._ws
         uri = _stream_uri(base_url, model)
+        failure: list[Exception] = []
         async with ws_connect_async(uri, **_ws_options(api_key, verify, uri.startswith("wss"))) as ws:
 
             async def send_all() -> None:
-                with contextlib.suppress(ConnectionClosed):
+                try:
                     await ws.send(_stream_config(sample_rate, pcm_format, hop_s))
                     if hasattr(frames, "__aiter__"):
                         async for frame in frames:  # type: ignore[union-attr]
@@ -498,6 +506,11 @@ class AsyncClient:
                         for frame in frames:
                             await ws.send(_frame_bytes(frame, pcm_format))
                     await ws.send(json.dumps({"type": "end"}))
+                except ConnectionClosed:
+                    pass
+                except Exception as exc:  # as in the sync client: end the stream, raise it to the caller
+                    failure.append(exc)
+                    await ws.close()
 
             sender = asyncio.ensure_future(send_all())
             try:
@@ -505,3 +518,5 @@ class AsyncClient:
                     yield _stream_message(text)
             finally:
                 sender.cancel()
+        if failure:
+            raise failure[0]

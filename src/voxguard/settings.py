@@ -127,6 +127,9 @@ class Settings(BaseSettings):
     stream_max_pending: int = Field(
         default=8, ge=1, description="live stream: windows waiting per connection"
     )
+    stream_idle_s: float = Field(
+        default=10.0, gt=0.0, description="live stream: seconds without a message before it is closed"
+    )
     certfile: Path | None = Field(default=None, description="TLS certificate, PEM (with keyfile: HTTPS)")
     keyfile: Path | None = Field(default=None, description="TLS private key, PEM")
     address_file: Path | None = Field(

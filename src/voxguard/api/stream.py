@@ -102,12 +102,29 @@ async def _send_results(ws: WebSocket, session: LiveSession, threshold: float) -
             )
 
 
+async def _receive(ws: WebSocket) -> dict:
+    """The next message; a client silent for ``stream_idle_s`` is closed (1008 ``idle_timeout``), so an
+    abandoned connection does not hold its session forever."""
+    idle_s = ws.app.state.settings.stream_idle_s
+    try:
+        async with asyncio.timeout(idle_s):
+            message = await ws.receive()
+    except TimeoutError:
+        raise _StreamError(
+            _POLICY,
+            "idle_timeout",
+            f"Nothing received for {idle_s:g} s. Send audio at least every {idle_s:g} s, and "
+            '{"type": "end"} when done.',
+        ) from None
+    if message["type"] == "websocket.disconnect":
+        raise WebSocketDisconnect(message.get("code", 1000))
+    return message
+
+
 async def _receive_audio(ws: WebSocket, session: LiveSession, fmt: str, rate: int) -> None:
     """Feed binary frames to the session until ``{"type": "end"}``, then submit the tail window."""
     while True:
-        message = await ws.receive()
-        if message["type"] == "websocket.disconnect":
-            raise WebSocketDisconnect(message.get("code", 1000))
+        message = await _receive(ws)
         if message.get("bytes") is not None:
             session.feed(_samples(message["bytes"], fmt, rate))
         elif _json(message.get("text")).get("type") == "end":
@@ -131,9 +148,7 @@ def _json(text: str | None) -> dict:
 
 async def _open(ws: WebSocket) -> tuple[LiveSession, str, int]:
     """The session, configured by the query string and an optional first JSON text message."""
-    message = await ws.receive()
-    if message["type"] == "websocket.disconnect":
-        raise WebSocketDisconnect(message.get("code", 1000))
+    message = await _receive(ws)
     config = _json(message["text"]) if message.get("text") is not None else None
     fmt, hop_s, rate = _config(ws, config)
     settings = ws.app.state.settings
