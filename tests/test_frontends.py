@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import re
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -103,3 +105,24 @@ def test_crashed_processes_come_back_and_ready_says_so_meanwhile(samples_dir, tm
         assert server.proc.wait(timeout=60) == 0
     finally:
         server.close()
+
+
+def test_too_little_shared_memory_is_refused_before_anything_starts():
+    proc = subprocess.run(
+        [sys.executable, "-m", "voxguard.cli", "serve", "--engine", "simulated", "--frontends", "500"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert "500 front-ends need" in proc.stderr and "shm_size" in proc.stderr
+    assert "Traceback" not in proc.stderr and "engine process" not in proc.stderr
+
+
+def test_the_front_end_count_defaults_to_what_measured_faster():
+    from voxguard.server import frontend_count
+    from voxguard.settings import Settings
+
+    assert frontend_count(Settings(device="cpu")) == 1  # CPU forwards want every core (docs/scaling.md)
+    assert frontend_count(Settings(engine="simulated")) == 2  # an accelerator: the host side is the limit
+    assert frontend_count(Settings(device="cpu", frontends=3)) == 3

@@ -178,10 +178,23 @@ def public_url(settings: Settings, port: int) -> str:
     return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
 
 
+def frontend_count(settings: Settings) -> int:
+    """``settings.frontends``, or for 0 what measured faster (docs/scaling.md): one process when the
+    models run on the CPU, whose forwards want every core; two front-ends when an accelerator runs
+    them and one process's host side is the limit."""
+    if settings.frontends:
+        return settings.frontends
+    if settings.engine == "simulated":
+        return 2
+    from .inference import resolve_device
+
+    return 1 if resolve_device(settings.device).type == "cpu" else 2
+
+
 def serve(settings: Settings) -> int:
     """Claim the port, load and warm the models, then serve until a signal drains the server; the exit
-    status. One process by default; with ``settings.frontends`` > 1, an engine process and that many
-    HTTP front-ends (``voxguard.supervisor``).
+    status. One process, or with more than one front-end (``frontend_count``) an engine process and
+    that many HTTP front-ends (``voxguard.supervisor``).
 
     Every problem a person can fix (port taken, no such device, missing weights) is raised as a
     :class:`SetupError` before uvicorn starts, so the CLI reports it in one line.
@@ -190,6 +203,7 @@ def serve(settings: Settings) -> int:
     port = listener.getsockname()[1]
     if warning := exposure_warning(settings, port):
         logger.warning("%s", warning)
+    settings = settings.model_copy(update={"frontends": frontend_count(settings)})
     if settings.frontends > 1:
         from .supervisor import Supervisor
 

@@ -97,10 +97,10 @@ class Settings(BaseSettings):
     host: str = Field(default="127.0.0.1", description="address to listen on; 0.0.0.0 for every interface")
     port: int = Field(default=8000, ge=0, le=65535, description="TCP port")
     frontends: int = Field(
-        default=1,
-        ge=1,
-        description="HTTP front-end processes; above 1, one engine process scores for all of them "
-        "(docs/benchmarks.md says when that is faster)",
+        default=0,
+        ge=0,
+        description="HTTP front-end processes; above 1, one engine process scores for all of them; "
+        "0 = what measured faster: 1 on the CPU, 2 on an accelerator (docs/scaling.md)",
     )
     max_batch_size: int = Field(
         default=0, ge=0, description="windows per forward; 0 = 16 on CPU, 64 otherwise"

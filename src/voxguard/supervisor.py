@@ -70,6 +70,7 @@ class Supervisor:
         self.settings = settings
         self.listener = listener
         self.folder = make_folder()
+        _check_room(self.folder, settings)
         self.metrics_dir = self.folder / "metrics"
         self.metrics_dir.mkdir()
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(self.metrics_dir)  # inherited by every child
@@ -182,6 +183,23 @@ class Supervisor:
         codes.append(self.engine.exitcode)
         logger.info("all processes stopped (exit codes %s)", codes)
         return 0 if all(code == 0 for code in codes) else 1
+
+
+def _check_room(folder: Path, settings: Settings) -> None:
+    """Each front-end maps ``queue_size`` windows of shared memory; a container's small ``/dev/shm``
+    (Docker's default is 64 MB) would kill a front-end with SIGBUS under load, so refuse now."""
+    from .audio import WINDOW
+
+    need = settings.frontends * settings.queue_size * WINDOW * 4
+    free = shutil.disk_usage(folder).free
+    if free < need:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise SetupError(
+            f"{settings.frontends} front-ends need {need / 2**20:.0f} MB of shared memory for their "
+            f"windows (VOXGUARD_QUEUE_SIZE={settings.queue_size} each) but {folder.parent} has "
+            f"{free / 2**20:.0f} MB free.",
+            "raise the container's shm_size, or lower VOXGUARD_QUEUE_SIZE or VOXGUARD_FRONTENDS",
+        )
 
 
 def _remove_slots(folder: Path, index: int, pid: int | None) -> None:
