@@ -12,8 +12,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 import websockets
+from pydantic import TypeAdapter
 
 from servers import live_server
+from voxguard.api.protocol import StreamDone, StreamError, StreamEvent, StreamWindow
 from voxguard.audio import AudioOptions, StreamWindower, make_windows
 
 
@@ -91,6 +93,8 @@ async def test_streamed_windows_equal_predict_windows(detectors, speech):
     assert [w["score"] for w in windows] == pytest.approx([w["score"] for w in upload["windows"]], abs=1e-4)
     assert done["windows"] == len(windows) and done["prediction"] == upload["prediction"]
     assert done["score"] == pytest.approx(upload["score"], abs=1e-4)
+    events = TypeAdapter(StreamEvent)  # every message is one of the typed events, nothing more
+    assert [events.validate_python(m).model_dump() for m in messages] == messages
 
 
 async def test_stream_refuses_unusable_sample_rates_and_bad_frames(detectors, speech):
@@ -99,6 +103,7 @@ async def test_stream_refuses_unusable_sample_rates_and_bad_frames(detectors, sp
         assert code == 1003 and messages == [messages[0]] and messages[0]["code"] == "unsupported_sample_rate"
         messages, code = await _stream(srv.url, [b"\x00\x01\x02"])
         assert code == 1003 and messages[0]["code"] == "invalid_frame"
+        assert isinstance(TypeAdapter(StreamEvent).validate_python(messages[0]), StreamError)
 
 
 async def test_a_client_flooding_audio_is_dropped_with_a_close_code(detectors, speech):
@@ -146,8 +151,9 @@ async def test_python_client_streams_sync_and_async(detectors, speech):
                 async for _ in client.stream(frames, sample_rate=1000):
                     pass
     for got in (messages, async_messages):
-        assert got[-1]["type"] == "done"
-        assert [m["score"] for m in got[:-1]] == pytest.approx(want, abs=1e-4)
+        assert isinstance(got[-1], StreamDone) and got[-1].prediction in ("REAL", "FAKE")
+        assert all(isinstance(m, StreamWindow) for m in got[:-1])
+        assert [m.score for m in got[:-1]] == pytest.approx(want, abs=1e-4)
     assert refused.value.code == "unsupported_sample_rate"
 
 

@@ -8,7 +8,6 @@ Results are the service's own wire models (``voxguard.api.protocol``), validated
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import random
@@ -22,13 +21,24 @@ from typing import IO, Any, TypeVar
 
 import httpx
 import numpy as np
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 from websockets.asyncio.client import connect as ws_connect_async
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect as ws_connect
 
 from . import __version__
-from .api.protocol import ErrorBody, HealthResponse, ModelsResponse, PredictResponse
+from .api.protocol import (
+    ErrorBody,
+    HealthResponse,
+    ModelsResponse,
+    PredictResponse,
+    StreamConfig,
+    StreamDone,
+    StreamEnd,
+    StreamError,
+    StreamEvent,
+    StreamWindow,
+)
 
 __all__ = ["AsyncClient", "Audio", "Client", "RetryPolicy", "VoxguardError"]
 
@@ -111,10 +121,8 @@ def _stream_uri(base_url: str, model: str | None) -> str:
 
 
 def _stream_config(sample_rate: int, fmt: str, hop_s: float | None) -> str:
-    config: dict[str, Any] = {"sample_rate": sample_rate, "format": fmt}
-    if hop_s is not None:
-        config["hop_s"] = hop_s
-    return json.dumps(config)
+    config = StreamConfig(sample_rate=sample_rate, format=fmt, hop_s=hop_s)  # type: ignore[arg-type]
+    return config.model_dump_json(exclude_none=True)
 
 
 def _frame_bytes(frame: bytes | np.ndarray, fmt: str) -> bytes:
@@ -123,11 +131,15 @@ def _frame_bytes(frame: bytes | np.ndarray, fmt: str) -> bytes:
     return bytes(frame)
 
 
-def _stream_message(text: str | bytes) -> dict[str, Any]:
-    """A server message; an ``error`` message becomes a ``VoxguardError`` (status 0: no HTTP status)."""
-    message = json.loads(text)
-    if message.get("type") == "error":
-        raise VoxguardError(0, message.get("code", "stream_error"), message.get("detail", ""))
+_STREAM_EVENT: TypeAdapter[StreamWindow | StreamDone | StreamError] = TypeAdapter(StreamEvent)
+
+
+def _stream_message(text: str | bytes) -> StreamWindow | StreamDone:
+    """A server message as its model; an ``error`` message becomes a ``VoxguardError`` (status 0: no
+    HTTP status)."""
+    message = _STREAM_EVENT.validate_json(text)
+    if isinstance(message, StreamError):
+        raise VoxguardError(0, message.code, message.detail)
     return message
 
 
@@ -344,8 +356,8 @@ class Client:
         pcm_format: str = "s16",
         hop_s: float | None = None,
         model: str | None = None,
-    ) -> Iterator[dict[str, Any]]:
-        """Stream PCM frames to ``/v1/stream``; yields each ``window`` message, then the ``done`` one.
+    ) -> Iterator[StreamWindow | StreamDone]:
+        """Stream PCM frames to ``/v1/stream``; yields a ``StreamWindow`` per window, then the ``StreamDone``.
 
         ``frames`` are mono PCM chunks (bytes, or arrays) of at most 1 s each in ``pcm_format`` (``s16`` or
         ``f32``), sent as fast
@@ -362,7 +374,7 @@ def _sync_stream(
     fmt: str,
     hop_s: float | None,
     model: str | None,
-) -> Iterator[dict[str, Any]]:
+) -> Iterator[StreamWindow | StreamDone]:
     base_url, api_key, verify = ws_target
     uri = _stream_uri(base_url, model)
     failure: list[Exception] = []
@@ -373,7 +385,7 @@ def _sync_stream(
                 ws.send(_stream_config(sample_rate, fmt, hop_s))
                 for frame in frames:
                     ws.send(_frame_bytes(frame, fmt))
-                ws.send(json.dumps({"type": "end"}))
+                ws.send(StreamEnd().model_dump_json())
             except ConnectionClosed:
                 pass  # the server may close first (an error message)
             except Exception as exc:  # the caller's frames failed: end the stream, and raise it there
@@ -489,7 +501,7 @@ class AsyncClient:
         pcm_format: str = "s16",
         hop_s: float | None = None,
         model: str | None = None,
-    ) -> AsyncIterator[dict[str, Any]]:
+    ) -> AsyncIterator[StreamWindow | StreamDone]:
         """The asyncio twin of ``Client.stream`` (``frames`` may also be an async iterable)."""
         base_url, api_key, verify = self._ws
         uri = _stream_uri(base_url, model)
@@ -505,7 +517,7 @@ class AsyncClient:
                     else:
                         for frame in frames:
                             await ws.send(_frame_bytes(frame, pcm_format))
-                    await ws.send(json.dumps({"type": "end"}))
+                    await ws.send(StreamEnd().model_dump_json())
                 except ConnectionClosed:
                     pass
                 except Exception as exc:  # as in the sync client: end the stream, raise it to the caller

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -83,6 +83,70 @@ class PredictResponse(BaseModel):
     warnings: list[str]
     timing: Timing
     batch_sizes: list[int] = Field(description="sizes of the batches this request's windows ran in")
+
+
+class Verdict(BaseModel):
+    """The verdict fields, shared by an upload's result and a live stream's final summary."""
+
+    prediction: Literal["REAL", "FAKE", "INCONCLUSIVE"] | None = Field(
+        description="INCONCLUSIVE: too little speech to judge (see `reason`); null: every window was silent"
+    )
+    is_fake: bool | None = None
+    confidence: float | None = Field(default=None, ge=0, le=1)
+    fake_probability: float | None = Field(default=None, ge=0, le=1)
+    score: float | None = None
+    reason: str | None = None
+    segments: list[SegmentOut] = Field(default_factory=list)
+
+
+# WebSocket /v1/stream (docs/streaming.md): what the server sends, and what the client sends as text.
+
+
+class StreamWindow(BaseModel):
+    """One scored live window, sent as soon as its batch is done."""
+
+    type: Literal["window"] = "window"
+    index: int
+    start_s: float
+    end_s: float
+    score: float
+    fake_probability: float = Field(ge=0, le=1)
+    prediction: Literal["REAL", "FAKE"]
+    silent: bool
+    batch_size: int
+
+
+class StreamDone(Verdict):
+    """The last message of a stream that ended with ``{"type": "end"}``: the verdict over every window."""
+
+    type: Literal["done"] = "done"
+    windows: int = Field(description="windows scored in the whole stream")
+    speech_s: float
+
+
+class StreamError(BaseModel):
+    """Sent before the server closes a stream for a reason (the close code says which kind)."""
+
+    type: Literal["error"] = "error"
+    code: str
+    detail: str
+
+
+StreamEvent = Annotated[StreamWindow | StreamDone | StreamError, Field(discriminator="type")]
+
+
+class StreamConfig(BaseModel):
+    """The optional first text message; unset fields keep the query string's values."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    format: Literal["s16", "f32"] | None = None
+    sample_rate: int | None = None
+    hop_s: float | None = None
+
+
+class StreamEnd(BaseModel):
+    type: Literal["end"] = "end"
 
 
 class ErrorBody(BaseModel):

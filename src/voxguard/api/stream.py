@@ -26,6 +26,7 @@ from ..batching import BatcherError
 from ..service import LiveSession, SlowConsumer
 from .auth import key_matches
 from .errors import to_api_error
+from .protocol import StreamDone, StreamError, StreamWindow
 
 logger = logging.getLogger(__name__)
 
@@ -87,19 +88,17 @@ def _samples(data: bytes, fmt: str, rate: int) -> np.ndarray:
 async def _send_results(ws: WebSocket, session: LiveSession, threshold: float) -> None:
     while (scored := await session.next_scored()) is not None:
         for w in scored:
-            await ws.send_json(
-                {
-                    "type": "window",
-                    "index": w.index,
-                    "start_s": w.start_s,
-                    "end_s": w.end_s,
-                    "score": w.score,
-                    "fake_probability": w.fake_probability,
-                    "prediction": "FAKE" if w.fake_probability >= threshold else "REAL",
-                    "silent": w.silent,
-                    "batch_size": w.batch_size,
-                }
+            window = StreamWindow(
+                index=w.index,
+                start_s=w.start_s,
+                end_s=w.end_s,
+                score=w.score,
+                fake_probability=w.fake_probability,
+                prediction="FAKE" if w.fake_probability >= threshold else "REAL",
+                silent=w.silent,
+                batch_size=w.batch_size,
             )
+            await ws.send_text(window.model_dump_json())
 
 
 async def _receive(ws: WebSocket) -> dict:
@@ -166,7 +165,7 @@ async def _open(ws: WebSocket) -> tuple[LiveSession, str, int]:
 
 async def _close_with_error(ws: WebSocket, close_code: int, code: str, detail: str) -> None:
     with contextlib.suppress(Exception):  # the client may already be gone
-        await ws.send_json({"type": "error", "code": code, "detail": detail})
+        await ws.send_text(StreamError(code=code, detail=detail).model_dump_json())
         await ws.close(close_code, reason=code)
 
 
@@ -191,9 +190,8 @@ async def stream(ws: WebSocket) -> None:
         await sender  # the receiver saw "end": wait until every window is out
         summary = session.summary()
         verdict = summary.record() if summary else {"prediction": None}
-        await ws.send_json(
-            {"type": "done", "windows": session.windows_submitted, "speech_s": session.speech_s, **verdict}
-        )
+        done_message = StreamDone(windows=session.windows_submitted, speech_s=session.speech_s, **verdict)
+        await ws.send_text(done_message.model_dump_json())
         await ws.close(1000)
     except WebSocketDisconnect:
         logger.info("live stream closed by the client")
