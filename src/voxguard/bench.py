@@ -10,11 +10,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .audio import AudioOptions, prepare
+from .audio import AudioOptions
 from .inference import Detector
 from .model.checkpoints import load_checkpoint
+from .pipeline import Pipeline
 from .runtime import set_threads, tune_allocator
-from .scoring import Rule, summarize
+from .scoring import Rule
 
 
 @dataclass(frozen=True)
@@ -118,13 +119,12 @@ def engine_agreement(
     loaded = load_checkpoint(name, checkpoint, checkpoint_dir)
     reference = Detector(loaded, engine="eager", device=device)
     candidate = Detector(loaded, engine=engine, device=device)
-    options = options or AudioOptions()
-    rule = rule or Rule()
+    pipeline = Pipeline(options or AudioOptions(), rule or Rule())
     rows = []
     for path in files:
-        audio, windows = prepare(Path(path).read_bytes(), options)
-        want = summarize(audio, windows, reference.scores(windows.batch), rule)
-        got = summarize(audio, windows, candidate.scores(windows.batch), rule)
+        audio, windows = pipeline.windows(Path(path).read_bytes())
+        want = pipeline.verdict(audio, windows, reference.scores(windows.batch))
+        got = pipeline.verdict(audio, windows, candidate.scores(windows.batch))
         window_delta = max(abs(a.score - b.score) for a, b in zip(want.windows, got.windows, strict=True))
         rows.append(
             {"file": str(path), "agree": want.prediction == got.prediction, "max_window_delta": window_delta}

@@ -442,33 +442,26 @@ def _audio_files(paths: list[Path]) -> list[Path]:
 
 
 def _predict(args: argparse.Namespace, settings: Settings) -> int:
-    import numpy as np
-
-    from .audio import AudioError, prepare
+    from .audio import AudioError
+    from .pipeline import Pipeline
     from .progress import track
-    from .scoring import summarize
 
     settings = settings.model_copy(update={"preprocess": args.preprocess, "threshold": args.threshold})
     files = _audio_files(args.files)
     detector = _load_detector(args, settings)
-    options = settings.audio_options()
-    rule = settings.rule()
+    pipeline = Pipeline.from_settings(settings)
     failures = 0
     rows = []
-    chunk = settings.batch_size_for(detector.device.type)
+    batch_size = settings.batch_size_for(detector.device.type)
     for path in track(files, len(files), "scoring", "file", disable=len(files) < 2):
         try:
-            audio, windows = prepare(path.read_bytes(), options)
+            verdict = pipeline.run(path.read_bytes(), detector, batch_size)
         except (AudioError, OSError) as exc:
             failures += 1
             code = exc.code if isinstance(exc, AudioError) else "unreadable_file"
             detail = exc.detail if isinstance(exc, AudioError) else str(exc)
             record = {"file": str(path), "error": {"code": code, "detail": detail}}
         else:
-            scores = [
-                detector.scores(windows.batch[i : i + chunk]) for i in range(0, len(windows.batch), chunk)
-            ]
-            verdict = summarize(audio, windows, np.concatenate(scores), rule)
             record = {"file": str(path), **verdict.record(detector.name)}
         if args.json:
             print(json.dumps(record), flush=True)

@@ -14,11 +14,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .audio import SAMPLE_RATE, StreamResampler, StreamWindower, WindowSet, prepare
+from .audio import SAMPLE_RATE, StreamResampler, StreamWindower, WindowSet
 from .batching import UnknownModel
 from .engine import Engine, LocalEngine
 from .metrics import Metrics
-from .scoring import Decision, Verdict, decide, fake_probability, summarize
+from .pipeline import Pipeline
+from .scoring import Decision, Verdict, decide, fake_probability
 from .settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -58,8 +59,7 @@ class PredictionService:
         self.models = engine.models
         self.default_model = next(iter(self.models))
         metrics.max_batch_size = engine.max_batch_size
-        self.options = settings.audio_options()
-        self.rule = settings.rule()
+        self.pipeline = Pipeline.from_settings(settings)
         workers = settings.decode_workers or os.cpu_count() or 1
         self._decode_pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="voxguard-decode")
 
@@ -118,14 +118,14 @@ class PredictionService:
         self.engine.admit(name)  # a full or draining server refuses before decoding anything
         started = time.monotonic()
         if len(data) <= INLINE_BYTES and data[:4] == b"RIFF":
-            audio, windows = prepare(data, self.options)
+            audio, windows = self.pipeline.windows(data)
         else:
             loop = asyncio.get_running_loop()
-            audio, windows = await loop.run_in_executor(self._decode_pool, prepare, data, self.options)
+            audio, windows = await loop.run_in_executor(self._decode_pool, self.pipeline.windows, data)
         decoded = time.monotonic()
         deadline = self.deadline(received_at, len(windows.spans))
         scored = await self.engine.submit(name, windows.batch, deadline)
-        verdict = summarize(audio, windows, scored.scores, self.rule)
+        verdict = self.pipeline.verdict(audio, windows, scored.scores)
         done = time.monotonic()
         timing = Timing(
             decode_ms=(decoded - started) * 1000.0,
@@ -173,7 +173,7 @@ class LiveSession:
     ) -> None:
         self.service = service
         self.model = service.resolve_model(model)
-        self.windower = StreamWindower(service.options, hop)
+        self.windower = StreamWindower(service.pipeline.options, hop)
         self.resampler = StreamResampler(sample_rate) if sample_rate != SAMPLE_RATE else None
         self.max_pending = max_pending
         self.pending: asyncio.Queue[asyncio.Task[list[LiveWindow]] | None] = asyncio.Queue()
@@ -215,7 +215,7 @@ class LiveSession:
     async def _score(self, first: int, windows: WindowSet) -> list[LiveWindow]:
         deadline = self.service.deadline(time.monotonic(), len(windows.spans))
         scored = await self.service.engine.submit(self.model, windows.batch, deadline)
-        scores = self.service.rule.calibrate(scored.scores)
+        scores = self.service.pipeline.rule.calibrate(scored.scores)
         rows = zip(windows.spans, scored.scores, scores, windows.silent, strict=True)
         return [
             LiveWindow(
@@ -250,7 +250,7 @@ class LiveSession:
             [(x.start_s, x.end_s) for x in w],
             np.array([x.margin for x in w]),
             [x.silent for x in w],
-            self.service.rule,
+            self.service.pipeline.rule,
             self.windower.speech_s,
         )
 

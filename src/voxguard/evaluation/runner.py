@@ -18,10 +18,11 @@ from typing import Protocol
 
 import numpy as np
 
-from ..audio import WINDOW, AudioError, AudioOptions, WindowSet, decode, make_windows, prepare
+from ..audio import WINDOW, AudioError, AudioOptions, WindowSet, decode, make_windows
 from ..datasets import Dataset, Item
+from ..pipeline import Pipeline
 from ..progress import Progress, progress_bar
-from ..scoring import INCONCLUSIVE, Rule, decide
+from ..scoring import INCONCLUSIVE, Rule
 from .scorefile import ScoreWriter, resume_scores
 
 logger = logging.getLogger(__name__)
@@ -47,6 +48,10 @@ class ScoringProtocol:
     @property
     def whole_file(self) -> bool:
         return self.name == "service"
+
+    @property
+    def pipeline(self) -> Pipeline:
+        return Pipeline(self.options, self.rule)
 
 
 def scoring_protocol(base: AudioOptions, rule: Rule, *, name: str, preprocess: str | None) -> ScoringProtocol:
@@ -97,7 +102,7 @@ def _windows(item: Item, protocol: ScoringProtocol) -> WindowSet:
     options = protocol.options
     data = item.path.read_bytes()
     if protocol.whole_file:
-        return prepare(data, options)[1]
+        return protocol.pipeline.windows(data)[1]
     audio = decode(data, min_duration_s=options.min_duration_s, max_duration_s=options.max_duration_s)
     return make_windows(
         audio.waveform[:WINDOW],  # one window: the first WINDOW samples, or the tiled short file
@@ -163,7 +168,7 @@ class _Batches:
     def _done(self, f: _File) -> None:
         """The protocol's verdict on a completed file: its score, or why it cannot be judged."""
         w = f.windows
-        decision = decide(w.spans, np.asarray(f.scores), w.silent, self.protocol.rule, w.speech_s)
+        decision = self.protocol.pipeline.decision(w, np.asarray(f.scores))
         if decision.prediction == INCONCLUSIVE:
             self.failures.append(Failure(f.item.key, str(f.item.path), "inconclusive", decision.reason or ""))
         else:

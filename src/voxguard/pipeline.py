@@ -1,0 +1,54 @@
+"""The prediction pipeline: bytes -> windows -> scores -> verdict, one path for every caller.
+
+The service, ``voxguard predict``, ``voxguard eval`` (its service protocol) and ``bench agreement``
+cut and level audio with :meth:`Pipeline.windows` and judge scored windows with
+:meth:`Pipeline.verdict` (or :meth:`Pipeline.decision`, for callers that keep no decoded audio).
+Only the scoring in between is the caller's: the service's engine batches windows across requests,
+eval across files, and the CLI calls a detector. So one file gets one answer wherever it is sent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from .audio import AudioOptions, DecodedAudio, WindowSet, prepare
+from .scoring import Decision, Rule, Verdict, decide, summarize
+from .settings import Settings
+
+
+class Scorer(Protocol):
+    """``(B, T)`` float32 windows -> ``(B,)`` margins (a :class:`voxguard.inference.Detector`)."""
+
+    def scores(self, windows: np.ndarray) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    options: AudioOptions
+    rule: Rule
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Pipeline:
+        return cls(settings.audio_options(), settings.rule())
+
+    def windows(self, data: bytes) -> tuple[DecodedAudio, WindowSet]:
+        """Decode, resample, cut and level: the whole CPU side of one file."""
+        return prepare(data, self.options)
+
+    def verdict(self, audio: DecodedAudio, windows: WindowSet, margins: np.ndarray) -> Verdict:
+        """The file's result, from its windows' margins (``Verdict.record`` is its published shape)."""
+        return summarize(audio, windows, margins, self.rule)
+
+    def decision(self, windows: WindowSet, margins: np.ndarray) -> Decision:
+        """The verdict alone, as :meth:`verdict` decides it."""
+        return decide(windows.spans, margins, windows.silent, self.rule, windows.speech_s)
+
+    def run(self, data: bytes, scorer: Scorer, batch_size: int) -> Verdict:
+        """One file end to end, its windows scored ``batch_size`` at a time."""
+        audio, windows = self.windows(data)
+        batch = windows.batch
+        margins = [scorer.scores(batch[i : i + batch_size]) for i in range(0, len(batch), batch_size)]
+        return self.verdict(audio, windows, np.concatenate(margins))
