@@ -18,7 +18,7 @@ import pytest
 import soundfile as sf
 from prometheus_client import generate_latest
 
-from voxguard import service as service_module
+from voxguard import pipeline as pipeline_module
 from voxguard.api.app import create_app
 from voxguard.audio import WINDOW
 from voxguard.batching import QueueFull
@@ -125,7 +125,7 @@ def test_a_full_server_refuses_before_decoding(monkeypatch):
             second = asyncio.ensure_future(service.predict(wav(), None, time.monotonic()))
             await until(lambda: service.engine.depth("aasist") == 1)  # waiting in the one slot
             with monkeypatch.context() as patch:
-                patch.setattr(service_module, "prepare", decode_must_not_run)
+                patch.setattr(pipeline_module, "prepare", decode_must_not_run)
                 with pytest.raises(QueueFull):
                     await service.predict(wav(), None, time.monotonic())
             gated.release.set()

@@ -714,7 +714,10 @@ def _bench(args: argparse.Namespace, settings: Settings) -> int:
             "env": env,
         }
         if args.bench == "replicas":
-            report = servebench.bench_replicas(serve_args, replicas=args.replicas, **load)
+            # Independent single-process servers: the front-end count is what bench serve compares.
+            report = servebench.bench_replicas(
+                [*serve_args, "--frontends", "1"], replicas=args.replicas, **load
+            )
             render = servebench.render_replicas
         else:
             report = servebench.bench_serve(serve_args, frontends=args.frontends, **load)

@@ -59,7 +59,7 @@ class EngineHost:
         await self.engine.drain()
         server.close()
         beat.cancel()
-        self.board.engine_beat(time.monotonic(), False, False, self.engine.window_s, 0, [])
+        self.board.engine_beat(time.monotonic(), False, False, self.engine.window_s, [])
         logger.info("engine drained and stopped")
 
     async def _beat(self) -> None:
@@ -67,10 +67,7 @@ class EngineHost:
         while True:
             depths = [engine.depth(m) for m in self._models]
             ready = engine.warmed_up and engine.ready
-            outstanding = engine.batcher.backlog
-            self.board.engine_beat(
-                time.monotonic(), ready, engine.accepting, engine.window_s, outstanding, depths
-            )
+            self.board.engine_beat(time.monotonic(), ready, engine.accepting, engine.window_s, depths)
             self.metrics.window_seconds.set(engine.window_s)
             await asyncio.sleep(_BEAT_S)
 
@@ -176,11 +173,11 @@ def _close_when_unused(pool: SlotPool) -> None:
         asyncio.get_running_loop().call_later(0.5, _close_when_unused, pool)
 
 
-def run_engine(settings: Settings, folder: Path, frontends: int, log_level: int) -> None:
+def run_engine(settings: Settings, folder: Path, frontends: int, log_level: int, supervisor: int) -> None:
     """The engine process's entry point (``multiprocessing``, spawn)."""
     from .supervisor import child_setup
 
-    child_setup(log_level)
+    child_setup(log_level, supervisor)
     metrics = Metrics()
     try:
         engine = LocalEngine.load(settings, metrics)

@@ -108,6 +108,9 @@ class RemoteEngine:
                 logger.error(
                     "front-end %d lost the engine; failing %d requests", self.index, len(self._pending)
                 )
+            except Exception:  # a bug on either side must not leave this front-end unlinked for good
+                logger.exception("front-end %d: the engine link failed; reconnecting", self.index)
+                await asyncio.sleep(_RECONNECT_S)
             finally:
                 self._connected.clear()
                 self._writer = None

@@ -77,10 +77,10 @@ class SlotPool:
         return True
 
 
-# The status board: the engine's fields, then one heartbeat per front-end (0 = down), then the queue
+# The status board: the engine's fields, then one flag per front-end (1 = linked, 0 = down), then the queue
 # depth of each model. Float64 throughout; a torn read of one field costs at most one stale value.
-_HEARTBEAT, _READY, _ACCEPTING, _WINDOW_S, _OUTSTANDING, _GENERATION = range(6)
-_ENGINE_FIELDS = 8
+_HEARTBEAT, _READY, _ACCEPTING, _WINDOW_S = range(4)
+_ENGINE_FIELDS = 4
 
 
 class StatusBoard:
@@ -93,15 +93,12 @@ class StatusBoard:
 
     # Written by the engine
     def engine_beat(
-        self, now: float, ready: bool, accepting: bool, window_s: float, outstanding: int, depths: list[int]
+        self, now: float, ready: bool, accepting: bool, window_s: float, depths: list[int]
     ) -> None:
         v = self._values
-        v[_READY], v[_ACCEPTING], v[_WINDOW_S], v[_OUTSTANDING] = ready, accepting, window_s, outstanding
+        v[_READY], v[_ACCEPTING], v[_WINDOW_S] = ready, accepting, window_s
         self._depths[: len(depths)] = depths
         v[_HEARTBEAT] = now
-
-    def engine_started(self, generation: int) -> None:
-        self._values[_GENERATION] = generation
 
     # Written by a front-end once it is linked to the engine, and by the supervisor when it dies
     def frontend_alive(self, index: int, alive: bool) -> None:
@@ -122,10 +119,6 @@ class StatusBoard:
     @property
     def window_s(self) -> float:
         return float(self._values[_WINDOW_S])
-
-    @property
-    def outstanding(self) -> int:
-        return int(self._values[_OUTSTANDING])
 
     def depth(self, index: int) -> int:
         return int(self._depths[index])

@@ -35,7 +35,7 @@ _RESTART_DELAY_S = 0.5
 _LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
-def child_setup(log_level: int) -> None:
+def child_setup(log_level: int, supervisor: int) -> None:
     """In a child process: log as the parent does, die with it, and leave signals to it (a terminal's
     Ctrl-C reaches the supervisor only, which drains the children in order)."""
     logging.basicConfig(level=logging.WARNING, format=_LOG_FORMAT)
@@ -43,15 +43,15 @@ def child_setup(log_level: int) -> None:
     os.setpgrp()
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    if os.getppid() == 1:  # the supervisor died before prctl took effect
+    if os.getppid() != supervisor:  # it died before prctl took effect (in a container it may be pid 1)
         os.kill(os.getpid(), signal.SIGTERM)
 
 
 def run_frontend(
-    settings: Settings, folder: Path, index: int, listener: socket.socket, log_level: int
+    settings: Settings, folder: Path, index: int, listener: socket.socket, log_level: int, supervisor: int
 ) -> None:
     """A front-end process's entry point: the whole HTTP app over a :class:`RemoteEngine`."""
-    child_setup(log_level)
+    child_setup(log_level, supervisor)
     from .api.app import create_app
     from .metrics import Metrics
     from .remote import RemoteEngine
@@ -88,7 +88,7 @@ class Supervisor:
 
         process = self.context.Process(
             target=run_engine,
-            args=(self.settings, self.folder, self.settings.frontends, self.log_level),
+            args=(self.settings, self.folder, self.settings.frontends, self.log_level, os.getpid()),
             name="voxguard-engine",
         )
         process.start()
@@ -98,7 +98,7 @@ class Supervisor:
     def _start_frontend(self, index: int) -> BaseProcess:
         process = self.context.Process(
             target=run_frontend,
-            args=(self.settings, self.folder, index, self.listener, self.log_level),
+            args=(self.settings, self.folder, index, self.listener, self.log_level, os.getpid()),
             name=f"voxguard-frontend-{index}",
         )
         process.start()

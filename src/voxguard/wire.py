@@ -12,6 +12,7 @@ Engine to front-end:
     ("welcome",)                                                the slots are mapped
     ("scored", request_id, scores, batch_sizes, queue_ms, inference_ms)
     ("refused", request_id, error_kind, error_args)
+    ("released", request_id)                                    after a cancel: nothing computed or sent
 
 Exactly one "scored" or "refused" answers each submission, a cancelled one included: only then may the
 front-end reuse its slots.

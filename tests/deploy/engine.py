@@ -179,7 +179,7 @@ def build(engine: Engine, tag: str, *args: str, timeout: float = 1800) -> Build:
 
 def compose_run_options(service: dict, sources: dict[str, Path]) -> list[str]:
     """``docker run`` options for what Compose does with ``service`` (from ``compose config``):
-    read-only root, tmpfs, privileges, stop signal and grace, restart policy, environment and
+    read-only root, tmpfs, shared memory, privileges, stop signal and grace, restart policy, environment and
     volumes, a volume's source replaced where ``sources`` names its target. Its ports and GPU
     reservation are left out: the tests use host networking, on a host without a GPU."""
     options = ["--read-only"] if service.get("read_only") else []
@@ -189,6 +189,8 @@ def compose_run_options(service: dict, sources: dict[str, Path]) -> list[str]:
         options += ["--security-opt", opt]
     for cap in service.get("cap_drop", []):
         options += ["--cap-drop", cap]
+    if "shm_size" in service:
+        options += ["--shm-size", str(service["shm_size"])]
     options += ["--stop-signal", service["stop_signal"]]
     options += ["--stop-timeout", str(round(go_seconds(service["stop_grace_period"])))]
     options += ["--restart", service["restart"]]

@@ -63,7 +63,7 @@ class Served:
     container: str
     url: str
     started_at: float
-    decoy: RecordingServer
+    decoy: RecordingServer | None = None  # the voxguard look-alike on VOXGUARD_PORT, where there is one
 
 
 @pytest.fixture(scope="module")
@@ -226,3 +226,31 @@ def test_docker_stop_answers_the_request_in_flight_and_exits_0(engine, served, s
         "docker_stop_s": round(stop_s, 1),
         "request_s": round(outcome["answered_at"] - outcome["sent_at"], 1),
     }
+
+
+def test_front_ends_in_the_container_serve_and_stop_cleanly(engine, image, checkpoint_dir, samples_dir):
+    """``--frontends 2`` as compose runs the image: the supervisor is pid 1 there, the front-ends share
+    compose's ``shm_size`` with the engine, and ``docker stop`` drains all three processes."""
+    service = compose_config(REPO / "compose.yaml")["services"]["voxguard"]
+    options = compose_run_options(service, {CHECKPOINTS: checkpoint_dir})
+    port = free_port()
+    container = engine(
+        *("run", "-d", "--network", "host", "--label", engine.label, *options),
+        *(image.tag, "serve", "--port", port, "--frontends", "2"),
+        timeout=120,
+    ).stdout.strip()
+    try:
+        served = Served(container, f"http://127.0.0.1:{port}", time.monotonic())
+        _wait_ready(engine, served)
+        clip = (SAMPLE, (samples_dir / SAMPLE).read_bytes())
+        for _ in range(4):
+            predicted = httpx.post(f"{served.url}/v1/predict", files={"file": clip}, timeout=120)
+            assert predicted.status_code == 200, predicted.text
+        engine("stop", container, timeout=120)
+        state = _inspect(engine, container)["State"]
+        logs = engine("logs", container, timeout=60)
+        output = logs.stdout + logs.stderr
+        assert state["ExitCode"] == 0, output
+        assert "front-end 1 linked to the engine" in output and "exit codes [0, 0, 0]" in output
+    finally:
+        engine("rm", "-f", container, timeout=120, check=False)
