@@ -309,14 +309,7 @@ class Batcher:
 
     async def submit(self, model: str, windows: Sequence[np.ndarray], deadline: float) -> ScoredWindows:
         """Queue a request's windows and wait for all their scores (``deadline`` is ``time.monotonic()``)."""
-        future = self.enqueue(model, windows, deadline)
-        try:
-            async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
-                return await future
-        except TimeoutError:
-            raise DeadlineExceeded("the request's deadline passed before its audio was scored") from None
-        finally:
-            future.cancel()  # no-op once resolved; else the worker drops what is left uncomputed
+        return await until_deadline(self.enqueue(model, windows, deadline), deadline)
 
     def enqueue(
         self, model: str, windows: Sequence[np.ndarray], deadline: float
@@ -465,6 +458,18 @@ class Batcher:
         self._outstanding -= count
         if self._outstanding == 0:
             self._idle.set()
+
+
+async def until_deadline(future: asyncio.Future[ScoredWindows], deadline: float) -> ScoredWindows:
+    """The scores ``future`` resolves with, or :class:`DeadlineExceeded` at ``deadline``; a future not
+    resolved by then is cancelled, which drops its windows not yet computed."""
+    try:
+        async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+            return await future
+    except TimeoutError:
+        raise DeadlineExceeded("the request's deadline passed before its audio was scored") from None
+    finally:
+        future.cancel()  # no-op once resolved
 
 
 def _forward(scorer: Scorer, windows: list[np.ndarray]) -> np.ndarray:

@@ -24,13 +24,13 @@ from .audio import WINDOW
 from .batching import (
     BatcherError,
     BatchObserver,
-    DeadlineExceeded,
     EngineUnavailable,
     QueueFull,
     ScoredWindows,
     ShuttingDown,
     TooManyWindows,
     UnknownModel,
+    until_deadline,
 )
 from .enginehost import read_catalogue
 from .inference import ModelInfo
@@ -169,14 +169,9 @@ class RemoteEngine:
         self.latest_deadline = max(self.latest_deadline, deadline)
         self._writer.write(encode(("submit", rid, model, taken, deadline)))
         try:
-            async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
-                return await future
-        except TimeoutError:
-            raise DeadlineExceeded("the request's deadline passed before its audio was scored") from None
+            return await until_deadline(future, deadline)
         finally:
-            if not future.done():
-                future.cancel()
-            if rid in self._pending and self._writer is not None:
+            if rid in self._pending and self._writer is not None:  # not answered: the engine drops it
                 self._writer.write(encode(("cancel", rid)))
 
     def work_s(self, windows: int) -> float:
