@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import pickle
 import signal
 import time
 import uuid
@@ -20,11 +19,10 @@ from typing import Any
 
 from .batching import BatcherError, InferenceFailed, ScoredWindows
 from .engine import LocalEngine
-from .inference import ModelInfo
 from .metrics import Metrics
 from .problems import SetupError
 from .settings import Settings
-from .shm import SlotPool, StatusBoard
+from .shm import SlotPool, StatusBoard, write_catalogue
 from .wire import encode, receive, refusal
 
 logger = logging.getLogger(__name__)
@@ -154,17 +152,6 @@ class _Outbox:
         if not self._writer.is_closing():
             self._writer.write(b"".join(self._messages))
         self._messages.clear()
-
-
-def write_catalogue(folder: Path, catalogue: tuple[dict[str, ModelInfo], int]) -> None:
-    """What the front-ends need before they can build their app: the models and the batch limit."""
-    partial = folder / ".catalogue"
-    partial.write_bytes(pickle.dumps(catalogue))
-    partial.replace(folder / "catalogue")
-
-
-def read_catalogue(folder: Path) -> tuple[dict[str, ModelInfo], int]:
-    return pickle.loads((folder / "catalogue").read_bytes())
 
 
 def _close_when_unused(pool: SlotPool) -> None:

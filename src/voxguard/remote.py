@@ -32,10 +32,9 @@ from .batching import (
     UnknownModel,
     until_deadline,
 )
-from .enginehost import read_catalogue
 from .inference import ModelInfo
 from .settings import Settings
-from .shm import SlotPool, StatusBoard
+from .shm import SlotPool, StatusBoard, read_catalogue
 from .wire import encode, rebuild, receive
 
 logger = logging.getLogger(__name__)

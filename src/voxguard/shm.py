@@ -5,17 +5,24 @@ mapped by every process that uses them. A front-end owns its :class:`SlotPool`: 
 windows into free slots and sends only the slot numbers to the engine, which reads them in place;
 the slots are free again once the engine has answered for that request. The :class:`StatusBoard` is
 written by one process per field and read by all: the engine's state (ready, load, measured device
-time), and the front-ends' liveness, so any front-end's ``/ready`` sees a crashed process.
+time), and the front-ends' liveness, so any front-end's ``/ready`` sees a crashed process. The
+catalogue (the engine's models and batch limit) is written once the engine is warm, so a front-end
+can build its app before it links to the engine.
 """
 
 from __future__ import annotations
 
 import mmap
 import os
+import pickle
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from .inference import ModelInfo
 
 
 def make_folder() -> Path:
@@ -126,3 +133,14 @@ class StatusBoard:
     def frontends_down(self) -> list[int]:
         alive = self._values[_ENGINE_FIELDS : _ENGINE_FIELDS + self.frontends]
         return [i for i, beat in enumerate(alive) if not beat]
+
+
+def write_catalogue(folder: Path, catalogue: tuple[dict[str, ModelInfo], int]) -> None:
+    """What the front-ends need before they can build their app: the models and the batch limit."""
+    partial = folder / ".catalogue"
+    partial.write_bytes(pickle.dumps(catalogue))
+    partial.replace(folder / "catalogue")
+
+
+def read_catalogue(folder: Path) -> tuple[dict[str, ModelInfo], int]:
+    return pickle.loads((folder / "catalogue").read_bytes())
