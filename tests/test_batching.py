@@ -21,6 +21,7 @@ import pytest
 from voxguard.batching import (
     Batcher,
     BatcherError,
+    BatchShapes,
     DeadlineExceeded,
     InferenceFailed,
     QueueFull,
@@ -287,6 +288,104 @@ async def test_a_request_longer_than_max_batch_size_spans_several_batches(make_b
     assert result.batch_sizes == [4, 4, 2]
     assert [len(c.ids) for c in scorer.calls] == [4, 4, 2]
     assert [i for c in scorer.calls for i in c.ids] == [float(i) for i in ids]
+
+
+# --- batch shapes: a padding device (CUDA graphs, the simulated H200) -------------------------------
+
+POWERS = (1, 2, 4, 8, 16, 32, 64)
+
+
+def linear_shapes(base_ms: float = 0.9, per_window_ms: float = 0.68) -> BatchShapes:
+    """Shapes timed like the simulated H200: a forward of shape s takes base + per_window x s."""
+    shapes = BatchShapes(POWERS)
+    for size in POWERS:
+        shapes.observe(size, (base_ms + per_window_ms * size) / 1000.0)
+    return shapes
+
+
+def test_shapes_pad_up_to_the_next_size():
+    shapes = BatchShapes(POWERS)
+    assert [shapes.padded(n) for n in (1, 3, 8, 9, 33, 64)] == [1, 4, 8, 16, 64, 64]
+    assert shapes.padded(65) == 65  # past the largest shape, nothing is padded
+
+
+@pytest.mark.parametrize(
+    ("waiting", "taken"), [(33, 32), (40, 32), (17, 16), (5, 4), (32, 32), (64, 64), (1, 1)]
+)
+def test_a_batch_is_trimmed_to_the_shape_below_when_padding_costs_more(waiting, taken):
+    # 33 windows padded to 64 take 44.4 ms (743 windows/s); 32 take 22.7 ms (1,412/s): the 33rd waits.
+    assert linear_shapes().take(waiting) == taken
+
+
+def test_trimming_follows_the_measured_times_not_the_sizes():
+    # a GPU at small batches: every shape up to 16 takes the same 5 ms, so 9 windows go at once;
+    # past 16 the time grows with the shape, and padding 17 to 32 costs more than the 17th window waiting
+    shapes = BatchShapes(POWERS)
+    for size in POWERS:
+        shapes.observe(size, 0.005 if size <= 16 else 0.005 * size / 16)
+    assert [shapes.take(n) for n in (3, 9, 15, 17, 33)] == [3, 9, 15, 16, 32]
+
+
+def test_unmeasured_shapes_take_everything_until_the_padded_shape_is_timed():
+    shapes = BatchShapes(POWERS)
+    assert shapes.take(33) == 33  # nothing known: run it, and measure the 64 shape
+    shapes.observe(33, 0.044)
+    assert shapes.forward_s == {64: 0.044}
+    assert shapes.take(33) == 32  # 32 assumed to take half of 64's time: worth trying
+    shapes.observe(32, 0.040)  # it turned out slow: 800 windows/s against 750
+    assert shapes.take(33) == 32
+    shapes.observe(32, 0.060)  # now slower than padding (moving average 0.044)
+    assert shapes.take(33) == 33
+
+
+def test_shapes_must_be_positive():
+    with pytest.raises(ValueError):
+        BatchShapes([])
+    with pytest.raises(ValueError):
+        BatchShapes([0, 4])
+
+
+async def test_trimmed_windows_lead_the_next_batch_in_order(make_batcher):
+    scorer = FakeScorer(gated=True)
+    batcher = make_batcher({"m": scorer}, max_batch_size=8, max_wait_ms=1, shapes=linear_shapes())
+    first = asyncio.create_task(batcher.submit("m", windows(1), soon()))
+    await wait_until(scorer.entered.is_set)
+    rest = asyncio.create_task(batcher.submit("m", windows(*range(2, 8)), soon()))  # 6 windows wait
+    later = asyncio.create_task(batcher.submit("m", windows(8, 9), soon()))
+    await wait_until(lambda: batcher.depth("m") == 8)
+    scorer.release()
+    assert (await first).scores.tolist() == [1.0]
+    assert (await rest).scores.tolist() == [2.0, 3.0, 4.0, 5.0, 6.0, 7.0]
+    assert (await later).scores.tolist() == [8.0, 9.0]
+    # 8 waiting make a full shape; had 6 waited alone, they would have gone as 4 then 2
+    assert [c.ids for c in scorer.calls] == [(1.0,), tuple(float(i) for i in range(2, 10))]
+
+
+async def test_a_batch_over_a_shape_runs_as_that_shape_and_its_rest_goes_next(make_batcher):
+    scorer = FakeScorer(gated=True)
+    batcher = make_batcher({"m": scorer}, max_batch_size=8, max_wait_ms=1, shapes=linear_shapes())
+    first = asyncio.create_task(batcher.submit("m", windows(1), soon()))
+    await wait_until(scorer.entered.is_set)
+    rest = asyncio.create_task(batcher.submit("m", windows(*range(2, 8)), soon()))
+    await wait_until(lambda: batcher.depth("m") == 6)
+    scorer.release()
+    await first
+    assert (await rest).scores.tolist() == [2.0, 3.0, 4.0, 5.0, 6.0, 7.0]
+    assert [c.ids for c in scorer.calls] == [(1.0,), (2.0, 3.0, 4.0, 5.0), (6.0, 7.0)]
+    assert batcher.depth("m") == 0 and batcher.idle
+
+
+async def test_without_shapes_a_batch_takes_everything_waiting(make_batcher):
+    scorer = FakeScorer(gated=True)
+    batcher = make_batcher({"m": scorer}, max_batch_size=8, max_wait_ms=1)
+    first = asyncio.create_task(batcher.submit("m", windows(1), soon()))
+    await wait_until(scorer.entered.is_set)
+    rest = asyncio.create_task(batcher.submit("m", windows(*range(2, 8)), soon()))
+    await wait_until(lambda: batcher.depth("m") == 6)
+    scorer.release()
+    await first
+    await rest
+    assert [len(c.ids) for c in scorer.calls] == [1, 6]
 
 
 # --- refusals --------------------------------------------------------------------------------------

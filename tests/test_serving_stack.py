@@ -61,6 +61,22 @@ def test_a_simulated_forward_sleeps_as_long_as_its_padded_batch_and_says_what_it
         SimulatedDetector("aasist", -1.0, 0.0)
 
 
+def test_a_padding_device_times_every_batch_shape_at_warm_up_and_the_cpu_pads_nothing():
+    settings = Settings(engine="simulated", max_batch_size=16)
+    engine = LocalEngine(settings, {"aasist": SimulatedDetector("aasist", 1.0, 0.5)}, Metrics())
+    engine.warmup()
+    shapes = engine.batcher.shapes
+    assert shapes is not None and shapes.sizes == (1, 2, 4, 8, 16)
+    for size, seconds in shapes.forward_s.items():  # each shape timed once after warm-up
+        assert seconds == pytest.approx((1.0 + 0.5 * size) / 1000, abs=0.002)
+    assert shapes.take(9) == 8  # 9 padded to 16 (9 ms) scores fewer windows a second than 8 (5 ms)
+    assert engine.window_s == pytest.approx(shapes.forward_s[16] / 16)
+
+    cpu = SimulatedDetector("aasist", 0.0, 0.0)
+    cpu.pads_to_buckets = False  # a CPU detector: forwards of any size, no shapes to choose between
+    assert LocalEngine(Settings(engine="simulated"), {"aasist": cpu}, Metrics()).batcher.shapes is None
+
+
 def test_the_simulated_engine_is_never_the_default():
     assert Settings().engine != "simulated"
 

@@ -8,12 +8,18 @@ or whose deadline passed, and runs the forward in one dedicated thread so the ev
 accepting and decoding while the model runs. With several models, the worker serves their
 queues in turn; a batch never mixes models, and two forwards never overlap.
 
+A device that pads every batch to a few compiled shapes (CUDA graphs: powers of two) computes 64
+windows for a batch of 33. :class:`BatchShapes` then trims a batch to the shape below when the
+measured forward times say that shape scores more windows per second; the trimmed windows lead the
+next batch (Triton's preferred batch sizes, chosen by measurement instead of configuration).
+
 Nothing here knows about HTTP; the caller maps the exceptions below to status codes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import math
@@ -180,6 +186,38 @@ class _Request:
             _resolve(self.future, result)
 
 
+class BatchShapes:
+    """The batch sizes a padding device computes, and how long a forward of each took (measured)."""
+
+    def __init__(self, sizes: Sequence[int]) -> None:
+        if not sizes or min(sizes) < 1:
+            raise ValueError(f"batch shapes must be positive sizes, got {list(sizes)}")
+        self.sizes = tuple(sorted(set(sizes)))
+        self.forward_s: dict[int, float] = {}
+
+    def padded(self, n: int) -> int:
+        """The shape a batch of ``n`` windows is padded to (``n`` itself past the largest)."""
+        return next((size for size in self.sizes if size >= n), n)
+
+    def observe(self, n: int, seconds: float) -> None:
+        """A forward of ``n`` windows took ``seconds``; a moving average per shape."""
+        shape = self.padded(n)
+        previous = self.forward_s.get(shape)
+        self.forward_s[shape] = seconds if previous is None else 0.8 * previous + 0.2 * seconds
+
+    def take(self, n: int) -> int:
+        """How many of ``n`` waiting windows to forward now: all of them, or the shape below when
+        that shape's measured rate (windows a second) beats padding all ``n`` to the shape above. A
+        shape not measured yet is assumed to cost in proportion to its size, so it gets tried."""
+        shape = self.padded(n)
+        below = max((size for size in self.sizes if size < n), default=None)
+        if shape == n or below is None or shape not in self.forward_s:
+            return n
+        shape_s = self.forward_s[shape]
+        below_s = self.forward_s.get(below, shape_s * below / shape)
+        return below if below / below_s > n / shape_s else n
+
+
 @dataclass
 class _Item:
     window: np.ndarray
@@ -192,6 +230,11 @@ class _Item:
 class _ModelQueue:
     scorer: Scorer
     queue: asyncio.Queue[_Item]
+    carried: collections.deque[_Item] = field(default_factory=collections.deque)  # trimmed, go first
+
+    @property
+    def waiting(self) -> int:
+        return self.queue.qsize() + len(self.carried)
 
 
 class Batcher:
@@ -207,6 +250,7 @@ class Batcher:
         observer: BatchObserver | None = None,
         restart_delay_s: float = 0.2,
         window_s: float = 0.0,
+        shapes: BatchShapes | None = None,
     ) -> None:
         if not scorers:
             raise ValueError("the batcher needs at least one model")
@@ -232,6 +276,7 @@ class Batcher:
         self.last_batch_s = 0.0
         self._batches = 0
         self.window_s = window_s
+        self.shapes = shapes
         self.latest_deadline = 0.0
 
     @property
@@ -253,7 +298,7 @@ class Batcher:
         return self._idle.is_set()
 
     def depth(self, model: str) -> int:
-        return self._models[model].queue.qsize()
+        return self._models[model].waiting
 
     def work_s(self, windows: int) -> float:
         """Seconds the device needs for ``windows`` windows at the measured rate (see ``window_s``)."""
@@ -332,7 +377,7 @@ class Batcher:
             queue.put_nowait(_Item(window, request, i, now))
         self._outstanding += n
         self._idle.clear()
-        self._observer.queue_depth(model, queue.qsize())
+        self._observer.queue_depth(model, self._models[model].waiting)
         self._work.set()
         return request.future
 
@@ -354,7 +399,7 @@ class Batcher:
     def _pick_model(self) -> str | None:
         for offset in range(len(self._order)):
             name = self._order[(self._next + offset) % len(self._order)]
-            if not self._models[name].queue.empty():
+            if self._models[name].waiting:
                 self._next = (self._next + offset + 1) % len(self._order)
                 return name
         return None
@@ -383,10 +428,12 @@ class Batcher:
                 self._finish(len(items))
 
     async def _collect(self, model: str) -> list[_Item]:
-        queue = self._models[model].queue
-        first = queue.get_nowait()
-        items = [first]
-        close_at = first.enqueued + self.max_wait_s
+        entry = self._models[model]
+        queue, carried = entry.queue, entry.carried
+        items = [carried.popleft() for _ in range(min(len(carried), self.max_batch_size))]
+        if not items:
+            items.append(queue.get_nowait())
+        close_at = items[0].enqueued + self.max_wait_s
         while len(items) < self.max_batch_size:
             try:
                 items.append(queue.get_nowait())
@@ -404,7 +451,11 @@ class Batcher:
                 with contextlib.suppress(asyncio.CancelledError):  # Queue.get leaves the item queued
                     await getter
                 break
-        self._observer.queue_depth(model, queue.qsize())
+        if self.shapes is not None:
+            take = self.shapes.take(len(items))
+            carried.extendleft(reversed(items[take:]))
+            del items[take:]
+        self._observer.queue_depth(model, entry.waiting)
         return items
 
     def _drop_stale(self, model: str, items: list[_Item]) -> list[_Item]:
@@ -448,6 +499,8 @@ class Batcher:
         self._batches += 1
         per_window = elapsed / len(items)
         self.window_s = per_window if not self.window_s else 0.8 * self.window_s + 0.2 * per_window
+        if self.shapes is not None:
+            self.shapes.observe(len(items), elapsed)
         waits = [started - item.enqueued for item in items]
         self._observer.batch(model, len(items), waits, elapsed)
         for item, score, wait in zip(items, scores, waits, strict=True):

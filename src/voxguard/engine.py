@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
 from typing import Protocol
 
 import numpy as np
 
-from .batching import Batcher, BatchObserver, ScoredWindows, Scorer
+from .batching import Batcher, BatchObserver, BatchShapes, ScoredWindows, Scorer
 from .inference import Detector, ModelInfo, bucket_sizes
 from .runtime import set_threads
 from .settings import Settings
@@ -98,8 +99,8 @@ class LocalEngine:
         if not detectors:
             raise ValueError("the engine needs at least one model")
         self.detectors = detectors
-        device_type = next(iter(detectors.values())).device.type
-        self._max_batch_size = settings.batch_size_for(device_type)
+        first = next(iter(detectors.values()))
+        self._max_batch_size = settings.batch_size_for(first.device.type)
         scorers: dict[str, Scorer] = dict(detectors)
         self.batcher = Batcher(
             scorers,
@@ -107,6 +108,7 @@ class LocalEngine:
             max_wait_ms=settings.max_wait_ms,
             queue_size=settings.queue_size,
             observer=observer,
+            shapes=BatchShapes(bucket_sizes(self._max_batch_size)) if first.pads_to_buckets else None,
         )
         self.warmed_up = False
 
@@ -142,14 +144,20 @@ class LocalEngine:
         return self._max_batch_size
 
     def warmup(self) -> None:
-        """Warm every model up, then time one forward: the batcher's first estimate of the device time
-        per window (its own measurements of real batches take over from there)."""
+        """Warm every model up, then time one forward of each batch shape: the batcher's first estimates
+        of the device time per window and per shape (its measurements of real batches take over)."""
         window_s = 0.0
+        shapes = self.batcher.shapes
+        timed: dict[int, float] = {}
         for detector in self.detectors.values():
             accelerator = detector.device.type != "cpu"
             sizes = bucket_sizes(self._max_batch_size) if accelerator else (1,)
             detector.warmup(sizes)
-            window_s = max(window_s, detector.warmup(sizes[-1:]) / sizes[-1])
+            for size in sizes if shapes is not None else sizes[-1:]:
+                timed[size] = max(timed.get(size, 0.0), _timed_forward(detector, size))
+            window_s = max(window_s, timed[sizes[-1]] / sizes[-1])
+        if shapes is not None:
+            shapes.forward_s.update(timed)
         self.batcher.window_s = window_s
         logger.info("device time per window: %.1f ms (measured after warm-up)", window_s * 1000.0)
         self.warmed_up = True
@@ -210,3 +218,11 @@ class LocalEngine:
 
     async def drain(self) -> None:
         await self.batcher.drain()
+
+
+def _timed_forward(detector: Detector | SimulatedDetector, size: int) -> float:
+    """Seconds one forward of ``size`` silent windows takes on a warm detector."""
+    windows = np.zeros((size, detector.window), dtype=np.float32)
+    start = time.perf_counter()
+    detector.scores(windows)
+    return time.perf_counter() - start

@@ -226,7 +226,7 @@ class Detector:
         if windows.ndim != 2 or windows.shape[1] != self.window:
             raise ValueError(f"expected windows of shape (B, {self.window}), got {windows.shape}")
         n = windows.shape[0]
-        padded = bucket_size(n) if self.device.type == "cuda" else n
+        padded = bucket_size(n) if self.pads_to_buckets else n
         if padded != n:
             windows = np.concatenate([windows, np.zeros((padded - n, self.window), dtype=np.float32)])
         staged = self._stage(windows)
@@ -238,6 +238,11 @@ class Detector:
         with torch.inference_mode():
             _, logits = self._module(staged.to(self.device, non_blocking=True))
             return logits[:n].float().cpu().numpy()
+
+    @property
+    def pads_to_buckets(self) -> bool:
+        """Forwards on CUDA compute ``bucket_size(n)`` windows for a batch of ``n``."""
+        return self.device.type == "cuda"
 
     def scores(self, windows: np.ndarray) -> np.ndarray:
         """Per-window score ``logit[1] - logit[0]``: positive means bona fide."""

@@ -71,6 +71,8 @@ class SimulatedDetector:
     def name(self) -> str:
         return self.info.name
 
+    pads_to_buckets = True
+
     def forward_s(self, n: int) -> float:
         """The time a forward of ``n`` windows takes: a replay of the padded batch."""
         return self.base_s + self.per_window_s * bucket_size(n)
