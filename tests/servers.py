@@ -24,6 +24,7 @@ from voxguard.engine import LocalEngine
 from voxguard.enginehost import EngineHost
 from voxguard.metrics import Metrics
 from voxguard.remote import RemoteEngine
+from voxguard.server import bind_listener
 from voxguard.service import PredictionService
 from voxguard.settings import Settings
 from voxguard.shm import StatusBoard, make_folder
@@ -71,11 +72,12 @@ class LiveServer:
 
 
 class SplitServer:
-    """The multi-process serving mode's wiring in one process, so tests can inject detectors: the
-    engine host (``voxguard.enginehost``) on an event loop of its own in a thread, and
-    ``SPLIT_FRONTENDS`` uvicorn front-ends over :class:`RemoteEngine` in threads of their own, sharing
-    one listening socket. Windows go through the shared slots and the control socket as between
-    processes. One registry serves every part, standing in for the summed multi-process metrics."""
+    """The multi-process serving mode's wiring in one process, so tests can inject detectors: the engine host
+    (``voxguard.enginehost``) on an event loop of its own in a thread, and ``SPLIT_FRONTENDS`` uvicorn
+    front-ends over :class:`RemoteEngine` in threads of their own, each listening on the port with its
+    own ``SO_REUSEPORT`` socket as front-end processes do. Windows go through the shared slots and the
+    control socket as between processes. One registry serves every part, standing in for the summed
+    multi-process metrics."""
 
     def __init__(self, settings: Settings, detectors: dict, **uvicorn_options) -> None:
         self.settings = settings.model_copy(update={"frontends": SPLIT_FRONTENDS})
@@ -103,9 +105,7 @@ class SplitServer:
     def __enter__(self) -> SplitServer:
         self.engine_thread.start()
         _wait(lambda: self.board.engine_ready, self.engine_thread, "engine")
-        listener = socket.socket()
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", self.port))
+        claim = bind_listener("127.0.0.1", self.port, shared=True)  # the supervisor's
         for index in range(SPLIT_FRONTENDS):
             engine = RemoteEngine(self.settings, self.folder, index, self.board, self.metrics)
             service = PredictionService(self.settings, engine, self.metrics)
@@ -114,13 +114,13 @@ class SplitServer:
                 create_app(self.settings, service), log_level="warning", **self.uvicorn_options
             )
             server = uvicorn.Server(config)
-            own = socket.fromfd(listener.fileno(), listener.family, listener.type)  # each closes its own
+            own = bind_listener("127.0.0.1", self.port, shared=True)
             thread = threading.Thread(target=server.run, kwargs={"sockets": [own]}, daemon=True)
             thread.start()
             _wait(lambda server=server: server.started, thread, f"front-end {index}")
             self.servers.append(server)
             self.threads.append(thread)
-        listener.close()
+        claim.close()
         self.service = self.services[0]
         return self
 

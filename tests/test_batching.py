@@ -345,9 +345,15 @@ def test_shapes_must_be_positive():
         BatchShapes([0, 4])
 
 
+def slow_shapes() -> BatchShapes:
+    """Linear shapes a thousand times slower: same trimming, and a gated forward never reaches its
+    expected end, so the next batch is collected only once it ends (see the pipelining tests below)."""
+    return linear_shapes(900.0, 680.0)
+
+
 async def test_trimmed_windows_lead_the_next_batch_in_order(make_batcher):
     scorer = FakeScorer(gated=True)
-    batcher = make_batcher({"m": scorer}, max_batch_size=8, max_wait_ms=1, shapes=linear_shapes())
+    batcher = make_batcher({"m": scorer}, max_batch_size=8, max_wait_ms=1, shapes=slow_shapes())
     first = asyncio.create_task(batcher.submit("m", windows(1), soon()))
     await wait_until(scorer.entered.is_set)
     rest = asyncio.create_task(batcher.submit("m", windows(*range(2, 8)), soon()))  # 6 windows wait
@@ -363,7 +369,7 @@ async def test_trimmed_windows_lead_the_next_batch_in_order(make_batcher):
 
 async def test_a_batch_over_a_shape_runs_as_that_shape_and_its_rest_goes_next(make_batcher):
     scorer = FakeScorer(gated=True)
-    batcher = make_batcher({"m": scorer}, max_batch_size=8, max_wait_ms=1, shapes=linear_shapes())
+    batcher = make_batcher({"m": scorer}, max_batch_size=8, max_wait_ms=1, shapes=slow_shapes())
     first = asyncio.create_task(batcher.submit("m", windows(1), soon()))
     await wait_until(scorer.entered.is_set)
     rest = asyncio.create_task(batcher.submit("m", windows(*range(2, 8)), soon()))
@@ -386,6 +392,73 @@ async def test_without_shapes_a_batch_takes_everything_waiting(make_batcher):
     await first
     await rest
     assert [len(c.ids) for c in scorer.calls] == [1, 6]
+
+
+# --- pipelining: the next batch waits on the device thread, not in this loop ------------------------
+
+
+async def test_the_next_batch_is_queued_behind_a_running_forward_before_it_ends(make_batcher):
+    """With the forward time measured (here 0.2 s a window; the forward really takes 0.3 s), the
+    next batch is collected about ``_LEAD_S`` before the running forward should end and queued on the
+    device thread, which starts it the moment the first ends: the device never waits for this loop."""
+    scorer = FakeScorer(delay=0.3)
+    batcher = make_batcher({"m": scorer}, max_batch_size=8, window_s=0.2)
+    first = asyncio.create_task(batcher.submit("m", windows(1), soon()))
+    await wait_until(scorer.entered.is_set)
+    started = time.monotonic()
+    second = asyncio.create_task(batcher.submit("m", windows(2, 3), soon()))
+    await wait_until(lambda: batcher.depth("m") == 2)
+    await wait_until(lambda: batcher.depth("m") == 0)
+    dispatched = time.monotonic()
+    assert not scorer.calls  # the first forward is still running
+    assert 0.15 < dispatched - started < 0.25
+    assert (await first).scores.tolist() == [1.0] and (await second).scores.tolist() == [2.0, 3.0]
+    one, two = scorer.calls
+    assert two.start - one.end < 0.02
+
+
+async def test_a_forward_past_its_expected_end_is_waited_for_and_later_windows_join_one_batch(make_batcher):
+    scorer = FakeScorer(gated=True)
+    batcher = make_batcher({"m": scorer}, max_batch_size=8, max_wait_ms=1, window_s=0.001)
+    first = asyncio.create_task(batcher.submit("m", windows(1), soon()))
+    await wait_until(scorer.entered.is_set)
+    await asyncio.sleep(0.02)  # expected to take 1 ms: it has overrun
+    rest = asyncio.create_task(batcher.submit("m", windows(2, 3, 4), soon()))
+    await asyncio.sleep(0.02)
+    later = asyncio.create_task(batcher.submit("m", windows(5), soon()))
+    await wait_until(lambda: batcher.depth("m") == 4)
+    scorer.release()
+    await asyncio.gather(first, rest, later)
+    assert [c.ids for c in scorer.calls] == [(1.0,), (2.0, 3.0, 4.0, 5.0)]
+
+
+async def test_without_a_measured_forward_time_the_next_batch_waits_for_the_running_one(make_batcher):
+    scorer = FakeScorer(gated=True)
+    batcher = make_batcher({"m": scorer}, max_batch_size=8, max_wait_ms=1)
+    first = asyncio.create_task(batcher.submit("m", windows(1), soon()))
+    await wait_until(scorer.entered.is_set)
+    rest = asyncio.create_task(batcher.submit("m", windows(2), soon()))
+    await asyncio.sleep(0.05)
+    assert batcher.depth("m") == 1  # still queued: nothing says when the running forward ends
+    scorer.release()
+    await asyncio.gather(first, rest)
+
+
+async def test_a_worker_crash_answers_both_the_running_and_the_queued_batch(make_batcher):
+    scorer = FakeScorer(delay=0.2)
+    observer = _BatchHookFailsOnce()
+    batcher = make_batcher({"m": scorer}, observer=observer, window_s=0.1, restart_delay_s=0.05)
+    first = asyncio.create_task(batcher.submit("m", windows(1), soon()))
+    await wait_until(scorer.entered.is_set)
+    second = asyncio.create_task(batcher.submit("m", windows(2), soon()))
+    await wait_until(lambda: batcher.depth("m") == 1)
+    await wait_until(lambda: batcher.depth("m") == 0)  # queued behind the first forward
+    for task in (first, second):
+        with pytest.raises(InferenceFailed):
+            await asyncio.wait_for(task, 2.0)
+    await wait_until(lambda: batcher.alive)
+    assert (await batcher.submit("m", windows(3), soon())).scores.tolist() == [3.0]
+    await asyncio.wait_for(batcher.drain(), 2.0)  # every window was accounted for
 
 
 # --- refusals --------------------------------------------------------------------------------------

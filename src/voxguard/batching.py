@@ -35,6 +35,8 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+# What a forward hands back from the device thread: the scores, and when it started and ended.
+_Forwarded = tuple[np.ndarray, float, float]
 
 
 class Scorer(Protocol):
@@ -199,6 +201,10 @@ class BatchShapes:
         """The shape a batch of ``n`` windows is padded to (``n`` itself past the largest)."""
         return next((size for size in self.sizes if size >= n), n)
 
+    def expected_s(self, n: int) -> float | None:
+        """The measured time of a forward of ``n`` windows (None before its shape ran)."""
+        return self.forward_s.get(self.padded(n))
+
     def observe(self, n: int, seconds: float) -> None:
         """A forward of ``n`` windows took ``seconds``; a moving average per shape."""
         shape = self.padded(n)
@@ -224,6 +230,37 @@ class _Item:
     request: _Request
     index: int
     enqueued: float
+
+
+# How long before a running forward should end the next batch is collected and queued behind it:
+# enough for this loop to wake up, collect and hand over (about 1 ms measured), so the device does not
+# wait; every window that arrives before then still makes the batch.
+_LEAD_S = 0.002
+
+
+@dataclass
+class _Flight:
+    """A batch handed to the device thread: its live windows, how many windows it took off the queue
+    (``_finish`` counts those), and when its forward is expected to end (from measured forward times;
+    None before anything was measured)."""
+
+    model: str
+    live: list[_Item]
+    taken: int
+    future: asyncio.Future[_Forwarded]
+    ends: float | None
+
+    async def nearly_done(self) -> None:
+        """Until shortly before the forward should end, or it has ended: when to collect the next.
+        A forward with no expected end, or past it, is waited for: the device is busy anyway, and
+        the windows that arrive meanwhile make the next batch fuller."""
+        if self.future.done():
+            return
+        now = time.monotonic()
+        if self.ends is None or now >= self.ends:
+            await asyncio.wait({self.future})
+        elif now < self.ends - _LEAD_S:
+            await asyncio.wait({self.future}, timeout=self.ends - _LEAD_S - now)
 
 
 @dataclass
@@ -405,27 +442,80 @@ class Batcher:
         return None
 
     async def _run(self) -> None:
-        while True:
-            model = self._pick_model()
-            if model is None:
-                self._work.clear()
-                await self._work.wait()
-                continue
-            items = await self._collect(model)
-            try:
-                live = self._drop_stale(model, items)
-                if live:
-                    await self._run_batch(model, live)
-            except BaseException:
-                # The worker is dying (a bug, or cancellation): answer the windows it holds now instead
-                # of leaving their clients to time out, then let the supervisor restart it.
-                error_id = uuid.uuid4().hex[:12]
-                logger.exception("batch worker failed holding %d windows (error id %s)", len(items), error_id)
-                for item in items:
-                    _resolve(item.request.future, exc=InferenceFailed(error_id))
+        """Collect, forward, answer. While one forward runs, the next batch is collected shortly before
+        it should end and queued on the device thread behind it: the device goes from one forward
+        straight to the next instead of idling while this loop wakes up, answers and collects."""
+        flights: list[_Flight] = []  # the running forward, and the batch queued behind it
+        try:
+            while True:
+                if flights and any(entry.waiting for entry in self._models.values()):
+                    await flights[0].nearly_done()
+                model = self._pick_model()  # after waiting: the model whose turn it is by then
+                if model is None:
+                    if flights and flights[0].future.done():
+                        await self._land(flights[0])
+                        flights.pop(0)
+                    else:
+                        self._work.clear()
+                        await self._work_or(flights[0].future if flights else None)
+                    continue
+                following = self._launch(model, await self._collect(model), flights[-1] if flights else None)
+                if following is not None:
+                    flights.append(following)
+                if len(flights) == 2:
+                    await self._land(flights[0])
+                    flights.pop(0)
+        except BaseException:
+            # The worker is dying (a bug, or cancellation): answer the windows it holds now instead
+            # of leaving their clients to time out, then let the supervisor restart it.
+            if not flights:
                 raise
-            finally:
-                self._finish(len(items))
+            error_id = uuid.uuid4().hex[:12]
+            held = sum(len(f.live) for f in flights)
+            logger.exception("batch worker failed holding %d windows (error id %s)", held, error_id)
+            for flight in flights:
+                for item in flight.live:
+                    _resolve(item.request.future, exc=InferenceFailed(error_id))
+                self._finish(flight.taken)
+            raise
+
+    async def _work_or(self, forward: asyncio.Future[_Forwarded] | None) -> None:
+        """Until a window is queued, or ``forward`` has ended."""
+        if forward is None:
+            await self._work.wait()
+            return
+        work = asyncio.ensure_future(self._work.wait())
+        try:
+            await asyncio.wait({work, forward}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            work.cancel()
+
+    def _launch(self, model: str, items: list[_Item], after: _Flight | None) -> _Flight | None:
+        """Queue the live ``items`` on the device thread (behind ``after``, if it is still running);
+        ``None`` when none was left to compute."""
+        try:
+            live = self._drop_stale(model, items)
+        except BaseException:
+            self._finish(len(items))
+            raise
+        if not live:
+            self._finish(len(items))
+            return None
+        future = asyncio.get_running_loop().run_in_executor(
+            self._executor, _forward, self._models[model].scorer, [i.window for i in live]
+        )
+        expected_s = self.shapes.expected_s(len(live)) if self.shapes is not None else None
+        if expected_s is None and self.window_s:
+            expected_s = self.work_s(len(live))
+        ends = None
+        if expected_s is not None and (after is None or after.ends is not None):
+            ends = max(time.monotonic(), after.ends if after is not None else 0.0) + expected_s
+        return _Flight(model, live, len(items), future, ends)
+
+    async def _land(self, flight: _Flight) -> None:
+        """Wait for ``flight``'s forward and answer its windows (failed batches: one window at a time)."""
+        await self._score(flight.model, flight.live, flight.future)
+        self._finish(flight.taken)
 
     async def _collect(self, model: str) -> list[_Item]:
         entry = self._models[model]
@@ -476,25 +566,29 @@ class Batcher:
             self._observer.dropped(model, "expired", expired)
         return live
 
-    async def _run_batch(self, model: str, items: list[_Item]) -> None:
+    async def _score(
+        self, model: str, items: list[_Item], future: asyncio.Future[_Forwarded] | None = None
+    ) -> None:
         scorer = self._models[model].scorer
-        loop = asyncio.get_running_loop()
-        started = time.monotonic()
+        if future is None:
+            future = asyncio.get_running_loop().run_in_executor(
+                self._executor, _forward, scorer, [i.window for i in items]
+            )
         try:
-            scores = await loop.run_in_executor(self._executor, _forward, scorer, [i.window for i in items])
+            scores, started, ended = await future
         except Exception:
             if len(items) > 1:
                 logger.warning(
                     "batch of %d for %s failed; retrying its windows one by one", len(items), model
                 )
                 for item in items:
-                    await self._run_batch(model, [item])
+                    await self._score(model, [item])
                 return
             error_id = uuid.uuid4().hex[:12]
             logger.exception("inference failed for %s (error id %s)", model, error_id)
             _resolve(items[0].request.future, exc=InferenceFailed(error_id))
             return
-        elapsed = time.monotonic() - started
+        elapsed = ended - started
         self.last_batch_s = elapsed
         self._batches += 1
         per_window = elapsed / len(items)
@@ -525,10 +619,12 @@ async def until_deadline(future: asyncio.Future[ScoredWindows], deadline: float)
         future.cancel()  # no-op once resolved
 
 
-def _forward(scorer: Scorer, windows: list[np.ndarray]) -> np.ndarray:
-    """Stack and score, both in the device thread: a batch of 64 windows is 16 MB to copy, which must
-    not hold up the event loop."""
-    return scorer.scores(np.stack(windows))
+def _forward(scorer: Scorer, windows: list[np.ndarray]) -> _Forwarded:
+    """Stack and score, both in the device thread (a batch of 64 windows is 16 MB to copy, which must
+    not hold up the event loop); the scores, and when the forward started and ended."""
+    started = time.monotonic()
+    scores = scorer.scores(np.stack(windows))
+    return scores, started, time.monotonic()
 
 
 def _resolve(

@@ -68,7 +68,7 @@ def _settings_options(parser: argparse.ArgumentParser, settings: Settings) -> No
     Settings are declared once, in ``Settings``; a new field is a new flag without touching this file."""
     for name, field in Settings.model_fields.items():
         flag = "--" + name.replace("_", "-")
-        help_text = f"{field.description} (VOXGUARD_{name.upper()})"
+        help_text = f"{field.description} (VOXGUARD_{name.upper()})".replace("%", "%%")
         default = getattr(settings, name)
         if name in _SECRET_SETTINGS:  # never printed by --help; prefer the variable (ps shows flags)
             parser.add_argument(flag, type=_setting(name), default=argparse.SUPPRESS, help=help_text)

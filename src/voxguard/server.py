@@ -131,14 +131,18 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def bind_listener(host: str, port: int) -> socket.socket:
+def bind_listener(host: str, port: int, *, shared: bool = False) -> socket.socket:
     """Claim ``host:port`` now, before minutes of model loading, and fail at once if it is taken.
 
     The socket is bound but not yet listening: until uvicorn takes it over, a connection is refused as
-    if nothing were there, and no other process can claim the port meanwhile.
+    if nothing were there, and no other process can claim the port meanwhile. ``shared`` sockets
+    (``SO_REUSEPORT``) are the front-ends' own listeners on one port, among which the kernel spreads
+    new connections evenly (see ``voxguard.supervisor``).
     """
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn: restart past TIME_WAIT
+    if shared:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
         sock.bind((host.strip("[]"), port))
     except OSError as exc:
@@ -207,7 +211,11 @@ def serve(settings: Settings) -> int:
     if settings.frontends > 1:
         from .supervisor import Supervisor
 
-        return Supervisor(settings, listener).run()
+        # The exclusive claim proved the port free; the supervisor holds it from now on with a shared
+        # claim that each front-end's own listener joins.
+        listener.close()
+        settings = settings.model_copy(update={"port": port})
+        return Supervisor(settings, bind_listener(settings.host, port, shared=True)).run()
     if settings.allocator_tuning:
         tune_allocator()  # before uvicorn and the executors start threads that would get arenas of their own
     try:

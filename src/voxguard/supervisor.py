@@ -1,13 +1,15 @@
 """``VOXGUARD_FRONTENDS=N`` (N > 1): one engine process for the device and N HTTP front-end processes.
 
-The supervisor (the process ``voxguard serve`` started) binds the port, starts the engine and waits
-until its models are warm, then starts the front-ends, which share the listening socket (the kernel
-spreads connections over them). Front-ends read, decode and level audio and hand windows to the
-engine through shared memory (``voxguard.shm``, ``voxguard.wire``); the engine batches every
-front-end's windows together. A process that dies is started again, and meanwhile ``/ready`` on any
-front-end says which one is missing. SIGTERM or SIGINT drains: the front-ends stop admitting and
-answer what they admitted, then the engine finishes and stops. Metrics from every process are
-summed by Prometheus's multi-process collector, in a folder shared by all of them.
+The supervisor (the process ``voxguard serve`` started) claims the port, starts the engine and waits until
+its models are warm, then starts the front-ends. Each listens on the port with a socket of its own
+(``SO_REUSEPORT``), so the kernel spreads new connections evenly over them; one shared listening socket
+would let whichever front-end wakes first accept a whole burst of connections (asyncio accepts up to its
+backlog at a time) and leave the other idle. Front-ends read, decode and level audio and hand windows to
+the engine through shared memory (``voxguard.shm``, ``voxguard.wire``); the engine batches every
+front-end's windows together. A process that dies is started again, and meanwhile ``/ready`` on any front-end
+says which one is missing. SIGTERM or SIGINT drains: the front-ends stop admitting and answer what they
+admitted, then the engine finishes and stops. Metrics from every process are summed by Prometheus's
+multi-process collector, in a folder shared by all of them.
 """
 
 from __future__ import annotations
@@ -47,17 +49,20 @@ def child_setup(log_level: int, supervisor: int) -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
-def run_frontend(
-    settings: Settings, folder: Path, index: int, listener: socket.socket, log_level: int, supervisor: int
-) -> None:
+def run_frontend(settings: Settings, folder: Path, index: int, log_level: int, supervisor: int) -> None:
     """A front-end process's entry point: the whole HTTP app over a :class:`RemoteEngine`."""
     child_setup(log_level, supervisor)
     from .api.app import create_app
     from .metrics import Metrics
     from .remote import RemoteEngine
-    from .server import run_uvicorn
+    from .server import bind_listener, run_uvicorn
     from .service import PredictionService
 
+    try:
+        listener = bind_listener(settings.host, settings.port, shared=True)
+    except SetupError as exc:
+        logger.error("front-end %d: %s", index, exc)
+        raise SystemExit(2) from None
     board = StatusBoard(folder / "status", settings.frontends, len(settings.models), create=False)
     metrics = Metrics()
     engine = RemoteEngine(settings, folder, index, board, metrics)
@@ -98,7 +103,7 @@ class Supervisor:
     def _start_frontend(self, index: int) -> BaseProcess:
         process = self.context.Process(
             target=run_frontend,
-            args=(self.settings, self.folder, index, self.listener, self.log_level, os.getpid()),
+            args=(self.settings, self.folder, index, self.log_level, os.getpid()),
             name=f"voxguard-frontend-{index}",
         )
         process.start()
@@ -138,7 +143,7 @@ class Supervisor:
     def _on_signal(self, sig: int, frame: object) -> None:
         if not self.stopping:
             logger.info("signal %s: draining %d front-ends, then the engine", sig, len(self.frontends))
-            self.listener.close()  # no front-end will be started again; theirs stay open while they drain
+            self.listener.close()  # no front-end will be started again; theirs listen while they drain
         self.stopping = True
         for process in self.frontends:  # a second signal ends their drain at once, as in one process
             if process is not None and process.is_alive():

@@ -127,6 +127,9 @@ def create_app(settings: Settings | None = None, service: PredictionService | No
         lifespan=lifespan,
         docs_url=None,  # served offline by install_docs
         redoc_url=None,
+        # Prometheus (/metrics) is voxguard's own telemetry; FastAPI's OpenTelemetry is opt-in because
+        # it looks the global providers up on every request even when nothing is configured.
+        telemetry=None if settings.opentelemetry else {"tracing": False, "metrics": False, "logs": False},
     )
     app.state.settings = settings
     app.state.metrics = metrics
