@@ -417,6 +417,22 @@ async def test_the_next_batch_is_queued_behind_a_running_forward_before_it_ends(
     assert two.start - one.end < 0.02
 
 
+@pytest.mark.parametrize(("waiting", "queued_ahead"), [(1, False), (8, True)])
+async def test_only_a_batch_worth_it_is_queued_behind_a_running_forward(make_batcher, waiting, queued_ahead):
+    """Shapes timed like the simulated H200, a hundred times slower: one window alone scores at 44 % of
+    the best shape's rate and waits for the device to be free (and for company); eight, at 88 %, are
+    queued behind the running forward."""
+    scorer = FakeScorer(delay=0.4)  # expected 0.158 s for the first forward (one window)
+    batcher = make_batcher({"m": scorer}, max_batch_size=64, shapes=linear_shapes(90.0, 68.0))
+    first = asyncio.create_task(batcher.submit("m", windows(1), soon()))
+    await wait_until(scorer.entered.is_set)
+    rest = asyncio.create_task(batcher.submit("m", windows(*range(2, 2 + waiting)), soon()))
+    await wait_until(lambda: batcher.depth("m") == waiting)
+    await wait_until(lambda: batcher.depth("m") == 0, timeout=3.0)
+    assert (not scorer.calls) is queued_ahead  # the first forward was still running when they left
+    await asyncio.gather(first, rest)
+
+
 async def test_a_forward_past_its_expected_end_is_waited_for_and_later_windows_join_one_batch(make_batcher):
     scorer = FakeScorer(gated=True)
     batcher = make_batcher({"m": scorer}, max_batch_size=8, max_wait_ms=1, window_s=0.001)

@@ -205,6 +205,14 @@ class BatchShapes:
         """The measured time of a forward of ``n`` windows (None before its shape ran)."""
         return self.forward_s.get(self.padded(n))
 
+    def efficiency(self, n: int) -> float | None:
+        """Windows a second a forward of ``n`` windows scores, as a share of the best measured shape's
+        (None before its shape ran)."""
+        seconds = self.expected_s(n)
+        if seconds is None:
+            return None
+        return (n / seconds) / max(size / s for size, s in self.forward_s.items())
+
     def observe(self, n: int, seconds: float) -> None:
         """A forward of ``n`` windows took ``seconds``; a moving average per shape."""
         shape = self.padded(n)
@@ -236,6 +244,8 @@ class _Item:
 # enough for this loop to wake up, collect and hand over (about 1 ms measured), so the device does not
 # wait; every window that arrives before then still makes the batch.
 _LEAD_S = 0.002
+# The least efficiency (see ``BatchShapes.efficiency``) of a batch queued behind a running forward.
+_QUEUE_AHEAD_EFFICIENCY = 0.75
 
 
 @dataclass
@@ -450,6 +460,8 @@ class Batcher:
             while True:
                 if flights and any(entry.waiting for entry in self._models.values()):
                     await flights[0].nearly_done()
+                    if not self._worth_queueing():
+                        await asyncio.wait({flights[0].future})
                 model = self._pick_model()  # after waiting: the model whose turn it is by then
                 if model is None:
                     if flights and flights[0].future.done():
@@ -478,6 +490,18 @@ class Batcher:
                     _resolve(item.request.future, exc=InferenceFailed(error_id))
                 self._finish(flight.taken)
             raise
+
+    def _worth_queueing(self) -> bool:
+        """Whether the windows waiting now make a batch worth queueing behind the running forward: one
+        that scores windows at least ``_QUEUE_AHEAD_EFFICIENCY`` as fast as the best shape does. A few
+        stragglers are better left for the batch collected once the device is free, which the windows
+        arriving meanwhile fill (else a slow host settles into alternating one large batch and one of
+        a single window)."""
+        if self.shapes is None:
+            return True
+        waiting = min(max(entry.waiting for entry in self._models.values()), self.max_batch_size)
+        efficiency = self.shapes.efficiency(self.shapes.take(waiting))
+        return efficiency is None or efficiency >= _QUEUE_AHEAD_EFFICIENCY
 
     async def _work_or(self, forward: asyncio.Future[_Forwarded] | None) -> None:
         """Until a window is queued, or ``forward`` has ended."""
