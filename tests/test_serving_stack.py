@@ -231,3 +231,6 @@ def test_bench_serve_measures_the_floor_the_generator_and_voxguard_in_one_run(ch
     assert report["frontends"] == best["frontends"] and report["ratio_to_floor"] == best["ratio_to_floor"]
     assert report["generator_margin"] >= 3.0  # the load generator is not what was measured
     assert report["device_capacity_rps"] == pytest.approx(64 / ((0.9 + 0.68 * 64) / 1000), rel=1e-3)
+    assert report["device_ratio_to_floor"] == pytest.approx(
+        report["device_capacity_rps"] / report["floor"]["throughput_rps"], rel=1e-2
+    )

@@ -725,6 +725,8 @@ def _bench(args: argparse.Namespace, settings: Settings) -> int:
             if args.engine == "simulated" and capacity:
                 report["device_capacity_rps"] = round(capacity, 1)
                 report["share_of_device"] = round(report["voxguard"]["throughput_rps"] / capacity, 3)
+                # One window per request: no server can pass the device, so this is the best ratio possible.
+                report["device_ratio_to_floor"] = round(capacity / report["floor"]["throughput_rps"], 3)
             render = servebench.render_serve
     elif args.bench == "agreement":
         report = bench.engine_agreement(

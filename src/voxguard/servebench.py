@@ -229,7 +229,8 @@ def render_serve(report: dict) -> str:
     if "device_capacity_rps" in report:
         lines.append(
             f"the simulated device does {report['device_capacity_rps']:.0f} windows/s at full batches: "
-            f"voxguard delivers {report['share_of_device']:.0%} of it"
+            f"voxguard delivers {report['share_of_device']:.0%} of it; the device alone caps every server of "
+            f"one-window requests at {report['device_ratio_to_floor']:.2f}x this floor"
         )
     return "\n".join(lines)
 
