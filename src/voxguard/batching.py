@@ -13,6 +13,10 @@ windows for a batch of 33. :class:`BatchShapes` then trims a batch to the shape 
 measured forward times say that shape scores more windows per second; the trimmed windows lead the
 next batch (Triton's preferred batch sizes, chosen by measurement instead of configuration).
 
+While a forward runs, the worker collects the next batch shortly before the forward should end (by
+its measured time) and queues it on the device thread, which starts it the moment the first ends;
+a batch of a few stragglers is not worth that and waits for the device to be free instead.
+
 Nothing here knows about HTTP; the caller maps the exceptions below to status codes.
 """
 
