@@ -77,6 +77,22 @@ def test_a_padding_device_times_every_batch_shape_at_warm_up_and_the_cpu_pads_no
     assert LocalEngine(Settings(engine="simulated"), {"aasist": cpu}, Metrics()).batcher.shapes is None
 
 
+def test_a_serving_process_takes_what_it_loaded_out_of_the_collectors_view():
+    """``settle_gc`` (called by every serving process once started), in a process of its own so this
+    one keeps its collector as it was."""
+    code = (
+        "import gc; import voxguard.api.app\n"
+        "from voxguard.runtime import settle_gc\n"
+        "before = gc.get_freeze_count(); settle_gc()\n"
+        "print(before, gc.get_freeze_count(), *gc.get_threshold())"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    before, frozen, young, middle, old = (int(x) for x in proc.stdout.split())
+    assert before == 0 and frozen > 10_000  # the app's modules, FastAPI, pydantic, numpy...
+    assert (young, middle, old) == (10_000, 10, 10)
+
+
 def test_the_simulated_engine_is_never_the_default():
     assert Settings().engine != "simulated"
 

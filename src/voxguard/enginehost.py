@@ -21,6 +21,7 @@ from .batching import BatcherError, InferenceFailed, ScoredWindows
 from .engine import LocalEngine
 from .metrics import Metrics
 from .problems import SetupError
+from .runtime import settle_gc
 from .settings import Settings
 from .shm import SlotPool, StatusBoard, write_catalogue
 from .wire import encode, receive, refusal
@@ -172,6 +173,7 @@ def run_engine(settings: Settings, folder: Path, frontends: int, log_level: int,
         logger.error("%s", exc)
         raise SystemExit(2) from None
     metrics.max_batch_size = engine.max_batch_size
+    settle_gc()
     board = StatusBoard(folder / "status", frontends, len(settings.models), create=False)
     host = EngineHost(engine, board, folder / "engine.sock", metrics)
 

