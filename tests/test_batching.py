@@ -367,9 +367,18 @@ async def test_trimmed_windows_lead_the_next_batch_in_order(make_batcher):
     assert [c.ids for c in scorer.calls] == [(1.0,), tuple(float(i) for i in range(2, 10))]
 
 
-async def test_a_batch_over_a_shape_runs_as_that_shape_and_its_rest_goes_next(make_batcher):
+@pytest.mark.parametrize(
+    ("shapes", "batches"),
+    [
+        (slow_shapes, [(1.0,), (2.0, 3.0, 4.0, 5.0), (6.0, 7.0)]),  # 6 would be padded to 8: 4, then 2
+        (None, [(1.0,), (2.0, 3.0, 4.0, 5.0, 6.0, 7.0)]),  # a device that pads nothing: all 6 at once
+    ],
+)
+async def test_a_batch_over_a_shape_runs_as_that_shape_and_its_rest_goes_next(make_batcher, shapes, batches):
     scorer = FakeScorer(gated=True)
-    batcher = make_batcher({"m": scorer}, max_batch_size=8, max_wait_ms=1, shapes=slow_shapes())
+    batcher = make_batcher(
+        {"m": scorer}, max_batch_size=8, max_wait_ms=1, shapes=shapes() if shapes else None
+    )
     first = asyncio.create_task(batcher.submit("m", windows(1), soon()))
     await wait_until(scorer.entered.is_set)
     rest = asyncio.create_task(batcher.submit("m", windows(*range(2, 8)), soon()))
@@ -377,21 +386,8 @@ async def test_a_batch_over_a_shape_runs_as_that_shape_and_its_rest_goes_next(ma
     scorer.release()
     await first
     assert (await rest).scores.tolist() == [2.0, 3.0, 4.0, 5.0, 6.0, 7.0]
-    assert [c.ids for c in scorer.calls] == [(1.0,), (2.0, 3.0, 4.0, 5.0), (6.0, 7.0)]
+    assert [c.ids for c in scorer.calls] == batches
     assert batcher.depth("m") == 0 and batcher.idle
-
-
-async def test_without_shapes_a_batch_takes_everything_waiting(make_batcher):
-    scorer = FakeScorer(gated=True)
-    batcher = make_batcher({"m": scorer}, max_batch_size=8, max_wait_ms=1)
-    first = asyncio.create_task(batcher.submit("m", windows(1), soon()))
-    await wait_until(scorer.entered.is_set)
-    rest = asyncio.create_task(batcher.submit("m", windows(*range(2, 8)), soon()))
-    await wait_until(lambda: batcher.depth("m") == 6)
-    scorer.release()
-    await first
-    await rest
-    assert [len(c.ids) for c in scorer.calls] == [1, 6]
 
 
 # --- pipelining: the next batch waits on the device thread, not in this loop ------------------------
