@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from voxguard.audio import SAMPLE_RATE, WINDOW, AudioInfo, DecodedAudio, make_windows
-from voxguard.inference import resolve_device
+from voxguard.inference import CPU_FORWARD_WINDOWS, Detector, resolve_device
 from voxguard.scoring import Rule, fake_probability, summarize
 
 
@@ -23,6 +23,19 @@ def test_fast_detector_within_1e3_of_eager(detector_factory, golden):
     eager = detector_factory("aasist", "eager").logits(golden["inputs"])
     fast = detector_factory("aasist", "fast").logits(golden["inputs"])
     assert np.abs(fast - eager).max() < 1e-3
+
+
+def test_cpu_forwards_take_at_most_four_windows(checkpoint_dir, golden, monkeypatch):
+    """A CPU batch runs as forwards of CPU_FORWARD_WINDOWS, which bounds the heap (docs/benchmarks.md),
+    and scores exactly as one forward would."""
+    detector = Detector.load("aasist", checkpoint_dir=checkpoint_dir, engine="eager", device="cpu")
+    sizes: list[int] = []
+    module = detector._module
+    monkeypatch.setattr(detector, "_module", lambda x: (sizes.append(len(x)), module(x))[1])
+    got = detector.logits(golden["inputs"][:7])
+    assert CPU_FORWARD_WINDOWS == 4
+    assert sizes == [4, 3]
+    np.testing.assert_allclose(got, golden["aasist_logits"][:7], atol=1e-4, rtol=0)
 
 
 def test_detector_rejects_wrong_shape(detector_factory):

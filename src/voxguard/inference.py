@@ -76,6 +76,13 @@ def build_engine(model: AASIST, engine: str, device: torch.device, compile_model
     return module
 
 
+# The most windows one CPU forward computes; a larger batch runs as several forwards. On a CPU a window
+# costs the same at batch 1, 4 or 16, but each adds ~190 MB of activations, and the tuned allocator's
+# heap fragments over mixed batch sizes: a real-AASIST CPU server under varying load grew to 4.5 GB and
+# kept growing, against 1.2 GB flat in forwards of 4, at the same 3.11 req/s (docs/benchmarks.md).
+CPU_FORWARD_WINDOWS = 4
+
+
 def bucket_size(n: int) -> int:
     """The next power of two: on CUDA every new batch shape costs a cuDNN autotuning pass, so a
     dynamic batcher's sizes 1..64 are padded to 7 shapes, all tuned during warm-up."""
@@ -235,9 +242,20 @@ class Detector:
             graph.inputs.copy_(staged, non_blocking=True)
             graph.graph.replay()
             return graph.logits[:n].float().cpu().numpy()
+        if self.device.type == "cpu":
+            return self._cpu_logits(staged)
         with torch.inference_mode():
             _, logits = self._module(staged.to(self.device, non_blocking=True))
             return logits[:n].float().cpu().numpy()
+
+    def _cpu_logits(self, windows: torch.Tensor) -> np.ndarray:
+        """The forward in slices of ``CPU_FORWARD_WINDOWS``: bounded memory at no cost in speed."""
+        with torch.inference_mode():
+            parts = [
+                self._module(windows[i : i + CPU_FORWARD_WINDOWS])[1].float()
+                for i in range(0, windows.shape[0], CPU_FORWARD_WINDOWS)
+            ]
+        return torch.cat(parts).numpy()
 
     @property
     def pads_to_buckets(self) -> bool:
