@@ -234,10 +234,8 @@ def through(channel: str, audio: np.ndarray, rng: np.random.Generator) -> bytes:
     return buffer.getvalue()
 
 
-def study_splice(samples: Path, detector: Detector, out: Path) -> None:
-    """Real-only and spliced recordings through every channel, scored window by window; one JSON line
-    per file and channel in ``out``."""
-    rng = np.random.default_rng(11)
+def splice_files(samples: Path, rng: np.random.Generator) -> list[dict]:
+    """The real-only recordings and, from each, six with a synthetic stretch inserted (before channels)."""
     options = AudioOptions()
     bases = real_recordings(samples, rng)
     synthetic = synthetic_set()
@@ -264,6 +262,15 @@ def study_splice(samples: Path, detector: Detector, out: Path) -> None:
                         "fake_s": [at / SAMPLE_RATE, (at + len(fake)) / SAMPLE_RATE],
                     }
                 )
+    return files
+
+
+def study_splice(samples: Path, detector: Detector, out: Path) -> None:
+    """Real-only and spliced recordings through every channel, scored window by window; one JSON line
+    per file and channel in ``out``."""
+    rng = np.random.default_rng(11)
+    options = AudioOptions()
+    files = splice_files(samples, rng)
     with out.open("w") as fh:
         for f in files:
             for channel in CHANNELS:
