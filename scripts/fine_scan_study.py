@@ -8,7 +8,7 @@
 stretch starting each 0.5 s, repeated twice to fill a model window as short audio is, with its speech
 seconds. ``report`` prints, for several rules, what the service's rule plus the half windows would call
 FAKE: the real-only recordings (false alarms) and the spliced ones by length of the inserted stretch
-(docs/evaluation.md quotes it). Half windows cost four times the windows the service scores.
+(docs/evaluation.md quotes it). Half windows cost four to six times the windows the service scores.
 """
 
 from __future__ import annotations
