@@ -19,7 +19,7 @@ STAGES = (16, 5, 11, 3, 13, 7, 16)
 
 
 def resident_mb(pid: int) -> tuple[int, int]:
-    """VmRSS and VmHWM of ``pid``, in MB."""
+    """VmRSS and VmHWM of ``pid``, in MiB."""
     fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
     return tuple(int(fields[key].split()[0]) // 1024 for key in ("VmRSS", "VmHWM"))  # type: ignore[return-value]
 
@@ -38,7 +38,7 @@ def main() -> None:
     options = ["--device", "cpu", "--checkpoint-dir", str(args.checkpoint_dir), "--engine", args.engine]
     with _process(voxguard_command(port, options), {}, f"{url}/ready") as server:
         rss, peak = resident_mb(server.pid)
-        print(f"ready: RSS {rss} MB, peak {peak} MB")
+        print(f"ready: RSS {rss} MiB, peak {peak} MiB")
         served = 0.0
         for connections in STAGES:
             run = run_wrk(
@@ -47,7 +47,7 @@ def main() -> None:
             served += run.throughput_rps * args.seconds
             rss, peak = resident_mb(server.pid)
             rate = f"{run.throughput_rps:.2f} req/s"
-            print(f"{connections:>2} connections: {rate}, RSS {rss} MB, peak {peak} MB")
+            print(f"{connections:>2} connections: {rate}, RSS {rss} MiB, peak {peak} MiB")
         print(f"overall: {served / (len(STAGES) * args.seconds):.2f} req/s")
 
 

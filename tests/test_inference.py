@@ -31,7 +31,12 @@ def test_cpu_forwards_take_at_most_four_windows(checkpoint_dir, golden, monkeypa
     detector = Detector.load("aasist", checkpoint_dir=checkpoint_dir, engine="eager", device="cpu")
     sizes: list[int] = []
     module = detector._module
-    monkeypatch.setattr(detector, "_module", lambda x: (sizes.append(len(x)), module(x))[1])
+
+    def recorded(windows):
+        sizes.append(len(windows))
+        return module(windows)
+
+    monkeypatch.setattr(detector, "_module", recorded)
     got = detector.logits(golden["inputs"][:7])
     assert CPU_FORWARD_WINDOWS == 4
     assert sizes == [4, 3]

@@ -77,9 +77,9 @@ def build_engine(model: AASIST, engine: str, device: torch.device, compile_model
 
 
 # The most windows one CPU forward computes; a larger batch runs as several forwards. On a CPU a window
-# costs the same at batch 1, 4 or 16, but each adds ~190 MB of activations, and the tuned allocator's
-# heap fragments over mixed batch sizes: a real-AASIST CPU server under varying load grew to 4.5 GB and
-# kept growing, against 1.2 GB flat in forwards of 4, at the same 3.11 req/s (docs/benchmarks.md).
+# costs the same at batch 1, 4 or 16, but each adds ~190 MiB of activations, and the tuned allocator's
+# heap fragments over mixed batch sizes: a real-AASIST CPU server under a changing load grew past 5.8 GiB
+# and kept growing, against 1.1 GiB flat in forwards of 4, at the same speed (docs/benchmarks.md).
 CPU_FORWARD_WINDOWS = 4
 
 
