@@ -21,14 +21,23 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from verdict_study import CHANNELS, splice_files, through
+from verdict_study import CHANNELS, _called_fake, _segments, splice_files, through
 
-from voxguard.audio import WINDOW, AudioOptions, frame_levels, level_windows, prepare, speech_seconds
+from voxguard.audio import (
+    SAMPLE_RATE,
+    WINDOW,
+    AudioOptions,
+    frame_levels,
+    level_windows,
+    prepare,
+    speech_seconds,
+)
 from voxguard.inference import Detector
+from voxguard.scoring import Rule
 from voxguard.settings import Settings
 
 HALF = WINDOW // 2
-HALF_HOP = 8_000  # 0.5 s at 16 kHz
+HALF_HOP = SAMPLE_RATE // 2
 
 
 def _half_windows(x: np.ndarray) -> tuple[list[int], np.ndarray, list[float]]:
@@ -55,9 +64,10 @@ def score(samples: Path, detector: Detector, out: Path) -> None:
                     "name": f["name"],
                     "channel": channel,
                     "fake_s": f["fake_s"],
+                    "spans": windows.spans,
                     "silent": windows.silent,
                     "scores": detector.scores(windows.batch).tolist(),
-                    "half_starts_s": [s / 16_000 for s in starts],
+                    "half_starts_s": [s / SAMPLE_RATE for s in starts],
                     "half_speech_s": speech,
                     "half_silent": silent,
                     "half_scores": detector.scores(batch).tolist(),
@@ -67,23 +77,21 @@ def score(samples: Path, detector: Detector, out: Path) -> None:
             print(f"{f['name']}: scored", file=sys.stderr)
 
 
-def _service_fake(row: dict, offset: float) -> bool:
-    return any(s + offset < 0 for s, quiet in zip(row["scores"], row["silent"], strict=True) if not quiet)
-
-
 def _half_fake(row: dict, offset: float, min_speech_s: float, run: int) -> bool:
-    """``run`` consecutive counted half windows below ``-offset``; uncounted ones do not break a run."""
+    """``run`` consecutive counted half windows called fake at ``offset``; uncounted ones do not break
+    a run."""
     length = 0
     for s, speech, quiet in zip(row["half_scores"], row["half_speech_s"], row["half_silent"], strict=True):
         if quiet or speech < min_speech_s:
             continue
-        length = length + 1 if s + offset < 0 else 0
+        length = length + 1 if _called_fake(s, offset) else 0
         if length >= run:
             return True
     return False
 
 
-def report(rows: list[dict], offset: float) -> str:
+def report(rows: list[dict], rule: Rule) -> str:
+    """The service's ``rule`` alone, then with half windows added at several offsets and run lengths."""
     real = [r for r in rows if r["kind"] == "real"]
     spliced = [r for r in rows if r["kind"] == "spliced"]
     seconds = sorted({round(r["fake_s"][1] - r["fake_s"][0]) for r in spliced})
@@ -100,7 +108,7 @@ def report(rows: list[dict], offset: float) -> str:
         + " | ".join(f"{s} s" for s in seconds)
         + " |",
         "|---|---:|---:|" + "---:|" * len(seconds),
-        line("service (4.04 s windows)", lambda r: _service_fake(r, offset)),
+        line("service (4.04 s windows)", lambda r: bool(_segments(r, rule))),
     ]
     for min_speech in (1.5, 1.75):
         for run in (1, 2):
@@ -110,7 +118,7 @@ def report(rows: list[dict], offset: float) -> str:
                     line(
                         name,
                         lambda r, o=half_offset, m=min_speech, k=run: (
-                            _service_fake(r, offset) or _half_fake(r, o, m, k)
+                            bool(_segments(r, rule)) or _half_fake(r, o, m, k)
                         ),
                     )
                 )
@@ -135,7 +143,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.step == "report":
         rows = [json.loads(line) for line in args.paths[0].read_text().splitlines() if line.strip()]
-        print(report(rows, Settings().score_offset))
+        print(report(rows, Settings().rule()))
         return
     torch.set_num_threads(2)
     detector = Detector.load("aasist", checkpoint_dir=args.checkpoint_dir, engine="fast", device="cpu")
