@@ -19,6 +19,7 @@ import soundfile as sf
 from prometheus_client import generate_latest
 
 from voxguard import pipeline as pipeline_module
+from voxguard import servebench
 from voxguard.api.app import create_app
 from voxguard.audio import WINDOW
 from voxguard.batching import QueueFull
@@ -215,6 +216,29 @@ def test_every_setting_is_a_serve_flag_validated_as_its_variable():
         parser.parse_args(["serve", "--min-reliable-s", "-1"])
 
 
+def test_bench_serve_warns_when_the_generator_is_too_close_to_the_servers():
+    run = {"throughput_rps": 0.0, "p50_ms": 1.0, "p99_ms": 2.0, "non_2xx": 0, "socket_errors": 0}
+    row = {**run, "frontends": 1, "ratio_to_floor": 0.5, "mean_batch_size": 8.0}
+    report = {
+        "load_generator": "wrk 1 thread",
+        "connections": 16,
+        "duration_s": 2,
+        "body": "wav",
+        "engine": "simulated",
+        "device": "simulated",
+        "generator": {**run, "throughput_rps": 2000.0},
+        "floor": {**run, "throughput_rps": 1000.0},
+        "by_frontends": [{**row, "throughput_rps": 500.0}],
+        "frontends": 1,
+        "ratio_to_floor": 0.5,
+    }
+    close = servebench.render_serve({**report, "generator_margin": 2.0, "generator_margin_ok": False})
+    assert "2.0x faster than the fastest server" in close
+    assert "warning: that is under 3x" in close
+    wide = servebench.render_serve({**report, "generator_margin": 5.0, "generator_margin_ok": True})
+    assert "warning" not in wide
+
+
 @pytest.mark.slow
 def test_bench_serve_measures_the_floor_the_generator_and_voxguard_in_one_run(checkpoint_dir):
     proc = subprocess.run(
@@ -245,7 +269,13 @@ def test_bench_serve_measures_the_floor_the_generator_and_voxguard_in_one_run(ch
         )
     best = max(report["by_frontends"], key=lambda row: row["throughput_rps"])
     assert report["frontends"] == best["frontends"] and report["ratio_to_floor"] == best["ratio_to_floor"]
-    assert report["generator_margin"] >= 3.0  # the load generator is not what was measured
+    # nginx answering `{}` outruns any Python server; how far depends on the machine, so the report says
+    # whether the margin is enough to trust, and the text says so when it is not.
+    fastest = max(report["floor"]["throughput_rps"], best["throughput_rps"])
+    margin = report["generator"]["throughput_rps"] / fastest
+    assert report["generator_margin"] == pytest.approx(margin, abs=0.01)
+    assert report["generator_margin"] > 1.0
+    assert report["generator_margin_ok"] == (margin >= servebench.MIN_GENERATOR_MARGIN)
     assert report["device_capacity_rps"] == pytest.approx(64 / ((0.9 + 0.68 * 64) / 1000), rel=1e-3)
     assert report["device_ratio_to_floor"] == pytest.approx(
         report["device_capacity_rps"] / report["floor"]["throughput_rps"], rel=1e-2
