@@ -84,7 +84,7 @@ def metric(text: str, name: str) -> float:
 
 @dataclass(frozen=True)
 class Outcome:
-    """What the test keeps of a response: holding the responses themselves would be a leak of its own."""
+    """What the test keeps of a response: holding the responses would itself grow live memory each round."""
 
     status: int
     retry_after: str
