@@ -139,7 +139,7 @@ def test_folder_layout_by_default_is_the_service_verdict(tmp_path, capsys, detec
     want = summarize(audio, windows, margins, Settings().rule()).decision.score
     assert resume_scores(out / "scores.txt")["fake/espeak/long.wav"] == pytest.approx(want, abs=1e-3)
     assert _summary(out)["run"]["windows"] == len(windows.batch)
-    assert _summary(out)["run"]["score_offset"] == Settings().score_offset
+    assert _summary(out)["run"]["score_offset"] == Settings().rule().offset
     assert "Protocol `service`" in (out / "report.md").read_text()
 
 

@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import sys
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING, get_args
 from pydantic import ValidationError
 
 from .datasets import AUDIO_SUFFIXES
-from .model.config import VARIANTS
+from .model.config import ARCHITECTURES, VARIANTS
 from .problems import SetupError
 from .settings import Settings, settings_from_environment
 from .training.recipe import Recipe
@@ -247,6 +248,23 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
     w.add_argument("--url", help="download from this URL instead (one model; file:// works)")
     w.add_argument("--force", action="store_true", help="download even when a verified copy exists")
 
+    c = sub.add_parser(
+        "corpus",
+        help="build the labelled training corpus: local real speech, local synthesis, channel copies",
+        formatter_class=_HELP,
+    )
+    c.add_argument("--out", type=Path, required=True, help="corpus folder (manifest.csv; a rerun resumes)")
+    c.add_argument(
+        "--shared",
+        type=Path,
+        default=Path("../shared"),
+        help="folder with corpus/ and samples/ (real speech)",
+    )
+    c.add_argument("--size", choices=("tiny", "full"), default="full", help="tiny: a few files of each kind")
+    c.add_argument("--families", help="comma-separated families to make (default: all)")
+    c.add_argument("--workers", type=_positive, default=os.cpu_count() or 1, help="processes")
+    c.add_argument("--seed", type=_count, default=1234, help="seed for every random choice")
+
     b = sub.add_parser("bench", help="benchmarks", formatter_class=_HELP)
     bsub = b.add_subparsers(dest="bench", required=True)
     bm = bsub.add_parser("model", help="time the inference engines against each other", formatter_class=_HELP)
@@ -350,7 +368,7 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
     t.add_argument("--dev", type=Path, required=True, help="dev set (any layout): EER every epoch")
     t.add_argument("--dev-audio-dir", type=Path, help="audio folder of an ASVspoof dev protocol")
     t.add_argument("--out", type=Path, required=True, help="run folder: best.pt, last.pt, metrics.jsonl, ...")
-    t.add_argument("--model", choices=tuple(VARIANTS), help="architecture (default aasist, or --init's)")
+    t.add_argument("--model", choices=tuple(ARCHITECTURES), help="architecture (default aasist, or --init's)")
     t.add_argument("--init", help="fine-tune from aasist | aasist-l (official weights) | a checkpoint PATH")
     t.add_argument("--name", help="model name the checkpoints record (default MODEL-OUTNAME)")
     t.add_argument("--epochs", type=_positive, default=Recipe.epochs, help="passes over the training set")
@@ -449,7 +467,7 @@ def _predict(args: argparse.Namespace, settings: Settings) -> int:
     settings = settings.model_copy(update={"preprocess": args.preprocess, "threshold": args.threshold})
     files = _audio_files(args.files)
     detector = _load_detector(args, settings)
-    pipeline = Pipeline.from_settings(settings)
+    pipeline = Pipeline.from_settings(settings, detector.info.score_offset)
     failures = 0
     rows = []
     batch_size = settings.batch_size_for(detector.device.type)
@@ -538,7 +556,7 @@ def _eval(args: argparse.Namespace, settings: Settings) -> int:
         dataset = load_dataset(args.source, args.audio_dir)
         asv = read_asv_scores(args.asv_scores) if args.asv_scores else None
         detector = _load_detector(args, settings)
-        rule = settings.model_copy(update={"threshold": args.threshold}).rule()
+        rule = settings.model_copy(update={"threshold": args.threshold}).rule(detector.info.score_offset)
         protocol = scoring_protocol(
             settings.audio_options(), rule, name=args.protocol, preprocess=args.preprocess
         )
@@ -765,6 +783,20 @@ def _bench(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _corpus(args: argparse.Namespace) -> int:
+    from .corpus.build import Sizes, build
+
+    logging.getLogger("voxguard").setLevel(logging.INFO)
+    families = [f.strip() for f in args.families.split(",")] if args.families else None
+    entries = build(args.shared, args.out, Sizes.named(args.size), args.seed, args.workers, families)
+    counts = Counter((e.split, e.label) for e in entries)
+    print(
+        f"{args.out / 'manifest.csv'}: {len(entries)} files; "
+        + ", ".join(f"{s} {lab} {n}" for (s, lab), n in sorted(counts.items()))
+    )
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; a :class:`SetupError` (bad setting, missing weights, no GPU, port taken) is one
     ``voxguard: ...`` line on stderr and exit status 2, never a traceback."""
@@ -785,6 +817,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _eval(args, settings)
         if args.command == "train":
             return _train(args)
+        if args.command == "corpus":
+            return _corpus(args)
         return _bench(args, settings)
     except SetupError as exc:
         print(f"voxguard: {exc}", file=sys.stderr)

@@ -1,4 +1,4 @@
-"""The Detector: one loaded AASIST on one device, turning window batches into scores.
+"""The Detector: one loaded network (AASIST or SpecNet) on one device, turning window batches into scores.
 
 Knows nothing about HTTP or queues. A Detector is used by one thread at a time (the batch
 worker or the CLI); that is what lets it reuse pinned buffers and never run two forwards at once.
@@ -18,7 +18,7 @@ from torch import nn
 
 from .model.aasist import AASIST
 from .model.checkpoints import LoadedCheckpoint, load_checkpoint
-from .model.config import AasistConfig
+from .model.config import ModelConfig
 from .model.fast import FastAASIST
 from .problems import SetupError
 from .runtime import tune_allocator
@@ -58,11 +58,16 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def build_engine(model: AASIST, engine: str, device: torch.device, compile_model: bool = False) -> nn.Module:
-    """The module that computes ``(hidden, logits)`` for an engine name, placed on ``device``."""
+def build_engine(
+    model: nn.Module, engine: str, device: torch.device, compile_model: bool = False
+) -> nn.Module:
+    """The module that computes ``(hidden, logits)`` for an engine name, placed on ``device``.
+
+    The engines are ways of running AASIST; SpecNet is small enough to have one float32 form, which
+    every engine name runs."""
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
-    if engine == "eager":
+    if engine == "eager" or not isinstance(model, AASIST):
         return model.to(device).eval()
     dtype = torch.bfloat16 if engine == "bf16" else torch.float32
     channels_last = device.type == "cpu" or dtype == torch.bfloat16
@@ -113,8 +118,9 @@ class ModelInfo:
     path: str
     device: str
     engine: str
-    config: AasistConfig
+    config: ModelConfig
     cuda_graphs: bool
+    score_offset: float = 6.0  # the verdict rule's default offset for this model (LoadedCheckpoint)
     note: str | None = None  # what a reader of /v1/models must know (a simulated model says so)
 
 
@@ -151,6 +157,7 @@ class Detector:
             engine=engine,
             config=loaded.config,
             cuda_graphs=cuda_graphs and self.device.type == "cuda" and not compile_model,
+            score_offset=loaded.score_offset,
         )
         self._module = build_engine(loaded.model, engine, self.device, compile_model)
         self._pinned: torch.Tensor | None = None

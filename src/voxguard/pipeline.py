@@ -31,8 +31,9 @@ class Pipeline:
     rule: Rule
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Pipeline:
-        return cls(settings.audio_options(), settings.rule())
+    def from_settings(cls, settings: Settings, model_offset: float = 6.0) -> Pipeline:
+        """The pipeline for a model whose own score offset is ``model_offset`` (``ModelInfo``)."""
+        return cls(settings.audio_options(), settings.rule(model_offset))
 
     def windows(self, data: bytes) -> tuple[DecodedAudio, WindowSet]:
         """Decode, resample, cut and level: the whole CPU side of one file."""

@@ -59,7 +59,11 @@ class PredictionService:
         self.models = engine.models
         self.default_model = next(iter(self.models))
         metrics.max_batch_size = engine.max_batch_size
-        self.pipeline = Pipeline.from_settings(settings)
+        # One verdict rule per model (each has its own score offset); windows are cut the same for all.
+        self.pipelines = {
+            name: Pipeline.from_settings(settings, info.score_offset) for name, info in self.models.items()
+        }
+        self.pipeline = self.pipelines[self.default_model]
         workers = settings.decode_workers or os.cpu_count() or 1
         self._decode_pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="voxguard-decode")
 
@@ -125,7 +129,7 @@ class PredictionService:
         decoded = time.monotonic()
         deadline = self.deadline(received_at, len(windows.spans))
         scored = await self.engine.submit(name, windows.batch, deadline)
-        verdict = self.pipeline.verdict(audio, windows, scored.scores)
+        verdict = self.pipelines[name].verdict(audio, windows, scored.scores)
         done = time.monotonic()
         timing = Timing(
             decode_ms=(decoded - started) * 1000.0,
@@ -215,7 +219,7 @@ class LiveSession:
     async def _score(self, first: int, windows: WindowSet) -> list[LiveWindow]:
         deadline = self.service.deadline(time.monotonic(), len(windows.spans))
         scored = await self.service.engine.submit(self.model, windows.batch, deadline)
-        scores = self.service.pipeline.rule.calibrate(scored.scores)
+        scores = self.service.pipelines[self.model].rule.calibrate(scored.scores)
         rows = zip(windows.spans, scored.scores, scores, windows.silent, strict=True)
         return [
             LiveWindow(
@@ -250,7 +254,7 @@ class LiveSession:
             [(x.start_s, x.end_s) for x in w],
             np.array([x.margin for x in w]),
             [x.silent for x in w],
-            self.service.pipeline.rule,
+            self.service.pipelines[self.model].rule,
             self.windower.speech_s,
         )
 

@@ -70,8 +70,10 @@ class Settings(BaseSettings):
     min_fake_windows: int = Field(
         default=1, ge=1, description="consecutive fake windows that make a file FAKE (docs/evaluation.md)"
     )
-    score_offset: float = Field(
-        default=6.0, description="added to the model's logit margin before scores and probabilities"
+    score_offset: float | None = Field(
+        default=None,
+        description="added to the model's logit margin before scores and probabilities; default: the "
+        "model's own (6 for the official AASIST weights, 0 for specnet)",
     )
     min_reliable_s: float = Field(
         default=2.0, ge=0.0, description="less speech than this (seconds) gets INCONCLUSIVE, not a verdict"
@@ -172,10 +174,13 @@ class Settings(BaseSettings):
             max_duration_s=self.max_duration_s,
         )
 
-    def rule(self) -> Rule:
+    def rule(self, model_offset: float = 6.0) -> Rule:
+        """The verdict rule for a model whose own offset is ``model_offset`` (``ModelInfo.score_offset``);
+        ``score_offset``, when set, overrides it for every model."""
         from .scoring import Rule
 
-        return Rule(self.threshold, self.min_fake_windows, self.min_reliable_s, self.score_offset)
+        offset = model_offset if self.score_offset is None else self.score_offset
+        return Rule(self.threshold, self.min_fake_windows, self.min_reliable_s, offset)
 
     def batch_size_for(self, device_type: str) -> int:
         """The batch limit of the device the server really runs on (a simulated one is an accelerator)."""

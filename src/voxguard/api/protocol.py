@@ -179,6 +179,9 @@ class ModelOut(BaseModel):
     engine: str
     cuda_graphs: bool = Field(description="the forward is replayed as a CUDA graph (CUDA only)")
     config: dict
+    score_offset: float = Field(
+        description="what the verdict rule adds to this model's margins (its own, or VOXGUARD_SCORE_OFFSET)"
+    )
     note: str | None = Field(default=None, description="e.g. that the model is simulated (benchmarks only)")
 
 

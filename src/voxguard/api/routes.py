@@ -262,6 +262,7 @@ async def models(request: Request, service: Service) -> ModelsResponse:
             engine=info.engine,
             cuda_graphs=info.cuda_graphs,
             config=info.config.to_dict(),
+            score_offset=service.pipelines[info.name].rule.offset,
             note=info.note,
         )
         for info in service.models.values()

@@ -1,4 +1,7 @@
-"""Known AASIST checkpoints, where to find them, and loading that fails with a precise reason.
+"""Known checkpoints, where to find them, and loading that fails with a precise reason.
+
+The registry names the official AASIST files (fetched by ``voxguard weights``, never shipped) and
+voxguard's own SpecNet weights, which ship inside the package (``model/weights/``, with their model card).
 
 Two file shapes load:
 
@@ -25,11 +28,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from ..problems import SetupError
 from ..progress import progress_bar
-from .aasist import AASIST
-from .config import VARIANTS, AasistConfig
+from . import build_model
+from .config import VARIANTS, ModelConfig, config_from_dict
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +41,9 @@ UPSTREAM_COMMIT = "a04c9863f63d44471dde8a6abcb3b082b07cd1d1"
 UPSTREAM_LICENSE = "MIT, Copyright (c) 2021-present NAVER Corp."
 VOXGUARD_FORMAT = "voxguard-checkpoint"
 VOXGUARD_FORMAT_VERSION = 1
+# What the official AASIST weights' margin needs for 0 to be the measured REAL/FAKE boundary
+# (docs/evaluation.md); also the offset of AASIST checkpoints that record none of their own.
+AASIST_SCORE_OFFSET = 6.0
 _CHUNK = 1 << 20
 _DOWNLOAD_TIMEOUT_S = 60.0
 
@@ -55,17 +62,25 @@ class CheckpointError(SetupError):
         self.code = code
 
 
+BUNDLED_DIR = Path(__file__).parent / "weights"
+
+
 @dataclass(frozen=True)
 class CheckpointSpec:
-    """One published checkpoint: its file, identity (sha256, size), origin and architecture."""
+    """One published checkpoint: its file, identity (sha256, size), origin and architecture.
+
+    ``bundled`` weights ship in ``BUNDLED_DIR`` (no download, no checkpoint directory); the others are
+    fetched from ``url``."""
 
     name: str
     filename: str
     sha256: str
     size: int
     url: str
-    config: AasistConfig
+    config: ModelConfig
     license: str
+    score_offset: float = AASIST_SCORE_OFFSET
+    bundled: bool = False
 
 
 def _upstream_url(filename: str) -> str:
@@ -99,14 +114,18 @@ class LoadedCheckpoint:
     """A model ready for inference (eval mode, CPU) plus where it came from.
 
     ``name`` is the requested name for official files and the name recorded in the file for
-    voxguard checkpoints; ``sha256`` is always the hash of the file actually read.
+    voxguard checkpoints; ``sha256`` is always the hash of the file actually read. ``score_offset`` is
+    what the verdict rule adds to this model's margins unless the operator sets one: the registry's for
+    official files, the one a voxguard checkpoint records, else 6 for AASIST and 0 for SpecNet (whose
+    recipe folds its calibration into its output layer).
     """
 
     name: str
     path: Path
     sha256: str
-    config: AasistConfig
-    model: AASIST
+    config: ModelConfig
+    model: nn.Module
+    score_offset: float = AASIST_SCORE_OFFSET
 
 
 def _spec(name: str) -> CheckpointSpec:
@@ -143,6 +162,8 @@ def resolve_checkpoint(
     """
     if path is not None:
         candidate = Path(path).expanduser()
+    elif _spec(name).bundled:
+        candidate = BUNDLED_DIR / _spec(name).filename
     else:
         spec = _spec(name)
         directory = (
@@ -172,7 +193,7 @@ def sha256_file(path: Path) -> str:
 def _corrupt(path: Path, why: str) -> CheckpointError:
     return CheckpointError(
         "checkpoint_corrupt",
-        f"{path} is not a usable AASIST checkpoint: {why}.",
+        f"{path} is not a usable checkpoint: {why}.",
         "re-download it (`make weights`) or point --checkpoint at a file written by voxguard or upstream",
     )
 
@@ -205,7 +226,9 @@ def _as_state_dict(obj: Any, path: Path) -> dict[str, torch.Tensor]:
     return dict(obj)
 
 
-def _check_keys_and_shapes(model: AASIST, state: Mapping[str, torch.Tensor], path: Path, name: str) -> None:
+def _check_keys_and_shapes(
+    model: nn.Module, state: Mapping[str, torch.Tensor], path: Path, name: str
+) -> None:
     """Name the first offending key; ``load_state_dict``'s own message lists every key at once."""
     expected = model.state_dict()
     hint = f"make sure the file holds {name!r} weights (AASIST and AASIST-L weights are not interchangeable)"
@@ -230,22 +253,24 @@ def _check_keys_and_shapes(model: AASIST, state: Mapping[str, torch.Tensor], pat
 
 def _unpack(
     obj: Any, requested: str, path: Path, sha: str
-) -> tuple[str, AasistConfig, dict[str, torch.Tensor]]:
-    """Tell the two accepted file shapes apart; return (name, config, state_dict)."""
+) -> tuple[str, ModelConfig, dict[str, torch.Tensor], float]:
+    """Tell the two accepted file shapes apart; return (name, config, state_dict, score offset)."""
     if isinstance(obj, Mapping) and obj.get("format") == VOXGUARD_FORMAT:
         version = obj.get("version")
         if version != VOXGUARD_FORMAT_VERSION:
             raise _corrupt(path, f"voxguard checkpoint version {version!r} is not supported")
         try:
-            config = AasistConfig.from_dict(obj["config"])
+            config = config_from_dict(obj["config"])
             recorded = str(obj["model"])
+            default = AASIST_SCORE_OFFSET if config.architecture == "AASIST" else 0.0
+            offset = float((obj.get("extra") or {}).get("score_offset", default))
         except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
             raise _corrupt(path, f"voxguard checkpoint has no valid config ({exc!r})") from exc
         if recorded != requested:
             logger.info(
                 "%s holds model %r (requested %r); using the config stored in it", path, recorded, requested
             )
-        return recorded, config, _as_state_dict(obj.get("state_dict"), path)
+        return recorded, config, _as_state_dict(obj.get("state_dict"), path), offset
     state = _as_state_dict(obj, path)
     spec = _spec(requested)  # a plain state_dict has no config of its own: the name must supply it
     if sha != spec.sha256:
@@ -257,7 +282,7 @@ def _unpack(
             spec.sha256,
             requested,
         )
-    return requested, spec.config, state
+    return requested, spec.config, state, spec.score_offset
 
 
 def load_checkpoint(
@@ -266,7 +291,7 @@ def load_checkpoint(
     checkpoint_dir: str | Path | None = None,
     verify: bool = True,
 ) -> LoadedCheckpoint:
-    """Load ``name`` strictly into a fresh :class:`AASIST` on CPU, in eval mode.
+    """Load ``name`` strictly into a fresh network of its architecture on CPU, in eval mode.
 
     With ``verify`` a registry file found in the checkpoint directory must have the published
     sha256 (a stale or tampered download is refused rather than silently scored with). A file
@@ -284,11 +309,11 @@ def load_checkpoint(
                 f"got {sha}.",
                 f"re-run `make weights` or `voxguard weights --model {name}` (it replaces a bad copy)",
             )
-    model_name, config, state = _unpack(_read(file), name, file, sha)
+    model_name, config, state, offset = _unpack(_read(file), name, file, sha)
     try:
-        model = AASIST(config)
+        model = build_model(config)
     except Exception as exc:  # a hand-edited config can fail in many ways inside the constructor
-        raise _corrupt(file, f"its config cannot build an AASIST model ({exc!r})") from exc
+        raise _corrupt(file, f"its config cannot build a {config.architecture} model ({exc!r})") from exc
     _check_keys_and_shapes(model, state, file, model_name)
     try:
         model.load_state_dict(state, strict=True)
@@ -298,7 +323,7 @@ def load_checkpoint(
         ) from exc
     model.eval()
     logger.info("loaded %s from %s (sha256 %s)", model_name, file, sha)
-    return LoadedCheckpoint(name=model_name, path=file, sha256=sha, config=config, model=model)
+    return LoadedCheckpoint(model_name, file, sha, config, model, offset)
 
 
 def _check_plain(value: Any, where: str) -> None:
@@ -329,7 +354,7 @@ def _temp_beside(target: Path, suffix: str) -> tuple[int, Path]:
     return fd, Path(name)
 
 
-def save_checkpoint(path: Path, model: AASIST, *, name: str, extra: dict | None = None) -> str:
+def save_checkpoint(path: Path, model: nn.Module, *, name: str, extra: dict | None = None) -> str:
     """Write a self-describing voxguard checkpoint atomically and return its sha256.
 
     The file carries the config, so it loads by path without a registry entry. ``extra`` (epoch,

@@ -1,4 +1,4 @@
-"""AASIST architecture hyper-parameters and the two published variants."""
+"""Architecture hyper-parameters: AASIST (the two published variants) and voxguard's own SpecNet."""
 
 from __future__ import annotations
 
@@ -43,6 +43,46 @@ class AasistConfig:
         return data
 
 
+@dataclass(frozen=True)
+class SpecNetConfig:
+    """Architecture hyper-parameters; stored in every SpecNet checkpoint."""
+
+    architecture: str = "SpecNet"
+    nb_samp: int = NB_SAMP
+    n_fft: int = 512
+    win: int = 400
+    hop: int = 160
+    bands: int = 80
+    stem_channels: tuple[int, int, int] = (16, 32, 32)
+    channels: int = 128
+    dilations: tuple[int, ...] = (2, 3, 4)
+    dropout: float = 0.3
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SpecNetConfig:
+        known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+        for key in ("stem_channels", "dilations"):
+            if key in known:
+                known[key] = tuple(int(v) for v in known[key])
+        return cls(**known)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["stem_channels"], data["dilations"] = list(self.stem_channels), list(self.dilations)
+        return data
+
+
+ModelConfig = AasistConfig | SpecNetConfig
+
+
+def config_from_dict(data: dict[str, Any]) -> ModelConfig:
+    """A stored config, by its ``architecture`` (files written before SpecNet existed say AASIST)."""
+    if data.get("architecture", "AASIST") == "SpecNet":
+        return SpecNetConfig.from_dict(data)
+    return AasistConfig.from_dict(data)
+
+
+# The published AASIST variants (the official weights `voxguard weights` fetches).
 VARIANTS: dict[str, AasistConfig] = {
     "aasist": AasistConfig(),
     "aasist-l": AasistConfig(
@@ -51,3 +91,5 @@ VARIANTS: dict[str, AasistConfig] = {
         pool_ratios=(0.4, 0.5, 0.7, 0.5),
     ),
 }
+# Every architecture `voxguard train --model` builds.
+ARCHITECTURES: dict[str, ModelConfig] = {**VARIANTS, "specnet": SpecNetConfig()}

@@ -13,7 +13,7 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import TYPE_CHECKING, Any
 
-from ..model.config import VARIANTS
+from ..model.config import ARCHITECTURES
 
 if TYPE_CHECKING:  # torch is imported where it is used, so the CLI can read the defaults without it
     import torch
@@ -45,8 +45,8 @@ class Recipe:
     swa: bool = True  # average the improving epochs' weights into swa.pt at the end, as main.py does
 
     def __post_init__(self) -> None:
-        if self.model is not None and self.model not in VARIANTS:
-            raise ValueError(f"model must be one of {', '.join(VARIANTS)}, got {self.model!r}")
+        if self.model is not None and self.model not in ARCHITECTURES:
+            raise ValueError(f"model must be one of {', '.join(ARCHITECTURES)}, got {self.model!r}")
         for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")

@@ -33,8 +33,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
-from ..model.aasist import AASIST
 from ..model.checkpoints import LoadedCheckpoint, load_checkpoint, save_checkpoint
 from . import TrainingError
 from .recipe import Recipe
@@ -205,11 +205,11 @@ class RunFiles:
         with self.metrics.open("a", encoding="utf-8") as fh:
             fh.write(json.dumps(dict(record)) + "\n")
 
-    def save_model(self, path: Path, model: AASIST, name: str, training: dict[str, Any]) -> str:
+    def save_model(self, path: Path, model: nn.Module, name: str, training: dict[str, Any]) -> str:
         """``best.pt`` or ``swa.pt``: a servable checkpoint with no training state."""
         return save_checkpoint(path, model, name=name, extra={"training": training})
 
-    def save_last(self, model: AASIST, name: str, training: dict[str, Any], resume: dict[str, Any]) -> str:
+    def save_last(self, model: nn.Module, name: str, training: dict[str, Any], resume: dict[str, Any]) -> str:
         return save_checkpoint(self.last, model, name=name, extra={"training": training, "resume": resume})
 
     def write_run(self, data: Mapping[str, Any]) -> None:

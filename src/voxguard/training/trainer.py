@@ -32,9 +32,9 @@ from ..audio import WINDOW
 from ..datasets import Dataset, load_dataset
 from ..evaluation.metrics import equal_error_rate
 from ..inference import resolve_device
-from ..model.aasist import AASIST
+from ..model import build_model as new_model
 from ..model.checkpoints import REGISTRY, load_checkpoint
-from ..model.config import VARIANTS
+from ..model.config import ARCHITECTURES
 from ..runtime import set_threads, tune_allocator
 from . import TrainingError
 from .augment import Augmenter
@@ -134,15 +134,15 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
     return torch.bfloat16 if precision == "bf16" else torch.float16
 
 
-def variant_of(model: AASIST) -> str | None:
-    return next((name for name, config in VARIANTS.items() if config == model.config), None)
+def variant_of(model: nn.Module) -> str | None:
+    return next((name for name, config in ARCHITECTURES.items() if config == model.config), None)
 
 
-def build_model(recipe: Recipe, checkpoint_dir: Path | None) -> tuple[AASIST, dict[str, Any]]:
+def build_model(recipe: Recipe, checkpoint_dir: Path | None) -> tuple[nn.Module, dict[str, Any]]:
     """A fresh model (seeded) or the ``init`` checkpoint's weights, plus a note of where they came from."""
     torch.manual_seed(recipe.seed)
     if recipe.init is None:
-        return AASIST(VARIANTS[recipe.model or "aasist"]), {"source": "scratch"}
+        return new_model(ARCHITECTURES[recipe.model or "aasist"]), {"source": "scratch"}
     if recipe.init in REGISTRY:
         loaded = load_checkpoint(recipe.init, checkpoint_dir=checkpoint_dir)
     else:  # a file: a voxguard checkpoint carries its config; a plain state_dict takes --model's
@@ -194,7 +194,7 @@ def _loaders(
 class _Optimisation:
     """The model and everything that updates it, so one optimiser step is one call."""
 
-    model: AASIST
+    model: nn.Module
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LambdaLR
     scaler: torch.amp.GradScaler
@@ -426,7 +426,7 @@ def _train_loader(
 def _write_swa(
     run: RunFiles,
     average: WeightAverage,
-    model: AASIST,
+    model: nn.Module,
     train_loader: DataLoader,
     dev_loader: DataLoader,
     criterion: nn.CrossEntropyLoss,
@@ -501,7 +501,7 @@ def _train_epoch(
 
 @torch.no_grad()
 def evaluate(
-    model: AASIST, loader: DataLoader, criterion: nn.CrossEntropyLoss, device: torch.device, progress: bool
+    model: nn.Module, loader: DataLoader, criterion: nn.CrossEntropyLoss, device: torch.device, progress: bool
 ) -> DevResult:
     """Dev EER on ``logit[bona fide] - logit[spoof]`` (the served score), in float32, plus the loss."""
     model.eval()

@@ -1,0 +1,217 @@
+"""The recipe behind voxguard's own detector (SpecNet): leave-one-family-out runs, the shipped model, and
+the held-out figures against the official AASIST weights on the same files (docs/evaluation.md).
+
+    python scripts/detector_recipe.py --corpus build/corpus --out build/detector
+
+Each step keeps its results in --out, so a rerun resumes where it stopped. Steps, in order:
+
+1. ``aasist``: the official AASIST scores every test-split file once, as the service would (cached).
+2. for each fold (``piper``, ``kokoro``, ``copysynth``, ``classic`` = espeak-ng + flite + festival, then
+   ``all``): train SpecNet without that family (``voxguard train``'s loop), fit the calibration on the
+   fold's dev split and fold it into the weights, then score the fold's test files: the held-out family
+   (every channel copy) and the held-out real speakers (every channel copy).
+3. ``report.json`` and ``report.md``: per fold, SpecNet and AASIST side by side.
+
+The ``all`` fold's calibrated checkpoint is the shipped ``specnet`` model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from voxguard.corpus.build import BONAFIDE, read_manifest
+from voxguard.corpus.folds import TEST_ONLY
+from voxguard.evaluation import heldout
+from voxguard.inference import Detector
+from voxguard.model.checkpoints import load_checkpoint, save_checkpoint
+from voxguard.scoring import Rule
+from voxguard.settings import Settings
+from voxguard.training.calibration import fit_platt, fold_into
+from voxguard.training.recipe import Recipe
+from voxguard.training.trainer import Runtime, train
+
+logger = logging.getLogger("detector_recipe")
+
+CLASSIC = ("espeak", "flite", "festival")
+FOLDS: dict[str, tuple[str, ...]] = {
+    "piper": ("piper",),
+    "kokoro": ("kokoro",),
+    "copysynth": ("copysynth",),
+    "classic": CLASSIC,
+    "all": (),
+}
+
+
+def _files(entries, keep) -> list[heldout.TestFile]:  # type: ignore[no-untyped-def]
+    return [heldout.TestFile(str(e.path), e.label, e.family, e.channel) for e in entries if keep(e)]
+
+
+def _csv(path: Path, corpus: Path, entries) -> None:  # type: ignore[no-untyped-def]
+    rows = ["path,label,attack"] + [
+        f"{(corpus / e.path).resolve()},{e.label},{e.family if e.label != BONAFIDE else '-'}" for e in entries
+    ]
+    path.write_text("\n".join(rows) + "\n")
+
+
+def _rule(offset: float) -> Rule:
+    return Settings(score_offset=offset).rule()
+
+
+def aasist_margins(corpus: Path, out: Path, checkpoint_dir: Path) -> dict[str, np.ndarray]:
+    """The official AASIST's window margins for every test-split file, scored once and cached."""
+    cache = out / "aasist-margins.npz"
+    if cache.exists():
+        with np.load(cache) as data:
+            return {k: data[k] for k in data.files}
+    tests = _files(read_manifest(corpus), lambda e: e.split == "test")
+    tests = [replace(f, path=str(corpus / f.path)) for f in tests]
+    cuts = heldout.cut(tests)
+    logger.info(
+        "AASIST: scoring %d test files (%d windows)", len(cuts), sum(len(c.windows.spans) for c in cuts)
+    )
+    detector = Detector.load("aasist", checkpoint_dir=checkpoint_dir, engine="fast", device="cpu")
+    margins = heldout.score(cuts, detector, batch=4)
+    result = {c.file.path: m for c, m in zip(cuts, margins, strict=True)}
+    np.savez(cache, **result)
+    return result
+
+
+def run_fold(name: str, held_out: tuple[str, ...], corpus: Path, out: Path, epochs: int, seed: int) -> Path:
+    """Train, calibrate and save one fold's model; returns the calibrated checkpoint."""
+    folder = out / name
+    folder.mkdir(parents=True, exist_ok=True)
+    calibrated = folder / "calibrated.pt"
+    if calibrated.exists():
+        return calibrated
+    entries = read_manifest(corpus)
+    excluded = {*held_out, *TEST_ONLY}
+    train_rows = [e for e in entries if e.split == "train" and e.family not in excluded]
+    dev_rows = [e for e in entries if e.split == "dev" and e.family not in excluded]
+    _csv(folder / "train.csv", corpus, train_rows)
+    _csv(folder / "dev.csv", corpus, dev_rows)
+    real = sum(e.label == BONAFIDE for e in train_rows)
+    recipe = Recipe(
+        train=str(folder / "train.csv"),
+        dev=str(folder / "dev.csv"),
+        model="specnet",
+        name=f"specnet-lofo-{name}" if held_out else "specnet",
+        epochs=epochs,
+        batch_size=32,
+        lr=1e-3,
+        lr_min=1e-5,
+        # Both classes weigh the same in the loss whatever their counts.
+        spoof_weight=real / len(train_rows),
+        bonafide_weight=1 - real / len(train_rows),
+        seed=seed,
+        swa=False,
+    )
+    runtime = Runtime(
+        out=folder / "run", device="cpu", progress=False, resume=(folder / "run" / "last.pt").exists()
+    )
+    summary = train(recipe, runtime)
+    loaded = load_checkpoint("specnet", path=summary.out / "best.pt")
+    dev = [replace(f, path=str(corpus / f.path)) for f in _files(dev_rows, lambda e: True)]
+    cuts = heldout.cut(dev)
+    detector = Detector(loaded, engine="eager", device="cpu")
+    margins = heldout.score(cuts, detector)
+    calibration = fit_platt(
+        heldout.file_margins(cuts, margins), np.array([c.file.label == BONAFIDE for c in cuts])
+    )
+    logger.info("fold %s: dev calibration %s", name, calibration)
+    fold_into(loaded.model.out_layer, calibration)
+    save_checkpoint(
+        calibrated,
+        loaded.model,
+        name=recipe.name,
+        extra={
+            "score_offset": 0.0,
+            "calibration": asdict(calibration),
+            "held_out_families": list(held_out),
+            "recipe": recipe.to_dict(),
+            "trained_from": str(folder / "run" / "best.pt"),
+        },
+    )
+    return calibrated
+
+
+def evaluate_fold(
+    name: str, held_out: tuple[str, ...], corpus: Path, checkpoint: Path, aasist: dict[str, np.ndarray]
+) -> dict:
+    entries = read_manifest(corpus)
+
+    def keep(e) -> bool:  # type: ignore[no-untyped-def]
+        if e.split != "test":
+            return False
+        return e.label == BONAFIDE or (e.family in held_out if held_out else True)
+
+    tests = [replace(f, path=str(corpus / f.path)) for f in _files(entries, keep)]
+    cuts = heldout.cut(tests)
+    detector = Detector(load_checkpoint("specnet", path=checkpoint), engine="eager", device="cpu")
+    ours = heldout.score(cuts, detector)
+    theirs = [aasist[c.file.path] for c in cuts]
+    result: dict = {"fold": name, "held_out": list(held_out), "files": len(cuts)}
+    for model, margins, offset in (("specnet", ours, 0.0), ("aasist", theirs, 6.0)):
+        decisions = heldout.judge(cuts, margins, _rule(offset))
+        result[model] = asdict(heldout.summarise(cuts, decisions))
+        families = sorted({c.file.family for c in cuts if c.file.label != BONAFIDE})
+        result[model]["by_family"] = {}
+        for family in families:
+            pick = [i for i, c in enumerate(cuts) if c.file.label == BONAFIDE or c.file.family == family]
+            summary = heldout.summarise([cuts[i] for i in pick], [decisions[i] for i in pick])
+            result[model]["by_family"][family] = {"eer": summary.eer, "fake_caught": summary.fake_caught}
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--corpus", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--seed", type=int, default=1234)
+    parser.add_argument(
+        "--folds", default=",".join(FOLDS), help="comma-separated subset of " + ",".join(FOLDS)
+    )
+    parser.add_argument(
+        "--checkpoint-dir", type=Path, default=Path("checkpoints"), help="the official weights"
+    )
+    parser.add_argument("--step", choices=("all", "aasist", "folds"), default="all")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    torch.manual_seed(args.seed)
+    args.out.mkdir(parents=True, exist_ok=True)
+    aasist = aasist_margins(args.corpus, args.out, args.checkpoint_dir) if args.step != "folds" else None
+    if args.step == "aasist":
+        return
+    results = []
+    for name in args.folds.split(","):
+        checkpoint = run_fold(name, FOLDS[name], args.corpus, args.out, args.epochs, args.seed)
+        if aasist is None:
+            continue
+        results.append(evaluate_fold(name, FOLDS[name], args.corpus, checkpoint, aasist))
+        (args.out / "report.json").write_text(json.dumps(results, indent=1))
+        logger.info(
+            "fold %s: %s",
+            name,
+            json.dumps(
+                {
+                    m: {
+                        k: results[-1][m][k]
+                        for k in ("eer", "fake_caught", "real_flagged", "confident_wrong")
+                    }
+                    for m in ("specnet", "aasist")
+                }
+            ),
+        )
+
+
+if __name__ == "__main__":
+    main()
