@@ -8,7 +8,7 @@ SAMPLES ?= $(abspath ../shared/samples)
 export VOXGUARD_CHECKPOINT_DIR ?= $(if $(wildcard $(SHARED_WEIGHTS)/AASIST.pth),$(SHARED_WEIGHTS),$(abspath checkpoints))
 
 .PHONY: install test test-docker test-fast lint format weights run run-tls certs bench bench-serve bench-gpu audit reliability \
-	eval-report clean docker-build up up-cpu up-scale down
+	eval-report corpus detector clean docker-build up up-cpu up-scale down
 
 install: $(VENV)/.installed
 
@@ -95,6 +95,19 @@ eval-report: install
 		$(VENV)/bin/voxguard eval $(EVAL_SET) --model $$model --protocol reference --out docs/eval-report/$$model-reference \
 		|| exit 1; \
 	done
+
+# voxguard's own detector (docs/training.md#voxguards-own-detector-specnet): the corpus (real speech from
+# ../shared and Debian's Asterisk prompts, synthetic speech made here, channel copies; about 40 minutes on 2
+# cores), then the recipe: leave-one-family-out SpecNet runs, the shipped model and the held-out figures
+# against the official AASIST on the same files (about 1.5 hours on 2 cores). Needs the packages in
+# scripts/corpus-packages.txt (apt-get install $$(cat scripts/corpus-packages.txt)).
+CORPUS ?= build/corpus
+DETECTOR_OUT ?= build/detector
+corpus: install
+	$(VENV)/bin/voxguard corpus --out $(CORPUS) --shared $(abspath ../shared)
+
+detector: corpus
+	$(PY) scripts/detector_recipe.py --corpus $(CORPUS) --out $(DETECTOR_OUT) --checkpoint-dir $(VOXGUARD_CHECKPOINT_DIR)
 
 # Containers (docker/README.md). DOCKER_VARIANT=cpu builds the image for machines without a GPU (on
 # Ubuntu instead of the CUDA base: the Dockerfile builds on the one BASE_IMAGE it is given);

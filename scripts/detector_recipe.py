@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shutil
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -30,7 +31,8 @@ from voxguard.corpus.build import BONAFIDE, read_manifest
 from voxguard.corpus.folds import TEST_ONLY
 from voxguard.evaluation import heldout
 from voxguard.inference import Detector
-from voxguard.model.checkpoints import load_checkpoint, save_checkpoint
+from voxguard.model.checkpoints import BUNDLED_DIR, load_checkpoint, save_checkpoint, sha256_file
+from voxguard.pipeline import Pipeline
 from voxguard.scoring import Rule
 from voxguard.settings import Settings
 from voxguard.training.calibration import fit_platt, fold_into
@@ -49,8 +51,8 @@ FOLDS: dict[str, tuple[str, ...]] = {
 }
 
 
-def _files(entries, keep) -> list[heldout.TestFile]:  # type: ignore[no-untyped-def]
-    return [heldout.TestFile(str(e.path), e.label, e.family, e.channel) for e in entries if keep(e)]
+def _files(entries, keep) -> list[heldout.HeldOutFile]:  # type: ignore[no-untyped-def]
+    return [heldout.HeldOutFile(str(e.path), e.label, e.family, e.channel) for e in entries if keep(e)]
 
 
 def _csv(path: Path, corpus: Path, entries) -> None:  # type: ignore[no-untyped-def]
@@ -83,7 +85,9 @@ def aasist_margins(corpus: Path, out: Path, checkpoint_dir: Path) -> dict[str, n
     return result
 
 
-def run_fold(name: str, held_out: tuple[str, ...], corpus: Path, out: Path, epochs: int, seed: int) -> Path:
+def run_fold(
+    name: str, held_out: tuple[str, ...], corpus: Path, out: Path, epochs: int, seed: int, threads: int
+) -> Path:
     """Train, calibrate and save one fold's model; returns the calibrated checkpoint."""
     folder = out / name
     folder.mkdir(parents=True, exist_ok=True)
@@ -113,7 +117,11 @@ def run_fold(name: str, held_out: tuple[str, ...], corpus: Path, out: Path, epoc
         swa=False,
     )
     runtime = Runtime(
-        out=folder / "run", device="cpu", progress=False, resume=(folder / "run" / "last.pt").exists()
+        threads=threads,
+        out=folder / "run",
+        device="cpu",
+        progress=False,
+        resume=(folder / "run" / "last.pt").exists(),
     )
     summary = train(recipe, runtime)
     loaded = load_checkpoint("specnet", path=summary.out / "best.pt")
@@ -169,6 +177,35 @@ def evaluate_fold(
     return result
 
 
+SAMPLE_FILES = ("p225_001_mic1.flac", "p225_002_mic2.flac", "voicememo.mp3")
+
+
+def ship(out: Path, samples: Path, golden: Path) -> None:
+    """Copy the ``all`` fold's calibrated model into the package and record what it scores, so a test
+    can check both its sha256 and that it still computes these numbers."""
+    target = BUNDLED_DIR / "specnet.pt"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(out / "all" / "calibrated.pt", target)
+    detector = Detector(load_checkpoint("specnet", path=target), engine="eager", device="cpu")
+    with np.load(golden) as g:
+        rows = {str(n): r for n, r in zip(g["row_names"], g["inputs"], strict=True)}
+    recorded = {
+        "sha256": sha256_file(target),
+        "size": target.stat().st_size,
+        "golden_margins": {
+            n: float(m) for n, m in zip(rows, detector.scores(np.stack(list(rows.values()))), strict=True)
+        },
+        "sample_fake_probability": {
+            name: Pipeline.from_settings(Settings(), 0.0)
+            .run((samples / name).read_bytes(), detector, 4)
+            .decision.fake_probability
+            for name in SAMPLE_FILES
+        },
+    }
+    (target.parent / "specnet.scores.json").write_text(json.dumps(recorded, indent=1) + "\n")
+    logger.info("shipped %s: %s", target, json.dumps(recorded))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -183,17 +220,26 @@ def main() -> None:
     parser.add_argument(
         "--checkpoint-dir", type=Path, default=Path("checkpoints"), help="the official weights"
     )
-    parser.add_argument("--step", choices=("all", "aasist", "folds"), default="all")
+    parser.add_argument("--step", choices=("all", "aasist", "folds", "ship"), default="all")
+    parser.add_argument(
+        "--samples", type=Path, default=Path("../shared/samples"), help="for the recorded scores"
+    )
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     torch.manual_seed(args.seed)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.step == "ship":
+        ship(args.out, args.samples, args.checkpoint_dir / "golden.npz")
+        return
     aasist = aasist_margins(args.corpus, args.out, args.checkpoint_dir) if args.step != "folds" else None
     if args.step == "aasist":
         return
     results = []
     for name in args.folds.split(","):
-        checkpoint = run_fold(name, FOLDS[name], args.corpus, args.out, args.epochs, args.seed)
+        checkpoint = run_fold(name, FOLDS[name], args.corpus, args.out, args.epochs, args.seed, args.threads)
         if aasist is None:
             continue
         results.append(evaluate_fold(name, FOLDS[name], args.corpus, checkpoint, aasist))

@@ -29,8 +29,8 @@ from ..training import augment
 _EPS = 1e-12
 
 
-def _ffmpeg_round_trip(x: np.ndarray, rate: int, args: list[str], fmt: str) -> np.ndarray:
-    """Encode ``x`` (at ``rate``) with ffmpeg and decode it back to 16 kHz float32 of the same length."""
+def _ffmpeg_round_trip(x: np.ndarray, rate: int, args: list[str], fmt: str, length: int) -> np.ndarray:
+    """Encode ``x`` (at ``rate``) with ffmpeg and decode it to ``length`` samples of 16 kHz float32."""
     pcm = np.clip(x, -1.0, 1.0).astype(np.float32).tobytes()
     encoded = subprocess.run(
         [
@@ -76,8 +76,7 @@ def _ffmpeg_round_trip(x: np.ndarray, rate: int, args: list[str], fmt: str) -> n
         check=True,
     ).stdout
     y = np.frombuffer(decoded, dtype=np.float32)
-    n = round(len(x) * SAMPLE_RATE / rate)
-    return np.pad(y[:n], (0, max(0, n - len(y)))).astype(np.float32)
+    return np.pad(y[:length], (0, max(0, length - len(y)))).astype(np.float32)
 
 
 def _band(x: np.ndarray, low: float, high: float, rate: int) -> torch.Tensor:
@@ -92,23 +91,23 @@ def phone(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     y = taf.resample(torch.from_numpy(x.astype(np.float32)), SAMPLE_RATE, 8000)
     y = _band(y.numpy(), 300 + rng.uniform(-100, 100), 3400 + rng.uniform(-200, 150), 8000).numpy()
     codec = "pcm_mulaw" if rng.random() < 0.5 else "pcm_alaw"
-    return _ffmpeg_round_trip(y, 8000, ["-c:a", codec], "wav")
+    return _ffmpeg_round_trip(y, 8000, ["-c:a", codec], "wav", len(x))
 
 
 def gsm(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """A GSM full-rate mobile call (13 kbit/s): held out of training, used for the test copies."""
     y = taf.resample(torch.from_numpy(x.astype(np.float32)), SAMPLE_RATE, 8000)
     y = _band(y.numpy(), 300.0, 3400.0, 8000).numpy()
-    return _ffmpeg_round_trip(y, 8000, ["-c:a", "libgsm"], "gsm")
+    return _ffmpeg_round_trip(y, 8000, ["-c:a", "libgsm"], "gsm", len(x))
 
 
 def g722(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    return _ffmpeg_round_trip(x, SAMPLE_RATE, ["-c:a", "g722"], "g722")
+    return _ffmpeg_round_trip(x, SAMPLE_RATE, ["-c:a", "g722"], "g722", len(x))
 
 
 def vorbis(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Ogg Vorbis at a low quality: held out of training, used for the test copies."""
-    return _ffmpeg_round_trip(x, SAMPLE_RATE, ["-c:a", "libvorbis", "-q:a", "0"], "ogg")
+    return _ffmpeg_round_trip(x, SAMPLE_RATE, ["-c:a", "libvorbis", "-q:a", "0"], "ogg", len(x))
 
 
 def codec(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -26,7 +26,7 @@ BINS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0)
 
 
 @dataclass(frozen=True)
-class TestFile:
+class HeldOutFile:
     path: str
     label: str  # bonafide | spoof
     family: str
@@ -35,11 +35,11 @@ class TestFile:
 
 @dataclass(frozen=True)
 class Cut:
-    file: TestFile
+    file: HeldOutFile
     windows: WindowSet
 
 
-def cut(files: Sequence[TestFile], options: AudioOptions | None = None) -> list[Cut]:
+def cut(files: Sequence[HeldOutFile], options: AudioOptions | None = None) -> list[Cut]:
     """Decode and window every file as the service does; a file the service would refuse is left out."""
     options = options or AudioOptions()
     cuts = []

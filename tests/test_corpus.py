@@ -1,0 +1,151 @@
+"""The corpus builder on a tiny plan: every kind of job, real engines and vocoders, channel copies, splits."""
+
+from __future__ import annotations
+
+import csv
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from voxguard.corpus import build, channels, copysynth, tts
+from voxguard.corpus.build import BONAFIDE, SPOOF, Sizes
+from voxguard.corpus.folds import fold_lists
+
+TINY = Sizes(
+    per_tts_family=1,
+    per_vocoder=1,
+    fsdd_per_speaker=1,
+    asterisk_per_voice=1,
+    librispeech=40,
+    spliced=2,
+    train_copies=1,
+    dev_copies=1,
+)
+
+
+@pytest.fixture(scope="module")
+def corpus(samples_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[build.Entry]]:
+    out = tmp_path_factory.mktemp("corpus")
+    return out, build.build(samples_dir.parent, out, TINY, seed=7, workers=2)
+
+
+@pytest.mark.slow
+def test_every_source_kind_is_made_labelled_and_at_16k(corpus):
+    out, entries = corpus
+    families = Counter(e.family for e in entries if not e.parent)
+    for family in (
+        "librispeech",
+        "fsdd",
+        "asterisk",
+        "asterisk-g722",
+        "samples",
+        "piper",
+        "kokoro",
+        "espeak",
+        "flite",
+        "festival",
+        "copysynth",
+        "spliced",
+    ):
+        assert families[family] > 0, family
+    assert {e.engine for e in entries if e.family == "copysynth"} == set(copysynth.VOCODERS)
+    assert {
+        e.engine for e in entries if e.family in ("piper", "kokoro", "espeak", "flite", "festival")
+    } == set(tts.ENGINES)
+    for e in entries:
+        info = sf.info(out / e.path)
+        assert info.samplerate == 16000 and info.channels == 1, e.path
+        assert e.label == (
+            BONAFIDE if e.family in ("librispeech", "fsdd", "asterisk", "asterisk-g722", "samples") else SPOOF
+        )
+        assert e.licence and e.source and e.split in build.SPLITS
+        assert abs(info.duration - e.duration_s) < 0.01
+
+
+@pytest.mark.slow
+def test_splits_never_share_a_speaker_or_a_sentence(corpus):
+    _, entries = corpus
+    by_speaker: dict[str, set[str]] = {}
+    for e in entries:
+        if e.label == BONAFIDE or e.family == "copysynth":
+            by_speaker.setdefault(e.speaker, set()).add(e.split)
+    assert all(len(splits) == 1 for splits in by_speaker.values()), by_speaker
+    texts: dict[str, set[str]] = {}
+    for e in entries:
+        for sentence in filter(None, e.text.split(". ")):
+            texts.setdefault(sentence.rstrip("."), set()).add(e.split)
+    assert all(len(splits) == 1 for splits in texts.values())
+
+
+@pytest.mark.slow
+def test_channel_copies_are_made_for_both_classes_and_test_gets_the_held_out_channels(corpus):
+    out, entries = corpus
+    copies = [e for e in entries if e.parent]
+    assert {e.label for e in copies if e.split == "train"} == {BONAFIDE, SPOOF}
+    assert {e.channel for e in copies if e.split == "test"} == {"gsm", "vorbis", "babble"}
+    train_chains = {part for e in copies if e.split != "test" for part in e.channel.split("+")}
+    assert train_chains <= set(channels.TRAINING) and not train_chains & {"gsm", "vorbis", "babble"}
+    parent = {e.path: e for e in entries}[copies[0].parent]
+    assert (copies[0].label, copies[0].split, copies[0].family) == (parent.label, parent.split, parent.family)
+    a, _ = sf.read(out / copies[0].path)
+    b, _ = sf.read(out / parent.path)
+    assert len(a) == len(b) and not np.allclose(a, b)
+
+
+@pytest.mark.slow
+def test_spliced_files_record_where_the_synthetic_stretch_is(corpus):
+    _, entries = corpus
+    for e in (e for e in entries if e.family == "spliced" and not e.parent):
+        start, end = (float(v) for v in e.segment.split("-"))
+        assert 0 < start < end <= e.duration_s + 0.01
+        assert e.split != "train"
+
+
+@pytest.mark.slow
+def test_a_rerun_resumes_and_the_manifest_reads_as_a_training_csv(corpus, samples_dir):
+    out, entries = corpus
+    again = build.build(samples_dir.parent, out, TINY, seed=7, workers=1)
+    assert sorted(e.path for e in again) == sorted(e.path for e in entries)
+    with (out / "manifest.csv").open() as f:
+        header = next(csv.reader(f))
+    assert header[:3] == ["path", "label", "family"]
+
+
+@pytest.mark.slow
+def test_a_fold_holds_its_family_out_of_train_and_dev_and_tests_on_it(corpus):
+    _, entries = corpus
+    lists = fold_lists(entries, "kokoro")
+    assert not any(e.family in ("kokoro", "spliced") for split in ("train", "dev") for e in lists[split])
+    assert {e.family for e in lists["test"] if e.label == SPOOF} == {"kokoro"}
+    assert any(e.label == BONAFIDE for e in lists["test"])
+
+
+def test_a_missing_engine_is_named_with_its_install_command(monkeypatch):
+    monkeypatch.setattr(tts.shutil, "which", lambda name: None)
+    with pytest.raises(tts.EngineMissing, match="apt-get install flite"):
+        tts.flite("Hello.", "slt", np.random.default_rng(0))
+
+
+def test_vocoders_keep_length_and_level(samples_dir):
+    x, rate = sf.read(samples_dir / "p225_002_mic1.flac", dtype="float32")
+    assert rate == 16000
+    rms = np.sqrt(np.mean(x**2))
+    for name in ("world", "griffinlim", "lpc"):
+        y = copysynth.VOCODERS[name](x, np.random.default_rng(0))
+        assert len(y) == len(x), name
+        assert np.sqrt(np.mean(y**2)) == pytest.approx(rms, rel=0.05), name
+        assert not np.allclose(y, x, atol=1e-3), name
+
+
+def test_every_channel_keeps_the_length_and_stays_finite(samples_dir):
+    x, _ = sf.read(samples_dir / "p225_002_mic1.flac", dtype="float32")
+    rng = np.random.default_rng(1)
+    for name, channel in {**channels.TRAINING, **channels.TEST}.items():
+        y = channel(x, rng)
+        assert len(y) == len(x) and np.isfinite(y).all(), name
+    y, chain = channels.random_chain(x, rng)
+    assert chain and set(chain.split("+")) <= set(channels.TRAINING)
+    assert len(channels.babble(x, rng, [x[::-1].copy(), x * 0.5])) == len(x)
