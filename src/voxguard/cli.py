@@ -590,7 +590,14 @@ def _eval(args: argparse.Namespace, settings: Settings) -> int:
         min_reliable_s=protocol.rule.min_reliable_s,
     )
     summary = build_summary(
-        dataset, str(args.source), labelled, result.failures, run, threshold=args.threshold, asv=asv
+        dataset,
+        str(args.source),
+        labelled,
+        result.failures,
+        result.inconclusive,
+        run,
+        threshold=args.threshold,
+        asv=asv,
     )
     formats = ("md", "html") if args.format == "both" else (args.format,)
     written = report.write_report(args.out, summary, labelled, formats)
