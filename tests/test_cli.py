@@ -54,7 +54,10 @@ def test_predict_json_equals_detector(sample_files, checkpoint_dir, detector_fac
         if d.prediction == "INCONCLUSIVE":
             assert line["score"] is line["fake_probability"] is line["confidence"] is None
             assert line["reason"] == d.reason
+            assert line["leaning"] == ("FAKE" if d.fake_probability >= 0.5 else "REAL")
+            assert line["leaning_fake_probability"] == pytest.approx(d.fake_probability, abs=1e-4)
         else:
+            assert line["leaning"] is line["leaning_fake_probability"] is None
             assert line["score"] == pytest.approx(d.score, abs=1e-4)
             assert line["fake_probability"] == pytest.approx(d.fake_probability, abs=1e-4)
             assert line["confidence"] == pytest.approx(d.confidence, abs=1e-4)
@@ -131,9 +134,14 @@ def test_table_lists_warnings_and_keeps_errors_out_of_the_figures(
     assert main(["predict", str(phone), str(missing)]) == 1
     out = capsys.readouterr().out.splitlines()
     header, scored, failed = out[:3]
-    starts = {name: header.index(name) for name in ("verdict", "confidence", "fake prob", "notes")}
+    starts = {
+        name: header.index(name) for name in ("verdict", "confidence", "fake prob", "leaning*", "notes")
+    }
     assert scored[starts["verdict"] :].split()[0] == "INCONCLUSIVE"  # 1.9 s of speech
-    assert scored[starts["confidence"] : starts["notes"]].split() == ["-", "-", "3.32", "s", "1"]
+    assert scored[starts["confidence"] : starts["leaning*"]].split() == ["-", "-"]  # no verdict figures
+    assert re.fullmatch(r"REAL \(0\.\d{4}\)", scored[starts["leaning*"] : header.index("duration")].strip())
+    assert scored[header.index("duration") : starts["notes"]].split() == ["3.32", "s", "1"]
+    assert out[3].startswith("* leaning: for INCONCLUSIVE files only") and "not a verdict" in out[3]
     assert scored[starts["notes"] :].split() == ["[1]", "[2]"]  # why no verdict, and 8 kHz
     assert failed[starts["verdict"] :].split()[0] == "ERROR"
     assert failed[starts["confidence"] : starts["notes"]].strip() == ""  # no code among the figures

@@ -222,6 +222,12 @@ def test_too_little_speech_is_inconclusive_with_no_gauge(server, open_page, samp
     card = done_card(page)
     assert card.locator(".verdict-label").inner_text().endswith("INCONCLUSIVE")
     assert "Too short to judge: 1.3 s of speech, at least 2 s needed" in card.inner_text()
+    leaning = card.locator(".verdict-leaning").inner_text()  # which way it leaned, never as the verdict
+    assert re.fullmatch(
+        r"The model leaned (REAL|FAKE) \(fake probability [<\d.]+\), but on this little speech "
+        r"that is unreliable: not a verdict\.",
+        leaning,
+    ), leaning
     assert card.locator(".gauge").count() == 0
     assert re.search(r"Fake probability\s+—", card.locator(".facts").inner_text())
     assert "is-inconclusive" in card.get_attribute("class")

@@ -495,27 +495,45 @@ _COLUMNS: tuple[tuple[str, Callable[[dict], str]], ...] = (
 )
 
 
+def _leaning(r: dict) -> str:
+    return "" if r["leaning"] is None else f"{r['leaning']} ({r['leaning_fake_probability']:.4f})"
+
+
+# Shown only when a file is INCONCLUSIVE; the legend under the table says it is not a verdict.
+_LEANING = ("leaning*", _leaning)
+_LEANING_LEGEND = (
+    "* leaning: for INCONCLUSIVE files only, the side the model leaned to and its fake probability; "
+    "unreliable on so little speech, not a verdict"
+)
+
+
 def _print_table(rows: list[dict]) -> None:
     from .scoring import describe_segment
 
-    header = ("file", *(name for name, _ in _COLUMNS), "notes")
+    columns = list(_COLUMNS)
+    leaning = any(r.get("leaning") for r in rows)
+    if leaning:
+        columns.insert(3, _LEANING)
+    header = ("file", *(name for name, _ in columns), "notes")
     lines = [header]
     notes: list[str] = []
     for r in rows:
         if "error" in r:
             code = r["error"]["code"]
             notes.append(f"{r['file']}: {code}: {r['error']['detail']}")
-            lines.append((r["file"], "ERROR", *[""] * (len(_COLUMNS) - 1), f"{code} [{len(notes)}]"))
+            lines.append((r["file"], "ERROR", *[""] * (len(columns) - 1), f"{code} [{len(notes)}]"))
             continue
         marks = []
         said = [describe_segment(x) for x in r["segments"]] + ([r["reason"]] if r["reason"] else [])
         for note in said + r["warnings"]:
             notes.append(f"{r['file']}: {note}")
             marks.append(f"[{len(notes)}]")
-        lines.append((r["file"], *(show(r) for _, show in _COLUMNS), " ".join(marks)))
+        lines.append((r["file"], *(show(r) for _, show in columns), " ".join(marks)))
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     for line in lines:
         print("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip())
+    if leaning:
+        print(_LEANING_LEGEND)
     if notes:
         print()
         for number, note in enumerate(notes, start=1):
