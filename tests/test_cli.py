@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from voxguard.audio import AudioOptions, prepare
+from voxguard.audio import AudioOptions, decode, prepare
 from voxguard.cli import build_parser, main
 from voxguard.progress import LineProgress
 from voxguard.scoring import summarize
@@ -121,8 +121,27 @@ def test_table_output(samples_dir, checkpoint_dir, monkeypatch, capsys):
     monkeypatch.setenv("VOXGUARD_CHECKPOINT_DIR", str(checkpoint_dir))
     assert main(["predict", str(samples_dir / "voicememo.mp3")]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0].split() == ["file", "verdict", "confidence", "fake", "prob", "duration", "windows", "notes"]
+    header = ["file", "verdict", "confidence", "fake", "prob", "duration", "windows", "repeated*", "notes"]
+    assert out[0].split() == header  # voicememo.mp3 is 3.3 s, under one window
     assert "voicememo.mp3" in out[1] and "REAL" in out[1]
+
+
+def test_audio_shorter_than_a_window_is_a_column_not_a_note_per_file(
+    samples_dir, checkpoint_dir, monkeypatch, capsys, tmp_path
+):
+    monkeypatch.setenv("VOXGUARD_CHECKPOINT_DIR", str(checkpoint_dir))
+    short = [samples_dir / "p225_002_mic1.flac", samples_dir / "voicememo.mp3"]  # under 4.04 s
+    long = tmp_path / "long.wav"
+    sf.write(long, np.concatenate([decode(p.read_bytes()).waveform for p in short]), 16000)
+    assert main(["predict", *map(str, short), str(long)]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    header = lines[0]
+    assert header.split()[-2:] == ["repeated*", "notes"]
+    flags = [line[header.index("repeated*") : header.index("notes")].strip() for line in lines[1:4]]
+    assert flags == ["yes", "yes", ""]
+    assert lines[4].startswith("* repeated: the audio is shorter than the model's 4.04 s window")
+    assert "repeated to fill the window" not in out and "[1]" not in out  # no note per file
 
 
 def test_table_lists_warnings_and_keeps_errors_out_of_the_figures(

@@ -483,9 +483,9 @@ def _judged(show: Callable[[float], str], field: str) -> Callable[[dict], str]:
 
 
 # The table's columns: header and how to show a scored file's record. Errors and warnings are not
-# columns: a file that failed says ERROR with its code in "notes", and every warning, error detail,
-# synthetic segment or reason for no verdict is listed under the table, numbered like the notes that
-# point to it.
+# columns: a file that failed says ERROR with its code in "notes", and every warning (but the
+# "repeated" one, a column of its own), error detail, synthetic segment or reason for no verdict is
+# listed under the table, numbered like the notes that point to it.
 _COLUMNS: tuple[tuple[str, Callable[[dict], str]], ...] = (
     ("verdict", lambda r: r["prediction"]),
     ("confidence", _judged(_percent, "confidence")),
@@ -507,13 +507,31 @@ _LEANING_LEGEND = (
 )
 
 
+def _repeated(r: dict) -> bool:
+    from .scoring import REPEATED
+
+    return any(w.endswith(REPEATED) for w in r["warnings"])
+
+
+# Audio shorter than a window is common (voice notes) and says the same thing for every such file, so it
+# is a column with one legend line, not a numbered note per file that would bury segments and errors.
+_REPEATED = ("repeated*", lambda r: "yes" if _repeated(r) else "")
+_REPEATED_LEGEND = (
+    "* repeated: the audio is shorter than the model's 4.04 s window, so its speech was repeated to fill it"
+)
+
+
 def _print_table(rows: list[dict]) -> None:
-    from .scoring import describe_segment
+    from .scoring import REPEATED, describe_segment
 
     columns = list(_COLUMNS)
-    leaning = any(r.get("leaning") for r in rows)
+    scored = [r for r in rows if "error" not in r]
+    leaning = any(r["leaning"] for r in scored)
+    repeated = any(_repeated(r) for r in scored)
     if leaning:
         columns.insert(3, _LEANING)
+    if repeated:
+        columns.append(_REPEATED)
     header = ("file", *(name for name, _ in columns), "notes")
     lines = [header]
     notes: list[str] = []
@@ -525,15 +543,16 @@ def _print_table(rows: list[dict]) -> None:
             continue
         marks = []
         said = [describe_segment(x) for x in r["segments"]] + ([r["reason"]] if r["reason"] else [])
-        for note in said + r["warnings"]:
+        for note in said + [w for w in r["warnings"] if not w.endswith(REPEATED)]:
             notes.append(f"{r['file']}: {note}")
             marks.append(f"[{len(notes)}]")
         lines.append((r["file"], *(show(r) for _, show in columns), " ".join(marks)))
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     for line in lines:
         print("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip())
-    if leaning:
-        print(_LEANING_LEGEND)
+    for shown, legend in ((leaning, _LEANING_LEGEND), (repeated, _REPEATED_LEGEND)):
+        if shown:
+            print(legend)
     if notes:
         print()
         for number, note in enumerate(notes, start=1):

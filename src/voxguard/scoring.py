@@ -28,6 +28,8 @@ import numpy as np
 from .audio import SAMPLE_RATE, WINDOW, DecodedAudio, WindowSet
 
 REAL, FAKE, INCONCLUSIVE = "REAL", "FAKE", "INCONCLUSIVE"
+# The end of the warning for audio shorter than a window; the CLI table shows it as a column instead.
+REPEATED = "its speech was repeated to fill the window"
 
 
 def fake_probability(score: float) -> float:
@@ -253,7 +255,7 @@ def summarize(audio: DecodedAudio, windows: WindowSet, margins: np.ndarray, rule
     if n_samples < WINDOW and decision.prediction != INCONCLUSIVE:
         warnings.append(
             f"audio is {n_samples / SAMPLE_RATE:.2f} s, shorter than the model's "
-            f"{WINDOW / SAMPLE_RATE:.2f} s window: its speech was repeated to fill the window"
+            f"{WINDOW / SAMPLE_RATE:.2f} s window: {REPEATED}"
         )
     silent = sum(w.silent for w in per_window)
     if silent:
