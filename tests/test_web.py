@@ -8,6 +8,7 @@ Screenshots go to ``test-artifacts/``; ``VOXGUARD_UPDATE_SCREENSHOT=1`` makes th
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -340,6 +341,64 @@ def test_live_mode_streams_the_microphone_and_shows_window_verdicts(server, open
     confidence_text(card)
     assert "Live stream ended" in page.locator("#live-status").inner_text()
     assert "Go live" in live.inner_text()
+
+
+def _window(index: int, prediction: str) -> str:
+    p = 0.99 if prediction == "FAKE" else 0.01
+    return json.dumps(
+        {
+            "type": "window",
+            "index": index,
+            "start_s": index,
+            "end_s": index + 4.04,
+            "score": 0.0,
+            "fake_probability": p,
+            "prediction": prediction,
+            "silent": False,
+            "batch_size": 1,
+        }
+    )
+
+
+@pytest.mark.slow
+def test_screen_reader_hears_the_final_verdict_when_the_live_card_turns_fake(server, open_page):
+    """A stream whose last window is REAL but which holds a synthetic stretch ends FAKE; the live status
+    must say FAKE too, not keep the last window's "Live: REAL". The server's side is scripted."""
+    done = {
+        "type": "done",
+        "prediction": "FAKE",
+        "is_fake": True,
+        "confidence": 0.99,
+        "fake_probability": 0.99,
+        "score": -4.6,
+        "reason": None,
+        "segments": [{"start_s": 0.0, "end_s": 4.04, "fake_probability": 0.99}],
+        "windows": 2,
+        "speech_s": 5.0,
+    }
+
+    def stream(ws) -> None:
+        def on_message(message) -> None:
+            if isinstance(message, str) and json.loads(message).get("type") == "end":
+                ws.send(json.dumps(done))
+                ws.close(code=1000)
+            elif isinstance(message, str):  # the config message: the stream is open
+                ws.send(_window(0, "FAKE"))
+                ws.send(_window(1, "REAL"))
+
+        ws.on_message(on_message)
+
+    page = open_page(server.url)
+    page.route_web_socket(re.compile(r".*/v1/stream.*"), stream)
+    page.locator("#live").click()
+    page.locator("#announce", has_text="Live: REAL").wait_for()
+    page.locator("#live").click()
+    card = page.locator(".card.live-card[data-state=done]")
+    card.wait_for()
+    assert card.locator(".verdict-label").inner_text().endswith("FAKE")
+    announced = page.locator("#announce").inner_text()
+    assert announced.startswith("Live stream ended over 2 windows: FAKE, confidence 99.0%"), announced
+    assert "synthetic speech from 0.0 to 4.0 seconds" in announced and "REAL" not in announced
 
 
 @pytest.mark.slow
