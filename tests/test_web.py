@@ -126,7 +126,13 @@ def test_page_and_assets_are_local_and_typed(server):
     for missing in ("/web/nope.js", "/web/..%2Fapp.py", "/web/__init__.py"):
         r = httpx.get(f"{server.url}{missing}")
         assert r.status_code == 404 and r.json()["code"] == "not_found", missing
-    assert "/" not in httpx.get(f"{server.url}/openapi.json").json()["paths"]
+    openapi = httpx.get(f"{server.url}/openapi.json").json()
+    assert "/" not in openapi["paths"]
+    # All three outcomes, where a new user first reads what the service answers.
+    tagline = re.sub(r"<[^>]+>|\s+", " ", re.search(r'class="tagline">(.*?)</p>', page.text, re.S).group(1))
+    assert all(v in tagline for v in ("REAL", "FAKE", "INCONCLUSIVE")), tagline
+    assert "INCONCLUSIVE" in openapi["info"]["description"]
+    assert "INCONCLUSIVE" in openapi["paths"]["/v1/predict"]["post"]["description"]
 
 
 def test_page_needs_no_key_but_the_api_does(detectors):

@@ -179,7 +179,8 @@ def _note(request: Request, p: Prediction) -> None:
     summary="Is this speech real or synthetic?",
 )
 async def predict(request: Request, service: Service) -> Response:
-    """Upload one audio file (multipart field `file`, or a raw `audio/*` body); get REAL or FAKE."""
+    """Upload one audio file (multipart field `file`, or a raw `audio/*` body); get REAL or FAKE, or
+    INCONCLUSIVE when it holds too little speech to judge."""
     model = query_model(request)
     parts, form_model = await _audio_parts(request, "file")
     chosen = _chosen_model(model, form_model)
