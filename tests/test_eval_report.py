@@ -143,6 +143,19 @@ def test_inconclusive_files_have_their_own_section_not_the_failures(tmp_path: Pa
     ]
 
 
+def test_the_score_wording_names_the_offset_the_protocol_added(tmp_path: Path) -> None:
+    service = dataclasses.replace(RUN, protocol="service", score_offset=6.0)
+    _report(tmp_path, list(SCORES), run=service)
+    assert (
+        "`logit(bona fide) − logit(spoof)` plus the service's score offset (+6)"
+        in (tmp_path / "report.md").read_text()
+    )
+    _report(tmp_path, list(SCORES))  # the reference protocol: the network's own margin
+    md = (tmp_path / "report.md").read_text()
+    assert "Scores are `logit(bona fide) − logit(spoof)`: higher means more human." in md
+    assert "offset" not in md.split("## Results")[1].split("## ")[0]
+
+
 def test_without_matplotlib_the_cli_says_how_to_install_it(tmp_path: Path) -> None:
     code = (
         "import sys; sys.modules['matplotlib'] = None\n"

@@ -88,6 +88,16 @@ def _protocol_text(summary: Summary) -> str:
     )
 
 
+def _score_text(offset: float) -> str:
+    """What a score is: the network's margin, plus the service's offset when the protocol adds one."""
+    if offset == 0:
+        return "Scores are `logit(bona fide) − logit(spoof)`: higher means more human."
+    return (
+        f"Scores are `logit(bona fide) − logit(spoof)` plus the service's score offset ({offset:+g}), as the "
+        "service reports them: higher means more human, and 0 is the service's decision boundary."
+    )
+
+
 def _results(summary: Summary) -> list[Block]:
     m = summary.at_threshold
     cut = summary.score_cut
@@ -114,7 +124,7 @@ def _results(summary: Summary) -> list[Block]:
             ],
         ),
         Paragraph(
-            "Scores are `logit(bona fide) − logit(spoof)`: higher means more human. The EER is where the "
+            f"{_score_text(summary.run.score_offset)} The EER is where the "
             "share of bona fide files rejected equals the share of spoofs accepted. Accuracy, precision, "
             "recall and F1 use the service's own verdict rule (FAKE when `sigmoid(−score) ≥ threshold`) "
             "with **spoof (FAKE) as the positive class**: precision is the share of FAKE verdicts that "
