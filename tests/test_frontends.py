@@ -150,6 +150,7 @@ def test_a_burst_of_connections_is_spread_over_the_front_ends(tmp_path):
         finally:
             for sock in burst:
                 sock.close()
+        assert server.output().count("serving http://") == 1  # both front-ends listen; one says where
         taken = subprocess.run(
             [sys.executable, "-m", "voxguard.cli", "serve", "--engine", "simulated", "--port", str(port)],
             capture_output=True,
