@@ -14,18 +14,15 @@ import pytest
 import torch
 
 from voxguard.model.aasist import AASIST
-from voxguard.model.checkpoints import (
+from voxguard.model.checkpoints import fetch, load_checkpoint, save_checkpoint, sha256_file
+from voxguard.model.config import VARIANTS
+from voxguard.model.locate import (
     REGISTRY,
     UPSTREAM_COMMIT,
     CheckpointError,
     default_checkpoint_dir,
-    fetch,
-    load_checkpoint,
     resolve_checkpoint,
-    save_checkpoint,
-    sha256_file,
 )
-from voxguard.model.config import VARIANTS
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PARAMS = {"aasist": 297_866, "aasist-l": 85_306}

@@ -646,13 +646,19 @@ def _eval(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
-    from .server import serve
+    from .model.locate import require_weights
 
     overrides = {name: getattr(args, name, getattr(settings, name)) for name in Settings.model_fields}
     if (args.certfile is None) != (args.keyfile is None):
         raise SystemExit("voxguard: --certfile and --keyfile go together")
+    settings = Settings(**overrides)
+    if settings.engine != "simulated":
+        # Before the model stack is imported: on a cold machine torch alone takes seconds to load.
+        require_weights(settings.models, settings.checkpoint, settings.checkpoint_dir)
+    from .server import serve
+
     logging.getLogger("voxguard").setLevel(logging.DEBUG if args.verbose else logging.INFO)
-    return serve(Settings(**overrides))
+    return serve(settings)
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -724,7 +730,8 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _weights(args: argparse.Namespace) -> int:
-    from .model.checkpoints import REGISTRY, CheckpointError, fetch
+    from .model.checkpoints import fetch
+    from .model.locate import REGISTRY, CheckpointError
 
     names = list(REGISTRY) if args.model == "all" else [args.model]
     if args.url and len(names) != 1:

@@ -26,72 +26,23 @@ from typing import Any
 
 import torch
 
-from ..problems import SetupError
 from ..progress import progress_bar
 from .aasist import AASIST
-from .config import VARIANTS, AasistConfig
+from .config import AasistConfig
+from .locate import (
+    UPSTREAM_COMMIT,
+    CheckpointError,
+    CheckpointSpec,
+    resolve_checkpoint,
+    spec_of,
+)
 
 logger = logging.getLogger(__name__)
 
-UPSTREAM_COMMIT = "a04c9863f63d44471dde8a6abcb3b082b07cd1d1"
-UPSTREAM_LICENSE = "MIT, Copyright (c) 2021-present NAVER Corp."
 VOXGUARD_FORMAT = "voxguard-checkpoint"
 VOXGUARD_FORMAT_VERSION = 1
 _CHUNK = 1 << 20
 _DOWNLOAD_TIMEOUT_S = 60.0
-
-
-class CheckpointError(SetupError):
-    """A checkpoint could not be found, fetched, verified or loaded.
-
-    ``code`` is a stable machine code (``checkpoint_missing``, ``checksum_mismatch``,
-    ``checkpoint_corrupt``, ``checkpoint_mismatch``, ``unknown_model``, ``download_failed``);
-    ``detail`` says what was wrong and ``hint`` how to fix it.
-    """
-
-    def __init__(self, code: str, detail: str, hint: str = "") -> None:
-        super().__init__(detail, hint)
-        self.args = (code, detail, hint)  # all three, so the error pickles across process boundaries
-        self.code = code
-
-
-@dataclass(frozen=True)
-class CheckpointSpec:
-    """One published checkpoint: its file, identity (sha256, size), origin and architecture."""
-
-    name: str
-    filename: str
-    sha256: str
-    size: int
-    url: str
-    config: AasistConfig
-    license: str
-
-
-def _upstream_url(filename: str) -> str:
-    return f"https://github.com/clovaai/aasist/raw/{UPSTREAM_COMMIT}/models/weights/{filename}"
-
-
-REGISTRY: dict[str, CheckpointSpec] = {
-    "aasist": CheckpointSpec(
-        name="aasist",
-        filename="AASIST.pth",
-        sha256="51d2d9cf0738172f61e2a384ec50a54a55363240f67c971ed55a92435bc1a1c0",
-        size=1_281_532,
-        url=_upstream_url("AASIST.pth"),
-        config=VARIANTS["aasist"],
-        license=UPSTREAM_LICENSE,
-    ),
-    "aasist-l": CheckpointSpec(
-        name="aasist-l",
-        filename="AASIST-L.pth",
-        sha256="814331d088032bb4c3fa61cc014789eadeed464209dd094ab3a2dd6ffbdce27a",
-        size=426_428,
-        url=_upstream_url("AASIST-L.pth"),
-        config=VARIANTS["aasist-l"],
-        license=UPSTREAM_LICENSE,
-    ),
-}
 
 
 @dataclass(frozen=True)
@@ -107,57 +58,6 @@ class LoadedCheckpoint:
     sha256: str
     config: AasistConfig
     model: AASIST
-
-
-def _spec(name: str) -> CheckpointSpec:
-    try:
-        return REGISTRY[name]
-    except KeyError:
-        known = ", ".join(sorted(REGISTRY))
-        raise CheckpointError(
-            "unknown_model", f"Unknown model {name!r}; known models: {known}.", f"use one of: {known}"
-        ) from None
-
-
-def _weights_hint(name: str) -> str:
-    return (
-        f"download the weights with `voxguard weights --model {name} --dir DIR` (`make weights` in the "
-        "repository) and point VOXGUARD_CHECKPOINT_DIR or --checkpoint-dir at DIR, or give a file "
-        "with --checkpoint"
-    )
-
-
-def default_checkpoint_dir() -> Path:
-    """``$VOXGUARD_CHECKPOINT_DIR`` if set, else ``./checkpoints`` under the current directory."""
-    env = os.environ.get("VOXGUARD_CHECKPOINT_DIR")
-    return Path(env).expanduser() if env else Path.cwd() / "checkpoints"
-
-
-def resolve_checkpoint(
-    name: str, path: str | Path | None = None, checkpoint_dir: str | Path | None = None
-) -> Path:
-    """Find the file to load for ``name``: an explicit ``path`` first, else ``checkpoint_dir/filename``.
-
-    ``$VOXGUARD_CHECKPOINT`` is not read here: it only makes sense when exactly one model is
-    requested, which only the caller knows, so the caller passes it as ``path``.
-    """
-    if path is not None:
-        candidate = Path(path).expanduser()
-    else:
-        spec = _spec(name)
-        directory = (
-            Path(checkpoint_dir).expanduser() if checkpoint_dir is not None else default_checkpoint_dir()
-        )
-        candidate = directory / spec.filename
-    if not candidate.is_file():
-        what = "is a directory, not a file" if candidate.is_dir() else "does not exist"
-        where = "" if candidate.is_absolute() else f" (relative to the current directory, {Path.cwd()})"
-        raise CheckpointError(
-            "checkpoint_missing",
-            f"Checkpoint for {name!r} not found: {candidate}{where} {what}.",
-            _weights_hint(name),
-        )
-    return candidate
 
 
 def sha256_file(path: Path) -> str:
@@ -247,7 +147,7 @@ def _unpack(
             )
         return recorded, config, _as_state_dict(obj.get("state_dict"), path)
     state = _as_state_dict(obj, path)
-    spec = _spec(requested)  # a plain state_dict has no config of its own: the name must supply it
+    spec = spec_of(requested)  # a plain state_dict has no config of its own: the name must supply it
     if sha != spec.sha256:
         logger.warning(
             "%s is not the published %s (sha256 %s, published %s); loading it with the %r config",
@@ -276,7 +176,7 @@ def load_checkpoint(
     file = resolve_checkpoint(name, path, checkpoint_dir)
     sha = sha256_file(file)
     if not explicit and verify:
-        spec = _spec(name)
+        spec = spec_of(name)
         if sha != spec.sha256:
             raise CheckpointError(
                 "checksum_mismatch",
@@ -372,7 +272,7 @@ def fetch(
     interrupted or wrong download never leaves a file under the official name. Skips the
     download when a verified copy is already there, unless ``force``.
     """
-    spec = _spec(name)
+    spec = spec_of(name)
     dest_dir = Path(dest_dir)
     dest_dir.mkdir(parents=True, exist_ok=True)
     target = dest_dir / spec.filename

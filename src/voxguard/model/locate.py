@@ -1,0 +1,127 @@
+"""Where the official checkpoints are and what they are, without torch: the CLI finds missing weights
+before importing the model stack (seconds on a cold machine), so the one-line error comes at once."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..problems import SetupError
+from .config import VARIANTS, AasistConfig
+
+UPSTREAM_COMMIT = "a04c9863f63d44471dde8a6abcb3b082b07cd1d1"
+UPSTREAM_LICENSE = "MIT, Copyright (c) 2021-present NAVER Corp."
+
+
+class CheckpointError(SetupError):
+    """A checkpoint could not be found, fetched, verified or loaded.
+
+    ``code`` is a stable machine code (``checkpoint_missing``, ``checksum_mismatch``,
+    ``checkpoint_corrupt``, ``checkpoint_mismatch``, ``unknown_model``, ``download_failed``);
+    ``detail`` says what was wrong and ``hint`` how to fix it.
+    """
+
+    def __init__(self, code: str, detail: str, hint: str = "") -> None:
+        super().__init__(detail, hint)
+        self.args = (code, detail, hint)  # all three, so the error pickles across process boundaries
+        self.code = code
+
+
+@dataclass(frozen=True)
+class CheckpointSpec:
+    """One published checkpoint: its file, identity (sha256, size), origin and architecture."""
+
+    name: str
+    filename: str
+    sha256: str
+    size: int
+    url: str
+    config: AasistConfig
+    license: str
+
+
+def _upstream_url(filename: str) -> str:
+    return f"https://github.com/clovaai/aasist/raw/{UPSTREAM_COMMIT}/models/weights/{filename}"
+
+
+REGISTRY: dict[str, CheckpointSpec] = {
+    "aasist": CheckpointSpec(
+        name="aasist",
+        filename="AASIST.pth",
+        sha256="51d2d9cf0738172f61e2a384ec50a54a55363240f67c971ed55a92435bc1a1c0",
+        size=1_281_532,
+        url=_upstream_url("AASIST.pth"),
+        config=VARIANTS["aasist"],
+        license=UPSTREAM_LICENSE,
+    ),
+    "aasist-l": CheckpointSpec(
+        name="aasist-l",
+        filename="AASIST-L.pth",
+        sha256="814331d088032bb4c3fa61cc014789eadeed464209dd094ab3a2dd6ffbdce27a",
+        size=426_428,
+        url=_upstream_url("AASIST-L.pth"),
+        config=VARIANTS["aasist-l"],
+        license=UPSTREAM_LICENSE,
+    ),
+}
+
+
+def spec_of(name: str) -> CheckpointSpec:
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        known = ", ".join(sorted(REGISTRY))
+        raise CheckpointError(
+            "unknown_model", f"Unknown model {name!r}; known models: {known}.", f"use one of: {known}"
+        ) from None
+
+
+def weights_hint(name: str) -> str:
+    return (
+        f"download the weights with `voxguard weights --model {name} --dir DIR` (`make weights` in the "
+        "repository) and point VOXGUARD_CHECKPOINT_DIR or --checkpoint-dir at DIR, or give a file "
+        "with --checkpoint"
+    )
+
+
+def default_checkpoint_dir() -> Path:
+    """``$VOXGUARD_CHECKPOINT_DIR`` if set, else ``./checkpoints`` under the current directory."""
+    env = os.environ.get("VOXGUARD_CHECKPOINT_DIR")
+    return Path(env).expanduser() if env else Path.cwd() / "checkpoints"
+
+
+def resolve_checkpoint(
+    name: str, path: str | Path | None = None, checkpoint_dir: str | Path | None = None
+) -> Path:
+    """Find the file to load for ``name``: an explicit ``path`` first, else ``checkpoint_dir/filename``.
+
+    ``$VOXGUARD_CHECKPOINT`` is not read here: it only makes sense when exactly one model is
+    requested, which only the caller knows, so the caller passes it as ``path``.
+    """
+    if path is not None:
+        candidate = Path(path).expanduser()
+    else:
+        spec = spec_of(name)
+        directory = (
+            Path(checkpoint_dir).expanduser() if checkpoint_dir is not None else default_checkpoint_dir()
+        )
+        candidate = directory / spec.filename
+    if not candidate.is_file():
+        what = "is a directory, not a file" if candidate.is_dir() else "does not exist"
+        where = "" if candidate.is_absolute() else f" (relative to the current directory, {Path.cwd()})"
+        raise CheckpointError(
+            "checkpoint_missing",
+            f"Checkpoint for {name!r} not found: {candidate}{where} {what}.",
+            weights_hint(name),
+        )
+    return candidate
+
+
+def require_weights(
+    models: list[str], checkpoint: Path | None, checkpoint_dir: Path | None
+) -> dict[str, Path]:
+    """Each model's file, found as loading will find it (an explicit file serves a single model only);
+    a :class:`CheckpointError` names the first one missing."""
+    explicit = checkpoint if len(models) == 1 else None
+    return {name: resolve_checkpoint(name, explicit, checkpoint_dir) for name in models}
