@@ -75,7 +75,7 @@ def test_cuda_asked_for_without_cuda_stops_serve_in_one_line(checkpoint_dir):
 
 
 def test_a_bad_variable_stops_serve_in_one_line(checkpoint_dir):
-    proc = _serve([], checkpoint_dir, VOXGUARD_ENGINE="turbo")
+    proc = _serve(["--port", "0"], checkpoint_dir, VOXGUARD_ENGINE="turbo")
     assert proc.returncode == 2
     assert proc.stderr.startswith("voxguard: VOXGUARD_ENGINE='turbo' is not valid")
     assert "Traceback" not in proc.stderr
