@@ -18,9 +18,12 @@ import soundfile as sf
 
 from voxguard.audio import AudioOptions, decode, prepare
 from voxguard.cli import build_parser, main
+from voxguard.model import locate
 from voxguard.progress import LineProgress
 from voxguard.scoring import summarize
 from voxguard.settings import Settings
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _run(args: list[str], checkpoint_dir: Path) -> subprocess.CompletedProcess:
@@ -223,15 +226,65 @@ def test_missing_weights_say_how_to_get_them(tmp_path, capsys, samples_dir):
     assert "checkpoint" in err and "make weights" in err
 
 
-def test_run_outside_the_repository_the_hint_names_the_variable(tmp_path, capsys, samples_dir, monkeypatch):
+def test_installed_outside_a_repository_the_hint_names_the_variable(
+    tmp_path, capsys, samples_dir, monkeypatch
+):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("VOXGUARD_CHECKPOINT_DIR", raising=False)
+    monkeypatch.setattr(locate, "source_checkout", lambda: None)  # a wheel: no repository to look in
     assert main(["predict", str(samples_dir / "voicememo.mp3")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("voxguard: Checkpoint for 'aasist' not found:")
-    assert f"checkpoints/AASIST.pth (relative to the current directory, {tmp_path})" in err
-    for hint in ("voxguard weights --model aasist --dir DIR", "make weights", "VOXGUARD_CHECKPOINT_DIR"):
+    assert f"no AASIST.pth in checkpoints (relative to the current directory, {tmp_path})." in err
+    for hint in ("voxguard weights --model aasist", "make weights", "VOXGUARD_CHECKPOINT_DIR"):
         assert hint in err
+
+
+def test_from_any_directory_the_cli_finds_the_weights_by_the_one_rule(tmp_path, samples_dir, checkpoint_dir):
+    """In the repository's venv, `voxguard predict` and `voxguard weights` find the weights beside the
+    repository (../shared/aasist here, as `make run` does) without VOXGUARD_CHECKPOINT_DIR."""
+    found = locate_dir_without_the_variable()
+    assert found is not None, "no weights in checkpoints/ or ../shared/aasist of this repository"
+    env = {k: v for k, v in os.environ.items() if k != "VOXGUARD_CHECKPOINT_DIR"}
+    command = [sys.executable, "-m", "voxguard.cli"]
+    run = dict(capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    proc = subprocess.run([*command, "predict", "--json", str(samples_dir / "voicememo.mp3")], **run)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["prediction"] == "REAL"
+    proc = subprocess.run([*command, "weights", "--model", "aasist"], **run)  # offline: a copy is found
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == f"aasist: {found / 'AASIST.pth'} (sha256 verified)\n"
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_make_targets_and_compose_use_the_folder_the_cli_finds():
+    env = {k: v for k, v in os.environ.items() if k != "VOXGUARD_CHECKPOINT_DIR"}
+    found = locate_dir_without_the_variable()
+    proc = subprocess.run(
+        ["make", "-n", "up", "up-cpu", "up-scale"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    composes = [line for line in proc.stdout.splitlines() if "compose" in line and "test -f" not in line]
+    assert len(composes) == 3 and all(
+        line.startswith(f"VOXGUARD_CHECKPOINT_DIR={found} ") for line in composes
+    )
+    assert proc.stdout.count(f"test -f {found}/AASIST.pth") == 3
+
+
+def locate_dir_without_the_variable() -> Path | None:
+    """The folder the rule finds for this repository, asked as the Makefile asks (no variable set)."""
+    env = {k: v for k, v in os.environ.items() if k != "VOXGUARD_CHECKPOINT_DIR"}
+    env["PYTHONPATH"] = str(REPO / "src")
+    proc = subprocess.run(
+        [sys.executable, "-m", "voxguard.model.locate"], cwd=REPO, env=env, capture_output=True, text=True
+    )
+    path = Path(proc.stdout.strip())
+    return path if (path / "AASIST.pth").is_file() else None
 
 
 @pytest.mark.parametrize(

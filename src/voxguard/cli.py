@@ -122,7 +122,10 @@ def _class_weights(value: str) -> tuple[float, float]:
 
 
 _MODEL_HELP = f"model to use: {' | '.join(VARIANTS)} (VOXGUARD_MODELS: its first)"
-_CHECKPOINT_DIR_HELP = "folder holding the official weights (VOXGUARD_CHECKPOINT_DIR)"
+_CHECKPOINT_DIR_HELP = (
+    "folder holding the official weights (VOXGUARD_CHECKPOINT_DIR); unset: checkpoints/ here, then the "
+    "repository's checkpoints/ and ../shared/aasist beside it"
+)
 _DEVICE_HELP = "auto | cpu | cuda | cuda:N; auto picks CUDA where present (VOXGUARD_DEVICE)"
 _THREADS_HELP = "torch threads; 0 = all cores (VOXGUARD_THREADS)"
 _BATCH_HELP = "windows per forward; 0 = 16 on CPU, 64 on CUDA (VOXGUARD_MAX_BATCH_SIZE)"
@@ -243,7 +246,13 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
         "weights", help="download the pretrained checkpoints (sha256-verified)", formatter_class=_HELP
     )
     w.add_argument("--model", default="all", choices=(*VARIANTS, "all"), help="which checkpoint")
-    w.add_argument("--dir", type=Path, default=settings.checkpoint_dir, help="where to put them")
+    w.add_argument(
+        "--dir",
+        type=Path,
+        default=settings.checkpoint_dir,
+        help="where to put them (VOXGUARD_CHECKPOINT_DIR); unset: where a copy is found, else the "
+        "repository's checkpoints/ (./checkpoints outside a repository)",
+    )
     w.add_argument("--url", help="download from this URL instead (one model; file:// works)")
     w.add_argument("--force", action="store_true", help="download even when a verified copy exists")
 
@@ -731,7 +740,7 @@ def _train(args: argparse.Namespace) -> int:
 
 def _weights(args: argparse.Namespace) -> int:
     from .model.checkpoints import fetch
-    from .model.locate import REGISTRY, CheckpointError
+    from .model.locate import REGISTRY, CheckpointError, download_dir, find_dir
 
     names = list(REGISTRY) if args.model == "all" else [args.model]
     if args.url and len(names) != 1:
@@ -739,7 +748,8 @@ def _weights(args: argparse.Namespace) -> int:
             "usage", "--url needs exactly one --model", "add --model aasist or --model aasist-l"
         )
     for name in names:
-        path = fetch(name, args.dir, url=args.url, force=args.force)
+        # Without --dir, a copy the lookup already finds is checked in place rather than fetched again.
+        path = fetch(name, args.dir or find_dir(name) or download_dir(), url=args.url, force=args.force)
         print(f"{name}: {path} (sha256 verified)")
     return 0
 
@@ -757,7 +767,7 @@ def _bench(args: argparse.Namespace, settings: Settings) -> int:
             *("--queue-size", str(max(1024, 4 * args.connections))),
             "--cuda-graphs" if args.cuda_graphs else "--no-cuda-graphs",
         ]
-        env = {"VOXGUARD_CHECKPOINT_DIR": str(args.checkpoint_dir.resolve())}
+        env = {"VOXGUARD_CHECKPOINT_DIR": str(args.checkpoint_dir.resolve())} if args.checkpoint_dir else {}
         load = {
             "connections": args.connections,
             "duration_s": args.duration,

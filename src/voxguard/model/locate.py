@@ -79,40 +79,88 @@ def spec_of(name: str) -> CheckpointSpec:
 
 def weights_hint(name: str) -> str:
     return (
-        f"download the weights with `voxguard weights --model {name} --dir DIR` (`make weights` in the "
-        "repository) and point VOXGUARD_CHECKPOINT_DIR or --checkpoint-dir at DIR, or give a file "
+        f"download the weights with `voxguard weights --model {name}` (`make weights` in the repository), "
+        "or point VOXGUARD_CHECKPOINT_DIR or --checkpoint-dir at a folder holding them, or give a file "
         "with --checkpoint"
     )
 
 
-def default_checkpoint_dir() -> Path:
-    """``$VOXGUARD_CHECKPOINT_DIR`` if set, else ``./checkpoints`` under the current directory."""
+def source_checkout() -> Path | None:
+    """The repository voxguard runs from (a source tree, as ``make install``'s editable install), or None
+    for an installed wheel, which has no repository around it."""
+    root = Path(__file__).resolve().parents[3]  # src/voxguard/model/locate.py
+    return root if (root / "pyproject.toml").is_file() and (root / "src" / "voxguard").is_dir() else None
+
+
+def search_dirs() -> list[Path]:
+    """Where the official weights are looked for, in order, when no folder is given.
+
+    ``$VOXGUARD_CHECKPOINT_DIR`` alone when set; else ``checkpoints/`` of the current directory, then,
+    when voxguard runs from a source checkout, the repository's ``checkpoints/`` (where ``make weights``
+    puts them) and ``../shared/aasist`` beside the repository. The one rule the CLI, the service, the
+    Makefile's targets and compose (through the Makefile) follow.
+    """
     env = os.environ.get("VOXGUARD_CHECKPOINT_DIR")
-    return Path(env).expanduser() if env else Path.cwd() / "checkpoints"
+    if env:
+        return [Path(env).expanduser()]
+    dirs = [Path("checkpoints")]
+    repo = source_checkout()
+    if repo is not None:
+        dirs += [repo / "checkpoints", repo.parent / "shared" / "aasist"]
+    unique: dict[Path, Path] = {}
+    for d in dirs:
+        unique.setdefault(d.resolve(), d)
+    return list(unique.values())
+
+
+def download_dir() -> Path:
+    """Where ``voxguard weights`` puts files by default: the first folder :func:`search_dirs` tries
+    that belongs to voxguard (the repository's ``checkpoints/`` in a source checkout)."""
+    env = os.environ.get("VOXGUARD_CHECKPOINT_DIR")
+    if env:
+        return Path(env).expanduser()
+    repo = source_checkout()
+    return repo / "checkpoints" if repo is not None else Path("checkpoints")
+
+
+def find_dir(name: str) -> Path | None:
+    """The first folder of :func:`search_dirs` holding ``name``'s file, or None."""
+    filename = spec_of(name).filename
+    return next((d for d in search_dirs() if (d / filename).is_file()), None)
+
+
+def _shown(path: Path) -> str:
+    return str(path) if path.is_absolute() else f"{path} (relative to the current directory, {Path.cwd()})"
 
 
 def resolve_checkpoint(
     name: str, path: str | Path | None = None, checkpoint_dir: str | Path | None = None
 ) -> Path:
-    """Find the file to load for ``name``: an explicit ``path`` first, else ``checkpoint_dir/filename``.
+    """Find the file to load for ``name``: an explicit ``path`` first, else ``checkpoint_dir/filename``,
+    else the first of :func:`search_dirs` that holds it.
 
     ``$VOXGUARD_CHECKPOINT`` is not read here: it only makes sense when exactly one model is
     requested, which only the caller knows, so the caller passes it as ``path``.
     """
+    if path is None and checkpoint_dir is None:
+        found = find_dir(name)
+        if found is None:
+            places = ", ".join(_shown(d) for d in search_dirs())
+            raise CheckpointError(
+                "checkpoint_missing",
+                f"Checkpoint for {name!r} not found: no {spec_of(name).filename} in {places}.",
+                weights_hint(name),
+            )
+        return found / spec_of(name).filename
     if path is not None:
         candidate = Path(path).expanduser()
     else:
-        spec = spec_of(name)
-        directory = (
-            Path(checkpoint_dir).expanduser() if checkpoint_dir is not None else default_checkpoint_dir()
-        )
-        candidate = directory / spec.filename
+        candidate = Path(checkpoint_dir).expanduser() / spec_of(name).filename  # type: ignore[arg-type]
     if not candidate.is_file():
         what = "is a directory, not a file" if candidate.is_dir() else "does not exist"
-        where = "" if candidate.is_absolute() else f" (relative to the current directory, {Path.cwd()})"
         raise CheckpointError(
             "checkpoint_missing",
-            f"Checkpoint for {name!r} not found: {candidate}{where} {what}.",
+            f"Checkpoint for {name!r} not found: {_shown(candidate)} {what}.",
             weights_hint(name),
         )
     return candidate
@@ -125,3 +173,7 @@ def require_weights(
     a :class:`CheckpointError` names the first one missing."""
     explicit = checkpoint if len(models) == 1 else None
     return {name: resolve_checkpoint(name, explicit, checkpoint_dir) for name in models}
+
+
+if __name__ == "__main__":  # the Makefile's one source for the rule: where AASIST.pth is, or would go
+    print((find_dir("aasist") or download_dir()).resolve())
