@@ -6,9 +6,11 @@ No HTTP here: the API layer turns bytes into calls and the results and exception
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -62,6 +64,7 @@ class PredictionService:
         self.pipeline = Pipeline.from_settings(settings)
         workers = settings.decode_workers or os.cpu_count() or 1
         self._decode_pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="voxguard-decode")
+        self._admitted = 0  # requests past admission and not yet answered, decoding ones included
 
     @classmethod
     def load(cls, settings: Settings, metrics: Metrics) -> PredictionService:
@@ -72,6 +75,8 @@ class PredictionService:
         await self.engine.start()
 
     async def stop(self) -> None:
+        while self._admitted:  # admitted requests still decoding submit after the drain began
+            await asyncio.sleep(0.01)
         await self.engine.drain()
         self._decode_pool.shutdown(wait=True)
 
@@ -89,7 +94,19 @@ class PredictionService:
 
     @property
     def idle(self) -> bool:
-        return self.engine.idle
+        """No admitted request is waiting for an answer: the drain may end."""
+        return not self._admitted and self.engine.idle
+
+    @contextlib.contextmanager
+    def _admission(self, name: str) -> Iterator[None]:
+        """Admit a request before it is decoded (a full or draining server refuses it before any work)
+        and count it until it is answered, so a drain that begins meanwhile waits for it."""
+        self.engine.admit(name)
+        self._admitted += 1
+        try:
+            yield
+        finally:
+            self._admitted -= 1
 
     @property
     def latest_deadline(self) -> float:
@@ -139,12 +156,12 @@ class PredictionService:
     async def predict(self, data: bytes, model: str | None, received_at: float) -> Prediction:
         """Score one upload; ``received_at`` (``time.monotonic()``) starts the request deadline."""
         name = self.resolve_model(model)
-        self.engine.admit(name)  # a full or draining server refuses before decoding anything
-        started = time.monotonic()
-        prepared = await self._prepare(data)
-        decode_s = time.monotonic() - started
-        deadline = self.deadline(received_at, len(prepared[1].spans))
-        scored = await self.engine.submit(name, prepared[1].batch, deadline)
+        with self._admission(name):
+            started = time.monotonic()
+            prepared = await self._prepare(data)
+            decode_s = time.monotonic() - started
+            deadline = self.deadline(received_at, len(prepared[1].spans))
+            scored = await self.engine.submit(name, prepared[1].batch, deadline, admitted=True)
         return self._prediction(name, prepared, scored, decode_s, received_at)
 
     async def predict_batch(
@@ -160,17 +177,17 @@ class PredictionService:
         file) only when it cannot finish it. A file that cannot be decoded gets its own error.
         """
         name = self.resolve_model(model)
-        self.engine.admit(name)
-        started = time.monotonic()
-        decoded = await asyncio.gather(*(self._prepare(data) for data in uploads), return_exceptions=True)
-        decode_s = time.monotonic() - started
-        for outcome in decoded:
-            if isinstance(outcome, BaseException) and not isinstance(outcome, Exception):
-                raise outcome
-        files = {i: f for i, f in enumerate(decoded) if not isinstance(f, BaseException)}
-        deadline = self.deadline(received_at, sum(len(w.spans) for _, w in files.values()))
-        together = await self._score_together(name, [w.batch for _, w in files.values()], deadline)
-        scored = dict(zip(files, together, strict=True))
+        with self._admission(name):
+            started = time.monotonic()
+            decoded = await asyncio.gather(*(self._prepare(data) for data in uploads), return_exceptions=True)
+            decode_s = time.monotonic() - started
+            for outcome in decoded:
+                if isinstance(outcome, BaseException) and not isinstance(outcome, Exception):
+                    raise outcome
+            files = {i: f for i, f in enumerate(decoded) if not isinstance(f, BaseException)}
+            deadline = self.deadline(received_at, sum(len(w.spans) for _, w in files.values()))
+            together = await self._score_together(name, [w.batch for _, w in files.values()], deadline)
+            scored = dict(zip(files, together, strict=True))
         results: list[Prediction | Exception] = []
         for i, outcome in enumerate(decoded):
             if i not in files:  # this file alone could not be decoded
@@ -194,7 +211,7 @@ class PredictionService:
             return []
         if sum(len(b) for b in batches) <= self.settings.queue_size:
             try:
-                together = await self.engine.submit(name, np.concatenate(batches), deadline)
+                together = await self.engine.submit(name, np.concatenate(batches), deadline, admitted=True)
             except InferenceFailed:
                 pass  # a window of some file failed even alone: find which, file by file below
             else:
@@ -208,7 +225,7 @@ class PredictionService:
                     )
                     for b, end in zip(batches, ends, strict=True)
                 ]
-        submissions = (self.engine.submit(name, b, deadline) for b in batches)
+        submissions = (self.engine.submit(name, b, deadline, admitted=True) for b in batches)
         return list(await asyncio.gather(*submissions, return_exceptions=True))
 
 
