@@ -2,10 +2,11 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-SHARED_WEIGHTS := $(abspath ../shared/aasist)
-# The official weights: ../shared/aasist when present (CI, this workspace), else checkpoints/.
 SAMPLES ?= $(abspath ../shared/samples)
-export VOXGUARD_CHECKPOINT_DIR ?= $(if $(wildcard $(SHARED_WEIGHTS)/AASIST.pth),$(SHARED_WEIGHTS),$(abspath checkpoints))
+# The official weights, by voxguard's own rule (src/voxguard/model/locate.py: VOXGUARD_CHECKPOINT_DIR,
+# else checkpoints/, else ../shared/aasist beside the repository), so compose mounts the folder that
+# `voxguard serve` and `make run` would use. Plain python3: the lookup needs nothing installed.
+WEIGHTS_DIR = $(shell PYTHONPATH=src $(PYTHON) -m voxguard.model.locate)
 
 .PHONY: install test test-docker test-fast lint format weights run run-tls certs bench bench-serve bench-gpu audit reliability \
 	eval-report corpus detector clean docker-build up up-cpu up-scale down
@@ -33,7 +34,7 @@ format: install
 	$(VENV)/bin/ruff check --fix src tests docker scripts
 
 weights: install
-	$(VENV)/bin/voxguard weights --dir checkpoints
+	$(VENV)/bin/voxguard weights
 
 CERT_DIR ?= certs
 certs: $(CERT_DIR)/cert.pem
@@ -50,13 +51,13 @@ $(CERT_DIR)/cert.pem:
 # `voxguard serve`, this machine only (127.0.0.1, no key needed); to open it to the network:
 # VOXGUARD_HOST=0.0.0.0 VOXGUARD_API_KEYS=... make run
 run: install
-	@test -f $(VOXGUARD_CHECKPOINT_DIR)/AASIST.pth || $(VENV)/bin/voxguard weights --dir $(VOXGUARD_CHECKPOINT_DIR)
+	$(VENV)/bin/voxguard weights --model aasist
 	$(VENV)/bin/voxguard serve --port 8000
 
 # HTTPS with the self-signed certificate from `make certs`, for browsers on other machines (the
 # microphone needs a secure page), so on every interface unless VOXGUARD_HOST says otherwise.
 run-tls: install certs
-	@test -f $(VOXGUARD_CHECKPOINT_DIR)/AASIST.pth || $(VENV)/bin/voxguard weights --dir $(VOXGUARD_CHECKPOINT_DIR)
+	$(VENV)/bin/voxguard weights --model aasist
 	$(VENV)/bin/voxguard serve --host $${VOXGUARD_HOST:-0.0.0.0} --port 8443 --certfile $(CERT_DIR)/cert.pem --keyfile $(CERT_DIR)/key.pem
 
 bench: install
@@ -125,20 +126,20 @@ docker-build:
 		--build-arg TORCH_INDEX_URL=$(DOCKER_TORCH_INDEX_URL) \
 		--build-arg WEIGHTS=$(DOCKER_WEIGHTS) -t $(DOCKER_IMAGE):$(DOCKER_VARIANT) .
 
-# One GPU replica on :8000 (compose.yaml -> docker/compose.yaml); the weights come from checkpoints/.
+# One GPU replica on :8000 (compose.yaml -> docker/compose.yaml); the weights come from $(WEIGHTS_DIR).
 up:
-	@test -f checkpoints/AASIST.pth || { echo "no checkpoints/AASIST.pth: run 'make weights' first"; exit 1; }
-	$(DOCKER) compose up
+	@test -f $(WEIGHTS_DIR)/AASIST.pth || { echo "no AASIST.pth in $(WEIGHTS_DIR): run 'make weights' first"; exit 1; }
+	VOXGUARD_CHECKPOINT_DIR=$(WEIGHTS_DIR) $(DOCKER) compose up
 
 # The same without a GPU: the voxguard:cpu image (make docker-build DOCKER_VARIANT=cpu) on :8000.
 up-cpu:
-	@test -f checkpoints/AASIST.pth || { echo "no checkpoints/AASIST.pth: run 'make weights' first"; exit 1; }
-	$(DOCKER) compose -f compose.yaml -f docker/compose.cpu.yaml up
+	@test -f $(WEIGHTS_DIR)/AASIST.pth || { echo "no AASIST.pth in $(WEIGHTS_DIR): run 'make weights' first"; exit 1; }
+	VOXGUARD_CHECKPOINT_DIR=$(WEIGHTS_DIR) $(DOCKER) compose -f compose.yaml -f docker/compose.cpu.yaml up
 
 # Two GPU replicas behind nginx on :8080 (VOXGUARD_GPU_2=0 puts both on one GPU).
 up-scale:
-	@test -f checkpoints/AASIST.pth || { echo "no checkpoints/AASIST.pth: run 'make weights' first"; exit 1; }
-	$(DOCKER) compose --profile scale up
+	@test -f $(WEIGHTS_DIR)/AASIST.pth || { echo "no AASIST.pth in $(WEIGHTS_DIR): run 'make weights' first"; exit 1; }
+	VOXGUARD_CHECKPOINT_DIR=$(WEIGHTS_DIR) $(DOCKER) compose --profile scale up
 
 # The image built, run and composed on a real Docker engine (tests marked `docker`, tests/deploy/):
 # needs a running daemon (scripts/start_dockerd.sh starts one as CI does), debootstrap and root;

@@ -31,7 +31,8 @@ from voxguard.corpus.build import BONAFIDE, read_manifest
 from voxguard.corpus.folds import TEST_ONLY
 from voxguard.evaluation import heldout
 from voxguard.inference import Detector
-from voxguard.model.checkpoints import BUNDLED_DIR, load_checkpoint, save_checkpoint, sha256_file
+from voxguard.model.checkpoints import load_checkpoint, save_checkpoint, sha256_file
+from voxguard.model.locate import BUNDLED_DIR
 from voxguard.pipeline import Pipeline
 from voxguard.scoring import Rule
 from voxguard.settings import Settings

@@ -2,10 +2,27 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+DEFAULT_PORT = 8000  # voxguard serve's and make run's
+
+
+@pytest.fixture(scope="session", autouse=True)
+def default_port_taken() -> Iterator[None]:
+    """Hold the default port for the whole session, as a developer's ``make run`` often does: a test that
+    relies on it (a ``serve`` without ``--port``) then fails every time, not only beside a running server.
+    Already taken (by that server), it stays so."""
+    with socket.socket() as holder:
+        with contextlib.suppress(OSError):
+            holder.bind(("127.0.0.1", DEFAULT_PORT))
+            holder.listen()
+        yield
 
 
 @pytest.fixture(scope="session")

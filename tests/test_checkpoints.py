@@ -13,19 +13,18 @@ from pathlib import Path
 import pytest
 import torch
 
+from voxguard.model import locate
 from voxguard.model.aasist import AASIST
-from voxguard.model.checkpoints import (
+from voxguard.model.checkpoints import fetch, load_checkpoint, save_checkpoint, sha256_file
+from voxguard.model.config import VARIANTS
+from voxguard.model.locate import (
     REGISTRY,
     UPSTREAM_COMMIT,
     CheckpointError,
-    default_checkpoint_dir,
-    fetch,
-    load_checkpoint,
+    download_dir,
     resolve_checkpoint,
-    save_checkpoint,
-    sha256_file,
+    search_dirs,
 )
-from voxguard.model.config import VARIANTS
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PARAMS = {"aasist": 297_866, "aasist-l": 85_306}
@@ -102,12 +101,30 @@ def test_load_official_strict(weights_dir: Path, name: str) -> None:
 # --- resolution -----------------------------------------------------------------------------------
 
 
-def test_default_checkpoint_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.delenv("VOXGUARD_CHECKPOINT_DIR", raising=False)
-    monkeypatch.chdir(tmp_path)
-    assert default_checkpoint_dir() == tmp_path / "checkpoints"
+def test_the_lookup_rule(weights_dir: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """One rule: VOXGUARD_CHECKPOINT_DIR alone when set; else ./checkpoints, the repository's checkpoints/
+    and ../shared/aasist beside it, the first that holds the file."""
+    assert locate.source_checkout() == REPO_ROOT  # the tests run from the source tree
+    repo, here = tmp_path / "repo", tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    monkeypatch.setattr(locate, "source_checkout", lambda: repo)
     monkeypatch.setenv("VOXGUARD_CHECKPOINT_DIR", str(tmp_path / "elsewhere"))
-    assert default_checkpoint_dir() == tmp_path / "elsewhere"
+    assert search_dirs() == [tmp_path / "elsewhere"]
+    monkeypatch.delenv("VOXGUARD_CHECKPOINT_DIR")
+    places = [Path("checkpoints"), repo / "checkpoints", tmp_path / "shared" / "aasist"]
+    assert search_dirs() == places
+    err = expect_error("checkpoint_missing", resolve_checkpoint, "aasist")
+    assert err.detail == (
+        "Checkpoint for 'aasist' not found: no AASIST.pth in checkpoints "
+        f"(relative to the current directory, {here}), {places[1]}, {places[2]}."
+    )
+    for place in reversed(places):  # each earlier place wins over the later ones
+        (here / place).mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(weights_dir / "AASIST.pth", here / place / "AASIST.pth")
+        assert resolve_checkpoint("aasist") == place / "AASIST.pth"
+    monkeypatch.setattr(locate, "source_checkout", lambda: None)  # an installed wheel: ./checkpoints only
+    assert search_dirs() == [Path("checkpoints")] and download_dir() == Path("checkpoints")
 
 
 def test_explicit_path_beats_dir(weights_dir: Path, tmp_path: Path) -> None:

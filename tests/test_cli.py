@@ -16,11 +16,14 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from voxguard.audio import AudioOptions, prepare
+from voxguard.audio import AudioOptions, decode, prepare
 from voxguard.cli import build_parser, main
+from voxguard.model import locate
 from voxguard.progress import LineProgress
 from voxguard.scoring import summarize
 from voxguard.settings import Settings
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _run(args: list[str], checkpoint_dir: Path) -> subprocess.CompletedProcess:
@@ -54,7 +57,10 @@ def test_predict_json_equals_detector(sample_files, checkpoint_dir, detector_fac
         if d.prediction == "INCONCLUSIVE":
             assert line["score"] is line["fake_probability"] is line["confidence"] is None
             assert line["reason"] == d.reason
+            assert line["leaning"] == ("FAKE" if d.fake_probability >= 0.5 else "REAL")
+            assert line["leaning_fake_probability"] == pytest.approx(d.fake_probability, abs=1e-4)
         else:
+            assert line["leaning"] is line["leaning_fake_probability"] is None
             assert line["score"] == pytest.approx(d.score, abs=1e-4)
             assert line["fake_probability"] == pytest.approx(d.fake_probability, abs=1e-4)
             assert line["confidence"] == pytest.approx(d.confidence, abs=1e-4)
@@ -118,8 +124,27 @@ def test_table_output(samples_dir, checkpoint_dir, monkeypatch, capsys):
     monkeypatch.setenv("VOXGUARD_CHECKPOINT_DIR", str(checkpoint_dir))
     assert main(["predict", str(samples_dir / "voicememo.mp3")]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0].split() == ["file", "verdict", "confidence", "fake", "prob", "duration", "windows", "notes"]
+    header = ["file", "verdict", "confidence", "fake", "prob", "duration", "windows", "repeated*", "notes"]
+    assert out[0].split() == header  # voicememo.mp3 is 3.3 s, under one window
     assert "voicememo.mp3" in out[1] and "REAL" in out[1]
+
+
+def test_audio_shorter_than_a_window_is_a_column_not_a_note_per_file(
+    samples_dir, checkpoint_dir, monkeypatch, capsys, tmp_path
+):
+    monkeypatch.setenv("VOXGUARD_CHECKPOINT_DIR", str(checkpoint_dir))
+    short = [samples_dir / "p225_002_mic1.flac", samples_dir / "voicememo.mp3"]  # under 4.04 s
+    long = tmp_path / "long.wav"
+    sf.write(long, np.concatenate([decode(p.read_bytes()).waveform for p in short]), 16000)
+    assert main(["predict", *map(str, short), str(long)]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    header = lines[0]
+    assert header.split()[-2:] == ["repeated*", "notes"]
+    flags = [line[header.index("repeated*") : header.index("notes")].strip() for line in lines[1:4]]
+    assert flags == ["yes", "yes", ""]
+    assert lines[4].startswith("* repeated: the audio is shorter than the model's 4.04 s window")
+    assert "repeated to fill the window" not in out and "[1]" not in out  # no note per file
 
 
 def test_table_lists_warnings_and_keeps_errors_out_of_the_figures(
@@ -131,9 +156,14 @@ def test_table_lists_warnings_and_keeps_errors_out_of_the_figures(
     assert main(["predict", str(phone), str(missing)]) == 1
     out = capsys.readouterr().out.splitlines()
     header, scored, failed = out[:3]
-    starts = {name: header.index(name) for name in ("verdict", "confidence", "fake prob", "notes")}
+    starts = {
+        name: header.index(name) for name in ("verdict", "confidence", "fake prob", "leaning*", "notes")
+    }
     assert scored[starts["verdict"] :].split()[0] == "INCONCLUSIVE"  # 1.9 s of speech
-    assert scored[starts["confidence"] : starts["notes"]].split() == ["-", "-", "3.32", "s", "1"]
+    assert scored[starts["confidence"] : starts["leaning*"]].split() == ["-", "-"]  # no verdict figures
+    assert re.fullmatch(r"REAL \(0\.\d{4}\)", scored[starts["leaning*"] : header.index("duration")].strip())
+    assert scored[header.index("duration") : starts["notes"]].split() == ["3.32", "s", "1"]
+    assert out[3].startswith("* leaning: for INCONCLUSIVE files only") and "not a verdict" in out[3]
     assert scored[starts["notes"] :].split() == ["[1]", "[2]"]  # why no verdict, and 8 kHz
     assert failed[starts["verdict"] :].split()[0] == "ERROR"
     assert failed[starts["confidence"] : starts["notes"]].strip() == ""  # no code among the figures
@@ -196,15 +226,65 @@ def test_missing_weights_say_how_to_get_them(tmp_path, capsys, samples_dir):
     assert "checkpoint" in err and "make weights" in err
 
 
-def test_run_outside_the_repository_the_hint_names_the_variable(tmp_path, capsys, samples_dir, monkeypatch):
+def test_installed_outside_a_repository_the_hint_names_the_variable(
+    tmp_path, capsys, samples_dir, monkeypatch
+):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("VOXGUARD_CHECKPOINT_DIR", raising=False)
+    monkeypatch.setattr(locate, "source_checkout", lambda: None)  # a wheel: no repository to look in
     assert main(["predict", str(samples_dir / "voicememo.mp3")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("voxguard: Checkpoint for 'aasist' not found:")
-    assert f"checkpoints/AASIST.pth (relative to the current directory, {tmp_path})" in err
-    for hint in ("voxguard weights --model aasist --dir DIR", "make weights", "VOXGUARD_CHECKPOINT_DIR"):
+    assert f"no AASIST.pth in checkpoints (relative to the current directory, {tmp_path})." in err
+    for hint in ("voxguard weights --model aasist", "make weights", "VOXGUARD_CHECKPOINT_DIR"):
         assert hint in err
+
+
+def test_from_any_directory_the_cli_finds_the_weights_by_the_one_rule(tmp_path, samples_dir, checkpoint_dir):
+    """In the repository's venv, `voxguard predict` and `voxguard weights` find the weights beside the
+    repository (../shared/aasist here, as `make run` does) without VOXGUARD_CHECKPOINT_DIR."""
+    found = locate_dir_without_the_variable()
+    assert found is not None, "no weights in checkpoints/ or ../shared/aasist of this repository"
+    env = {k: v for k, v in os.environ.items() if k != "VOXGUARD_CHECKPOINT_DIR"}
+    command = [sys.executable, "-m", "voxguard.cli"]
+    run = dict(capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    proc = subprocess.run([*command, "predict", "--json", str(samples_dir / "voicememo.mp3")], **run)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["prediction"] == "REAL"
+    proc = subprocess.run([*command, "weights", "--model", "aasist"], **run)  # offline: a copy is found
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == f"aasist: {found / 'AASIST.pth'} (sha256 verified)\n"
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_make_targets_and_compose_use_the_folder_the_cli_finds():
+    env = {k: v for k, v in os.environ.items() if k != "VOXGUARD_CHECKPOINT_DIR"}
+    found = locate_dir_without_the_variable()
+    proc = subprocess.run(
+        ["make", "-n", "up", "up-cpu", "up-scale"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    composes = [line for line in proc.stdout.splitlines() if "compose" in line and "test -f" not in line]
+    assert len(composes) == 3 and all(
+        line.startswith(f"VOXGUARD_CHECKPOINT_DIR={found} ") for line in composes
+    )
+    assert proc.stdout.count(f"test -f {found}/AASIST.pth") == 3
+
+
+def locate_dir_without_the_variable() -> Path | None:
+    """The folder the rule finds for this repository, asked as the Makefile asks (no variable set)."""
+    env = {k: v for k, v in os.environ.items() if k != "VOXGUARD_CHECKPOINT_DIR"}
+    env["PYTHONPATH"] = str(REPO / "src")
+    proc = subprocess.run(
+        [sys.executable, "-m", "voxguard.model.locate"], cwd=REPO, env=env, capture_output=True, text=True
+    )
+    path = Path(proc.stdout.strip())
+    return path if (path / "AASIST.pth").is_file() else None
 
 
 @pytest.mark.parametrize(

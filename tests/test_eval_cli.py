@@ -110,7 +110,8 @@ def test_csv_layout_html_report_failures_and_text_output(tmp_path, capsys, bona_
     out = tmp_path / "report"
     code, text = _eval(capsys, listing, "--out", out, "--format", "html", "--batch-size", "4")
     assert code == 0
-    assert "7 files, 6 scored, 1 could not be scored or judged" in text and "report.html" in text
+    assert "7 files, 6 scored, 0 inconclusive (too little speech), 1 could not be scored" in text
+    assert "report.html" in text
     assert (out / "report.html").is_file() and not (out / "report.md").exists()
     assert f"<li><code>{broken}</code>: undecodable_audio" in (out / "report.html").read_text()
     assert len((out / "scores.txt").read_text().splitlines()) == 6
@@ -161,12 +162,23 @@ def test_only_bona_fide_still_reports(tmp_path, capsys, samples_dir) -> None:
     code, head = _eval(capsys, samples_dir / "labels.csv", "--out", out, "--json")
     assert code == 0
     # p225_001 (both microphones) has 1.3-1.7 s of speech: no verdict, so not scored
-    assert (head["scored"], head["failed"], head["bonafide"], head["spoof"]) == (3, 2, 3, 0)
+    assert (head["scored"], head["inconclusive"], head["failed"], head["bonafide"], head["spoof"]) == (
+        3,
+        2,
+        0,
+        3,
+        0,
+    )
     assert head["eer"] is None and head["min_tdcf"] is None and head["recall"] is None
     real = [not _fake(s) for s in resume_scores(out / "scores.txt").values()]
     assert head["accuracy"] == sum(real) / 3
-    assert {f["code"] for f in _summary(out)["failures"]} == {"inconclusive"}
     summary = _summary(out)
+    assert summary["failures"] == [] and len(summary["inconclusive"]) == 2
+    assert all(f["reason"].startswith("too short to judge") for f in summary["inconclusive"])
+    # A rerun into the same --out judges nothing again and reports the same.
+    code, again = _eval(capsys, samples_dir / "labels.csv", "--out", out, "--json")
+    assert code == 0 and (again["scored"], again["inconclusive"], again["failed"]) == (3, 2, 0)
+    assert _summary(out)["run"]["windows"] == 0
     assert summary["eer_note"].startswith("not computable: no spoof files were scored")
     assert not (out / "det.png").exists() and (out / "scores.png").is_file()
     assert "| EER | not computable: no spoof files were scored" in (out / "report.md").read_text()
@@ -244,13 +256,14 @@ def test_end_to_end_on_the_shared_samples(tmp_path, samples_dir, spoof_clips, ch
     floor = Settings().min_reliable_s
     judged = [p for p in bona if prepare(p.read_bytes(), AudioOptions())[1].speech_s >= floor]
     assert 10 <= len(judged) < 30  # the clips of p225_001 have too little speech to judge
-    assert (head["files"], head["scored"], head["failed"], head["bonafide"], head["spoof"]) == (
-        34,
-        len(judged) + 4,
-        30 - len(judged),
-        len(judged),
-        4,
-    )
+    assert (
+        head["files"],
+        head["scored"],
+        head["inconclusive"],
+        head["failed"],
+        head["bonafide"],
+        head["spoof"],
+    ) == (34, len(judged) + 4, 30 - len(judged), 0, len(judged), 4)
 
     lines = (out / "scores.txt").read_text().splitlines()
     scores = {key: float(value) for key, value in (line.rsplit(maxsplit=1) for line in lines)}
@@ -264,7 +277,7 @@ def test_end_to_end_on_the_shared_samples(tmp_path, samples_dir, spoof_clips, ch
     assert m["false_positive"] == sum(fake[: len(judged)]) == 0  # no real recording called FAKE
     assert m["true_positive"] == sum(fake[len(judged) :]) == 4  # every synthetic clip caught
     assert [(a["attack"], a["scored"]) for a in summary["attacks"]] == [("en-gb+f3", 2), ("en-us", 2)]
-    assert {f["code"] for f in summary["failures"]} == {"inconclusive"}
+    assert summary["failures"] == [] and len(summary["inconclusive"]) == 30 - len(judged)
 
     # With every spoof below every bona fide (EER 0) there is no DET curve to draw; the report says so.
     det = ["det.png"] if head["eer"] > 0 else []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 import subprocess
@@ -16,7 +17,7 @@ from voxguard.datasets import Dataset, Item
 from voxguard.evaluation import plots
 from voxguard.evaluation.metrics import asv_error_rates, equal_error_rate, min_tdcf
 from voxguard.evaluation.report import MAX_LISTED_FAILURES, write_report
-from voxguard.evaluation.runner import Failure
+from voxguard.evaluation.runner import Failure, Inconclusive
 from voxguard.evaluation.scorefile import AsvScores
 from voxguard.evaluation.summary import RunInfo, build_summary, labelled_scores
 
@@ -34,10 +35,14 @@ def _dataset(keys: list[str]) -> Dataset:
     return Dataset("toy", "csv", items)
 
 
-def _report(tmp_path: Path, keys: list[str], formats=("md",), asv=None, failures=()):
+def _report(
+    tmp_path: Path, keys: list[str], formats=("md",), asv=None, failures=(), inconclusive=(), run=RUN
+):
     data = _dataset(keys)
     labelled = labelled_scores(data, {k: SCORES[k] for k in keys if k in SCORES})
-    summary = build_summary(data, "toy.csv", labelled, list(failures), RUN, threshold=0.5, asv=asv)
+    summary = build_summary(
+        data, "toy.csv", labelled, list(failures), list(inconclusive), run, threshold=0.5, asv=asv
+    )
     return summary, write_report(tmp_path, summary, labelled, formats)
 
 
@@ -119,6 +124,38 @@ def test_html_only_and_long_failure_lists(tmp_path: Path) -> None:
     assert len(json.loads((tmp_path / "summary.json").read_text())["failures"]) == 60
 
 
+def test_inconclusive_files_have_their_own_section_not_the_failures(tmp_path: Path) -> None:
+    service = dataclasses.replace(RUN, protocol="service", min_reliable_s=2.0)
+    short = [Inconclusive("b5", "/data/b5.flac", "too short to judge: 1.3 s of speech, at least 2 s needed")]
+    broken = [Failure("b6", "/data/b6.flac", "undecodable_audio", "bad")]
+    summary, _ = _report(tmp_path, [*SCORES, "b5", "b6"], failures=broken, inconclusive=short, run=service)
+    head = summary.headline()
+    assert (head["files"], head["scored"], head["inconclusive"], head["failed"]) == (10, 8, 1, 1)
+    md = (tmp_path / "report.md").read_text()
+    section = md.split("## Files with too little speech to judge (INCONCLUSIVE)")[1].split("## ")[0]
+    assert "`/data/b5.flac`: too short to judge: 1.3 s of speech" in section and "b6" not in section
+    failed = md.split("## Files that could not be scored")[1].split("## ")[0]
+    assert "`/data/b6.flac`: undecodable_audio: bad" in failed and "b5" not in failed
+    assert "1 inconclusive (too little speech to judge), 1 could not be scored" in md
+    saved = json.loads((tmp_path / "summary.json").read_text())
+    assert [f["key"] for f in saved["inconclusive"]] == ["b5"] and [f["key"] for f in saved["failures"]] == [
+        "b6"
+    ]
+
+
+def test_the_score_wording_names_the_offset_the_protocol_added(tmp_path: Path) -> None:
+    service = dataclasses.replace(RUN, protocol="service", score_offset=6.0)
+    _report(tmp_path, list(SCORES), run=service)
+    assert (
+        "`logit(bona fide) − logit(spoof)` plus the service's score offset (+6)"
+        in (tmp_path / "report.md").read_text()
+    )
+    _report(tmp_path, list(SCORES))  # the reference protocol: the network's own margin
+    md = (tmp_path / "report.md").read_text()
+    assert "Scores are `logit(bona fide) − logit(spoof)`: higher means more human." in md
+    assert "offset" not in md.split("## Results")[1].split("## ")[0]
+
+
 def test_without_matplotlib_the_cli_says_how_to_install_it(tmp_path: Path) -> None:
     code = (
         "import sys; sys.modules['matplotlib'] = None\n"
@@ -167,7 +204,9 @@ def test_files_with_the_wrong_verdict_are_listed_and_every_score_has_its_label(t
 def test_most_confident_mistakes_come_first(tmp_path: Path) -> None:
     data = _dataset(list(SCORES))
     scores = {**SCORES, "b1": -0.5, "b2": -4.0, "s3": 6.0}  # two bona fide called FAKE, s3 far off
-    summary = build_summary(data, "toy.csv", labelled_scores(data, scores), [], RUN, threshold=0.5, asv=None)
+    summary = build_summary(
+        data, "toy.csv", labelled_scores(data, scores), [], [], RUN, threshold=0.5, asv=None
+    )
     assert [f.key for f in summary.misclassified] == ["s3", "b2", "s4", "b1"]
 
 
@@ -194,7 +233,9 @@ def test_perfect_separation_gives_a_note_instead_of_an_empty_det_plot(tmp_path: 
 
 def test_every_figure_has_a_title_and_the_legend_covers_no_bar() -> None:
     data = _dataset(list(SCORES))
-    summary = build_summary(data, "toy.csv", labelled_scores(data, SCORES), [], RUN, threshold=0.5, asv=None)
+    summary = build_summary(
+        data, "toy.csv", labelled_scores(data, SCORES), [], [], RUN, threshold=0.5, asv=None
+    )
     labelled = labelled_scores(data, SCORES)
     histogram = plots.histogram_figure(labelled, summary.eer_threshold, summary.score_cut)
     figures = [

@@ -130,13 +130,32 @@ def test_service_protocol_reports_too_little_speech_instead_of_scoring_it(tmp_pa
     _tone(root / "bonafide" / "blip.wav", 0.6, 0.3)
     data = load_dataset(root)
     result = _run(data, StubScorer(), tmp_path, protocol=SERVICE)
-    (failure,) = result.failures
-    assert (failure.key, failure.code) == ("bonafide/blip.wav", "inconclusive")
-    assert failure.detail.startswith("too short to judge: 0.6 s of speech")
+    assert result.failures == []
+    (short,) = result.inconclusive
+    assert (short.key, short.path) == ("bonafide/blip.wav", str(root / "bonafide" / "blip.wav"))
+    assert short.reason.startswith("too short to judge: 0.6 s of speech")
     assert "blip" not in (tmp_path / "scores.txt").read_text()
+    # A verdict, not a failure: a rerun does not judge it again.
+    scorer = StubScorer()
+    again = _run(data, scorer, tmp_path, protocol=SERVICE)
+    assert scorer.sizes == [] and (again.resumed, again.scored) == (3, 0)
+    assert again.inconclusive == result.inconclusive and again.failures == []
     (tmp_path / "reference").mkdir()
     reference = _run(data, StubScorer(), tmp_path / "reference")  # the official protocol has no floor
-    assert reference.failures == [] and len(reference.scores) == 3
+    assert reference.failures == reference.inconclusive == [] and len(reference.scores) == 3
+    assert not (tmp_path / "reference" / "inconclusive.jsonl").exists()
+
+
+def test_without_a_score_file_the_inconclusive_list_starts_over(tmp_path: Path) -> None:
+    root = _folder(tmp_path / "set", bonafide=1, spoof=0, seconds=6.0)
+    _tone(root / "bonafide" / "blip.wav", 0.6, 0.3)
+    data = load_dataset(root)
+    first = _run(data, StubScorer(), tmp_path, protocol=SERVICE)
+    (tmp_path / "scores.txt").unlink()  # what the provenance check tells a user to do to start again
+    scorer = StubScorer()
+    again = _run(data, scorer, tmp_path, protocol=SERVICE)
+    assert sum(scorer.sizes) == first.windows and again.resumed == 0 and len(again.inconclusive) == 1
+    assert len((tmp_path / "inconclusive.jsonl").read_text().splitlines()) == 1
 
 
 def test_undecodable_files_are_reported_not_fatal(tmp_path: Path) -> None:

@@ -150,6 +150,7 @@ def test_a_burst_of_connections_is_spread_over_the_front_ends(tmp_path):
         finally:
             for sock in burst:
                 sock.close()
+        assert server.output().count("serving http://") == 1  # both front-ends listen; one says where
         taken = subprocess.run(
             [sys.executable, "-m", "voxguard.cli", "serve", "--engine", "simulated", "--port", str(port)],
             capture_output=True,
@@ -165,7 +166,18 @@ def test_a_burst_of_connections_is_spread_over_the_front_ends(tmp_path):
 
 def test_too_little_shared_memory_is_refused_before_anything_starts():
     proc = subprocess.run(
-        [sys.executable, "-m", "voxguard.cli", "serve", "--engine", "simulated", "--frontends", "500"],
+        [
+            sys.executable,
+            "-m",
+            "voxguard.cli",
+            "serve",
+            "--engine",
+            "simulated",
+            "--frontends",
+            "500",
+            "--port",
+            "0",
+        ],
         capture_output=True,
         text=True,
         timeout=60,

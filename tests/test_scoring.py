@@ -110,6 +110,20 @@ def test_too_little_speech_is_inconclusive_and_publishes_no_probability():
     assert decide(grid(1), np.array([FAKE_S]), [False], rule, speech_s=2.0).prediction == FAKE
 
 
+def test_inconclusive_says_which_way_it_leaned_in_fields_of_its_own():
+    rule = Rule(min_reliable_s=2.0)
+    fake = decide(grid(1), np.array([FAKE_S]), [False], rule, speech_s=0.5).record()
+    assert (fake["prediction"], fake["leaning"]) == (INCONCLUSIVE, FAKE)
+    assert fake["leaning_fake_probability"] == pytest.approx(fake_probability(FAKE_S))
+    assert fake["is_fake"] is fake["confidence"] is fake["fake_probability"] is None  # still no verdict
+    real = decide(grid(1), np.array([REAL_S]), [False], rule, speech_s=0.5).record()
+    assert real["leaning"] == REAL and real["leaning_fake_probability"] == pytest.approx(
+        fake_probability(REAL_S)
+    )
+    judged = decide(grid(1), np.array([FAKE_S]), [False], rule, speech_s=2.0).record()
+    assert judged["leaning"] is judged["leaning_fake_probability"] is None
+
+
 def test_find_segments_reports_every_qualifying_run():
     scores = np.array([FAKE_S, FAKE_S, REAL_S, REAL_S, FAKE_S, -3.0, REAL_S])
     segments = find_segments(grid(7), scores, [False] * 7, PAIRS)

@@ -46,6 +46,23 @@ def test_a_taken_port_is_reported_before_the_models_load(checkpoint_dir):
     assert elapsed < 60
 
 
+def test_missing_weights_stop_serve_in_one_line_before_torch_loads(tmp_path):
+    """The check is on paths alone; importing the model stack first took seconds (10 on a cold machine)."""
+    code = (
+        "import sys\n"
+        "from voxguard.cli import main\n"
+        f"code = main(['serve', '--port', '{free_port()}', '--checkpoint-dir', {str(tmp_path)!r}])\n"
+        "print('torch imported' if 'torch' in sys.modules else 'no torch')\n"
+        "sys.exit(code)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines()[-1].startswith(
+        f"voxguard: Checkpoint for 'aasist' not found: {tmp_path / 'AASIST.pth'} does not exist. Hint: "
+    )
+    assert proc.stdout.strip() == "no torch"
+
+
 def test_cuda_asked_for_without_cuda_stops_serve_in_one_line(checkpoint_dir):
     proc = _serve(
         ["--port", str(free_port())], checkpoint_dir, VOXGUARD_DEVICE="cuda", CUDA_VISIBLE_DEVICES=""
@@ -58,7 +75,7 @@ def test_cuda_asked_for_without_cuda_stops_serve_in_one_line(checkpoint_dir):
 
 
 def test_a_bad_variable_stops_serve_in_one_line(checkpoint_dir):
-    proc = _serve([], checkpoint_dir, VOXGUARD_ENGINE="turbo")
+    proc = _serve(["--port", "0"], checkpoint_dir, VOXGUARD_ENGINE="turbo")
     assert proc.returncode == 2
     assert proc.stderr.startswith("voxguard: VOXGUARD_ENGINE='turbo' is not valid")
     assert "Traceback" not in proc.stderr

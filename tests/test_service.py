@@ -8,6 +8,7 @@ import re
 import socket
 import ssl
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -378,3 +379,48 @@ async def test_draining_server_refuses_new_work_with_503(detectors, uploads):
             assert refused.headers["retry-after"] == "1"
             ready = await c.get("/ready")
             assert ready.status_code == 503 and "shutting down" in ready.json()["detail"]
+
+
+class _GatedPipeline:
+    """The service's pipeline, except that decoding waits for ``release``: a request is then admitted
+    and still decoding for as long as the test wants (what a drain under load meets)."""
+
+    def __init__(self, pipeline) -> None:
+        self._pipeline = pipeline
+        self.entered: list[int] = []  # one entry per decoding that began (list.append is thread-safe)
+        self.release = threading.Event()
+
+    def __getattr__(self, name: str):
+        return getattr(self._pipeline, name)
+
+    def windows(self, data: bytes):
+        self.entered.append(len(data))
+        self.release.wait(60)
+        return self._pipeline.windows(data)
+
+
+async def test_a_drain_answers_a_request_admitted_while_it_was_still_decoding(detectors, uploads):
+    """The flaky 503 of test_sigterm_drains_in_flight_requests[split]: a request admitted before the
+    signal but still decoding when it came was refused at submission, as if it were new."""
+    with live_server(detectors) as srv:
+        services = getattr(srv, "services", [srv.service])
+        gates = [_GatedPipeline(s.pipeline) for s in services]
+        for service, gate in zip(services, gates, strict=True):
+            service.pipeline = gate
+        async with httpx.AsyncClient(base_url=srv.url, timeout=60) as c:
+            admitted = [
+                asyncio.ensure_future(c.post("/v1/predict", files={"file": uploads[2]})),  # mp3: the pool
+                asyncio.ensure_future(c.post("/v1/predict/batch", files=[("files", uploads[0])])),
+            ]
+            while sum(len(g.entered) for g in gates) < 2:  # both admitted, both held in decoding
+                await asyncio.sleep(0.01)
+            srv.stop_admitting()  # what SIGTERM starts
+            busy = [s for s, g in zip(services, gates, strict=True) if g.entered]
+            assert not any(s.idle for s in busy)  # the drain waits for them
+            refused = await c.post("/v1/predict", files={"file": uploads[0]})
+            assert refused.status_code == 503 and refused.json()["code"] == "shutting_down"
+            for gate in gates:
+                gate.release.set()
+            single, batch = await asyncio.gather(*admitted)
+    assert single.status_code == 200, single.text
+    assert batch.status_code == 200 and batch.json()["results"][0]["result"]["prediction"] == "REAL"

@@ -22,7 +22,7 @@ from voxguard import pipeline as pipeline_module
 from voxguard import servebench
 from voxguard.api.app import create_app
 from voxguard.audio import WINDOW
-from voxguard.batching import QueueFull
+from voxguard.batching import Overloaded, QueueFull
 from voxguard.cli import build_parser
 from voxguard.engine import LocalEngine
 from voxguard.metrics import Metrics
@@ -187,6 +187,60 @@ def test_a_full_server_refuses_before_decoding(monkeypatch):
             assert 'voxguard_rejected_total{reason="queue_full"} 1.0' in counted
         finally:
             gated.release.set()
+            await service.stop()
+
+    asyncio.run(scenario())
+
+
+class CpuLikeDetector(SimulatedDetector):
+    """A simulated CPU: forwards of any size, each window costing the same (no padded buckets)."""
+
+    pads_to_buckets = False
+
+    def forward_s(self, n: int) -> float:
+        return self.base_s + self.per_window_s * n
+
+
+def test_a_batch_on_an_idle_server_is_one_piece_of_work_and_gets_every_answer():
+    """Twelve files of 10 windows at 20 ms a window (2.4 s of work), with a 0.2 s request timeout. Scored
+    file by file, each deadline covered its own windows only and the batch's earlier files counted as a
+    queue ahead of it, so most were refused (`overloaded`) on an idle server; as one piece of work with
+    one deadline for all 120 windows, every file gets its answer."""
+
+    async def scenario() -> None:
+        settings = Settings(engine="simulated", request_timeout_s=0.2, max_batch_size=4)
+        metrics = Metrics()
+        detector = CpuLikeDetector("aasist", 0.0, 20.0)
+        service = PredictionService(settings, LocalEngine(settings, {"aasist": detector}, metrics), metrics)
+        await service.start()
+        try:
+            files = [wav(22 * 16000)] * 12  # 22 s each: 10 windows
+            results = await service.predict_batch(
+                [*files[:6], b"not audio", *files[6:]], None, time.monotonic()
+            )
+            assert [type(r).__name__ for r in results] == ["Prediction"] * 6 + ["AudioError"] + [
+                "Prediction"
+            ] * 6
+            assert [len(r.verdict.windows) for r in results if not isinstance(r, Exception)] == [10] * 12
+            assert all(
+                r.verdict.decision.score == SIMULATED_MARGIN + settings.score_offset
+                for r in results
+                if not isinstance(r, Exception)
+            )
+            assert (
+                'voxguard_rejected_total{reason="overloaded"}'
+                not in generate_latest(metrics.registry).decode()
+            )
+
+            # Busy: work queued ahead that the batch cannot finish behind is refused as a whole, up front.
+            ahead = asyncio.ensure_future(service.predict(wav(300 * 16000), None, time.monotonic()))
+            await asyncio.sleep(0.1)
+            started = time.monotonic()
+            with pytest.raises(Overloaded):
+                await service.predict_batch(files[:2], None, time.monotonic() - 30)  # arrived long ago
+            assert time.monotonic() - started < 1.0
+            ahead.cancel()
+        finally:
             await service.stop()
 
     asyncio.run(scenario())

@@ -22,6 +22,7 @@ from websockets.sync.client import connect
 from servers import live_server
 from synthetic_speech import espeak_ng
 from voxguard.audio import SAMPLE_RATE, AudioOptions, decode, prepare, speech_span
+from voxguard.client import Client
 from voxguard.settings import Settings
 
 RECORDINGS = ("p225_001_mic1.flac", "p225_002_mic1.flac", "voicememo.mp3", "p225_002_mic2.flac")
@@ -89,6 +90,7 @@ def test_spliced_recording_is_fake_with_a_segment_over_the_splice(detectors, spl
     assert covered, (body["segments"], lo, hi)
     assert all(s["end_s"] > lo for s in body["segments"])  # nothing flagged in the real part alone
     assert real["prediction"] == "REAL" and real["segments"] == [], real
+    assert body["leaning"] is body["leaning_fake_probability"] is real["leaning"] is None
 
 
 def test_cli_json_and_table_report_segments_and_inconclusive(tmp_path, spliced, samples_dir, checkpoint_dir):
@@ -114,6 +116,8 @@ def test_short_speech_is_inconclusive_everywhere(detectors, samples_dir):
     data = flac(clip)
     with live_server(detectors) as srv:
         v1 = httpx.post(f"{srv.url}/v1/predict", files={"file": ("clip.flac", data)}, timeout=60)
+        with Client(srv.url) as client:
+            parsed = client.predict(data, filename="clip.flac")
         legacy = httpx.post(f"{srv.url}/predict", files={"file": ("clip.flac", data)}, timeout=60)
         samples = (np.clip(clip, -1, 1) * 32767).astype("<i2").tobytes()
         ws_url = srv.url.replace("http", "ws") + "/v1/stream"
@@ -127,10 +131,16 @@ def test_short_speech_is_inconclusive_everywhere(detectors, samples_dir):
     assert body["is_fake"] is None and body["confidence"] is None and body["fake_probability"] is None
     assert body["reason"].startswith("too short to judge:") and "at least 2 s needed" in body["reason"]
     assert body["windows"] and body["segments"] == []
+    # Which way it leaned: fields of their own, never the verdict.
+    lean = "FAKE" if body["leaning_fake_probability"] >= 0.5 else "REAL"
+    assert body["leaning"] == lean and 0 <= body["leaning_fake_probability"] <= 1
+    assert (parsed.prediction, parsed.leaning) == ("INCONCLUSIVE", lean)
+    assert parsed.leaning_fake_probability == body["leaning_fake_probability"]
     assert legacy.status_code == 422 and legacy.json()["code"] == "audio_too_short"
     assert "too short to judge" in legacy.json()["detail"]
     done = messages[-1]
     assert done["type"] == "done" and done["prediction"] == "INCONCLUSIVE" and done["reason"]
+    assert done["leaning"] in ("REAL", "FAKE") and done["leaning_fake_probability"] is not None
 
 
 @pytest.mark.slow

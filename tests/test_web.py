@@ -8,6 +8,7 @@ Screenshots go to ``test-artifacts/``; ``VOXGUARD_UPDATE_SCREENSHOT=1`` makes th
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -125,7 +126,13 @@ def test_page_and_assets_are_local_and_typed(server):
     for missing in ("/web/nope.js", "/web/..%2Fapp.py", "/web/__init__.py"):
         r = httpx.get(f"{server.url}{missing}")
         assert r.status_code == 404 and r.json()["code"] == "not_found", missing
-    assert "/" not in httpx.get(f"{server.url}/openapi.json").json()["paths"]
+    openapi = httpx.get(f"{server.url}/openapi.json").json()
+    assert "/" not in openapi["paths"]
+    # All three outcomes, where a new user first reads what the service answers.
+    tagline = re.sub(r"<[^>]+>|\s+", " ", re.search(r'class="tagline">(.*?)</p>', page.text, re.S).group(1))
+    assert all(v in tagline for v in ("REAL", "FAKE", "INCONCLUSIVE")), tagline
+    assert "INCONCLUSIVE" in openapi["info"]["description"]
+    assert "INCONCLUSIVE" in openapi["paths"]["/v1/predict"]["post"]["description"]
 
 
 def test_page_needs_no_key_but_the_api_does(detectors):
@@ -222,6 +229,12 @@ def test_too_little_speech_is_inconclusive_with_no_gauge(server, open_page, samp
     card = done_card(page)
     assert card.locator(".verdict-label").inner_text().endswith("INCONCLUSIVE")
     assert "Too short to judge: 1.3 s of speech, at least 2 s needed" in card.inner_text()
+    leaning = card.locator(".verdict-leaning").inner_text()  # which way it leaned, never as the verdict
+    assert re.fullmatch(
+        r"The model leaned (REAL|FAKE) \(fake probability [<\d.]+\), but on this little speech "
+        r"that is unreliable: not a verdict\.",
+        leaning,
+    ), leaning
     assert card.locator(".gauge").count() == 0
     assert re.search(r"Fake probability\s+—", card.locator(".facts").inner_text())
     assert "is-inconclusive" in card.get_attribute("class")
@@ -334,6 +347,64 @@ def test_live_mode_streams_the_microphone_and_shows_window_verdicts(server, open
     confidence_text(card)
     assert "Live stream ended" in page.locator("#live-status").inner_text()
     assert "Go live" in live.inner_text()
+
+
+def _window(index: int, prediction: str) -> str:
+    p = 0.99 if prediction == "FAKE" else 0.01
+    return json.dumps(
+        {
+            "type": "window",
+            "index": index,
+            "start_s": index,
+            "end_s": index + 4.04,
+            "score": 0.0,
+            "fake_probability": p,
+            "prediction": prediction,
+            "silent": False,
+            "batch_size": 1,
+        }
+    )
+
+
+@pytest.mark.slow
+def test_screen_reader_hears_the_final_verdict_when_the_live_card_turns_fake(server, open_page):
+    """A stream whose last window is REAL but which holds a synthetic stretch ends FAKE; the live status
+    must say FAKE too, not keep the last window's "Live: REAL". The server's side is scripted."""
+    done = {
+        "type": "done",
+        "prediction": "FAKE",
+        "is_fake": True,
+        "confidence": 0.99,
+        "fake_probability": 0.99,
+        "score": -4.6,
+        "reason": None,
+        "segments": [{"start_s": 0.0, "end_s": 4.04, "fake_probability": 0.99}],
+        "windows": 2,
+        "speech_s": 5.0,
+    }
+
+    def stream(ws) -> None:
+        def on_message(message) -> None:
+            if isinstance(message, str) and json.loads(message).get("type") == "end":
+                ws.send(json.dumps(done))
+                ws.close(code=1000)
+            elif isinstance(message, str):  # the config message: the stream is open
+                ws.send(_window(0, "FAKE"))
+                ws.send(_window(1, "REAL"))
+
+        ws.on_message(on_message)
+
+    page = open_page(server.url)
+    page.route_web_socket(re.compile(r".*/v1/stream.*"), stream)
+    page.locator("#live").click()
+    page.locator("#announce", has_text="Live: REAL").wait_for()
+    page.locator("#live").click()
+    card = page.locator(".card.live-card[data-state=done]")
+    card.wait_for()
+    assert card.locator(".verdict-label").inner_text().endswith("FAKE")
+    announced = page.locator("#announce").inner_text()
+    assert announced.startswith("Live stream ended over 2 windows: FAKE, confidence 99.0%"), announced
+    assert "synthetic speech from 0.0 to 4.0 seconds" in announced and "REAL" not in announced
 
 
 @pytest.mark.slow

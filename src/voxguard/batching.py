@@ -382,12 +382,13 @@ class Batcher:
             self.start()
             self._work.set()
 
-    def admit(self, model: str, windows: int = 1) -> asyncio.Queue[_Item]:
+    def admit(self, model: str, windows: int = 1, *, admitted: bool = False) -> asyncio.Queue[_Item]:
         """The model's queue if it can take ``windows`` windows now, else the refusal (counted by the
         observer). Called with 1 before a request is decoded, so a full server refuses it before doing
-        any work, and again with the real count when it is submitted."""
+        any work, and again with the real count when it is submitted (``admitted``: a drain that began
+        in between does not refuse it)."""
         try:
-            if not self._accepting:
+            if not self._accepting and not admitted:
                 raise ShuttingDown("the server is shutting down")
             entry = self._models.get(model)
             if entry is None:
@@ -403,12 +404,14 @@ class Batcher:
             raise
         return queue
 
-    async def submit(self, model: str, windows: Sequence[np.ndarray], deadline: float) -> ScoredWindows:
+    async def submit(
+        self, model: str, windows: Sequence[np.ndarray], deadline: float, *, admitted: bool = False
+    ) -> ScoredWindows:
         """Queue a request's windows and wait for all their scores (``deadline`` is ``time.monotonic()``)."""
-        return await until_deadline(self.enqueue(model, windows, deadline), deadline)
+        return await until_deadline(self.enqueue(model, windows, deadline, admitted=admitted), deadline)
 
     def enqueue(
-        self, model: str, windows: Sequence[np.ndarray], deadline: float
+        self, model: str, windows: Sequence[np.ndarray], deadline: float, *, admitted: bool = False
     ) -> asyncio.Future[ScoredWindows]:
         """Queue a request's windows now; the future resolves with their scores, and cancelling it drops
         what is not computed yet. Windows still queued at ``deadline`` fail with DeadlineExceeded when
@@ -416,7 +419,7 @@ class Batcher:
         n = len(windows)
         if n == 0:
             raise ValueError("submit needs at least one window")
-        queue = self.admit(model, n)
+        queue = self.admit(model, n, admitted=admitted)
         now = time.monotonic()
         backlog_s, needed_s = self.work_s(self._outstanding), self.work_s(n)
         if self._outstanding and now + backlog_s + needed_s > deadline:

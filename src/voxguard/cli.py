@@ -123,7 +123,10 @@ def _class_weights(value: str) -> tuple[float, float]:
 
 
 _MODEL_HELP = f"model to use: {' | '.join(VARIANTS)} (VOXGUARD_MODELS: its first)"
-_CHECKPOINT_DIR_HELP = "folder holding the official weights (VOXGUARD_CHECKPOINT_DIR)"
+_CHECKPOINT_DIR_HELP = (
+    "folder holding the official weights (VOXGUARD_CHECKPOINT_DIR); unset: checkpoints/ here, then the "
+    "repository's checkpoints/ and ../shared/aasist beside it"
+)
 _DEVICE_HELP = "auto | cpu | cuda | cuda:N; auto picks CUDA where present (VOXGUARD_DEVICE)"
 _THREADS_HELP = "torch threads; 0 = all cores (VOXGUARD_THREADS)"
 _BATCH_HELP = "windows per forward; 0 = 16 on CPU, 64 on CUDA (VOXGUARD_MAX_BATCH_SIZE)"
@@ -244,7 +247,13 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
         "weights", help="download the pretrained checkpoints (sha256-verified)", formatter_class=_HELP
     )
     w.add_argument("--model", default="all", choices=(*VARIANTS, "all"), help="which checkpoint")
-    w.add_argument("--dir", type=Path, default=settings.checkpoint_dir, help="where to put them")
+    w.add_argument(
+        "--dir",
+        type=Path,
+        default=settings.checkpoint_dir,
+        help="where to put them (VOXGUARD_CHECKPOINT_DIR); unset: where a copy is found, else the "
+        "repository's checkpoints/ (./checkpoints outside a repository)",
+    )
     w.add_argument("--url", help="download from this URL instead (one model; file:// works)")
     w.add_argument("--force", action="store_true", help="download even when a verified copy exists")
 
@@ -501,9 +510,9 @@ def _judged(show: Callable[[float], str], field: str) -> Callable[[dict], str]:
 
 
 # The table's columns: header and how to show a scored file's record. Errors and warnings are not
-# columns: a file that failed says ERROR with its code in "notes", and every warning, error detail,
-# synthetic segment or reason for no verdict is listed under the table, numbered like the notes that
-# point to it.
+# columns: a file that failed says ERROR with its code in "notes", and every warning (but the
+# "repeated" one, a column of its own), error detail, synthetic segment or reason for no verdict is
+# listed under the table, numbered like the notes that point to it.
 _COLUMNS: tuple[tuple[str, Callable[[dict], str]], ...] = (
     ("verdict", lambda r: r["prediction"]),
     ("confidence", _judged(_percent, "confidence")),
@@ -513,27 +522,64 @@ _COLUMNS: tuple[tuple[str, Callable[[dict], str]], ...] = (
 )
 
 
-def _print_table(rows: list[dict]) -> None:
-    from .scoring import describe_segment
+def _leaning(r: dict) -> str:
+    return "" if r["leaning"] is None else f"{r['leaning']} ({r['leaning_fake_probability']:.4f})"
 
-    header = ("file", *(name for name, _ in _COLUMNS), "notes")
+
+# Shown only when a file is INCONCLUSIVE; the legend under the table says it is not a verdict.
+_LEANING = ("leaning*", _leaning)
+_LEANING_LEGEND = (
+    "* leaning: for INCONCLUSIVE files only, the side the model leaned to and its fake probability; "
+    "unreliable on so little speech, not a verdict"
+)
+
+
+def _repeated(r: dict) -> bool:
+    from .scoring import REPEATED
+
+    return any(w.endswith(REPEATED) for w in r["warnings"])
+
+
+# Audio shorter than a window is common (voice notes) and says the same thing for every such file, so it
+# is a column with one legend line, not a numbered note per file that would bury segments and errors.
+_REPEATED = ("repeated*", lambda r: "yes" if _repeated(r) else "")
+_REPEATED_LEGEND = (
+    "* repeated: the audio is shorter than the model's 4.04 s window, so its speech was repeated to fill it"
+)
+
+
+def _print_table(rows: list[dict]) -> None:
+    from .scoring import REPEATED, describe_segment
+
+    columns = list(_COLUMNS)
+    scored = [r for r in rows if "error" not in r]
+    leaning = any(r["leaning"] for r in scored)
+    repeated = any(_repeated(r) for r in scored)
+    if leaning:
+        columns.insert(3, _LEANING)
+    if repeated:
+        columns.append(_REPEATED)
+    header = ("file", *(name for name, _ in columns), "notes")
     lines = [header]
     notes: list[str] = []
     for r in rows:
         if "error" in r:
             code = r["error"]["code"]
             notes.append(f"{r['file']}: {code}: {r['error']['detail']}")
-            lines.append((r["file"], "ERROR", *[""] * (len(_COLUMNS) - 1), f"{code} [{len(notes)}]"))
+            lines.append((r["file"], "ERROR", *[""] * (len(columns) - 1), f"{code} [{len(notes)}]"))
             continue
         marks = []
         said = [describe_segment(x) for x in r["segments"]] + ([r["reason"]] if r["reason"] else [])
-        for note in said + r["warnings"]:
+        for note in said + [w for w in r["warnings"] if not w.endswith(REPEATED)]:
             notes.append(f"{r['file']}: {note}")
             marks.append(f"[{len(notes)}]")
-        lines.append((r["file"], *(show(r) for _, show in _COLUMNS), " ".join(marks)))
+        lines.append((r["file"], *(show(r) for _, show in columns), " ".join(marks)))
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     for line in lines:
         print("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip())
+    for shown, legend in ((leaning, _LEANING_LEGEND), (repeated, _REPEATED_LEGEND)):
+        if shown:
+            print(legend)
     if notes:
         print()
         for number, note in enumerate(notes, start=1):
@@ -608,7 +654,14 @@ def _eval(args: argparse.Namespace, settings: Settings) -> int:
         min_reliable_s=protocol.rule.min_reliable_s,
     )
     summary = build_summary(
-        dataset, str(args.source), labelled, result.failures, run, threshold=args.threshold, asv=asv
+        dataset,
+        str(args.source),
+        labelled,
+        result.failures,
+        result.inconclusive,
+        run,
+        threshold=args.threshold,
+        asv=asv,
     )
     formats = ("md", "html") if args.format == "both" else (args.format,)
     written = report.write_report(args.out, summary, labelled, formats)
@@ -620,13 +673,19 @@ def _eval(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
-    from .server import serve
+    from .model.locate import require_weights
 
     overrides = {name: getattr(args, name, getattr(settings, name)) for name in Settings.model_fields}
     if (args.certfile is None) != (args.keyfile is None):
         raise SystemExit("voxguard: --certfile and --keyfile go together")
+    settings = Settings(**overrides)
+    if settings.engine != "simulated":
+        # Before the model stack is imported: on a cold machine torch alone takes seconds to load.
+        require_weights(settings.models, settings.checkpoint, settings.checkpoint_dir)
+    from .server import serve
+
     logging.getLogger("voxguard").setLevel(logging.DEBUG if args.verbose else logging.INFO)
-    return serve(Settings(**overrides))
+    return serve(settings)
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -698,7 +757,8 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _weights(args: argparse.Namespace) -> int:
-    from .model.checkpoints import REGISTRY, CheckpointError, fetch
+    from .model.checkpoints import fetch
+    from .model.locate import REGISTRY, CheckpointError, download_dir, find_dir
 
     names = list(REGISTRY) if args.model == "all" else [args.model]
     if args.url and len(names) != 1:
@@ -706,7 +766,8 @@ def _weights(args: argparse.Namespace) -> int:
             "usage", "--url needs exactly one --model", "add --model aasist or --model aasist-l"
         )
     for name in names:
-        path = fetch(name, args.dir, url=args.url, force=args.force)
+        # Without --dir, a copy the lookup already finds is checked in place rather than fetched again.
+        path = fetch(name, args.dir or find_dir(name) or download_dir(), url=args.url, force=args.force)
         print(f"{name}: {path} (sha256 verified)")
     return 0
 
@@ -724,7 +785,7 @@ def _bench(args: argparse.Namespace, settings: Settings) -> int:
             *("--queue-size", str(max(1024, 4 * args.connections))),
             "--cuda-graphs" if args.cuda_graphs else "--no-cuda-graphs",
         ]
-        env = {"VOXGUARD_CHECKPOINT_DIR": str(args.checkpoint_dir.resolve())}
+        env = {"VOXGUARD_CHECKPOINT_DIR": str(args.checkpoint_dir.resolve())} if args.checkpoint_dir else {}
         load = {
             "connections": args.connections,
             "duration_s": args.duration,

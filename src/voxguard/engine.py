@@ -43,9 +43,13 @@ class Engine(Protocol):
         """Refuse now (``batching.ShuttingDown``, ``QueueFull``, ``UnknownModel``) a request that
         ``submit`` would refuse whatever its length, before it is decoded."""
 
-    async def submit(self, model: str, windows: np.ndarray, deadline: float) -> ScoredWindows:
+    async def submit(
+        self, model: str, windows: np.ndarray, deadline: float, *, admitted: bool = False
+    ) -> ScoredWindows:
         """The scores of ``windows`` by ``model`` before ``deadline`` (``time.monotonic()``), or an error
-        from ``batching`` (queue full, overloaded, shutting down, deadline exceeded, inference failed)."""
+        from ``batching`` (queue full, overloaded, shutting down, deadline exceeded, inference failed).
+        ``admitted``: the request passed :meth:`admit` before a drain began, so it is scored even though
+        the engine stopped admitting meanwhile (a drain answers what it admitted)."""
         ...
 
     def work_s(self, windows: int) -> float:
@@ -169,8 +173,10 @@ class LocalEngine:
     def admit(self, model: str) -> None:
         self.batcher.admit(model)
 
-    async def submit(self, model: str, windows: np.ndarray, deadline: float) -> ScoredWindows:
-        return await self.batcher.submit(model, windows, deadline)
+    async def submit(
+        self, model: str, windows: np.ndarray, deadline: float, *, admitted: bool = False
+    ) -> ScoredWindows:
+        return await self.batcher.submit(model, windows, deadline, admitted=admitted)
 
     def enqueue(
         self, model: str, windows: Sequence[np.ndarray], deadline: float

@@ -138,15 +138,16 @@ class RemoteEngine:
                 pending.future.set_exception(EngineUnavailable("the engine process stopped; retry"))
         self._pending.clear()
 
-    def admit(self, model: str, windows: int = 1) -> None:
+    def admit(self, model: str, windows: int = 1, *, admitted: bool = False) -> None:
         try:
-            self._check(model, windows)
+            self._check(model, windows, admitted)
         except BatcherError as exc:
             self._observer.rejected(exc.reason)
             raise
 
-    def _check(self, model: str, windows: int) -> None:
-        if not self._accepting or (self._connected.is_set() and not self.board.engine_accepting):
+    def _check(self, model: str, windows: int, admitted: bool) -> None:
+        draining = not self._accepting or (self._connected.is_set() and not self.board.engine_accepting)
+        if draining and not admitted:  # an admitted request is answered by the drain, not refused
             raise ShuttingDown("the server is shutting down")
         if self._writer is None:
             raise EngineUnavailable("the engine process is restarting; retry")
@@ -158,8 +159,10 @@ class RemoteEngine:
         if self._queue_size - depth < windows or self._pool.free < windows:
             raise QueueFull(model, retry_after_s=1)
 
-    async def submit(self, model: str, windows: np.ndarray, deadline: float) -> ScoredWindows:
-        self.admit(model, len(windows))
+    async def submit(
+        self, model: str, windows: np.ndarray, deadline: float, *, admitted: bool = False
+    ) -> ScoredWindows:
+        self.admit(model, len(windows), admitted=admitted)
         taken = self._pool.put(windows)
         assert taken is not None and self._writer is not None  # admit checked both
         rid = next(self._ids)

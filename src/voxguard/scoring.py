@@ -28,6 +28,8 @@ import numpy as np
 from .audio import SAMPLE_RATE, WINDOW, DecodedAudio, WindowSet
 
 REAL, FAKE, INCONCLUSIVE = "REAL", "FAKE", "INCONCLUSIVE"
+# The end of the warning for audio shorter than a window; the CLI table shows it as a column instead.
+REPEATED = "its speech was repeated to fill the window"
 
 
 def fake_probability(score: float) -> float:
@@ -89,6 +91,7 @@ class Decision:
     fake_probability: float
     segments: list[Segment]
     reason: str | None = None
+    leaning: str | None = None  # INCONCLUSIVE only: the side the unreliable probability falls on
 
     @property
     def is_fake(self) -> bool | None:
@@ -102,7 +105,8 @@ class Decision:
         return self.fake_probability if self.prediction == FAKE else 1.0 - self.fake_probability
 
     def record(self) -> dict[str, Any]:
-        """The verdict fields; an inconclusive outcome publishes no probability, so none can be misread."""
+        """The verdict fields. An inconclusive outcome publishes no verdict probability, so none can be
+        misread as one; which way the model leaned goes in fields of their own, null when judged."""
         judged = self.prediction != INCONCLUSIVE
         return {
             "prediction": self.prediction,
@@ -111,6 +115,8 @@ class Decision:
             "fake_probability": self.fake_probability if judged else None,
             "score": self.score if judged else None,
             "reason": self.reason,
+            "leaning": self.leaning,
+            "leaning_fake_probability": None if self.leaning is None else self.fake_probability,
             "segments": [asdict(s) for s in self.segments],
         }
 
@@ -172,7 +178,8 @@ def decide(
 
     ``margins`` are the model's per-window outputs. ``speech_s`` (seconds of speech in the audio) below
     ``rule.min_reliable_s`` makes the outcome INCONCLUSIVE; the score and probability are still
-    computed, for evaluation and logs.
+    computed, for evaluation and logs, and give the side it leans to (not a verdict: the model is not
+    reliable on so little speech).
     """
     scores = rule.calibrate(margins)
     counted = np.asarray([v for v, s in zip(scores, silent, strict=True) if not s], dtype=np.float64)
@@ -183,7 +190,8 @@ def decide(
     if speech_s is not None and speech_s < rule.min_reliable_s:
         heard = math.floor(speech_s * 10) / 10  # rounded down: 1.98 s must not read as the 2 s it lacks
         reason = f"too short to judge: {heard:.1f} s of speech, at least {rule.min_reliable_s:g} s needed"
-        return Decision(INCONCLUSIVE, score, p_fake, [], reason)
+        leaning = FAKE if p_fake >= rule.threshold else REAL
+        return Decision(INCONCLUSIVE, score, p_fake, [], reason, leaning)
     segments = find_segments(spans, margins, silent, rule)
     return Decision(FAKE if segments else REAL, score, p_fake, segments)
 
@@ -247,7 +255,7 @@ def summarize(audio: DecodedAudio, windows: WindowSet, margins: np.ndarray, rule
     if n_samples < WINDOW and decision.prediction != INCONCLUSIVE:
         warnings.append(
             f"audio is {n_samples / SAMPLE_RATE:.2f} s, shorter than the model's "
-            f"{WINDOW / SAMPLE_RATE:.2f} s window: its speech was repeated to fill the window"
+            f"{WINDOW / SAMPLE_RATE:.2f} s window: {REPEATED}"
         )
     silent = sum(w.silent for w in per_window)
     if silent:

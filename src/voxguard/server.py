@@ -35,8 +35,9 @@ class DrainingServer(uvicorn.Server):
     drain ends when the batcher is idle or after ``drain_timeout_s``; a second signal ends it at once
     (uvicorn's own shutdown follows, which a further SIGINT forces).
 
-    With ``address_file``, the address it listens on is written there once it listens and removed when
-    it stops (see ``voxguard.address``).
+    With ``url``, it logs the URL it serves once it listens; with ``address_file``, the address it
+    listens on is written there and removed when it stops (see ``voxguard.address``). Of several
+    front-ends on one port, only one does either, so the URL is logged once.
     """
 
     def __init__(
@@ -44,7 +45,7 @@ class DrainingServer(uvicorn.Server):
         config: uvicorn.Config,
         app: FastAPI,
         drain_timeout_s: float,
-        url: str,
+        url: str | None,
         address_file: Path | None = None,
     ) -> None:
         super().__init__(config)
@@ -58,9 +59,10 @@ class DrainingServer(uvicorn.Server):
         await super().startup(sockets)
         if not self.started:
             return
-        logger.info(
-            "serving %s (Swagger UI at %s/docs, the web page at %s/)", self._url, self._url, self._url
-        )
+        if self._url is not None:
+            logger.info(
+                "serving %s (Swagger UI at %s/docs, the web page at %s/)", self._url, self._url, self._url
+            )
         if self._address_file is not None:
             listening = [sock for server in self.servers for sock in server.sockets]
             address.write(self._address_file, listening, tls=self.config.is_ssl)
@@ -228,7 +230,8 @@ def serve(settings: Settings) -> int:
 
 
 def run_uvicorn(settings: Settings, app: FastAPI, listener: socket.socket, announce: bool) -> None:
-    """Serve ``app`` on ``listener`` with the drain-first shutdown; ``announce`` writes the address file."""
+    """Serve ``app`` on ``listener`` with the drain-first shutdown; ``announce`` (one process of the
+    server) logs the URL and writes the address file."""
     config = uvicorn.Config(
         app,
         ssl_certfile=str(settings.certfile) if settings.certfile else None,
@@ -243,6 +246,6 @@ def run_uvicorn(settings: Settings, app: FastAPI, listener: socket.socket, annou
         config,
         app,
         drain_timeout_s=drain_timeout_s(settings),
-        url=url,
+        url=url if announce else None,
         address_file=settings.address_file if announce else None,
     ).run(sockets=[listener])

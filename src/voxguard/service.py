@@ -6,16 +6,18 @@ No HTTP here: the API layer turns bytes into calls and the results and exception
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 
-from .audio import SAMPLE_RATE, StreamResampler, StreamWindower, WindowSet
-from .batching import UnknownModel
+from .audio import SAMPLE_RATE, DecodedAudio, StreamResampler, StreamWindower, WindowSet
+from .batching import InferenceFailed, ScoredWindows, UnknownModel
 from .engine import Engine, LocalEngine
 from .metrics import Metrics
 from .pipeline import Pipeline
@@ -66,6 +68,7 @@ class PredictionService:
         self.pipeline = self.pipelines[self.default_model]
         workers = settings.decode_workers or os.cpu_count() or 1
         self._decode_pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="voxguard-decode")
+        self._admitted = 0  # requests past admission and not yet answered, decoding ones included
 
     @classmethod
     def load(cls, settings: Settings, metrics: Metrics) -> PredictionService:
@@ -76,6 +79,8 @@ class PredictionService:
         await self.engine.start()
 
     async def stop(self) -> None:
+        while self._admitted:  # admitted requests still decoding submit after the drain began
+            await asyncio.sleep(0.01)
         await self.engine.drain()
         self._decode_pool.shutdown(wait=True)
 
@@ -93,7 +98,19 @@ class PredictionService:
 
     @property
     def idle(self) -> bool:
-        return self.engine.idle
+        """No admitted request is waiting for an answer: the drain may end."""
+        return not self._admitted and self.engine.idle
+
+    @contextlib.contextmanager
+    def _admission(self, name: str) -> Iterator[None]:
+        """Admit a request before it is decoded (a full or draining server refuses it before any work)
+        and count it until it is answered, so a drain that begins meanwhile waits for it."""
+        self.engine.admit(name)
+        self._admitted += 1
+        try:
+            yield
+        finally:
+            self._admitted -= 1
 
     @property
     def latest_deadline(self) -> float:
@@ -116,28 +133,104 @@ class PredictionService:
         """When a request started at ``start`` with ``windows`` windows must be answered."""
         return start + self.settings.request_timeout_s + ALLOWANCE * self.engine.work_s(windows)
 
+    async def _prepare(self, data: bytes) -> tuple[DecodedAudio, WindowSet]:
+        """Decode and window one upload: a small plain WAV on the event loop, anything else in the pool."""
+        if len(data) <= INLINE_BYTES and data[:4] == b"RIFF":
+            return self.pipeline.windows(data)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._decode_pool, self.pipeline.windows, data)
+
+    def _prediction(
+        self,
+        name: str,
+        prepared: tuple[DecodedAudio, WindowSet],
+        scored: ScoredWindows,
+        decode_s: float,
+        received_at: float,
+    ) -> Prediction:
+        verdict = self.pipelines[name].verdict(*prepared, scored.scores)
+        timing = Timing(
+            decode_ms=decode_s * 1000.0,
+            queue_ms=scored.queue_ms,
+            inference_ms=scored.inference_ms,
+            total_ms=(time.monotonic() - received_at) * 1000.0,
+        )
+        return Prediction(name, verdict, timing, scored.batch_sizes)
+
     async def predict(self, data: bytes, model: str | None, received_at: float) -> Prediction:
         """Score one upload; ``received_at`` (``time.monotonic()``) starts the request deadline."""
         name = self.resolve_model(model)
-        self.engine.admit(name)  # a full or draining server refuses before decoding anything
-        started = time.monotonic()
-        if len(data) <= INLINE_BYTES and data[:4] == b"RIFF":
-            audio, windows = self.pipeline.windows(data)
-        else:
-            loop = asyncio.get_running_loop()
-            audio, windows = await loop.run_in_executor(self._decode_pool, self.pipeline.windows, data)
-        decoded = time.monotonic()
-        deadline = self.deadline(received_at, len(windows.spans))
-        scored = await self.engine.submit(name, windows.batch, deadline)
-        verdict = self.pipelines[name].verdict(audio, windows, scored.scores)
-        done = time.monotonic()
-        timing = Timing(
-            decode_ms=(decoded - started) * 1000.0,
-            queue_ms=scored.queue_ms,
-            inference_ms=scored.inference_ms,
-            total_ms=(done - received_at) * 1000.0,
-        )
-        return Prediction(name, verdict, timing, scored.batch_sizes)
+        with self._admission(name):
+            started = time.monotonic()
+            prepared = await self._prepare(data)
+            decode_s = time.monotonic() - started
+            deadline = self.deadline(received_at, len(prepared[1].spans))
+            scored = await self.engine.submit(name, prepared[1].batch, deadline, admitted=True)
+        return self._prediction(name, prepared, scored, decode_s, received_at)
+
+    async def predict_batch(
+        self, uploads: list[bytes], model: str | None, received_at: float
+    ) -> list[Prediction | Exception]:
+        """Score several uploads as one piece of work: one result or error per upload, in order.
+
+        Scored one by one, each file's deadline ran from the request's arrival for its own windows only,
+        and the batch's earlier files counted as someone else's queue ahead of it, so an idle server
+        refused its own batch. Here every file is decoded first, then all the windows go to the engine as
+        one submission with one deadline scaled to all of them: an idle server scores any batch within
+        the limits, and a busy one refuses the whole batch up front (the request's error, as for one
+        file) only when it cannot finish it. A file that cannot be decoded gets its own error.
+        """
+        name = self.resolve_model(model)
+        with self._admission(name):
+            started = time.monotonic()
+            decoded = await asyncio.gather(*(self._prepare(data) for data in uploads), return_exceptions=True)
+            decode_s = time.monotonic() - started
+            for outcome in decoded:
+                if isinstance(outcome, BaseException) and not isinstance(outcome, Exception):
+                    raise outcome
+            files = {i: f for i, f in enumerate(decoded) if not isinstance(f, BaseException)}
+            deadline = self.deadline(received_at, sum(len(w.spans) for _, w in files.values()))
+            together = await self._score_together(name, [w.batch for _, w in files.values()], deadline)
+            scored = dict(zip(files, together, strict=True))
+        results: list[Prediction | Exception] = []
+        for i, outcome in enumerate(decoded):
+            if i not in files:  # this file alone could not be decoded
+                results.append(outcome)  # type: ignore[arg-type]
+            elif isinstance(scores := scored[i], BaseException):
+                if not isinstance(scores, Exception):
+                    raise scores
+                results.append(scores)
+            else:
+                results.append(self._prediction(name, files[i], scores, decode_s, received_at))
+        return results
+
+    async def _score_together(
+        self, name: str, batches: list[np.ndarray], deadline: float
+    ) -> list[ScoredWindows | BaseException]:
+        """Each file's scores, from one engine submission of all their windows (timing and batch sizes
+        are the submission's); its refusal or lateness is the whole request's. A forward that failed, or
+        more windows than the queue holds at once, falls back to one submission per file under the same
+        deadline, so only a bad file fails."""
+        if not batches:
+            return []
+        if sum(len(b) for b in batches) <= self.settings.queue_size:
+            try:
+                together = await self.engine.submit(name, np.concatenate(batches), deadline, admitted=True)
+            except InferenceFailed:
+                pass  # a window of some file failed even alone: find which, file by file below
+            else:
+                ends = np.cumsum([len(b) for b in batches])
+                return [
+                    ScoredWindows(
+                        together.scores[end - len(b) : end],
+                        together.batch_sizes,
+                        together.queue_ms,
+                        together.inference_ms,
+                    )
+                    for b, end in zip(batches, ends, strict=True)
+                ]
+        submissions = (self.engine.submit(name, b, deadline, admitted=True) for b in batches)
+        return list(await asyncio.gather(*submissions, return_exceptions=True))
 
 
 @dataclass(frozen=True)

@@ -43,8 +43,10 @@ class Settings(BaseSettings):
         description="comma-separated models to load, e.g. aasist,aasist-l; the first is the default",
     )
     checkpoint: Path | None = Field(default=None, description="explicit checkpoint file (one model only)")
-    checkpoint_dir: Path = Field(
-        default=Path("checkpoints"), description="folder holding the official weights"
+    checkpoint_dir: Path | None = Field(
+        default=None,
+        description="folder holding the official weights; unset: checkpoints/ of the current directory, "
+        "then the repository's checkpoints/ and ../shared/aasist beside it (model/locate.py)",
     )
     device: Device = Field(
         default="auto", description="auto | cpu | cuda | cuda:N; auto picks CUDA where present"

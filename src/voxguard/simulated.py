@@ -17,7 +17,7 @@ import time
 import numpy as np
 
 from .inference import ModelInfo, bucket_size
-from .model.checkpoints import REGISTRY
+from .model.locate import REGISTRY
 
 logger = logging.getLogger(__name__)
 

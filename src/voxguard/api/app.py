@@ -121,7 +121,8 @@ def create_app(settings: Settings | None = None, service: PredictionService | No
         version=__version__,
         description=(
             "Voice-deepfake detection with AASIST. Upload speech, get **REAL** or **FAKE** with a "
-            "probability. Errors are JSON `{code, detail}`. When the server has API keys "
+            "probability, or **INCONCLUSIVE** (with the reason) when there is too little speech to judge. "
+            "Errors are JSON `{code, detail}`. When the server has API keys "
             "(`VOXGUARD_API_KEYS`), press **Authorize** and enter one."
         ),
         lifespan=lifespan,

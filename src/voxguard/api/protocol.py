@@ -6,6 +6,12 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+LEANING = (
+    "INCONCLUSIVE only (null otherwise): the side the model leaned to on too little speech. NOT a verdict: "
+    "on this little speech the model is unreliable (docs/evaluation.md measures how often it is wrong)"
+)
+LEANING_P = "INCONCLUSIVE only: the unreliable fake probability behind `leaning`; null otherwise"
+
 
 class WindowOut(BaseModel):
     start_s: float = Field(description="window start in the original audio, seconds")
@@ -72,6 +78,8 @@ class PredictResponse(BaseModel):
     )
     score: float | None = Field(description="fake_probability as a score: -logit(fake_probability)")
     reason: str | None = Field(description="why the prediction is INCONCLUSIVE; null otherwise")
+    leaning: Literal["REAL", "FAKE"] | None = Field(default=None, description=LEANING)
+    leaning_fake_probability: float | None = Field(default=None, ge=0, le=1, description=LEANING_P)
     segments: list[SegmentOut] = Field(
         description="the stretches judged synthetic, in time order; non-empty exactly when FAKE"
     )
@@ -96,6 +104,8 @@ class Verdict(BaseModel):
     fake_probability: float | None = Field(default=None, ge=0, le=1)
     score: float | None = None
     reason: str | None = None
+    leaning: Literal["REAL", "FAKE"] | None = Field(default=None, description=LEANING)
+    leaning_fake_probability: float | None = Field(default=None, ge=0, le=1, description=LEANING_P)
     segments: list[SegmentOut] = Field(default_factory=list)
 
 

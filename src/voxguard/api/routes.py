@@ -179,7 +179,8 @@ def _note(request: Request, p: Prediction) -> None:
     summary="Is this speech real or synthetic?",
 )
 async def predict(request: Request, service: Service) -> Response:
-    """Upload one audio file (multipart field `file`, or a raw `audio/*` body); get REAL or FAKE."""
+    """Upload one audio file (multipart field `file`, or a raw `audio/*` body); get REAL or FAKE, or
+    INCONCLUSIVE when it holds too little speech to judge."""
     model = query_model(request)
     parts, form_model = await _audio_parts(request, "file")
     chosen = _chosen_model(model, form_model)
@@ -203,16 +204,11 @@ async def predict_batch(request: Request, service: Service) -> BatchResponse:
     model = query_model(request)
     parts, form_model = await _audio_parts(request, "files")
     chosen = _chosen_model(model, form_model)
-    work = asyncio.gather(
-        *(service.predict(bytes(p.data), chosen, request.state.received_at) for p in parts),
-        return_exceptions=True,
-    )
+    work = service.predict_batch([bytes(p.data) for p in parts], chosen, request.state.received_at)
     outcomes = await _unless_abandoned(request, work)
     items = []
     for part, outcome in zip(parts, outcomes, strict=True):
-        if isinstance(outcome, BaseException):
-            if not isinstance(outcome, Exception):
-                raise outcome
+        if isinstance(outcome, Exception):
             err = to_api_error(outcome)
             error = ErrorBody(code=err.code, detail=err.detail, error_id=err.error_id)
             items.append(BatchItemOut(filename=part.filename, error=error))

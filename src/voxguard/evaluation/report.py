@@ -18,6 +18,7 @@ from ..datasets import BONAFIDE, NO_ATTACK, SPOOF
 from ..scoring import fake_probability
 from . import plots
 from .metrics import ASVSPOOF2019_COST_MODEL
+from .scorefile import INCONCLUSIVE_FILE
 from .summary import LabelledScores, Summary, scored_files
 
 logger = logging.getLogger(__name__)
@@ -87,6 +88,16 @@ def _protocol_text(summary: Summary) -> str:
     )
 
 
+def _score_text(offset: float) -> str:
+    """What a score is: the network's margin, plus the service's offset when the protocol adds one."""
+    if offset == 0:
+        return "Scores are `logit(bona fide) − logit(spoof)`: higher means more human."
+    return (
+        f"Scores are `logit(bona fide) − logit(spoof)` plus the service's score offset ({offset:+g}), as the "
+        "service reports them: higher means more human, and 0 is the service's decision boundary."
+    )
+
+
 def _results(summary: Summary) -> list[Block]:
     m = summary.at_threshold
     cut = summary.score_cut
@@ -113,7 +124,7 @@ def _results(summary: Summary) -> list[Block]:
             ],
         ),
         Paragraph(
-            "Scores are `logit(bona fide) − logit(spoof)`: higher means more human. The EER is where the "
+            f"{_score_text(summary.run.score_offset)} The EER is where the "
             "share of bona fide files rejected equals the share of spoofs accepted. Accuracy, precision, "
             "recall and F1 use the service's own verdict rule (FAKE when `sigmoid(−score) ≥ threshold`) "
             "with **spoof (FAKE) as the positive class**: precision is the share of FAKE verdicts that "
@@ -264,22 +275,37 @@ def _tdcf_details(summary: Summary) -> list[Block]:
     ]
 
 
+def _listed(title: str, what: str, lines: list[str]) -> list[Block]:
+    """A section listing files, the first ``MAX_LISTED_FAILURES`` of them, or saying there are none."""
+    if not lines:
+        return [Heading(title), Paragraph("None.")]
+    blocks: list[Block] = [Heading(title), Paragraph(what), BulletList(lines[:MAX_LISTED_FAILURES])]
+    if len(lines) > MAX_LISTED_FAILURES:
+        blocks.append(Paragraph(f"… and {len(lines) - MAX_LISTED_FAILURES} more: see `{SUMMARY_FILE}`."))
+    return blocks
+
+
+def _inconclusive(summary: Summary) -> list[Block]:
+    files = summary.inconclusive
+    if summary.run.protocol != "service" and not files:
+        return []
+    return _listed(
+        "Files with too little speech to judge (INCONCLUSIVE)",
+        f"{len(files)} files have less than {summary.run.min_reliable_s:g} s of speech, where the model is "
+        "not reliable: the service answers INCONCLUSIVE for them, so they get no score and are left out of "
+        f"every figure above. They are recorded in `{INCONCLUSIVE_FILE}` and not judged again by a rerun.",
+        [f"`{f.path}`: {f.reason}" for f in files],
+    )
+
+
 def _failures(summary: Summary) -> list[Block]:
     failures = summary.failures
-    if not failures:
-        return [Heading("Files that could not be scored"), Paragraph("None.")]
-    shown = [f"`{f.path}`: {f.code}: {f.detail}" for f in failures[:MAX_LISTED_FAILURES]]
-    blocks: list[Block] = [
-        Heading("Files that could not be scored"),
-        Paragraph(
-            f"{len(failures)} files could not be decoded or had too little speech to judge (`inconclusive`); "
-            "they are left out of every figure above."
-        ),
-        BulletList(shown),
-    ]
-    if len(failures) > MAX_LISTED_FAILURES:
-        blocks.append(Paragraph(f"… and {len(failures) - MAX_LISTED_FAILURES} more: see `{SUMMARY_FILE}`."))
-    return blocks
+    return _listed(
+        "Files that could not be scored",
+        f"{len(failures)} files could not be read or decoded; they are left out of every figure above and "
+        "tried again by a rerun.",
+        [f"`{f.path}`: {f.code}: {f.detail}" for f in failures],
+    )
 
 
 def build_blocks(summary: Summary, drawn: dict[str, Path | None], labelled: LabelledScores) -> list[Block]:
@@ -288,11 +314,12 @@ def build_blocks(summary: Summary, drawn: dict[str, Path | None], labelled: Labe
     intro = (
         f"{sum(listed.values())} files listed ({listed[BONAFIDE]} bona fide, {listed[SPOOF]} spoof) "
         f"in `{summary.source}` ({summary.layout} layout); {scored[BONAFIDE]} bona fide and "
-        f"{scored[SPOOF]} spoof files scored, {len(summary.failures)} could not be scored or judged."
+        f"{scored[SPOOF]} spoof files scored, {len(summary.inconclusive)} inconclusive (too little speech "
+        f"to judge), {len(summary.failures)} could not be scored."
     )
     timing = f"{run.scored} files ({run.windows} windows) in {run.seconds:.1f} s"
     if run.resumed:
-        timing += f"; {run.resumed} scores resumed from `{SCORES_FILE}`"
+        timing += f"; {run.resumed} resumed from `{SCORES_FILE}` and `{INCONCLUSIVE_FILE}`"
     return [
         Heading(f"Evaluation of {run.model} on {summary.dataset}", 1),
         Paragraph(intro),
@@ -318,12 +345,18 @@ def build_blocks(summary: Summary, drawn: dict[str, Path | None], labelled: Labe
         *_attacks(summary),
         *_figures(summary, drawn, labelled),
         *_tdcf_details(summary),
+        *_inconclusive(summary),
         *_failures(summary),
         Heading("Files"),
         BulletList(
             [
                 f"`{SCORES_FILE}`: one `key score` line per scored file (ASVspoof 2021 submission format; "
                 "a rerun resumes from it)",
+                *(
+                    [f"`{INCONCLUSIVE_FILE}`: one `{{key, reason}}` line per file with too little speech"]
+                    if summary.inconclusive
+                    else []
+                ),
                 f"`{LABELLED_SCORES_FILE}`: every scored file with its path, label, attack, score, fake "
                 "probability and verdict",
                 f"`{SUMMARY_FILE}`: every figure above, rates as fractions",
@@ -477,8 +510,8 @@ def render_text(summary: Summary, written: list[Path]) -> str:
     return "\n".join(
         [
             f"{run.model} on {summary.dataset} ({run.protocol} protocol, {run.preprocess} preprocessing): "
-            f"{files['files']} files, {files['scored']} scored, "
-            f"{files['failed']} could not be scored or judged",
+            f"{files['files']} files, {files['scored']} scored, {files['inconclusive']} inconclusive "
+            f"(too little speech), {files['failed']} could not be scored",
             f"EER: {eer}",
             f"min t-DCF: {tdcf}",
             f"at fake probability >= {summary.threshold:g} (positive class spoof): {rates}",

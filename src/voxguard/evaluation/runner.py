@@ -23,7 +23,7 @@ from ..datasets import Dataset, Item
 from ..pipeline import Pipeline
 from ..progress import Progress, progress_bar
 from ..scoring import INCONCLUSIVE, Rule
-from .scorefile import ScoreWriter, resume_scores
+from .scorefile import InconclusiveWriter, ScoreWriter, inconclusive_path, resume_inconclusive, resume_scores
 
 logger = logging.getLogger(__name__)
 
@@ -75,9 +75,8 @@ def scoring_protocol(base: AudioOptions, rule: Rule, *, name: str, preprocess: s
 
 @dataclass(frozen=True)
 class Failure:
-    """A file that could not be scored (the audio module's error code) or judged (``inconclusive``: too
-    little speech under the service protocol); such files are left out of every figure and retried by a
-    rerun."""
+    """A file that could not be scored (the audio module's error code); such files are left out of every
+    figure and retried by a rerun."""
 
     key: str
     path: str
@@ -86,11 +85,22 @@ class Failure:
 
 
 @dataclass(frozen=True)
+class Inconclusive:
+    """A file the service protocol would answer INCONCLUSIVE (too little speech): a verdict, not a
+    failure, so it is recorded and not judged again by a rerun."""
+
+    key: str
+    path: str
+    reason: str
+
+
+@dataclass(frozen=True)
 class RunResult:
     """What a run leaves behind besides the score file, for the summary and the report."""
 
     scores: dict[str, float]  # every key of the data set with a score, resumed ones included
     failures: list[Failure]
+    inconclusive: list[Inconclusive]  # resumed ones included, in the data set's order
     resumed: int  # scores taken from an earlier run's score file
     scored: int  # files scored by this run
     windows: int  # windows this run put through the model
@@ -137,12 +147,14 @@ class _Batches:
         scorer: WindowScorer,
         protocol: ScoringProtocol,
         writer: ScoreWriter,
+        undecided: InconclusiveWriter,
         scores: dict[str, float],
-        failures: list[Failure],
+        inconclusive: dict[str, str],
         bar: Progress,
     ) -> None:
-        self.scorer, self.protocol, self.writer, self.bar = scorer, protocol, writer, bar
-        self.scores, self.failures = scores, failures
+        self.scorer, self.protocol, self.bar = scorer, protocol, bar
+        self.writer, self.undecided = writer, undecided
+        self.scores, self.inconclusive = scores, inconclusive
         self.rows: list[np.ndarray] = []
         self.owners: list[_File] = []
         self.windows = 0
@@ -164,13 +176,15 @@ class _Batches:
             if len(owner.scores) == len(owner.windows.batch):
                 self._done(owner)
         self.writer.flush()
+        self.undecided.flush()
 
     def _done(self, f: _File) -> None:
         """The protocol's verdict on a completed file: its score, or why it cannot be judged."""
         w = f.windows
         decision = self.protocol.pipeline.decision(w, np.asarray(f.scores))
         if decision.prediction == INCONCLUSIVE:
-            self.failures.append(Failure(f.item.key, str(f.item.path), "inconclusive", decision.reason or ""))
+            self.undecided.write(f.item.key, decision.reason or "")
+            self.inconclusive[f.item.key] = decision.reason or ""
         else:
             self.writer.write(f.item.key, decision.score)
             self.scores[f.item.key] = decision.score
@@ -188,43 +202,52 @@ def score_dataset(
     prefetch: int | None = None,
     progress: bool = True,
 ) -> RunResult:
-    """Score every file of ``dataset`` not already in ``scores_path``, appending to it.
+    """Score every file of ``dataset`` not already in ``scores_path`` (or judged inconclusive beside it),
+    appending to it.
 
     ``prefetch`` bounds the files decoded (or decoding) ahead of the model; by default two batches'
     worth or two per worker, whichever is more. Files that cannot be decoded become :class:`Failure`
-    entries and are retried by the next run.
+    entries and are retried by the next run; files with too little speech are recorded in
+    ``inconclusive.jsonl`` beside the scores and, like scored files, not judged again.
     """
     if batch_size < 1 or workers < 1:
         raise ValueError(f"batch_size and workers must be positive, got {batch_size}, {workers}")
     ahead = prefetch or max(2 * batch_size, 2 * workers)
     keys = {item.key for item in dataset.items}
+    undecided_path = inconclusive_path(scores_path)
     earlier = resume_scores(scores_path)
-    stale = len(earlier.keys() - keys)
+    # Without the score file the run starts over, so an inconclusive list left beside it is stale too.
+    judged = resume_inconclusive(undecided_path) if scores_path.exists() else {}
+    stale = len((earlier.keys() | judged.keys()) - keys)
     if stale:
         logger.warning(
             "%s: ignoring %d scores of keys that %s does not list", scores_path, stale, dataset.name
         )
     scores = {key: value for key, value in earlier.items() if key in keys}
-    todo = [item for item in dataset.items if item.key not in scores]
+    inconclusive = {key: reason for key, reason in judged.items() if key in keys and key not in scores}
+    todo = [item for item in dataset.items if item.key not in scores and item.key not in inconclusive]
     logger.info(
-        "%s: %d files, %d already scored in %s, %d to score (%s protocol, preprocess %s, batch %d)",
+        "%s: %d files, %d already scored and %d inconclusive in %s, %d to score "
+        "(%s protocol, preprocess %s, batch %d)",
         dataset.name,
         len(dataset.items),
         len(scores),
-        scores_path,
+        len(inconclusive),
+        scores_path.parent,
         len(todo),
         protocol.name,
         protocol.options.preprocess,
         batch_size,
     )
-    resumed = len(scores)
+    resumed = len(scores) + len(inconclusive)
     failures: list[Failure] = []
     start = time.perf_counter()
     bar = progress_bar(
         len(dataset.items), f"scoring {dataset.name}", "file", initial=resumed, disable=not progress
     )
     writer = ScoreWriter(scores_path)
-    batches = _Batches(scorer, protocol, writer, scores, failures, bar)
+    undecided = InconclusiveWriter(undecided_path, append=bool(judged))
+    batches = _Batches(scorer, protocol, writer, undecided, scores, inconclusive, bar)
     queue: deque[tuple[Item, Future]] = deque()
     with ThreadPoolExecutor(workers, thread_name_prefix="eval-decode") as pool:
         try:
@@ -251,10 +274,21 @@ def score_dataset(
             for _, future in queue:  # interrupted: do not decode what will not be scored
                 future.cancel()
             writer.close()
+            undecided.close()
             bar.close()
     seconds = time.perf_counter() - start
-    scored = len(scores) - resumed
+    scored = len(scores) + len(inconclusive) - resumed
     logger.info(
-        "scored %d files (%d windows) in %.1f s; %d failed", scored, batches.windows, seconds, len(failures)
+        "scored %d files (%d windows) in %.1f s; %d inconclusive, %d failed",
+        scored,
+        batches.windows,
+        seconds,
+        len(inconclusive),
+        len(failures),
     )
-    return RunResult(scores, failures, resumed, scored, batches.windows, seconds)
+    undecided_files = [
+        Inconclusive(item.key, str(item.path), inconclusive[item.key])
+        for item in dataset.items
+        if item.key in inconclusive
+    ]
+    return RunResult(scores, failures, undecided_files, resumed, scored, batches.windows, seconds)

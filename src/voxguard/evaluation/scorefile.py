@@ -3,7 +3,9 @@
 The CM file has the ASVspoof 2021 submission format, one ``utt_id score`` line per file (higher = bona
 fide). It is appended to while files are scored and flushed after every batch, so an interrupted run
 loses one batch at most and a rerun skips every key already there. A ``.meta.json`` beside it records
-what produced the scores, so a rerun with another model or protocol cannot mix its scores in.
+what produced the scores, so a rerun with another model or protocol cannot mix its scores in. Files with
+too little speech to judge have no score; ``inconclusive.jsonl`` beside it lists them with the reason,
+so a rerun does not judge them again either.
 """
 
 from __future__ import annotations
@@ -26,14 +28,13 @@ class ScoreFileError(ValueError):
     """A score file that cannot be used as given; the message names the file and the line."""
 
 
-def resume_scores(path: Path) -> dict[str, float]:
-    """The scores already in ``path`` (empty if it does not exist).
+INCONCLUSIVE_FILE = "inconclusive.jsonl"
 
-    A last line without its newline is a write cut short by an interruption: it is dropped and the file
-    truncated to the last complete line, so the next append starts on a line of its own.
-    """
-    if not path.exists():
-        return {}
+
+def _complete_lines(path: Path) -> str:
+    """The complete lines of ``path``. A last line without its newline is a write cut short by an
+    interruption: it is dropped and the file truncated to the last complete line, so the next append
+    starts on a line of its own."""
     raw = path.read_bytes()
     complete = raw[: raw.rfind(b"\n") + 1]
     if len(complete) != len(raw):
@@ -41,8 +42,15 @@ def resume_scores(path: Path) -> dict[str, float]:
         logger.warning("%s: dropping an incomplete last line %r (interrupted write)", path, partial)
         with path.open("r+b") as fh:
             fh.truncate(len(complete))
+    return complete.decode("utf-8")
+
+
+def resume_scores(path: Path) -> dict[str, float]:
+    """The scores already in ``path`` (empty if it does not exist); see :func:`_complete_lines`."""
+    if not path.exists():
+        return {}
     scores: dict[str, float] = {}
-    for number, line in enumerate(complete.decode("utf-8").splitlines(), start=1):
+    for number, line in enumerate(_complete_lines(path).splitlines(), start=1):
         if not line.strip():
             continue
         parts = line.rsplit(maxsplit=1)
@@ -54,6 +62,54 @@ def resume_scores(path: Path) -> dict[str, float]:
             raise ScoreFileError(f"{path}:{number}: expected 'key score' with a finite score, got {line!r}")
         scores[parts[0]] = score
     return scores
+
+
+def inconclusive_path(scores_path: Path) -> Path:
+    return scores_path.with_name(INCONCLUSIVE_FILE)
+
+
+def resume_inconclusive(path: Path) -> dict[str, str]:
+    """The files already judged inconclusive, key to reason (empty if ``path`` does not exist)."""
+    if not path.exists():
+        return {}
+    found: dict[str, str] = {}
+    for number, line in enumerate(_complete_lines(path).splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            found[str(record["key"])] = str(record["reason"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ScoreFileError(
+                f'{path}:{number}: expected {{"key": ..., "reason": ...}}, got {line!r}'
+            ) from exc
+    return found
+
+
+class InconclusiveWriter:
+    """Appends ``{"key", "reason"}`` lines to ``inconclusive.jsonl``, created on the first one.
+
+    ``append=False`` starts the list over (a run without earlier scores), so no stale entry survives.
+    """
+
+    def __init__(self, path: Path, *, append: bool) -> None:
+        self.path = path
+        if not append:
+            path.unlink(missing_ok=True)
+        self._fh: TextIO | None = None
+
+    def write(self, key: str, reason: str) -> None:
+        if self._fh is None:
+            self._fh = self.path.open("a", encoding="utf-8")
+        self._fh.write(json.dumps({"key": key, "reason": reason}) + "\n")
+
+    def flush(self) -> None:
+        if self._fh is not None:
+            self._fh.flush()
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
 
 
 class ScoreWriter:

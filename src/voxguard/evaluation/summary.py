@@ -24,7 +24,7 @@ from .metrics import (
     min_tdcf,
     threshold_metrics,
 )
-from .runner import Failure
+from .runner import Failure, Inconclusive
 from .scorefile import AsvScores
 
 
@@ -149,7 +149,8 @@ class Summary:
     tdcf_note: str | None  # why the t-DCF is missing
     at_threshold: ThresholdMetrics
     attacks: list[AttackFigures]
-    failures: list[Failure]
+    failures: list[Failure]  # could not be scored; retried by a rerun
+    inconclusive: list[Inconclusive]  # too little speech to judge, as the service answers INCONCLUSIVE
     misclassified: list[ScoredFile]  # wrong verdict at ``threshold``, most confident first
 
     @property
@@ -174,6 +175,7 @@ class Summary:
             "preprocess": self.run.preprocess,
             "files": sum(self.listed.values()),
             "scored": sum(self.scored.values()),
+            "inconclusive": len(self.inconclusive),
             "failed": len(self.failures),
             "misclassified": len(self.misclassified),
             "bonafide": self.scored[BONAFIDE],
@@ -203,6 +205,7 @@ def build_summary(
     source: str,
     labelled: LabelledScores,
     failures: list[Failure],
+    inconclusive: list[Inconclusive],
     run: RunInfo,
     *,
     threshold: float,
@@ -251,5 +254,6 @@ def build_summary(
         at_threshold=threshold_metrics(is_fake(labelled.bonafide, threshold), spoof_fake),
         attacks=attacks,
         failures=failures,
+        inconclusive=inconclusive,
         misclassified=misclassified(scored_files(labelled, threshold), threshold),
     )

@@ -1,12 +1,9 @@
-"""Known checkpoints, where to find them, and loading that fails with a precise reason.
-
-The registry names the official AASIST files (fetched by ``voxguard weights``, never shipped) and
-voxguard's own SpecNet weights, which ship inside the package (``model/weights/``, with their model card).
+"""Loading, saving and fetching checkpoints, with failures that say precisely what is wrong.
 
 Two file shapes load:
 
 * the official upstream files, plain ``state_dict`` pickles whose config is known only from the
-  registry below (so they are identified by name and, in the checkpoint directory, by sha256);
+  registry (``locate.py``) (so they are identified by name and, in the checkpoint directory, by sha256);
 * voxguard's own checkpoints written by :func:`save_checkpoint`, which carry their config and
   therefore load by path whatever their hash.
 
@@ -30,83 +27,24 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..problems import SetupError
 from ..progress import progress_bar
 from . import build_model
-from .config import VARIANTS, ModelConfig, config_from_dict
+from .config import ModelConfig, config_from_dict
+from .locate import (
+    AASIST_SCORE_OFFSET,
+    UPSTREAM_COMMIT,
+    CheckpointError,
+    CheckpointSpec,
+    resolve_checkpoint,
+    spec_of,
+)
 
 logger = logging.getLogger(__name__)
 
-UPSTREAM_COMMIT = "a04c9863f63d44471dde8a6abcb3b082b07cd1d1"
-UPSTREAM_LICENSE = "MIT, Copyright (c) 2021-present NAVER Corp."
 VOXGUARD_FORMAT = "voxguard-checkpoint"
 VOXGUARD_FORMAT_VERSION = 1
-# What the official AASIST weights' margin needs for 0 to be the measured REAL/FAKE boundary
-# (docs/evaluation.md); also the offset of AASIST checkpoints that record none of their own.
-AASIST_SCORE_OFFSET = 6.0
 _CHUNK = 1 << 20
 _DOWNLOAD_TIMEOUT_S = 60.0
-
-
-class CheckpointError(SetupError):
-    """A checkpoint could not be found, fetched, verified or loaded.
-
-    ``code`` is a stable machine code (``checkpoint_missing``, ``checksum_mismatch``,
-    ``checkpoint_corrupt``, ``checkpoint_mismatch``, ``unknown_model``, ``download_failed``);
-    ``detail`` says what was wrong and ``hint`` how to fix it.
-    """
-
-    def __init__(self, code: str, detail: str, hint: str = "") -> None:
-        super().__init__(detail, hint)
-        self.args = (code, detail, hint)  # all three, so the error pickles across process boundaries
-        self.code = code
-
-
-BUNDLED_DIR = Path(__file__).parent / "weights"
-
-
-@dataclass(frozen=True)
-class CheckpointSpec:
-    """One published checkpoint: its file, identity (sha256, size), origin and architecture.
-
-    ``bundled`` weights ship in ``BUNDLED_DIR`` (no download, no checkpoint directory); the others are
-    fetched from ``url``."""
-
-    name: str
-    filename: str
-    sha256: str
-    size: int
-    url: str
-    config: ModelConfig
-    license: str
-    score_offset: float = AASIST_SCORE_OFFSET
-    bundled: bool = False
-
-
-def _upstream_url(filename: str) -> str:
-    return f"https://github.com/clovaai/aasist/raw/{UPSTREAM_COMMIT}/models/weights/{filename}"
-
-
-REGISTRY: dict[str, CheckpointSpec] = {
-    "aasist": CheckpointSpec(
-        name="aasist",
-        filename="AASIST.pth",
-        sha256="51d2d9cf0738172f61e2a384ec50a54a55363240f67c971ed55a92435bc1a1c0",
-        size=1_281_532,
-        url=_upstream_url("AASIST.pth"),
-        config=VARIANTS["aasist"],
-        license=UPSTREAM_LICENSE,
-    ),
-    "aasist-l": CheckpointSpec(
-        name="aasist-l",
-        filename="AASIST-L.pth",
-        sha256="814331d088032bb4c3fa61cc014789eadeed464209dd094ab3a2dd6ffbdce27a",
-        size=426_428,
-        url=_upstream_url("AASIST-L.pth"),
-        config=VARIANTS["aasist-l"],
-        license=UPSTREAM_LICENSE,
-    ),
-}
 
 
 @dataclass(frozen=True)
@@ -126,59 +64,6 @@ class LoadedCheckpoint:
     config: ModelConfig
     model: nn.Module
     score_offset: float = AASIST_SCORE_OFFSET
-
-
-def _spec(name: str) -> CheckpointSpec:
-    try:
-        return REGISTRY[name]
-    except KeyError:
-        known = ", ".join(sorted(REGISTRY))
-        raise CheckpointError(
-            "unknown_model", f"Unknown model {name!r}; known models: {known}.", f"use one of: {known}"
-        ) from None
-
-
-def _weights_hint(name: str) -> str:
-    return (
-        f"download the weights with `voxguard weights --model {name} --dir DIR` (`make weights` in the "
-        "repository) and point VOXGUARD_CHECKPOINT_DIR or --checkpoint-dir at DIR, or give a file "
-        "with --checkpoint"
-    )
-
-
-def default_checkpoint_dir() -> Path:
-    """``$VOXGUARD_CHECKPOINT_DIR`` if set, else ``./checkpoints`` under the current directory."""
-    env = os.environ.get("VOXGUARD_CHECKPOINT_DIR")
-    return Path(env).expanduser() if env else Path.cwd() / "checkpoints"
-
-
-def resolve_checkpoint(
-    name: str, path: str | Path | None = None, checkpoint_dir: str | Path | None = None
-) -> Path:
-    """Find the file to load for ``name``: an explicit ``path`` first, else ``checkpoint_dir/filename``.
-
-    ``$VOXGUARD_CHECKPOINT`` is not read here: it only makes sense when exactly one model is
-    requested, which only the caller knows, so the caller passes it as ``path``.
-    """
-    if path is not None:
-        candidate = Path(path).expanduser()
-    elif _spec(name).bundled:
-        candidate = BUNDLED_DIR / _spec(name).filename
-    else:
-        spec = _spec(name)
-        directory = (
-            Path(checkpoint_dir).expanduser() if checkpoint_dir is not None else default_checkpoint_dir()
-        )
-        candidate = directory / spec.filename
-    if not candidate.is_file():
-        what = "is a directory, not a file" if candidate.is_dir() else "does not exist"
-        where = "" if candidate.is_absolute() else f" (relative to the current directory, {Path.cwd()})"
-        raise CheckpointError(
-            "checkpoint_missing",
-            f"Checkpoint for {name!r} not found: {candidate}{where} {what}.",
-            _weights_hint(name),
-        )
-    return candidate
 
 
 def sha256_file(path: Path) -> str:
@@ -272,7 +157,7 @@ def _unpack(
             )
         return recorded, config, _as_state_dict(obj.get("state_dict"), path), offset
     state = _as_state_dict(obj, path)
-    spec = _spec(requested)  # a plain state_dict has no config of its own: the name must supply it
+    spec = spec_of(requested)  # a plain state_dict has no config of its own: the name must supply it
     if sha != spec.sha256:
         logger.warning(
             "%s is not the published %s (sha256 %s, published %s); loading it with the %r config",
@@ -301,7 +186,7 @@ def load_checkpoint(
     file = resolve_checkpoint(name, path, checkpoint_dir)
     sha = sha256_file(file)
     if not explicit and verify:
-        spec = _spec(name)
+        spec = spec_of(name)
         if sha != spec.sha256:
             raise CheckpointError(
                 "checksum_mismatch",
@@ -397,7 +282,7 @@ def fetch(
     interrupted or wrong download never leaves a file under the official name. Skips the
     download when a verified copy is already there, unless ``force``.
     """
-    spec = _spec(name)
+    spec = spec_of(name)
     dest_dir = Path(dest_dir)
     dest_dir.mkdir(parents=True, exist_ok=True)
     target = dest_dir / spec.filename

@@ -33,8 +33,9 @@ from ..datasets import Dataset, load_dataset
 from ..evaluation.metrics import equal_error_rate
 from ..inference import resolve_device
 from ..model import build_model as new_model
-from ..model.checkpoints import REGISTRY, load_checkpoint
+from ..model.checkpoints import load_checkpoint
 from ..model.config import ARCHITECTURES
+from ..model.locate import REGISTRY
 from ..runtime import set_threads, tune_allocator
 from . import TrainingError
 from .augment import Augmenter

@@ -224,6 +224,10 @@ function setupLive() {
         },
         onDone(message) {
           if (windows.length) showLive(card, windows, message);
+          // The card now shows the whole stream's verdict, which may differ from the last window's:
+          // say it, or a screen reader keeps the last "Live: REAL" while the card reads FAKE.
+          const verdict = message.prediction ? spoken(message) : "no speech.";
+          announce(`Live stream ended over ${message.windows} windows: ${verdict}`);
           finish(`Live stream ended: ${message.prediction ?? "no speech"} over ${message.windows} windows.`);
         },
         onError(problem) {

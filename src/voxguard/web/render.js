@@ -247,16 +247,27 @@ const VERDICTS = {
   INCONCLUSIVE: { className: "is-inconclusive", icon: "? ", text: "Not enough speech to judge" },
 };
 
+/** What an INCONCLUSIVE result leaned to, worded so it cannot pass for the verdict; null without a lean. */
+export function describeLeaning(result) {
+  if (!result.leaning) return null;
+  return (
+    `The model leaned ${result.leaning} (fake probability ${probability(result.leaning_fake_probability)}), ` +
+    "but on this little speech that is unreliable: not a verdict."
+  );
+}
+
 /** The verdict box: the label, a line saying what it means, and for FAKE where the synthetic speech is. */
 function verdictBox(result) {
   const v = VERDICTS[result.prediction];
   const lines = result.prediction === "INCONCLUSIVE" ? [capitalise(result.reason)] : [v.text];
   for (const segment of result.segments || []) lines.push(capitalise(describeSegment(segment)));
+  const leaning = describeLeaning(result);
   return el(
     "div",
     { class: `verdict ${v.className}` },
     el("p", { class: "verdict-label" }, el("span", { "aria-hidden": "true" }, v.icon), result.prediction),
     ...lines.map((line) => el("p", { class: "verdict-text" }, line)),
+    ...(leaning ? [el("p", { class: "verdict-leaning" }, leaning)] : []),
   );
 }
 

@@ -1,0 +1,194 @@
+"""Where the known checkpoints are and what they are, without torch: the CLI finds missing weights
+before importing the model stack (seconds on a cold machine), so the one-line error comes at once.
+
+The official AASIST files are fetched by ``voxguard weights`` and never shipped; voxguard's own SpecNet
+weights ship inside the package (``model/weights/``, with their model card)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..problems import SetupError
+from .config import VARIANTS, ModelConfig
+
+UPSTREAM_COMMIT = "a04c9863f63d44471dde8a6abcb3b082b07cd1d1"
+UPSTREAM_LICENSE = "MIT, Copyright (c) 2021-present NAVER Corp."
+BUNDLED_DIR = Path(__file__).parent / "weights"
+# What the official AASIST weights' margin needs for 0 to be the measured REAL/FAKE boundary
+# (docs/evaluation.md); also the offset of AASIST checkpoints that record none of their own.
+AASIST_SCORE_OFFSET = 6.0
+
+
+class CheckpointError(SetupError):
+    """A checkpoint could not be found, fetched, verified or loaded.
+
+    ``code`` is a stable machine code (``checkpoint_missing``, ``checksum_mismatch``,
+    ``checkpoint_corrupt``, ``checkpoint_mismatch``, ``unknown_model``, ``download_failed``);
+    ``detail`` says what was wrong and ``hint`` how to fix it.
+    """
+
+    def __init__(self, code: str, detail: str, hint: str = "") -> None:
+        super().__init__(detail, hint)
+        self.args = (code, detail, hint)  # all three, so the error pickles across process boundaries
+        self.code = code
+
+
+@dataclass(frozen=True)
+class CheckpointSpec:
+    """One published checkpoint: its file, identity (sha256, size), origin and architecture.
+
+    ``bundled`` weights ship in ``BUNDLED_DIR`` (no download, no checkpoint folder); the others are
+    fetched from ``url``. ``score_offset`` is what the verdict rule adds to the model's margins unless
+    the operator sets one."""
+
+    name: str
+    filename: str
+    sha256: str
+    size: int
+    url: str
+    config: ModelConfig
+    license: str
+    score_offset: float = AASIST_SCORE_OFFSET
+    bundled: bool = False
+
+
+def _upstream_url(filename: str) -> str:
+    return f"https://github.com/clovaai/aasist/raw/{UPSTREAM_COMMIT}/models/weights/{filename}"
+
+
+REGISTRY: dict[str, CheckpointSpec] = {
+    "aasist": CheckpointSpec(
+        name="aasist",
+        filename="AASIST.pth",
+        sha256="51d2d9cf0738172f61e2a384ec50a54a55363240f67c971ed55a92435bc1a1c0",
+        size=1_281_532,
+        url=_upstream_url("AASIST.pth"),
+        config=VARIANTS["aasist"],
+        license=UPSTREAM_LICENSE,
+    ),
+    "aasist-l": CheckpointSpec(
+        name="aasist-l",
+        filename="AASIST-L.pth",
+        sha256="814331d088032bb4c3fa61cc014789eadeed464209dd094ab3a2dd6ffbdce27a",
+        size=426_428,
+        url=_upstream_url("AASIST-L.pth"),
+        config=VARIANTS["aasist-l"],
+        license=UPSTREAM_LICENSE,
+    ),
+}
+
+
+def spec_of(name: str) -> CheckpointSpec:
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        known = ", ".join(sorted(REGISTRY))
+        raise CheckpointError(
+            "unknown_model", f"Unknown model {name!r}; known models: {known}.", f"use one of: {known}"
+        ) from None
+
+
+def weights_hint(name: str) -> str:
+    return (
+        f"download the weights with `voxguard weights --model {name}` (`make weights` in the repository), "
+        "or point VOXGUARD_CHECKPOINT_DIR or --checkpoint-dir at a folder holding them, or give a file "
+        "with --checkpoint"
+    )
+
+
+def source_checkout() -> Path | None:
+    """The repository voxguard runs from (a source tree, as ``make install``'s editable install), or None
+    for an installed wheel, which has no repository around it."""
+    root = Path(__file__).resolve().parents[3]  # src/voxguard/model/locate.py
+    return root if (root / "pyproject.toml").is_file() and (root / "src" / "voxguard").is_dir() else None
+
+
+def search_dirs() -> list[Path]:
+    """Where the official weights are looked for, in order, when no folder is given.
+
+    ``$VOXGUARD_CHECKPOINT_DIR`` alone when set; else ``checkpoints/`` of the current directory, then,
+    when voxguard runs from a source checkout, the repository's ``checkpoints/`` (where ``make weights``
+    puts them) and ``../shared/aasist`` beside the repository. The one rule the CLI, the service, the
+    Makefile's targets and compose (through the Makefile) follow.
+    """
+    env = os.environ.get("VOXGUARD_CHECKPOINT_DIR")
+    if env:
+        return [Path(env).expanduser()]
+    dirs = [Path("checkpoints")]
+    repo = source_checkout()
+    if repo is not None:
+        dirs += [repo / "checkpoints", repo.parent / "shared" / "aasist"]
+    unique: dict[Path, Path] = {}
+    for d in dirs:
+        unique.setdefault(d.resolve(), d)
+    return list(unique.values())
+
+
+def download_dir() -> Path:
+    """Where ``voxguard weights`` puts files by default: the first folder :func:`search_dirs` tries
+    that belongs to voxguard (the repository's ``checkpoints/`` in a source checkout)."""
+    env = os.environ.get("VOXGUARD_CHECKPOINT_DIR")
+    if env:
+        return Path(env).expanduser()
+    repo = source_checkout()
+    return repo / "checkpoints" if repo is not None else Path("checkpoints")
+
+
+def find_dir(name: str) -> Path | None:
+    """The first folder of :func:`search_dirs` holding ``name``'s file, or None."""
+    filename = spec_of(name).filename
+    return next((d for d in search_dirs() if (d / filename).is_file()), None)
+
+
+def _shown(path: Path) -> str:
+    return str(path) if path.is_absolute() else f"{path} (relative to the current directory, {Path.cwd()})"
+
+
+def resolve_checkpoint(
+    name: str, path: str | Path | None = None, checkpoint_dir: str | Path | None = None
+) -> Path:
+    """Find the file to load for ``name``: an explicit ``path`` first, else ``checkpoint_dir/filename``,
+    else the first of :func:`search_dirs` that holds it.
+
+    ``$VOXGUARD_CHECKPOINT`` is not read here: it only makes sense when exactly one model is
+    requested, which only the caller knows, so the caller passes it as ``path``.
+    """
+    if path is None and spec_of(name).bundled:
+        return BUNDLED_DIR / spec_of(name).filename
+    if path is None and checkpoint_dir is None:
+        found = find_dir(name)
+        if found is None:
+            places = ", ".join(_shown(d) for d in search_dirs())
+            raise CheckpointError(
+                "checkpoint_missing",
+                f"Checkpoint for {name!r} not found: no {spec_of(name).filename} in {places}.",
+                weights_hint(name),
+            )
+        return found / spec_of(name).filename
+    if path is not None:
+        candidate = Path(path).expanduser()
+    else:
+        candidate = Path(checkpoint_dir).expanduser() / spec_of(name).filename  # type: ignore[arg-type]
+    if not candidate.is_file():
+        what = "is a directory, not a file" if candidate.is_dir() else "does not exist"
+        raise CheckpointError(
+            "checkpoint_missing",
+            f"Checkpoint for {name!r} not found: {_shown(candidate)} {what}.",
+            weights_hint(name),
+        )
+    return candidate
+
+
+def require_weights(
+    models: list[str], checkpoint: Path | None, checkpoint_dir: Path | None
+) -> dict[str, Path]:
+    """Each model's file, found as loading will find it (an explicit file serves a single model only);
+    a :class:`CheckpointError` names the first one missing."""
+    explicit = checkpoint if len(models) == 1 else None
+    return {name: resolve_checkpoint(name, explicit, checkpoint_dir) for name in models}
+
+
+if __name__ == "__main__":  # the Makefile's one source for the rule: where AASIST.pth is, or would go
+    print((find_dir("aasist") or download_dir()).resolve())
