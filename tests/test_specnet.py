@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from voxguard.inference import ENGINES, Detector, build_engine
-from voxguard.model import build_model
 from voxguard.model.checkpoints import load_checkpoint, save_checkpoint
 from voxguard.model.config import ARCHITECTURES, SpecNetConfig, config_from_dict
+from voxguard.model.factory import build_model
 from voxguard.model.specnet import SpecNet
 from voxguard.training.calibration import Calibration, fit_platt, fold_into
 

@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from .datasets import AUDIO_SUFFIXES
 from .model.config import ARCHITECTURES, VARIANTS
+from .model.locate import REGISTRY
 from .problems import SetupError
 from .settings import Settings, settings_from_environment
 from .training.recipe import Recipe
@@ -122,7 +123,7 @@ def _class_weights(value: str) -> tuple[float, float]:
     return spoof, bonafide
 
 
-_MODEL_HELP = f"model to use: {' | '.join(VARIANTS)} (VOXGUARD_MODELS: its first)"
+_MODEL_HELP = f"model to use: {' | '.join(REGISTRY)} (VOXGUARD_MODELS: its first)"
 _CHECKPOINT_DIR_HELP = (
     "folder holding the official weights (VOXGUARD_CHECKPOINT_DIR); unset: checkpoints/ here, then the "
     "repository's checkpoints/ and ../shared/aasist beside it"
@@ -699,7 +700,7 @@ def _train(args: argparse.Namespace) -> int:
         k: str(getattr(args, k).resolve()) if getattr(args, k) else None
         for k in ("train", "train_audio_dir", "dev", "dev_audio_dir")
     }
-    init = args.init if args.init is None or args.init in VARIANTS else str(Path(args.init).resolve())
+    init = args.init if args.init is None or args.init in REGISTRY else str(Path(args.init).resolve())
     try:
         recipe = Recipe(
             **absolute,

@@ -22,7 +22,7 @@ from ..batching import (
     TooManyWindows,
     UnknownModel,
 )
-from ..model.config import VARIANTS
+from ..model.locate import REGISTRY
 
 logger = logging.getLogger(__name__)
 
@@ -116,14 +116,14 @@ def to_api_error(exc: Exception) -> ApiError:
 
 def _unknown_model_detail(exc: UnknownModel) -> str:
     """Say how to load a model this server could load but does not, and what to pass otherwise."""
-    if exc.model in VARIANTS:
+    if exc.model in REGISTRY:
         models = ",".join([*exc.known, exc.model])
         return (
             f"{exc}. Start the server with VOXGUARD_MODELS={models} (or `voxguard serve --models {models}`) "
             "to load it, or pass a loaded model as `model`, or none for the default."
         )
     return f"{exc}. Pass one of them as `model`, or none for the default (models voxguard knows: " + (
-        ", ".join(VARIANTS) + ")."
+        ", ".join(REGISTRY) + ")."
     )
 
 

@@ -28,8 +28,8 @@ import torch
 from torch import nn
 
 from ..progress import progress_bar
-from . import build_model
 from .config import ModelConfig, config_from_dict
+from .factory import build_model
 from .locate import (
     AASIST_SCORE_OFFSET,
     UPSTREAM_COMMIT,

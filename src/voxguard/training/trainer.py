@@ -32,9 +32,9 @@ from ..audio import WINDOW
 from ..datasets import Dataset, load_dataset
 from ..evaluation.metrics import equal_error_rate
 from ..inference import resolve_device
-from ..model import build_model as new_model
 from ..model.checkpoints import load_checkpoint
 from ..model.config import ARCHITECTURES
+from ..model.factory import build_model as new_model
 from ..model.locate import REGISTRY
 from ..runtime import set_threads, tune_allocator
 from . import TrainingError
