@@ -288,6 +288,16 @@ def test_long_files_show_the_timeline(server, open_page, media):
     assert card.locator(".timeline .segment-band").count() >= 1  # the stretch is marked on the timeline
     colours = card.locator(".timeline .dot").evaluate_all("dots => dots.map(d => d.getAttribute('fill'))")
     assert colours[0] != colours[-1]
+    # A window not called fake that also covers part of a segment is grey, not green: the speech only it
+    # covers is not shown as real (a fully synthetic file once read "real until 1.6 s").
+    span = "gs => gs.map(g => [+g.dataset.start, +g.dataset.end])"
+    spans = card.locator(".timeline .window").evaluate_all(span)
+    segments = card.locator(".timeline .segment").evaluate_all(span)
+    partly = [any(a < e and b > s and (a < s or b > e) for s, e in segments) for a, b in spans]
+    assert any(partly), (spans, segments)  # the window astride the splice
+    classes = card.locator(".timeline .window").evaluate_all("ws => ws.map(w => w.getAttribute('class'))")
+    assert [c == "window uncertain" for c in classes] == partly
+    assert all((c == "hsl(220 8% 50%)") == p for c, p in zip(colours, partly, strict=True))
     page.evaluate("document.getElementById('results-title').scrollIntoView()")
     # docs/screenshot.png is refreshed on request only, so a test run leaves the tree clean.
     target = (

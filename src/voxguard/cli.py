@@ -557,7 +557,7 @@ def _print_table(rows: list[dict]) -> None:
     leaning = any(r["leaning"] for r in scored)
     repeated = any(_repeated(r) for r in scored)
     if leaning:
-        columns.insert(3, _LEANING)
+        columns.insert([name for name, _ in columns].index("fake prob") + 1, _LEANING)
     if repeated:
         columns.append(_REPEATED)
     header = ("file", *(name for name, _ in columns), "notes")

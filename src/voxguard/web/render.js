@@ -150,6 +150,14 @@ function niceStep(span) {
   return steps.find((s) => span / s <= 8) || 600;
 }
 
+const UNCERTAIN = "hsl(220 8% 50%)";
+
+/** A window that overlaps a synthetic segment without lying inside it: it was not called fake, yet part
+ * of it is synthetic, so the speech only it covers is not shown as real (grey, not green). */
+function coversSyntheticInPart(w, segments) {
+  return segments.some((s) => w.start_s < s.end_s && w.end_s > s.start_s && (w.start_s < s.start_s || w.end_s > s.end_s));
+}
+
 /** SVG lollipop chart: one stem + dot per window at its centre, height and colour = fake probability. */
 export function timeline(windows, duration, width = 640, segments = []) {
   const W = Math.round(Math.min(760, Math.max(300, width))), H = 200, left = 52, right = 14, top = 12, bottom = 42;
@@ -170,7 +178,7 @@ export function timeline(windows, duration, width = 640, segments = []) {
     chart.append(
       svg(
         "g",
-        { class: "segment" },
+        { class: "segment", "data-start": segment.start_s, "data-end": segment.end_s },
         svg("title", {}, describeSegment(segment)),
         svg("rect", { x: x0, y: top, width: Math.max(2, x1 - x0), height: plotH, class: "segment-band" }),
         svg("text", { x: (x0 + x1) / 2, y: top + 14, class: "segment-label", "text-anchor": "middle" }, "synthetic"),
@@ -201,12 +209,15 @@ export function timeline(windows, duration, width = 640, segments = []) {
   );
   for (const w of windows) {
     const cx = x((w.start_s + w.end_s) / 2), cy = y(w.fake_probability);
-    const colour = probabilityColour(w.fake_probability);
-    const label = `${w.start_s.toFixed(1)}–${w.end_s.toFixed(1)} s: fake probability ${w.fake_probability.toFixed(3)}`;
+    const uncertain = coversSyntheticInPart(w, segments);
+    const colour = uncertain ? UNCERTAIN : probabilityColour(w.fake_probability);
+    const label =
+      `${w.start_s.toFixed(1)}–${w.end_s.toFixed(1)} s: fake probability ${w.fake_probability.toFixed(3)}` +
+      (uncertain ? "; it also covers synthetic speech, so it does not show that the rest of it is real" : "");
     chart.append(
       svg(
         "g",
-        { class: "window" },
+        { class: uncertain ? "window uncertain" : "window", "data-start": w.start_s, "data-end": w.end_s },
         svg("title", {}, label),
         svg("line", { x1: cx, x2: cx, y1: top + plotH, y2: cy, stroke: colour, class: "stem" }),
         svg("circle", { cx, cy, r: 6, fill: colour, class: "dot" }),
@@ -228,7 +239,12 @@ export function timeline(windows, duration, width = 640, segments = []) {
       "tbody",
       {},
       ...windows.map((w) =>
-        el("tr", {}, el("td", {}, `${w.start_s.toFixed(2)}–${w.end_s.toFixed(2)} s`), el("td", {}, probability(w.fake_probability))),
+        el(
+          "tr",
+          {},
+          el("td", {}, `${w.start_s.toFixed(2)}–${w.end_s.toFixed(2)} s${coversSyntheticInPart(w, segments) ? " (partly synthetic)" : ""}`),
+          el("td", {}, probability(w.fake_probability)),
+        ),
       ),
     ),
   );
