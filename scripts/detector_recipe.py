@@ -18,6 +18,7 @@ The ``all`` fold's calibrated checkpoint is the shipped ``specnet`` model.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
 import shutil
@@ -53,7 +54,12 @@ FOLDS: dict[str, tuple[str, ...]] = {
 
 
 def _files(entries, keep) -> list[heldout.HeldOutFile]:  # type: ignore[no-untyped-def]
-    return [heldout.HeldOutFile(str(e.path), e.label, e.family, e.channel) for e in entries if keep(e)]
+    """Channel: the copy's (``gsm``, ``vorbis``, ``babble``), or ``original`` for the file as made."""
+    return [
+        heldout.HeldOutFile(str(e.path), e.label, e.family, e.channel if e.parent else "original")
+        for e in entries
+        if keep(e)
+    ]
 
 
 def _csv(path: Path, corpus: Path, entries) -> None:  # type: ignore[no-untyped-def]
@@ -70,19 +76,23 @@ def _rule(offset: float) -> Rule:
 def aasist_margins(corpus: Path, out: Path, checkpoint_dir: Path) -> dict[str, np.ndarray]:
     """The official AASIST's window margins for every test-split file, scored once and cached."""
     cache = out / "aasist-margins.npz"
+    result: dict[str, np.ndarray] = {}
     if cache.exists():
         with np.load(cache) as data:
-            return {k: data[k] for k in data.files}
+            result = {k: data[k] for k in data.files}
     tests = _files(read_manifest(corpus), lambda e: e.split == "test")
-    tests = [replace(f, path=str(corpus / f.path)) for f in tests]
-    cuts = heldout.cut(tests)
-    logger.info(
-        "AASIST: scoring %d test files (%d windows)", len(cuts), sum(len(c.windows.spans) for c in cuts)
-    )
+    tests = [replace(f, path=str(corpus / f.path)) for f in tests if str(corpus / f.path) not in result]
+    if not tests:
+        return result
     detector = Detector.load("aasist", checkpoint_dir=checkpoint_dir, engine="fast", device="cpu")
-    margins = heldout.score(cuts, detector, batch=4)
-    result = {c.file.path: m for c, m in zip(cuts, margins, strict=True)}
-    np.savez(cache, **result)
+    logger.info("AASIST: scoring %d test files (%d already scored)", len(tests), len(result))
+    for i in range(0, len(tests), 50):  # saved as it goes: a rerun resumes
+        cuts = heldout.cut(tests[i : i + 50])
+        result.update(
+            {c.file.path: m for c, m in zip(cuts, heldout.score(cuts, detector, batch=4), strict=True)}
+        )
+        np.savez(cache, **result)
+        logger.info("AASIST: %d files scored", len(result))
     return result
 
 
@@ -178,6 +188,64 @@ def evaluate_fold(
     return result
 
 
+def _pct(x: float) -> str:
+    return "-" if x != x else f"{100 * x:.1f} %"
+
+
+def render(results: list[dict]) -> str:
+    """The tables docs/evaluation.md quotes: per fold, SpecNet and the official AASIST on the same files."""
+    lines = [
+        "| fold (held out) | model | files | EER | fakes called FAKE | real called FAKE | "
+        "real FAKE: original / gsm / vorbis / babble | confidently wrong (of answers >= 0.9) | inconclusive |",
+        "|---|---|---:|---:|---:|---:|---|---:|---:|",
+    ]
+    for r in results:
+        for model in ("specnet", "aasist"):
+            s = r[model]
+            by = s["real_flagged_by_channel"]
+            channels = " / ".join(
+                _pct(by.get(ch, float("nan"))) for ch in ("clean", "gsm", "vorbis", "babble")
+            )
+            wrong = f"{_pct(s['confident_wrong'])} of {s['confident_answers']}"
+            held = ", ".join(r["held_out"]) or "none: every family's test split"
+            lines.append(
+                f"| {r['fold']} ({held}) | {model} | "
+                f"{s['files']} | {_pct(s['eer'])} | {_pct(s['fake_caught'])} | {_pct(s['real_flagged'])} | "
+                f"{channels} | {wrong} | {s['inconclusive']} |"
+            )
+    lines += [
+        "",
+        "Per family (EER / fakes called FAKE), SpecNet vs AASIST:",
+        "",
+        "| fold | family | SpecNet EER | SpecNet caught | AASIST EER | AASIST caught |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        for family, ours in r["specnet"]["by_family"].items():
+            theirs = r["aasist"]["by_family"][family]
+            lines.append(
+                f"| {r['fold']} | {family} | {_pct(ours['eer'])} | {_pct(ours['fake_caught'])} | "
+                f"{_pct(theirs['eer'])} | {_pct(theirs['fake_caught'])} |"
+            )
+    lines += [
+        "",
+        "Reliability (answers, accuracy at each confidence band), SpecNet vs AASIST:",
+        "",
+        "| fold | model | "
+        + " | ".join(f"{b:.2f}-{e:.2f}" for b, e in itertools.pairwise(heldout.BINS))
+        + " |",
+        "|---|---|" + "---:|" * (len(heldout.BINS) - 1),
+    ]
+    for r in results:
+        for model in ("specnet", "aasist"):
+            cells = []
+            for low, _ in itertools.pairwise(heldout.BINS):
+                row = next((b for b in r[model]["reliability"] if b["low"] == low), None)
+                cells.append("-" if row is None else f"{row['answers']}: {_pct(row['accuracy'])}")
+            lines.append(f"| {r['fold']} | {model} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 SAMPLE_FILES = ("p225_001_mic1.flac", "p225_002_mic2.flac", "voicememo.mp3")
 
 
@@ -245,6 +313,7 @@ def main() -> None:
             continue
         results.append(evaluate_fold(name, FOLDS[name], args.corpus, checkpoint, aasist))
         (args.out / "report.json").write_text(json.dumps(results, indent=1))
+        (args.out / "report.md").write_text(render(results))
         logger.info(
             "fold %s: %s",
             name,
