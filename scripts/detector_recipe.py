@@ -196,7 +196,7 @@ def render(results: list[dict]) -> str:
     """The tables docs/evaluation.md quotes: per fold, SpecNet and the official AASIST on the same files."""
     lines = [
         "| fold (held out) | model | files | EER | fakes called FAKE | real called FAKE | "
-        "real FAKE: original / gsm / vorbis / babble | confidently wrong (of answers >= 0.9) | inconclusive |",
+        "real FAKE: original / gsm / vorbis / babble | confidently wrong (answers >= 0.9) | inconclusive |",
         "|---|---|---:|---:|---:|---:|---|---:|---:|",
     ]
     for r in results:
