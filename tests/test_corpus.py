@@ -149,3 +149,55 @@ def test_every_channel_keeps_the_length_and_stays_finite(samples_dir):
     y, chain = channels.random_chain(x, rng)
     assert chain and set(chain.split("+")) <= set(channels.TRAINING)
     assert len(channels.babble(x, rng, [x[::-1].copy(), x * 0.5])) == len(x)
+
+
+@pytest.mark.slow
+def test_specnet_trains_on_the_corpus_and_its_calibration_folds_into_the_weights(corpus, tmp_path):
+    """The shipped model's recipe in miniature: train on the manifest, calibrate on dev, serve the result."""
+    from voxguard.cli import main
+    from voxguard.evaluation import heldout
+    from voxguard.inference import Detector
+    from voxguard.model.checkpoints import load_checkpoint, save_checkpoint
+    from voxguard.training.calibration import fit_platt, fold_into
+
+    out, entries = corpus
+    dev = [e for e in entries if e.split == "dev" and e.family != "spliced"]
+    (tmp_path / "dev.csv").write_text("path,label\n" + "".join(f"{out / e.path},{e.label}\n" for e in dev))
+    code = main(
+        [
+            "train",
+            "--model",
+            "specnet",
+            "--train",
+            str(out / "manifest.csv"),
+            "--dev",
+            str(tmp_path / "dev.csv"),
+            "--out",
+            str(tmp_path / "run"),
+            "--epochs",
+            "1",
+            "--batch-size",
+            "8",
+            "--lr",
+            "1e-3",
+            "--class-weights",
+            "0.5,0.5",
+            "--no-swa",
+            "--no-progress",
+            "--threads",
+            "2",
+        ]
+    )
+    assert code == 0
+    loaded = load_checkpoint("specnet", path=tmp_path / "run" / "best.pt")
+    cuts = heldout.cut([heldout.HeldOutFile(str(out / e.path), e.label, e.family, e.channel) for e in dev])
+    margins = heldout.score(cuts, Detector(loaded, engine="eager", device="cpu"))
+    file_margins = heldout.file_margins(cuts, margins)
+    calibration = fit_platt(file_margins, np.array([c.file.label == BONAFIDE for c in cuts]))
+    fold_into(loaded.model.out_layer, calibration)
+    save_checkpoint(tmp_path / "calibrated.pt", loaded.model, name="tiny", extra={"score_offset": 0.0})
+    served = Detector(
+        load_checkpoint("specnet", path=tmp_path / "calibrated.pt"), engine="fast", device="cpu"
+    )
+    calibrated = heldout.file_margins(cuts, heldout.score(cuts, served))
+    np.testing.assert_allclose(calibrated, calibration.apply(file_margins), atol=1e-3)

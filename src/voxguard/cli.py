@@ -761,7 +761,8 @@ def _weights(args: argparse.Namespace) -> int:
     from .model.checkpoints import fetch
     from .model.locate import REGISTRY, CheckpointError, download_dir, find_dir
 
-    names = list(REGISTRY) if args.model == "all" else [args.model]
+    # The shipped models (SpecNet) come with the package: only the official weights are downloaded.
+    names = [n for n, spec in REGISTRY.items() if not spec.bundled] if args.model == "all" else [args.model]
     if args.url and len(names) != 1:
         raise CheckpointError(
             "usage", "--url needs exactly one --model", "add --model aasist or --model aasist-l"

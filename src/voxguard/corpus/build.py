@@ -79,8 +79,11 @@ class Sizes:
     asterisk_per_voice: int
     librispeech: int
     spliced: int
-    train_copies: int = 3  # random channel chains per training file
+    train_copies: int = 2  # random channel chains per training file
     dev_copies: int = 2
+    # plus one chain ending in a narrow-band call per training and dev file: real phone speech is what
+    # a detector most often calls fake, so that channel gets a copy of its own
+    narrowband_copies: int = 1
 
     @classmethod
     def named(cls, name: str) -> Sizes:
@@ -375,6 +378,7 @@ def channel_jobs(entries: Sequence[Entry], sizes: Sizes, seed: int) -> list[Job]
                 f"random{k}"
                 for k in range(sizes.train_copies if entry.split == "train" else sizes.dev_copies)
             ]
+            kinds += [f"narrowband{k}" for k in range(sizes.narrowband_copies)]
         for kind in kinds:
             path = str(Path(entry.path).with_suffix(f".{kind}.flac"))
             copy = replace(entry, path=path, parent=entry.path, channel=kind)
@@ -397,7 +401,7 @@ def _channel(job: Job, out: Path, rng: np.random.Generator) -> tuple[np.ndarray,
         return channels.babble(x, rng, others), job.entry
     if kind in channels.TEST:
         return channels.TEST[kind](x, rng), job.entry
-    y, chain = channels.random_chain(x, rng)
+    y, chain = channels.random_chain(x, rng, "narrowband" if kind.startswith("narrowband") else None)
     return y, replace(job.entry, channel=chain)
 
 

@@ -94,6 +94,24 @@ def phone(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return _ffmpeg_round_trip(y, 8000, ["-c:a", codec], "wav", len(x))
 
 
+# Narrow-band speech codecs (encoder arguments, container): what VoIP and mobile calls do to a voice.
+NARROWBAND: tuple[tuple[list[str], str], ...] = (
+    (["-c:a", "libspeex"], "ogg"),
+    (["-c:a", "libcodec2", "-mode", "3200"], "codec2"),
+    (["-c:a", "libcodec2", "-mode", "1600"], "codec2"),
+    (["-c:a", "g726", "-b:a", "24k"], "wav"),
+    (["-c:a", "g726", "-b:a", "32k"], "wav"),
+)
+
+
+def narrowband(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A narrow-band call through Speex, Codec 2 or G.726 (the test split's GSM is none of them)."""
+    y = taf.resample(torch.from_numpy(x.astype(np.float32)), SAMPLE_RATE, 8000)
+    y = _band(y.numpy(), 300 + rng.uniform(-100, 100), 3400 + rng.uniform(-200, 150), 8000).numpy()
+    args, fmt = NARROWBAND[int(rng.integers(len(NARROWBAND)))]
+    return _ffmpeg_round_trip(y, 8000, args, fmt, len(x))
+
+
 def gsm(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """A GSM full-rate mobile call (13 kbit/s): held out of training, used for the test copies."""
     y = taf.resample(torch.from_numpy(x.astype(np.float32)), SAMPLE_RATE, 8000)
@@ -182,17 +200,23 @@ TRAINING: dict[str, Channel] = {
     "rawboost": rawboost,
     "lowpass": lowpass,
     "phone": phone,
+    "narrowband": narrowband,
     "g722": g722,
     "codec": codec,
 }
-_TRANSMISSION = ("phone", "g722", "codec")
+_TRANSMISSION = ("phone", "narrowband", "g722", "codec")
 
 
-def random_chain(x: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, str]:
-    """One to three training channels (at most one phone line or codec), applied in order."""
+def random_chain(
+    x: np.ndarray, rng: np.random.Generator, transmission: str | None = None
+) -> tuple[np.ndarray, str]:
+    """One to three training channels (at most one phone line or codec), applied in order;
+    ``transmission`` forces that one."""
     acoustic = [n for n in TRAINING if n not in _TRANSMISSION]
     chosen = set(rng.choice(acoustic, size=int(rng.integers(0, 3)), replace=False).tolist())
-    if not chosen or rng.random() < 0.6:
+    if transmission is not None:
+        chosen.add(transmission)
+    elif not chosen or rng.random() < 0.6:
         chosen.add(_TRANSMISSION[int(rng.integers(len(_TRANSMISSION)))])
     names = [n for n in TRAINING if n in chosen]
     for name in names:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..problems import SetupError
-from .config import VARIANTS, ModelConfig
+from .config import ARCHITECTURES, VARIANTS, ModelConfig
 
 UPSTREAM_COMMIT = "a04c9863f63d44471dde8a6abcb3b082b07cd1d1"
 UPSTREAM_LICENSE = "MIT, Copyright (c) 2021-present NAVER Corp."
@@ -76,6 +76,19 @@ REGISTRY: dict[str, CheckpointSpec] = {
         url=_upstream_url("AASIST-L.pth"),
         config=VARIANTS["aasist-l"],
         license=UPSTREAM_LICENSE,
+    ),
+    # voxguard's own detector: trained by scripts/detector_recipe.py, calibrated on its dev split (the
+    # calibration is in its output layer, hence offset 0); weights/MODEL_CARD.md says what it can do.
+    "specnet": CheckpointSpec(
+        name="specnet",
+        filename="specnet.pt",
+        sha256="@SHA@",
+        size=0,
+        url="",
+        config=ARCHITECTURES["specnet"],
+        license="MIT (voxguard); trained on CC BY 4.0, CC BY-SA 3.0/4.0 speech and locally made synthesis",
+        score_offset=0.0,
+        bundled=True,
     ),
 }
 
