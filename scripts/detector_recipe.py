@@ -209,7 +209,7 @@ def render(results: list[dict]) -> str:
             s = r[model]
             by = s["real_flagged_by_channel"]
             channels = " / ".join(
-                _pct(by.get(ch, float("nan"))) for ch in ("clean", "gsm", "vorbis", "babble")
+                _pct(by.get(ch, float("nan"))) for ch in ("original", "gsm", "vorbis", "babble")
             )
             wrong = f"{_pct(s['confident_wrong'])} of {s['confident_answers']}"
             held = ", ".join(r["held_out"]) or "none: every family's test split"

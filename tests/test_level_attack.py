@@ -18,7 +18,7 @@ def synthetic_speech(tmp_path_factory):
     return decode(out.read_bytes())
 
 
-@pytest.mark.parametrize("model", ["aasist", "aasist-l"])
+@pytest.mark.parametrize("model", ["aasist", "aasist-l", "specnet"])
 def test_synthetic_speech_quietened_30db_is_still_fake_in_robust_mode(
     synthetic_speech, detector_factory, model
 ):

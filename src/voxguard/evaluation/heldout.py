@@ -53,6 +53,8 @@ def cut(files: Sequence[HeldOutFile], options: AudioOptions | None = None) -> li
 
 def score(cuts: Sequence[Cut], scorer: Scorer, batch: int = 16) -> list[np.ndarray]:
     """Every window's margin, file by file, in batches across files."""
+    if not cuts:
+        return []
     flat = np.concatenate([c.windows.batch for c in cuts])
     margins = np.concatenate([scorer.scores(flat[i : i + batch]) for i in range(0, len(flat), batch)])
     bounds = np.cumsum([0, *(len(c.windows.spans) for c in cuts)])

@@ -82,8 +82,8 @@ REGISTRY: dict[str, CheckpointSpec] = {
     "specnet": CheckpointSpec(
         name="specnet",
         filename="specnet.pt",
-        sha256="@SHA@",
-        size=0,
+        sha256="352250d5e1d063bb8b1cde9d99e78329355336d69e3d574cda5c89fba4343e2a",
+        size=835_039,
         url="",
         config=ARCHITECTURES["specnet"],
         license="MIT (voxguard); trained on CC BY 4.0, CC BY-SA 3.0/4.0 speech and locally made synthesis",
