@@ -1,9 +1,9 @@
 """SpecNet: voxguard's own small spectro-temporal detector, trained by the recipe in docs/training.md.
 
 Why a second architecture beside AASIST: the official AASIST weights do not see today's neural vocoders
-(HiFi-GAN copy-synthesis scores like real speech), and fine-tuning AASIST costs about a second per 4 s
-window on a 2-core CPU. SpecNet trains about 60 times faster, so it can be trained here, leave-one-
-family-out, within a working session.
+(HiFi-GAN copy-synthesis scores like real speech), and a training step of AASIST-L costs about 0.6 s
+per 4 s window on a 2-core CPU. SpecNet's costs about 0.02 s, so it can be trained here, leave-one-
+family-out, within a working session (docs/training.md).
 
 Same contract as AASIST: a ``(batch, 64600)`` 16 kHz waveform in, ``(hidden, logits)`` out, logits
 index 1 = bona fide. The front end is fixed (no weights): a 25 ms / 10 ms STFT, log energies in
