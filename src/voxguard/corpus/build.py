@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import multiprocessing
 import subprocess
 import zlib
 from collections.abc import Iterator, Sequence
@@ -464,7 +465,8 @@ def build(
     done = {e.path: e for e in read_manifest(out)} if (out / MANIFEST).exists() else {}
     jobs = [j for j in plan(shared, sizes, seed, families) if j.entry.path not in done]
     entries = list(done.values())
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    # Spawned, not forked: a fork of a process that already runs torch or other threads can deadlock.
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         for stage, todo in (("sources", jobs), ("channel copies", None)):
             if todo is None:  # channel copies are made from the files the first stage wrote
                 todo = [j for j in channel_jobs(entries, sizes, seed) if j.entry.path not in done]
