@@ -223,7 +223,7 @@ def test_a_batch_on_an_idle_server_is_one_piece_of_work_and_gets_every_answer():
             ] * 6
             assert [len(r.verdict.windows) for r in results if not isinstance(r, Exception)] == [10] * 12
             assert all(
-                r.verdict.decision.score == SIMULATED_MARGIN + settings.score_offset
+                r.verdict.decision.score == SIMULATED_MARGIN + service.pipelines["aasist"].rule.offset
                 for r in results
                 if not isinstance(r, Exception)
             )

@@ -16,7 +16,6 @@ from __future__ import annotations
 import csv
 import logging
 import multiprocessing
-import subprocess
 import zlib
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -113,28 +112,8 @@ def _split_of_speaker(speaker: str) -> str:
 
 
 def _read16k(path: Path) -> np.ndarray:
-    if path.suffix == ".g722":
-        raw = subprocess.run(
-            [
-                "ffmpeg",
-                "-v",
-                "error",
-                "-f",
-                "g722",
-                "-i",
-                str(path),
-                "-f",
-                "f32le",
-                "-ac",
-                "1",
-                "-ar",
-                str(SAMPLE_RATE),
-                "-",
-            ],
-            capture_output=True,
-            check=True,
-        ).stdout
-        return np.frombuffer(raw, dtype=np.float32).copy()
+    if path.suffix == ".g722":  # raw G.722, which only ffmpeg reads
+        return channels.ffmpeg_decode(path.read_bytes(), "g722")
     audio, rate = sf.read(path, dtype="float32", always_2d=True)
     return _to16k(audio.mean(axis=1), rate)
 

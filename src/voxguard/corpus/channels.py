@@ -29,6 +29,28 @@ from ..training import augment
 _EPS = 1e-12
 
 
+def ffmpeg_decode(data: bytes, fmt: str) -> np.ndarray:
+    """Audio in container or raw format ``fmt`` -> 16 kHz mono float32, through ffmpeg."""
+    command = [
+        "ffmpeg",
+        "-v",
+        "error",
+        "-f",
+        fmt,
+        "-i",
+        "-",
+        "-f",
+        "f32le",
+        "-ac",
+        "1",
+        "-ar",
+        str(SAMPLE_RATE),
+        "-",
+    ]
+    raw = subprocess.run(command, input=data, capture_output=True, check=True).stdout
+    return np.frombuffer(raw, dtype=np.float32).copy()
+
+
 def _ffmpeg_round_trip(x: np.ndarray, rate: int, args: list[str], fmt: str, length: int) -> np.ndarray:
     """Encode ``x`` (at ``rate``) with ffmpeg and decode it to ``length`` samples of 16 kHz float32."""
     pcm = np.clip(x, -1.0, 1.0).astype(np.float32).tobytes()
@@ -54,29 +76,8 @@ def _ffmpeg_round_trip(x: np.ndarray, rate: int, args: list[str], fmt: str, leng
         capture_output=True,
         check=True,
     ).stdout
-    decoded = subprocess.run(
-        [
-            "ffmpeg",
-            "-v",
-            "error",
-            "-f",
-            fmt,
-            "-i",
-            "-",
-            "-f",
-            "f32le",
-            "-ac",
-            "1",
-            "-ar",
-            str(SAMPLE_RATE),
-            "-",
-        ],
-        input=encoded,
-        capture_output=True,
-        check=True,
-    ).stdout
-    y = np.frombuffer(decoded, dtype=np.float32)
-    return np.pad(y[:length], (0, max(0, length - len(y)))).astype(np.float32)
+    decoded = ffmpeg_decode(encoded, fmt)
+    return np.pad(decoded[:length], (0, max(0, length - len(decoded)))).astype(np.float32)
 
 
 def _band(x: np.ndarray, low: float, high: float, rate: int) -> torch.Tensor:
