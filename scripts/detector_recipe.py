@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from voxguard.corpus.build import BONAFIDE, read_manifest
-from voxguard.corpus.folds import TEST_ONLY
+from voxguard.corpus.folds import fold_lists
 from voxguard.evaluation import heldout
 from voxguard.inference import Detector
 from voxguard.model.checkpoints import load_checkpoint, save_checkpoint, sha256_file
@@ -105,15 +105,10 @@ def run_fold(
     calibrated = folder / "calibrated.pt"
     if calibrated.exists():
         return calibrated
-    entries = read_manifest(corpus)
-    excluded = {*held_out, *TEST_ONLY}
-    # Two channel copies per training file (an earlier corpus plan made three; a third is left out).
-    train_rows = [
-        e
-        for e in entries
-        if e.split == "train" and e.family not in excluded and not e.path.endswith(".random2.flac")
-    ]
-    dev_rows = [e for e in entries if e.split == "dev" and e.family not in excluded]
+    lists = fold_lists(read_manifest(corpus), held_out)
+    # The corpus plan's copies only (an earlier plan made a third random chain, left out here).
+    train_rows = [e for e in lists["train"] if not e.path.endswith(".random2.flac")]
+    dev_rows = lists["dev"]
     _csv(folder / "train.csv", corpus, train_rows)
     _csv(folder / "dev.csv", corpus, dev_rows)
     real = sum(e.label == BONAFIDE for e in train_rows)
@@ -168,14 +163,8 @@ def run_fold(
 def evaluate_fold(
     name: str, held_out: tuple[str, ...], corpus: Path, checkpoint: Path, aasist: dict[str, np.ndarray]
 ) -> dict:
-    entries = read_manifest(corpus)
-
-    def keep(e) -> bool:  # type: ignore[no-untyped-def]
-        if e.split != "test":
-            return False
-        return e.label == BONAFIDE or (e.family in held_out if held_out else True)
-
-    tests = [replace(f, path=str(corpus / f.path)) for f in _files(entries, keep)]
+    rows = fold_lists(read_manifest(corpus), held_out)["test"]
+    tests = [replace(f, path=str(corpus / f.path)) for f in _files(rows, lambda e: True)]
     cuts = heldout.cut(tests)
     detector = Detector(load_checkpoint("specnet", path=checkpoint), engine="eager", device="cpu")
     ours = heldout.score(cuts, detector)

@@ -117,7 +117,7 @@ def test_a_rerun_resumes_and_the_manifest_reads_as_a_training_csv(corpus, sample
 @pytest.mark.slow
 def test_a_fold_holds_its_family_out_of_train_and_dev_and_tests_on_it(corpus):
     _, entries = corpus
-    lists = fold_lists(entries, "kokoro")
+    lists = fold_lists(entries, ("kokoro",))
     assert not any(e.family in ("kokoro", "spliced") for split in ("train", "dev") for e in lists[split])
     assert {e.family for e in lists["test"] if e.label == SPOOF} == {"kokoro"}
     assert any(e.label == BONAFIDE for e in lists["test"])

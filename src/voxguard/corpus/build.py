@@ -17,7 +17,7 @@ import csv
 import logging
 import multiprocessing
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
@@ -475,7 +475,3 @@ def write_manifest(out: Path, entries: Sequence[Entry]) -> None:
 def read_manifest(folder: Path) -> list[Entry]:
     with (folder / MANIFEST).open(newline="") as f:
         return [Entry(**{**row, "duration_s": float(row["duration_s"])}) for row in csv.DictReader(f)]
-
-
-def select(entries: Sequence[Entry], split: str, exclude_families: Sequence[str] = ()) -> Iterator[Entry]:
-    return (e for e in entries if e.split == split and e.family not in exclude_families)
