@@ -92,7 +92,7 @@ def score(pipeline: Pipeline, detector: Detector, data: bytes) -> dict:
     started = time.perf_counter()
     verdict = pipeline.verdict(audio, windows, detector.scores(windows.batch))
     grid_s = time.perf_counter() - started
-    search = pipeline.edge_search(audio, windows, verdict)
+    search = pipeline.edge_search(audio, verdict)
     stages, probes = [], 0
     started = time.perf_counter()
     while (batch := search.probes()) is not None:

@@ -5,48 +5,67 @@ and the grid's windows start every 2 s, so the span of the flagged windows overs
 by up to 2.7 s on each side, and a window that holds mostly synthetic speech is sometimes called real.
 After the normal pass, each segment edge is searched by bisection with *half windows*: 2.02 s of audio
 repeated twice to the model's 64,600 samples, as the short-audio rule repeats a clip. A half window
-centred on a point says whether the speech there is synthetic; two rounds narrow an edge from 4.5 s to
-1.1 s and the edge is put in the middle (docs/evaluation.md, "Segment edges"). Each round's half windows
+centred on a point says whether the speech there is synthetic; two rounds narrow an edge from 5.5 s to
+1.4 s and the edge is put in the middle, or at the file's start or end when no probe between found real
+speech (docs/evaluation.md, "Segment edges"). Half windows of real speech score nearer the boundary than
+full ones, so a probe counts as synthetic only when its score is at least halfway from the rule's
+boundary to the segment's own most synthetic window. Each round's half windows
 of every edge go through the caller's scorer as one batch, so a segment costs four extra windows, not a
 second pass; the file's verdict and its fake probability are not changed, only where its segments lie.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
 import numpy as np
 
 from .audio import SAMPLE_RATE, WINDOW, AudioOptions, level_windows
-from .scoring import Rule, Segment, Verdict, fake_probability
+from .scoring import Rule, Segment, Verdict, WindowScore
 
 HALF = WINDOW // 2  # samples in a half window, repeated twice to fill the model input
 ROUNDS = 2
-# How far past the first (last) flagged window's start (end) the synthetic speech may begin (end): a
-# window is called fake with as little as ~1.3 s of it, so the edge can lie up to 2.7 s inside; 2.5 s
-# keeps a real stretch the search might wrongly claim short.
-INSIDE_S = 2.5
+# How far past the first flagged window's start (before the last one's end) the synthetic speech may
+# begin (end): a window is called fake with as little as 0.5-1.3 s of it (measured).
+INSIDE_S = 3.5
+# Where between the rule's boundary (0) and the segment's most synthetic window (1) a probe's score
+# must lie to count as synthetic.
+STRICTNESS = 0.5
 
 
 @dataclass
 class _Edge:
     """A bisection for one edge: synthetic speech lies after it (``rising``, a segment start) or before
-    it (a segment end), and the edge is somewhere in ``[lo, hi]``."""
+    it (a segment end), and the edge is somewhere in ``[lo, hi]``. ``straddled``: the probe that set
+    the bound on the real side was past the rule's boundary without counting as synthetic, so its half
+    window holds the edge."""
 
     lo: float
     hi: float
     rising: bool
+    straddled: bool = False
 
     @property
     def probe(self) -> float:
         return (self.lo + self.hi) / 2
 
-    def update(self, fake: bool) -> None:
+    def update(self, fake: bool, partly: bool) -> None:
         x = self.probe
         if fake == self.rising:
             self.hi = x
         else:
             self.lo = x
+        if not fake:
+            self.straddled = partly
+
+    def place(self, duration_s: float) -> float:
+        """The file's start (end) when the range reached it and no probe heard real speech there; the
+        straddling probe's centre; otherwise the middle of the range."""
+        outer = self.lo if self.rising else self.hi
+        if outer in (0.0, duration_s):
+            return outer
+        return round(outer if self.straddled else self.probe, 2)
 
 
 def _edges(segment: Segment, spans: list[tuple[float, float]], duration_s: float) -> tuple[_Edge, _Edge]:
@@ -76,30 +95,28 @@ class EdgeSearch:
     the same model as the file's windows, :meth:`feed` their margins back, until :meth:`probes` is None;
     then :meth:`refined` is the verdict with the segments' edges moved."""
 
-    def __init__(
-        self,
-        waveform: np.ndarray,
-        spans: list[tuple[float, float]],
-        segments: list[Segment],
-        rule: Rule,
-        options: AudioOptions,
-    ) -> None:
+    def __init__(self, waveform: np.ndarray, verdict: Verdict, rule: Rule, options: AudioOptions) -> None:
         self.waveform = waveform
         self.rule = rule
         self.options = options
-        self.segments = segments
+        self.segments = verdict.decision.segments
+        self.duration_s = len(waveform) / SAMPLE_RATE
+        spans = [(w.start_s, w.end_s) for w in verdict.windows]
         # A file of one window has no neighbour to search from: its segment is the whole file.
-        duration_s = len(waveform) / SAMPLE_RATE
-        self.edges = [] if len(spans) < 2 else [_edges(s, spans, duration_s) for s in segments]
+        self.edges = [] if len(spans) < 2 else [_edges(s, spans, self.duration_s) for s in self.segments]
+        self.boundary = _boundary(rule.threshold)
+        self.cuts = [_cut(s, verdict.windows, self.boundary) for s in self.segments]
         self.rounds_left = ROUNDS if self.edges else 0
-        self._probing: list[_Edge] = []
+        self._probing: list[tuple[_Edge, float]] = []
 
     def probes(self) -> np.ndarray | None:
         """This round's half windows, ``(B, WINDOW)``, or None when the search is over."""
         if not self.rounds_left:
             return None
-        self._probing = [edge for pair in self.edges for edge in pair]
-        batch, self._silent = half_windows(self.waveform, [e.probe for e in self._probing], self.options)
+        self._probing = [
+            (edge, cut) for pair, cut in zip(self.edges, self.cuts, strict=True) for edge in pair
+        ]
+        batch, self._silent = half_windows(self.waveform, [e.probe for e, _ in self._probing], self.options)
         return batch
 
     def feed(self, margins: np.ndarray) -> None:
@@ -107,28 +124,38 @@ class EdgeSearch:
         if len(margins) != len(self._probing):
             raise ValueError(f"{len(margins)} scores for {len(self._probing)} probes")
         scores = self.rule.calibrate(margins)
-        for edge, score, silent in zip(self._probing, scores, self._silent, strict=True):
-            edge.update(not silent and fake_probability(float(score)) >= self.rule.threshold)
+        for (edge, cut), score, silent in zip(self._probing, scores, self._silent, strict=True):
+            edge.update(not silent and score <= cut, not silent and score <= self.boundary)
         self.rounds_left -= 1
 
-    @property
-    def windows_scored(self) -> int:
-        """Half windows a full search scores: what refining the edges costs on top of the normal pass."""
-        return ROUNDS * 2 * len(self.edges)
-
     def refined(self, verdict: Verdict) -> Verdict:
-        """``verdict`` with each segment from the middle of its start's range to the middle of its end's."""
+        """``verdict`` with its segments' edges moved (see :func:`_moved`); nothing else changes."""
         if not self.edges:
             return verdict
         moved = [
-            _moved(segment, start, end)
+            _moved(segment, start, end, self.duration_s)
             for segment, (start, end) in zip(self.segments, self.edges, strict=True)
         ]
         return replace(verdict, decision=replace(verdict.decision, segments=_merged(moved)))
 
 
-def _moved(segment: Segment, start: _Edge, end: _Edge) -> Segment:
-    a, b = round(start.probe, 2), round(end.probe, 2)
+def _boundary(threshold: float) -> float:
+    """The score whose fake probability is ``threshold``: the rule's decision boundary."""
+    t = min(max(threshold, 1e-12), 1.0 - 1e-12)
+    return math.log((1.0 - t) / t)
+
+
+def _cut(segment: Segment, windows: list[WindowScore], boundary: float) -> float:
+    """The score at or below which a probe counts as synthetic for ``segment``: ``STRICTNESS`` of the way
+    from the rule's boundary to the segment's most synthetic window."""
+    inside = [
+        w.score for w in windows if not w.silent and segment.start_s <= w.start_s and w.end_s <= segment.end_s
+    ]
+    return boundary + STRICTNESS * (min(inside, default=boundary) - boundary)
+
+
+def _moved(segment: Segment, start: _Edge, end: _Edge, duration_s: float) -> Segment:
+    a, b = start.place(duration_s), end.place(duration_s)
     return replace(segment, start_s=a, end_s=b) if a < b else segment
 
 

@@ -46,9 +46,9 @@ class Pipeline:
         """The file's result, from its windows' margins (``Verdict.record`` is its published shape)."""
         return summarize(audio, windows, margins, self.rule)
 
-    def edge_search(self, audio: DecodedAudio, windows: WindowSet, verdict: Verdict) -> EdgeSearch:
+    def edge_search(self, audio: DecodedAudio, verdict: Verdict) -> EdgeSearch:
         """The search that moves ``verdict``'s segment edges to where the synthetic speech begins and ends."""
-        return EdgeSearch(audio.waveform, windows.spans, verdict.decision.segments, self.rule, self.options)
+        return EdgeSearch(audio.waveform, verdict, self.rule, self.options)
 
     def decision(self, windows: WindowSet, margins: np.ndarray) -> Decision:
         """The verdict alone, as :meth:`verdict` decides it."""
@@ -58,7 +58,7 @@ class Pipeline:
         """One file end to end, its windows (then its edge probes) scored ``batch_size`` at a time."""
         audio, windows = self.windows(data)
         verdict = self.verdict(audio, windows, _scores(scorer, windows.batch, batch_size))
-        search = self.edge_search(audio, windows, verdict)
+        search = self.edge_search(audio, verdict)
         while (probes := search.probes()) is not None:
             search.feed(_scores(scorer, probes, batch_size))
         return search.refined(verdict)

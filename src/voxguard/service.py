@@ -258,7 +258,7 @@ class PredictionService:
 
 def _with_edges(windows: int) -> int:
     """The windows a file may cost once its segment edges are placed, for its deadline: a file has at
-    most one segment per two windows, and each costs ``EdgeSearch.windows_scored``'s 4 half windows."""
+    most one segment per two windows, and each costs 4 half windows (``edges.ROUNDS`` per edge)."""
     return windows + 4 * ((windows + 1) // 2)
 
 
