@@ -2,7 +2,8 @@
 
 A stand-in model makes the geometry exact: its "synthetic speech" is a tone at the Nyquist frequency, and a
 window is called fake once that tone fills ``NEEDS`` of it, as AASIST calls a 4 s window fake once it holds
-about 1.3-2.4 s of synthetic speech; like AASIST's, its score is steep around there and saturates. On the 2 s grid alone a segment's edges are a window's worth off.
+about 0.5-2.4 s of synthetic speech; like AASIST's, its score is steep around there and saturates. On the
+2 s grid alone a segment's edges are up to a window's worth off.
 """
 
 from __future__ import annotations

@@ -1,17 +1,17 @@
 """Where a synthetic segment starts and ends, to better than the 2 s window hop.
 
-A 4.04 s window is called fake once it holds about 1.3-2.4 s of synthetic speech (it varies by voice),
+A 4.04 s window is called fake once it holds about 0.5-2.4 s of synthetic speech (it varies by voice),
 and the grid's windows start every 2 s, so the span of the flagged windows overshoots a synthetic stretch
-by up to 2.7 s on each side, and a window that holds mostly synthetic speech is sometimes called real.
-After the normal pass, each segment edge is searched by bisection with *half windows*: 2.02 s of audio
-repeated twice to the model's 64,600 samples, as the short-audio rule repeats a clip. A half window
-centred on a point says whether the speech there is synthetic; two rounds narrow an edge from 5.5 s to
-1.4 s and the edge is put in the middle, or at the file's start or end when no probe between found real
-speech (docs/evaluation.md, "Segment edges"). Half windows of real speech score nearer the boundary than
-full ones, so a probe counts as synthetic only when its score is at least halfway from the rule's
-boundary to the segment's own most synthetic window. Each round's half windows
-of every edge go through the caller's scorer as one batch, so a segment costs four extra windows, not a
-second pass; the file's verdict and its fake probability are not changed, only where its segments lie.
+by up to 3 s on each side, and a window that holds mostly synthetic speech is sometimes called real; no
+fixed shift fixes both. After the normal pass, each segment edge is searched by bisection with *half
+windows*: 2.02 s of audio repeated twice to the model's 64,600 samples, as the short-audio rule repeats
+a clip. A half window centred on a point says whether the speech there is synthetic. Half windows of
+real speech score nearer the boundary than whole ones, so a probe counts as synthetic only when its
+score is at least ``STRICTNESS`` of the way from the rule's boundary to the segment's own most
+synthetic window; one past the boundary but not that far straddles the edge. Two rounds narrow an edge
+from 5.5 s to 1.4 s (docs/evaluation.md, "Segment edges"). Each round's half windows of every edge go
+through the caller's scorer as one batch, so a segment costs four extra windows, not a second pass; the
+file's verdict, its fake probability and its windows are not changed, only where its segments lie.
 """
 
 from __future__ import annotations

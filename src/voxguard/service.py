@@ -163,7 +163,7 @@ class PredictionService:
         pipeline = self.pipelines[name]
         verdicts = [pipeline.verdict(*prepared, scored.scores) for prepared, scored in files]
         searches = [
-            pipeline.edge_search(*prepared, v) for (prepared, _), v in zip(files, verdicts, strict=True)
+            pipeline.edge_search(prepared[0], v) for (prepared, _), v in zip(files, verdicts, strict=True)
         ]
         spent = [scored for _, scored in files]
         while probing := [(i, p) for i, s in enumerate(searches) if (p := s.probes()) is not None]:
