@@ -18,6 +18,7 @@ import pytest
 import soundfile as sf
 
 from servers import PoisonedDetector, ServerProcess, live_server
+from test_edges import ToneModel, spliced
 from voxguard.audio import AudioOptions, prepare
 from voxguard.scoring import summarize
 from voxguard.settings import Settings
@@ -424,3 +425,28 @@ async def test_a_drain_answers_a_request_admitted_while_it_was_still_decoding(de
             single, batch = await asyncio.gather(*admitted)
     assert single.status_code == 200, single.text
     assert batch.status_code == 200 and batch.json()["results"][0]["result"]["prediction"] == "REAL"
+
+
+class ToneDetector:
+    """The real detector's metadata with ``test_edges.ToneModel``'s scores (a splice with exact edges)."""
+
+    def __init__(self, detector) -> None:
+        self._detector = detector
+        self.scores = ToneModel().scores
+
+    def __getattr__(self, name: str):
+        return getattr(self._detector, name)
+
+
+async def test_segment_edges_are_placed_through_the_engine(detectors):
+    """The edge probes of an upload and of a batch go through the batcher, in both wirings."""
+    files = [("a.wav", spliced(20.0, (9.27, 14.92))), ("b.wav", spliced(22.0, (11.03, 15.6), seed=1))]
+    with live_server({"aasist": ToneDetector(detectors["aasist"])}) as srv:
+        async with httpx.AsyncClient(base_url=srv.url, timeout=120) as c:
+            one = (await c.post("/v1/predict", files={"file": files[0]})).json()
+            batch = (await c.post("/v1/predict/batch", files=[("files", f) for f in files])).json()
+    bodies = [one, *(r["result"] for r in batch["results"])]
+    for body, truth in zip(bodies, [(9.27, 14.92), (9.27, 14.92), (11.03, 15.6)], strict=True):
+        (segment,) = body["segments"]
+        assert abs(segment["start_s"] - truth[0]) <= 1.0 and abs(segment["end_s"] - truth[1]) <= 1.0
+    assert len(one["windows"]) == 9 and sum(one["batch_sizes"]) >= 9 + 4

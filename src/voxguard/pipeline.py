@@ -5,6 +5,8 @@ cut and level audio with :meth:`Pipeline.windows` and judge scored windows with
 :meth:`Pipeline.verdict` (or :meth:`Pipeline.decision`, for callers that keep no decoded audio).
 Only the scoring in between is the caller's: the service's engine batches windows across requests,
 eval across files, and the CLI calls a detector. So one file gets one answer wherever it is sent.
+Callers that publish segments then score the few half windows of :meth:`Pipeline.edge_search` the same
+way, to place the segments' edges (:mod:`voxguard.edges`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Protocol
 import numpy as np
 
 from .audio import AudioOptions, DecodedAudio, WindowSet, prepare
+from .edges import EdgeSearch
 from .scoring import Decision, Rule, Verdict, decide, summarize
 from .settings import Settings
 
@@ -43,13 +46,25 @@ class Pipeline:
         """The file's result, from its windows' margins (``Verdict.record`` is its published shape)."""
         return summarize(audio, windows, margins, self.rule)
 
+    def edge_search(self, audio: DecodedAudio, verdict: Verdict) -> EdgeSearch:
+        """The search that moves ``verdict``'s segment edges to where the synthetic speech begins and ends."""
+        return EdgeSearch(audio.waveform, verdict, self.rule, self.options)
+
     def decision(self, windows: WindowSet, margins: np.ndarray) -> Decision:
         """The verdict alone, as :meth:`verdict` decides it."""
         return decide(windows.spans, margins, windows.silent, self.rule, windows.speech_s)
 
     def run(self, data: bytes, scorer: Scorer, batch_size: int) -> Verdict:
-        """One file end to end, its windows scored ``batch_size`` at a time."""
+        """One file end to end, its windows (then its edge probes) scored ``batch_size`` at a time."""
         audio, windows = self.windows(data)
-        batch = windows.batch
-        margins = [scorer.scores(batch[i : i + batch_size]) for i in range(0, len(batch), batch_size)]
-        return self.verdict(audio, windows, np.concatenate(margins))
+        verdict = self.verdict(audio, windows, _scores(scorer, windows.batch, batch_size))
+        search = self.edge_search(audio, verdict)
+        while (probes := search.probes()) is not None:
+            search.feed(_scores(scorer, probes, batch_size))
+        return search.refined(verdict)
+
+
+def _scores(scorer: Scorer, batch: np.ndarray, batch_size: int) -> np.ndarray:
+    return np.concatenate(
+        [scorer.scores(batch[i : i + batch_size]) for i in range(0, len(batch), batch_size)]
+    )

@@ -149,8 +149,8 @@ def find_segments(
 
     Silent windows are skipped (a pause does not break a run). A file with fewer counted windows than
     ``rule.min_windows`` needs all of them to qualify. A segment spans its windows from the first one's
-    start to the last one's end, so it holds the synthetic speech found plus up to about a window of real
-    speech around it (measured: it covers 96 % of a spliced stretch; docs/evaluation.md).
+    start to the last one's end, so it holds the synthetic speech found plus up to 3 s of real speech on
+    either side; callers that publish segments move their edges with :mod:`voxguard.edges`.
     """
     counted = [i for i, s in enumerate(silent) if not s]
     if not counted:

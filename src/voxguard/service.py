@@ -141,14 +141,8 @@ class PredictionService:
         return await loop.run_in_executor(self._decode_pool, self.pipeline.windows, data)
 
     def _prediction(
-        self,
-        name: str,
-        prepared: tuple[DecodedAudio, WindowSet],
-        scored: ScoredWindows,
-        decode_s: float,
-        received_at: float,
+        self, name: str, verdict: Verdict, scored: ScoredWindows, decode_s: float, received_at: float
     ) -> Prediction:
-        verdict = self.pipelines[name].verdict(*prepared, scored.scores)
         timing = Timing(
             decode_ms=decode_s * 1000.0,
             queue_ms=scored.queue_ms,
@@ -157,6 +151,31 @@ class PredictionService:
         )
         return Prediction(name, verdict, timing, scored.batch_sizes)
 
+    async def _refined(
+        self,
+        name: str,
+        files: list[tuple[tuple[DecodedAudio, WindowSet], ScoredWindows]],
+        deadline: float,
+    ) -> list[tuple[Verdict, ScoredWindows]]:
+        """Each file's verdict with its segment edges placed (:mod:`voxguard.edges`): each round's half
+        windows of all the files go to the engine as one submission, as their windows did, so both
+        wirings score them alike; the rounds' time and batches are added to each file's."""
+        pipeline = self.pipelines[name]
+        verdicts = [pipeline.verdict(*prepared, scored.scores) for prepared, scored in files]
+        searches = [
+            pipeline.edge_search(prepared[0], v) for (prepared, _), v in zip(files, verdicts, strict=True)
+        ]
+        spent = [scored for _, scored in files]
+        while probing := [(i, p) for i, s in enumerate(searches) if (p := s.probes()) is not None]:
+            scored = await self.engine.submit(
+                name, np.concatenate([p for _, p in probing]), deadline, admitted=True
+            )
+            ends = np.cumsum([len(p) for _, p in probing])
+            for (i, p), end in zip(probing, ends, strict=True):
+                searches[i].feed(scored.scores[end - len(p) : end])
+                spent[i] = _added(spent[i], scored)
+        return [(s.refined(v), t) for s, v, t in zip(searches, verdicts, spent, strict=True)]
+
     async def predict(self, data: bytes, model: str | None, received_at: float) -> Prediction:
         """Score one upload; ``received_at`` (``time.monotonic()``) starts the request deadline."""
         name = self.resolve_model(model)
@@ -164,9 +183,10 @@ class PredictionService:
             started = time.monotonic()
             prepared = await self._prepare(data)
             decode_s = time.monotonic() - started
-            deadline = self.deadline(received_at, len(prepared[1].spans))
+            deadline = self.deadline(received_at, _with_edges(len(prepared[1].spans)))
             scored = await self.engine.submit(name, prepared[1].batch, deadline, admitted=True)
-        return self._prediction(name, prepared, scored, decode_s, received_at)
+            [(verdict, spent)] = await self._refined(name, [(prepared, scored)], deadline)
+        return self._prediction(name, verdict, spent, decode_s, received_at)
 
     async def predict_batch(
         self, uploads: list[bytes], model: str | None, received_at: float
@@ -189,9 +209,12 @@ class PredictionService:
                 if isinstance(outcome, BaseException) and not isinstance(outcome, Exception):
                     raise outcome
             files = {i: f for i, f in enumerate(decoded) if not isinstance(f, BaseException)}
-            deadline = self.deadline(received_at, sum(len(w.spans) for _, w in files.values()))
+            deadline = self.deadline(received_at, sum(_with_edges(len(w.spans)) for _, w in files.values()))
             together = await self._score_together(name, [w.batch for _, w in files.values()], deadline)
             scored = dict(zip(files, together, strict=True))
+            good = [i for i in files if isinstance(scored[i], ScoredWindows)]
+            refined = await self._refined(name, [(files[i], scored[i]) for i in good], deadline)  # type: ignore[misc]
+            verdicts = dict(zip(good, refined, strict=True))
         results: list[Prediction | Exception] = []
         for i, outcome in enumerate(decoded):
             if i not in files:  # this file alone could not be decoded
@@ -201,7 +224,7 @@ class PredictionService:
                     raise scores
                 results.append(scores)
             else:
-                results.append(self._prediction(name, files[i], scores, decode_s, received_at))
+                results.append(self._prediction(name, *verdicts[i], decode_s, received_at))
         return results
 
     async def _score_together(
@@ -231,6 +254,22 @@ class PredictionService:
                 ]
         submissions = (self.engine.submit(name, b, deadline, admitted=True) for b in batches)
         return list(await asyncio.gather(*submissions, return_exceptions=True))
+
+
+def _with_edges(windows: int) -> int:
+    """The windows a file may cost once its segment edges are placed, for its deadline: a file has at
+    most one segment per two windows, and each costs 4 half windows (``edges.ROUNDS`` per edge)."""
+    return windows + 4 * ((windows + 1) // 2)
+
+
+def _added(first: ScoredWindows, then: ScoredWindows) -> ScoredWindows:
+    """A file's scores with the time and batches of a later round (its edge probes) added."""
+    return ScoredWindows(
+        first.scores,
+        first.batch_sizes + then.batch_sizes,
+        first.queue_ms + then.queue_ms,
+        first.inference_ms + then.inference_ms,
+    )
 
 
 @dataclass(frozen=True)
