@@ -12,8 +12,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from voxguard.loadgen import run_wrk
-from voxguard.servebench import _process, free_port, upload_body, voxguard_command
+from voxguard.benchmarks.loadgen import run_wrk
+from voxguard.benchmarks.serve_bench import _process, free_port, upload_body, voxguard_command
 
 STAGES = (16, 5, 11, 3, 13, 7, 16)
 

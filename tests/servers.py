@@ -20,14 +20,11 @@ import numpy as np
 import uvicorn
 
 from voxguard.api.app import create_app
-from voxguard.engine import LocalEngine
-from voxguard.enginehost import EngineHost
-from voxguard.metrics import Metrics
-from voxguard.remote import RemoteEngine
-from voxguard.server import bind_listener
-from voxguard.service import PredictionService
+from voxguard.processes.server import bind_listener
+from voxguard.serving import wiring
+from voxguard.serving.service import PredictionService
+from voxguard.serving.telemetry import Metrics
 from voxguard.settings import Settings
-from voxguard.shm import StatusBoard, make_folder
 
 
 def free_port() -> int:
@@ -40,8 +37,7 @@ class LiveServer:
     """uvicorn serving a prebuilt service in a background thread (models shared across tests)."""
 
     def __init__(self, settings: Settings, detectors: dict, **uvicorn_options) -> None:
-        metrics = Metrics()
-        self.service = PredictionService(settings, LocalEngine(settings, detectors, metrics), metrics)
+        self.service = wiring.in_process(settings, Metrics(), detectors)
         self.batcher = self.service.engine.batcher  # the one scoring, wherever the wiring puts it
         self.app = create_app(settings, self.service)
         self.port = free_port()
@@ -72,22 +68,20 @@ class LiveServer:
 
 
 class SplitServer:
-    """The multi-process serving mode's wiring in one process, so tests can inject detectors: the engine host
-    (``voxguard.enginehost``) on an event loop of its own in a thread, and ``SPLIT_FRONTENDS`` uvicorn
-    front-ends over :class:`RemoteEngine` in threads of their own, each listening on the port with its
-    own ``SO_REUSEPORT`` socket as front-end processes do. Windows go through the shared slots and the
-    control socket as between processes. One registry serves every part, standing in for the summed
-    multi-process metrics."""
+    """The split wiring (``voxguard.serving.wiring``) in one process, so tests can inject detectors: the
+    engine host on an event loop of its own in a thread, and ``SPLIT_FRONTENDS`` uvicorn front-ends over
+    a ``RemoteEngine`` in threads of their own, each listening on the port with its own ``SO_REUSEPORT``
+    socket as front-end processes do. Windows go through the shared slots and the control socket as
+    between processes. One registry serves every part, standing in for the summed multi-process
+    metrics."""
 
     def __init__(self, settings: Settings, detectors: dict, **uvicorn_options) -> None:
         self.settings = settings.model_copy(update={"frontends": SPLIT_FRONTENDS})
         self.uvicorn_options = uvicorn_options
         self.metrics = Metrics()
-        self.folder = make_folder()
-        self.board = StatusBoard(self.folder / "status", SPLIT_FRONTENDS, len(detectors), create=True)
-        engine = LocalEngine(self.settings, detectors, self.metrics)
-        self.host = EngineHost(engine, self.board, self.folder / "engine.sock", self.metrics)
-        self.batcher = engine.batcher
+        self.shared, self.board = wiring.SharedFolder.create(SPLIT_FRONTENDS, len(detectors))
+        self.host = wiring.engine_host(self.settings, self.shared, self.metrics, detectors)
+        self.batcher = self.host.engine.batcher
         self.port = free_port()
         scheme = "https" if "ssl_certfile" in uvicorn_options else "http"
         self.url = f"{scheme}://127.0.0.1:{self.port}"
@@ -107,8 +101,7 @@ class SplitServer:
         _wait(lambda: self.board.engine_ready, self.engine_thread, "engine")
         claim = bind_listener("127.0.0.1", self.port, shared=True)  # the supervisor's
         for index in range(SPLIT_FRONTENDS):
-            engine = RemoteEngine(self.settings, self.folder, index, self.board, self.metrics)
-            service = PredictionService(self.settings, engine, self.metrics)
+            service = wiring.frontend(self.settings, self.shared, index, self.metrics)
             self.services.append(service)
             config = uvicorn.Config(
                 create_app(self.settings, service), log_level="warning", **self.uvicorn_options
@@ -136,7 +129,7 @@ class SplitServer:
             thread.join(timeout=30)
         self.loop.call_soon_threadsafe(self.stop.set)
         self.engine_thread.join(timeout=30)
-        shutil.rmtree(self.folder, ignore_errors=True)
+        shutil.rmtree(self.shared.path, ignore_errors=True)
 
 
 def _wait(condition, thread: threading.Thread, what: str) -> None:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from voxguard.batching import (
+from voxguard.serving.batching import (
     Batcher,
     BatcherError,
     BatchShapes,

@@ -188,7 +188,7 @@ def test_too_little_shared_memory_is_refused_before_anything_starts():
 
 
 def test_the_front_end_count_defaults_to_what_measured_faster():
-    from voxguard.server import frontend_count
+    from voxguard.processes.launch import frontend_count
     from voxguard.settings import Settings
 
     assert frontend_count(Settings(device="cpu")) == 1  # CPU forwards want every core (docs/scaling.md)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from servers import ServerProcess, free_port
-from voxguard.server import exposure_warning, is_loopback, public_url
+from voxguard.processes.server import exposure_warning, is_loopback, public_url
 from voxguard.settings import Settings
 
 
@@ -93,9 +93,10 @@ def test_serve_prints_its_url_and_warns_when_open_to_the_network(checkpoint_dir,
         server.close()
     url = f"http://localhost:{server.port}"
     assert f"serving {url} (Swagger UI at {url}/docs, the web page at {url}/)" in log
-    warning = "WARNING voxguard.server: listening on 0.0.0.0 without API keys: anyone who can reach port"
+    logged = "WARNING voxguard.processes.launch"
+    warning = f"{logged}: listening on 0.0.0.0 without API keys: anyone who can reach port"
     assert f"{warning} {server.port}" in log
-    assert log.index("WARNING voxguard.server") < log.index("loaded aasist")  # said before the slow part
+    assert log.index(logged) < log.index("loaded aasist")  # said before the slow part
 
 
 @pytest.mark.parametrize(

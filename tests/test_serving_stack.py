@@ -19,16 +19,16 @@ import soundfile as sf
 from prometheus_client import generate_latest
 
 from voxguard import pipeline as pipeline_module
-from voxguard import servebench
 from voxguard.api.app import create_app
 from voxguard.audio import WINDOW
-from voxguard.batching import Overloaded, QueueFull
+from voxguard.benchmarks import serve_bench
 from voxguard.cli import build_parser
-from voxguard.engine import LocalEngine
-from voxguard.metrics import Metrics
-from voxguard.service import PredictionService
+from voxguard.serving.batching import Overloaded, QueueFull
+from voxguard.serving.engine import LocalEngine
+from voxguard.serving.service import PredictionService
+from voxguard.serving.simulated import SIMULATED_MARGIN, SimulatedDetector
+from voxguard.serving.telemetry import Metrics
 from voxguard.settings import Settings
-from voxguard.simulated import SIMULATED_MARGIN, SimulatedDetector
 
 
 def wav(samples: int = WINDOW) -> bytes:
@@ -49,7 +49,7 @@ def simulated_service(
 
 
 def test_a_simulated_forward_sleeps_as_long_as_its_padded_batch_and_says_what_it_is(caplog):
-    with caplog.at_level(logging.WARNING, logger="voxguard.simulated"):
+    with caplog.at_level(logging.WARNING, logger="voxguard.serving.simulated"):
         detector = SimulatedDetector("aasist", 2.0, 0.5)
     assert any("SIMULATED" in r.message for r in caplog.records)  # loud in the log
     assert detector.forward_s(3) == pytest.approx((2.0 + 0.5 * 4) / 1000)  # 3 windows run as a batch of 4
@@ -83,7 +83,7 @@ def test_a_serving_process_takes_what_it_loaded_out_of_the_collectors_view():
     one keeps its collector as it was."""
     code = (
         "import gc; import voxguard.api.app\n"
-        "from voxguard.runtime import settle_gc\n"
+        "from voxguard.process_tuning import settle_gc\n"
         "before = gc.get_freeze_count(); settle_gc()\n"
         "print(before, gc.get_freeze_count(), *gc.get_threshold())"
     )
@@ -286,10 +286,10 @@ def test_bench_serve_warns_when_the_generator_is_too_close_to_the_servers():
         "frontends": 1,
         "ratio_to_floor": 0.5,
     }
-    close = servebench.render_serve({**report, "generator_margin": 2.0, "generator_margin_ok": False})
+    close = serve_bench.render_serve({**report, "generator_margin": 2.0, "generator_margin_ok": False})
     assert "2.0x faster than the fastest server" in close
     assert "warning: that is under 3x" in close
-    wide = servebench.render_serve({**report, "generator_margin": 5.0, "generator_margin_ok": True})
+    wide = serve_bench.render_serve({**report, "generator_margin": 5.0, "generator_margin_ok": True})
     assert "warning" not in wide
 
 
@@ -329,7 +329,7 @@ def test_bench_serve_measures_the_floor_the_generator_and_voxguard_in_one_run(ch
     margin = report["generator"]["throughput_rps"] / fastest
     assert report["generator_margin"] == pytest.approx(margin, abs=0.01)
     assert report["generator_margin"] > 1.0
-    assert report["generator_margin_ok"] == (report["generator_margin"] >= servebench.MIN_GENERATOR_MARGIN)
+    assert report["generator_margin_ok"] == (report["generator_margin"] >= serve_bench.MIN_GENERATOR_MARGIN)
     assert report["device_capacity_rps"] == pytest.approx(64 / ((0.9 + 0.68 * 64) / 1000), rel=1e-3)
     assert report["device_ratio_to_floor"] == pytest.approx(
         report["device_capacity_rps"] / report["floor"]["throughput_rps"], rel=1e-2

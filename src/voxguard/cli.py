@@ -18,8 +18,8 @@ from pydantic import ValidationError
 from .datasets import AUDIO_SUFFIXES
 from .model.config import ARCHITECTURES, VARIANTS
 from .model.locate import REGISTRY
-from .problems import SetupError
 from .settings import Settings, settings_from_environment
+from .setup_errors import SetupError
 from .training.recipe import Recipe
 
 if TYPE_CHECKING:  # torch comes with these: commands import them when they run, so --help stays fast
@@ -436,7 +436,7 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
 def _load_detector(args: argparse.Namespace, settings: Settings) -> Detector:
     """The Detector that ``_model_options`` describe, with torch's thread count set as asked."""
     from .inference import Detector
-    from .runtime import set_threads
+    from .process_tuning import set_threads
 
     detector = Detector.load(
         args.model,
@@ -683,7 +683,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     if settings.engine != "simulated":
         # Before the model stack is imported: on a cold machine torch alone takes seconds to load.
         require_weights(settings.models, settings.checkpoint, settings.checkpoint_dir)
-    from .server import serve
+    from .processes.launch import serve
 
     logging.getLogger("voxguard").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     return serve(settings)
@@ -775,10 +775,10 @@ def _weights(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace, settings: Settings) -> int:
-    from . import bench
+    from .benchmarks import model_bench
 
     if args.bench in ("serve", "replicas"):
-        from . import servebench
+        from .benchmarks import serve_bench
 
         serve_args = [
             *("--models", args.model, "--device", args.device, "--engine", args.engine),
@@ -796,21 +796,21 @@ def _bench(args: argparse.Namespace, settings: Settings) -> int:
         }
         if args.bench == "replicas":
             # Independent single-process servers: the front-end count is what bench serve compares.
-            report = servebench.bench_replicas(
+            report = serve_bench.bench_replicas(
                 [*serve_args, "--frontends", "1"], replicas=args.replicas, **load
             )
-            render = servebench.render_replicas
+            render = serve_bench.render_replicas
         else:
-            report = servebench.bench_serve(serve_args, frontends=args.frontends, **load)
-            capacity = servebench.simulated_capacity(args.simulated_ms, args.max_batch_size or 64)
+            report = serve_bench.bench_serve(serve_args, frontends=args.frontends, **load)
+            capacity = serve_bench.simulated_capacity(args.simulated_ms, args.max_batch_size or 64)
             if args.engine == "simulated" and capacity:
                 report["device_capacity_rps"] = round(capacity, 1)
                 report["share_of_device"] = round(report["voxguard"]["throughput_rps"] / capacity, 3)
                 # One window per request: no server can pass the device, so this is the best ratio possible.
                 report["device_ratio_to_floor"] = round(capacity / report["floor"]["throughput_rps"], 3)
-            render = servebench.render_serve
+            render = serve_bench.render_serve
     elif args.bench == "agreement":
-        report = bench.engine_agreement(
+        report = model_bench.engine_agreement(
             args.model,
             args.files,
             engine=args.engine,
@@ -820,7 +820,7 @@ def _bench(args: argparse.Namespace, settings: Settings) -> int:
             options=settings.model_copy(update={"preprocess": args.preprocess}).audio_options(),
             rule=settings.rule(),
         )
-        render = bench.render_agreement
+        render = model_bench.render_agreement
     else:
         engines = [e.strip() for e in args.engines.split(",") if e.strip()]
         unknown = sorted(set(engines) - set(MODEL_ENGINES))
@@ -828,7 +828,7 @@ def _bench(args: argparse.Namespace, settings: Settings) -> int:
             raise SystemExit(
                 f"voxguard: unknown engine(s) {', '.join(unknown)}; choose from {', '.join(MODEL_ENGINES)}"
             )
-        report = bench.bench_model(
+        report = model_bench.bench_model(
             args.model,
             engines=engines,
             batch_sizes=args.batch_sizes,
@@ -841,7 +841,7 @@ def _bench(args: argparse.Namespace, settings: Settings) -> int:
             cuda_graphs=args.cuda_graphs,
             threads=args.threads,
         )
-        render = bench.render_model
+        render = model_bench.render_model
     print(json.dumps(report) if args.json else render(report))
     return 0
 

@@ -20,8 +20,8 @@ from .model.aasist import AASIST
 from .model.checkpoints import LoadedCheckpoint, load_checkpoint
 from .model.config import ModelConfig
 from .model.fast import FastAASIST
-from .problems import SetupError
-from .runtime import tune_allocator
+from .process_tuning import tune_allocator
+from .setup_errors import SetupError
 
 logger = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Literal
 from pydantic import AfterValidator, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from .problems import SetupError
+from .setup_errors import SetupError
 
 if TYPE_CHECKING:  # audio imports torch; the CLI's --help must not wait for it
     from .audio import AudioOptions

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from voxguard import server
+from voxguard.processes import server
 from voxguard.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]

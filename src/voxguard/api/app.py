@@ -15,8 +15,9 @@ from fastapi.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import __version__
-from ..metrics import Metrics
-from ..service import PredictionService
+from ..serving import wiring
+from ..serving.service import PredictionService
+from ..serving.telemetry import Metrics
 from ..settings import Settings
 from .auth import ApiKeyGuard
 from .docs import install_docs
@@ -104,9 +105,7 @@ def create_app(settings: Settings | None = None, service: PredictionService | No
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         svc = service
         if svc is None:
-            svc = await asyncio.get_running_loop().run_in_executor(
-                None, PredictionService.load, settings, metrics
-            )
+            svc = await asyncio.get_running_loop().run_in_executor(None, wiring.in_process, settings, metrics)
         await svc.start()
         app.state.service = svc
         logger.info("ready: models %s on %s", ", ".join(svc.models), svc.models[svc.default_model].device)

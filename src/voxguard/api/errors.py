@@ -11,7 +11,8 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..audio import ACCEPTED_FORMATS, AudioError
-from ..batching import (
+from ..model.locate import REGISTRY
+from ..serving.batching import (
     BatcherError,
     DeadlineExceeded,
     EngineUnavailable,
@@ -22,7 +23,6 @@ from ..batching import (
     TooManyWindows,
     UnknownModel,
 )
-from ..model.locate import REGISTRY
 
 logger = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from ..service import Prediction, PredictionService
+from ..serving.service import Prediction, PredictionService
 from .errors import ApiError, error_response, how_to_send, to_api_error
 from .openapi import error_responses, upload_body
 from .protocol import (

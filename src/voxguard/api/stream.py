@@ -22,8 +22,8 @@ import numpy as np
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from ..audio import MAX_SOURCE_RATE, MIN_SOURCE_RATE, SAMPLE_RATE, AudioError
-from ..batching import BatcherError
-from ..service import LiveSession, SlowConsumer
+from ..serving.batching import BatcherError
+from ..serving.service import LiveSession, SlowConsumer
 from .auth import key_matches
 from .errors import to_api_error
 from .protocol import StreamDone, StreamError, StreamWindow

@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..problems import SetupError
+from ..setup_errors import SetupError
 from .config import ARCHITECTURES, VARIANTS, ModelConfig
 
 UPSTREAM_COMMIT = "a04c9863f63d44471dde8a6abcb3b082b07cd1d1"

@@ -5,7 +5,7 @@ augmentations, ``recipe`` the hyper-parameters, schedule and loss, ``run_files``
 reads back, and ``trainer`` the loop that ties them together.
 """
 
-from ..problems import SetupError
+from ..setup_errors import SetupError
 
 
 class TrainingError(SetupError):

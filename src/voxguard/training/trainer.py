@@ -36,7 +36,7 @@ from ..model.checkpoints import load_checkpoint
 from ..model.config import ARCHITECTURES
 from ..model.factory import build_model as new_model
 from ..model.locate import REGISTRY
-from ..runtime import set_threads, tune_allocator
+from ..process_tuning import set_threads, tune_allocator
 from . import TrainingError
 from .augment import Augmenter
 from .data import (
@@ -251,7 +251,7 @@ def train(recipe: Recipe, runtime: Runtime) -> RunSummary:
             "repeat the original command line and add --resume",
         )
     if device.type == "cpu":
-        tune_allocator()  # several times faster steps: see voxguard.runtime
+        tune_allocator()  # several times faster steps: see voxguard.process_tuning
     else:
         torch.backends.cudnn.benchmark = True  # fixed input shapes: autotune once, reuse every step
     set_threads(runtime.threads)

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from .problems import SetupError
+from ..setup_errors import SetupError
 
 # The done() hook prints one line the parser below reads: requests, microseconds, non-2xx/3xx answers,
 # socket errors (connect, read, write, timeout), then latency percentiles in microseconds.

@@ -1,30 +1,27 @@
-"""The engine process: one per device, owning the detectors and the batcher for every front-end.
+"""The engine process's side: one per device, owning the detectors and the batcher for every front-end.
 
 It loads and warms the models (on the device thread, where every forward and graph capture runs),
-then answers submissions from the front-ends on a Unix socket (``voxguard.wire``), reading their
-windows in place from each front-end's shared slots (``voxguard.shm``). Its state goes on the status
-board every 50 ms, so a front-end refuses work the engine would refuse without asking it, and any
-front-end's ``/ready`` sees a stalled engine. SIGTERM drains it: admitted work finishes, then it exits.
+then answers submissions from the front-ends on a Unix socket (``voxguard.serving.channel``), reading
+their windows in place from each front-end's shared slots (``voxguard.serving.shm``). Its state goes on
+the status board every 50 ms, so a front-end refuses work the engine would refuse without asking it,
+and any front-end's ``/ready`` sees a stalled engine. SIGTERM drains it: admitted work finishes, then it
+exits. The process around it is started by ``voxguard.processes.supervisor``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
 from .batching import BatcherError, InferenceFailed, ScoredWindows
+from .channel import encode, receive, refusal
 from .engine import LocalEngine
-from .metrics import Metrics
-from .problems import SetupError
-from .runtime import settle_gc
-from .settings import Settings
 from .shm import SlotPool, StatusBoard, write_catalogue
-from .wire import encode, receive, refusal
+from .telemetry import Metrics
 
 logger = logging.getLogger(__name__)
 
@@ -159,27 +156,3 @@ def _close_when_unused(pool: SlotPool) -> None:
     """Unmap a departed front-end's slots once no queued or running batch still holds a view of them."""
     if not pool.close():
         asyncio.get_running_loop().call_later(0.5, _close_when_unused, pool)
-
-
-def run_engine(settings: Settings, folder: Path, frontends: int, log_level: int, supervisor: int) -> None:
-    """The engine process's entry point (``multiprocessing``, spawn)."""
-    from .supervisor import child_setup
-
-    child_setup(log_level, supervisor)
-    metrics = Metrics()
-    try:
-        engine = LocalEngine.load(settings, metrics)
-    except SetupError as exc:
-        logger.error("%s", exc)
-        raise SystemExit(2) from None
-    metrics.max_batch_size = engine.max_batch_size
-    settle_gc()
-    board = StatusBoard(folder / "status", frontends, len(settings.models), create=False)
-    host = EngineHost(engine, board, folder / "engine.sock", metrics)
-
-    async def until_sigterm() -> None:
-        stop = asyncio.Event()
-        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-        await host.run(stop)
-
-    asyncio.run(until_sigterm())

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from .inference import ModelInfo
+    from ..inference import ModelInfo
 
 
 def make_folder() -> Path:

@@ -2,7 +2,8 @@
 
 ``voxguard bench serve`` loads this and voxguard with the same body, the same load generator and the same
 uvicorn, so voxguard's requests per second divided by this app's is the share of the framework's own
-capacity that voxguard's extra work per request leaves. Run it with ``uvicorn voxguard.floor:app``.
+capacity that voxguard's extra work per request leaves. Run it with
+``uvicorn voxguard.benchmarks.framework_floor:app``.
 """
 
 from __future__ import annotations

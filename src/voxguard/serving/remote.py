@@ -1,4 +1,5 @@
-"""The engine as a front-end process sees it: an :class:`~voxguard.engine.Engine` in another process.
+"""The engine as a front-end process sees it: an :class:`~voxguard.serving.engine.Engine` in another
+process.
 
 :class:`RemoteEngine` writes a request's windows into this front-end's shared slots, sends their
 numbers to the engine process and awaits one answer per submission. Cancelling the await (client gone,
@@ -20,7 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .audio import WINDOW
+from ..audio import WINDOW
+from ..inference import ModelInfo
+from ..settings import Settings
 from .batching import (
     BatcherError,
     BatchObserver,
@@ -32,10 +35,8 @@ from .batching import (
     UnknownModel,
     until_deadline,
 )
-from .inference import ModelInfo
-from .settings import Settings
+from .channel import encode, rebuild, receive
 from .shm import SlotPool, StatusBoard, read_catalogue
-from .wire import encode, rebuild, receive
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ class _Pending:
 
 
 class RemoteEngine:
-    """Implements ``voxguard.engine.Engine`` over the control socket and shared slots."""
+    """Implements ``voxguard.serving.engine.Engine`` over the control socket and shared slots."""
 
     def __init__(
         self, settings: Settings, folder: Path, index: int, board: StatusBoard, observer: BatchObserver

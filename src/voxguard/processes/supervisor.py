@@ -1,19 +1,23 @@
 """``VOXGUARD_FRONTENDS=N`` (N > 1): one engine process for the device and N HTTP front-end processes.
 
-The supervisor (the process ``voxguard serve`` started) claims the port, starts the engine and waits until
-its models are warm, then starts the front-ends. Each listens on the port with a socket of its own
+The supervisor (the process ``voxguard serve`` started) claims the port, starts the engine and waits
+until its models are warm, then starts the front-ends. Each listens on the port with a socket of its own
 (``SO_REUSEPORT``), so the kernel spreads new connections evenly over them; one shared listening socket
 would let whichever front-end wakes first accept a whole burst of connections (asyncio accepts up to its
 backlog at a time) and leave the other idle. Front-ends read, decode and level audio and hand windows to
-the engine through shared memory (``voxguard.shm``, ``voxguard.wire``); the engine batches every
-front-end's windows together. A process that dies is started again, and meanwhile ``/ready`` on any front-end
-says which one is missing. SIGTERM or SIGINT drains: the front-ends stop admitting and answer what they
-admitted, then the engine finishes and stops. Metrics from every process are summed by Prometheus's
-multi-process collector, in a folder shared by all of them.
+the engine through shared memory (``voxguard.serving.shm``, ``voxguard.serving.channel``); the engine
+batches every front-end's windows together. A process that dies is started again, and meanwhile
+``/ready`` on any front-end says which one is missing. SIGTERM or SIGINT drains: the front-ends stop
+admitting and answer what they admitted, then the engine finishes and stops. Metrics from every process
+are summed by Prometheus's multi-process collector, in a folder shared by all of them.
+
+``run_engine`` and ``run_frontend`` are the processes' entry points; what each one serves is built by
+``voxguard.serving.wiring``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ctypes
 import logging
@@ -26,9 +30,14 @@ import time
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 
-from .problems import SetupError
-from .settings import Settings
-from .shm import StatusBoard, make_folder
+from ..api.app import create_app
+from ..audio import WINDOW
+from ..process_tuning import settle_gc
+from ..serving import wiring
+from ..serving.telemetry import Metrics
+from ..settings import Settings
+from ..setup_errors import SetupError
+from .server import bind_listener, run_uvicorn
 
 logger = logging.getLogger(__name__)
 
@@ -49,24 +58,38 @@ def child_setup(log_level: int, supervisor: int) -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
-def run_frontend(settings: Settings, folder: Path, index: int, log_level: int, supervisor: int) -> None:
-    """A front-end process's entry point: the whole HTTP app over a :class:`RemoteEngine`."""
+def run_engine(settings: Settings, shared: wiring.SharedFolder, log_level: int, supervisor: int) -> None:
+    """The engine process's entry point (``multiprocessing``, spawn): the models and the batcher,
+    served to the front-ends by an :class:`~voxguard.serving.enginehost.EngineHost` until SIGTERM."""
     child_setup(log_level, supervisor)
-    from .api.app import create_app
-    from .metrics import Metrics
-    from .remote import RemoteEngine
-    from .server import bind_listener, run_uvicorn
-    from .service import PredictionService
+    metrics = Metrics()
+    try:
+        host = wiring.engine_host(settings, shared, metrics)
+    except SetupError as exc:
+        logger.error("%s", exc)
+        raise SystemExit(2) from None
+    settle_gc()
 
+    async def until_sigterm() -> None:
+        stop = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+        await host.run(stop)
+
+    asyncio.run(until_sigterm())
+
+
+def run_frontend(
+    settings: Settings, shared: wiring.SharedFolder, index: int, log_level: int, supervisor: int
+) -> None:
+    """A front-end process's entry point: the whole HTTP app over a
+    :class:`~voxguard.serving.remote.RemoteEngine`."""
+    child_setup(log_level, supervisor)
     try:
         listener = bind_listener(settings.host, settings.port, shared=True)
     except SetupError as exc:
         logger.error("front-end %d: %s", index, exc)
         raise SystemExit(2) from None
-    board = StatusBoard(folder / "status", settings.frontends, len(settings.models), create=False)
-    metrics = Metrics()
-    engine = RemoteEngine(settings, folder, index, board, metrics)
-    service = PredictionService(settings, engine, metrics)
+    service = wiring.frontend(settings, shared, index, Metrics())
     run_uvicorn(settings, create_app(settings, service), listener, announce=index == 0)
 
 
@@ -74,14 +97,12 @@ class Supervisor:
     def __init__(self, settings: Settings, listener: socket.socket) -> None:
         self.settings = settings
         self.listener = listener
-        self.folder = make_folder()
+        self.shared, self.board = wiring.SharedFolder.create(settings.frontends, len(settings.models))
+        self.folder = self.shared.path
         _check_room(self.folder, settings)
         self.metrics_dir = self.folder / "metrics"
         self.metrics_dir.mkdir()
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(self.metrics_dir)  # inherited by every child
-        self.board = StatusBoard(
-            self.folder / "status", settings.frontends, len(settings.models), create=True
-        )
         self.context = multiprocessing.get_context("spawn")
         self.log_level = logging.getLogger("voxguard").getEffectiveLevel()
         self.engine: BaseProcess | None = None
@@ -89,11 +110,9 @@ class Supervisor:
         self.stopping = False
 
     def _start_engine(self) -> BaseProcess:
-        from .enginehost import run_engine
-
         process = self.context.Process(
             target=run_engine,
-            args=(self.settings, self.folder, self.settings.frontends, self.log_level, os.getpid()),
+            args=(self.settings, self.shared, self.log_level, os.getpid()),
             name="voxguard-engine",
         )
         process.start()
@@ -103,7 +122,7 @@ class Supervisor:
     def _start_frontend(self, index: int) -> BaseProcess:
         process = self.context.Process(
             target=run_frontend,
-            args=(self.settings, self.folder, index, self.log_level, os.getpid()),
+            args=(self.settings, self.shared, index, self.log_level, os.getpid()),
             name=f"voxguard-frontend-{index}",
         )
         process.start()
@@ -193,8 +212,6 @@ class Supervisor:
 def _check_room(folder: Path, settings: Settings) -> None:
     """Each front-end maps ``queue_size`` windows of shared memory; a container's small ``/dev/shm``
     (Docker's default is 64 MB) would kill a front-end with SIGBUS under load, so refuse now."""
-    from .audio import WINDOW
-
     need = settings.frontends * settings.queue_size * WINDOW * 4
     free = shutil.disk_usage(folder).free
     if free < need:

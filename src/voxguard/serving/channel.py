@@ -1,8 +1,9 @@
 """The control channel between front-ends and the engine process: small messages on a Unix socket.
 
 A message is a tuple, pickled, after its length (4 bytes). Windows never travel here; they are in
-shared slots (``voxguard.shm``) and a submission names them. The socket lives in the server's private
-folder, so only its own processes can speak on it.
+shared slots (``voxguard.serving.shm``) and a submission names them. The socket lives in the server's
+private folder, so only its own processes can speak on it. (Not to be confused with the HTTP API's wire
+format, ``voxguard.api.protocol``.)
 
 Front-end to engine:
     ("hello", frontend_index, pool_path, slots, window)

@@ -4,7 +4,7 @@ One run measures, with the same body, the same wrk and the same machine:
 
 1. **the load generator's own ceiling**: wrk against nginx answering ``200 {}``;
 2. **the framework floor**: a bare FastAPI app under the same uvicorn that only reads the upload and
-   answers a small JSON object (``voxguard.floor``);
+   answers a small JSON object (``voxguard.benchmarks.framework_floor``);
 3. **voxguard**: ``voxguard serve`` with the chosen engine, usually the simulated accelerator
    (``--engine simulated --simulated-ms A,B``), so the serving stack is measured apart from the model.
 
@@ -32,8 +32,8 @@ import httpx
 import numpy as np
 import soundfile as sf
 
-from .audio import WINDOW
-from .inference import bucket_size
+from ..audio import WINDOW
+from ..inference import bucket_size
 from .loadgen import LoadRun, run_wrk, trivial_endpoint
 
 WARMUP_S = 3.0
@@ -108,7 +108,7 @@ def floor_command(port: int) -> list[str]:
         sys.executable,
         "-m",
         "uvicorn",
-        "voxguard.floor:app",
+        "voxguard.benchmarks.framework_floor:app",
         *("--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", "--no-access-log"),
     ]
 

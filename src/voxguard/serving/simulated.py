@@ -16,8 +16,8 @@ import time
 
 import numpy as np
 
-from .inference import ModelInfo, bucket_size
-from .model.locate import REGISTRY
+from ..inference import ModelInfo, bucket_size
+from ..model.locate import REGISTRY
 
 logger = logging.getLogger(__name__)
 

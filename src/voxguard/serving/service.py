@@ -16,13 +16,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .audio import SAMPLE_RATE, DecodedAudio, StreamResampler, StreamWindower, WindowSet
+from ..audio import SAMPLE_RATE, DecodedAudio, StreamResampler, StreamWindower, WindowSet
+from ..pipeline import Pipeline
+from ..scoring import Decision, Verdict, decide, fake_probability
+from ..settings import Settings
 from .batching import InferenceFailed, ScoredWindows, UnknownModel
-from .engine import Engine, LocalEngine
-from .metrics import Metrics
-from .pipeline import Pipeline
-from .scoring import Decision, Verdict, decide, fake_probability
-from .settings import Settings
+from .engine import Engine
+from .telemetry import Metrics
 
 logger = logging.getLogger(__name__)
 
@@ -69,11 +69,6 @@ class PredictionService:
         workers = settings.decode_workers or os.cpu_count() or 1
         self._decode_pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="voxguard-decode")
         self._admitted = 0  # requests past admission and not yet answered, decoding ones included
-
-    @classmethod
-    def load(cls, settings: Settings, metrics: Metrics) -> PredictionService:
-        """Load every configured model into an engine in this process (blocking; call at start-up)."""
-        return cls(settings, LocalEngine.load(settings, metrics), metrics)
 
     async def start(self) -> None:
         await self.engine.start()

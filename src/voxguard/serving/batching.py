@@ -89,7 +89,8 @@ class ShuttingDown(BatcherError):
 
 
 class EngineUnavailable(BatcherError):
-    """The engine scoring this front-end's windows is down or restarting (``voxguard.remote``)."""
+    """The engine scoring this front-end's windows is down or restarting
+    (``voxguard.serving.remote``)."""
 
     reason = "engine_unavailable"
 

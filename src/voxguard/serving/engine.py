@@ -16,10 +16,10 @@ from typing import Protocol
 
 import numpy as np
 
+from ..inference import Detector, ModelInfo, bucket_sizes
+from ..process_tuning import set_threads
+from ..settings import Settings
 from .batching import Batcher, BatchObserver, BatchShapes, ScoredWindows, Scorer
-from .inference import Detector, ModelInfo, bucket_sizes
-from .runtime import set_threads
-from .settings import Settings
 from .simulated import SimulatedDetector
 
 logger = logging.getLogger(__name__)

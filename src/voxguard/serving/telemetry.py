@@ -91,7 +91,7 @@ class Metrics:
         multiprocess.MultiProcessCollector(combined, path=folder)
         return generate_latest(combined)
 
-    # BatchObserver protocol (voxguard.batching)
+    # BatchObserver protocol (voxguard.serving.batching)
     def batch(self, model: str, size: int, queue_wait_s: list[float], inference_s: float) -> None:
         self.batch_size.labels(model).observe(size)
         self.batch_utilisation.labels(model).observe(size / self.max_batch_size)

@@ -10,12 +10,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .audio import AudioOptions
-from .inference import Detector
-from .model.checkpoints import load_checkpoint
-from .pipeline import Pipeline
-from .runtime import set_threads, tune_allocator
-from .scoring import Rule
+from ..audio import AudioOptions
+from ..inference import Detector
+from ..model.checkpoints import load_checkpoint
+from ..pipeline import Pipeline
+from ..process_tuning import set_threads, tune_allocator
+from ..scoring import Rule
 
 
 @dataclass(frozen=True)

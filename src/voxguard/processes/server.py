@@ -1,4 +1,5 @@
-"""Run the app under uvicorn with a drain-first shutdown."""
+"""One HTTP process: the app under uvicorn with a drain-first shutdown, and the listening socket it is
+handed (claimed before the models load)."""
 
 from __future__ import annotations
 
@@ -14,13 +15,10 @@ from pathlib import Path
 import uvicorn
 from fastapi import FastAPI
 
-from . import address
-from .api.app import create_app
-from .metrics import Metrics
-from .problems import SetupError
-from .runtime import settle_gc, tune_allocator
-from .service import PredictionService
-from .settings import Settings
+from .. import address
+from ..process_tuning import settle_gc
+from ..settings import Settings
+from ..setup_errors import SetupError
 
 logger = logging.getLogger(__name__)
 
@@ -139,7 +137,7 @@ def bind_listener(host: str, port: int, *, shared: bool = False) -> socket.socke
     The socket is bound but not yet listening: until uvicorn takes it over, a connection is refused as
     if nothing were there, and no other process can claim the port meanwhile. ``shared`` sockets
     (``SO_REUSEPORT``) are the front-ends' own listeners on one port, among which the kernel spreads
-    new connections evenly (see ``voxguard.supervisor``).
+    new connections evenly (see ``voxguard.processes.supervisor``).
     """
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn: restart past TIME_WAIT
@@ -182,51 +180,6 @@ def public_url(settings: Settings, port: int) -> str:
     scheme = "https" if settings.certfile else "http"
     host = "localhost" if settings.host in ("0.0.0.0", "::", "[::]", "") else settings.host
     return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
-
-
-def frontend_count(settings: Settings) -> int:
-    """``settings.frontends``, or for 0 what measured faster (docs/scaling.md): one process when the
-    models run on the CPU, whose forwards want every core; two front-ends when an accelerator runs
-    them and one process's host side is the limit."""
-    if settings.frontends:
-        return settings.frontends
-    if settings.engine == "simulated":
-        return 2
-    from .inference import resolve_device
-
-    return 1 if resolve_device(settings.device).type == "cpu" else 2
-
-
-def serve(settings: Settings) -> int:
-    """Claim the port, load and warm the models, then serve until a signal drains the server; the exit
-    status. One process, or with more than one front-end (``frontend_count``) an engine process and
-    that many HTTP front-ends (``voxguard.supervisor``).
-
-    Every problem a person can fix (port taken, no such device, missing weights) is raised as a
-    :class:`SetupError` before uvicorn starts, so the CLI reports it in one line.
-    """
-    listener = bind_listener(settings.host, settings.port)
-    port = listener.getsockname()[1]
-    if warning := exposure_warning(settings, port):
-        logger.warning("%s", warning)
-    settings = settings.model_copy(update={"frontends": frontend_count(settings)})
-    if settings.frontends > 1:
-        from .supervisor import Supervisor
-
-        # The exclusive claim proved the port free; the supervisor holds it from now on with a shared
-        # claim that each front-end's own listener joins.
-        listener.close()
-        settings = settings.model_copy(update={"port": port})
-        return Supervisor(settings, bind_listener(settings.host, port, shared=True)).run()
-    if settings.allocator_tuning:
-        tune_allocator()  # before uvicorn and the executors start threads that would get arenas of their own
-    try:
-        service = PredictionService.load(settings, Metrics())
-    except BaseException:
-        listener.close()
-        raise
-    run_uvicorn(settings, create_app(settings, service), listener, announce=True)
-    return 0
 
 
 def run_uvicorn(settings: Settings, app: FastAPI, listener: socket.socket, announce: bool) -> None:

@@ -1,0 +1,85 @@
+"""How the serving parts are put together: one factory per wiring, and nowhere else.
+
+``voxguard serve``, the processes of the split wiring and the tests (``tests/servers.py``) all build
+their parts here, so a change to how the parts fit goes in one place.
+
+**In process** (one front-end, and what ``create_app`` loads when given no service): a
+:class:`PredictionService` over a :class:`LocalEngine`, the detectors and the batcher in this process.
+
+**Split** (``VOXGUARD_FRONTENDS`` > 1): the parts meet in a :class:`SharedFolder` (window slots, the status
+board, the control socket), which the supervisor creates. The engine process serves a ``LocalEngine``
+through an :class:`EngineHost`; each front-end process runs a ``PredictionService`` over a
+:class:`RemoteEngine`. The processes themselves are started by ``voxguard.processes``.
+
+Tests pass ``detectors`` of their own; otherwise the models named in the settings are loaded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..inference import Detector
+from ..settings import Settings
+from .engine import LocalEngine
+from .enginehost import EngineHost
+from .remote import RemoteEngine
+from .service import PredictionService
+from .shm import StatusBoard, make_folder
+from .simulated import SimulatedDetector
+from .telemetry import Metrics
+
+Detectors = dict[str, Detector | SimulatedDetector]
+
+
+def local_engine(settings: Settings, metrics: Metrics, detectors: Detectors | None = None) -> LocalEngine:
+    """The detectors and the batcher in this process (loading blocks: call at start-up, or in a thread)."""
+    if detectors is None:
+        return LocalEngine.load(settings, metrics)
+    return LocalEngine(settings, detectors, metrics)
+
+
+def in_process(settings: Settings, metrics: Metrics, detectors: Detectors | None = None) -> PredictionService:
+    """The in-process wiring: the service over an engine in this process."""
+    return PredictionService(settings, local_engine(settings, metrics, detectors), metrics)
+
+
+@dataclass(frozen=True)
+class SharedFolder:
+    """The private folder where the split wiring's processes meet (``voxguard.serving.shm``): each
+    front-end's window slots, the status board, the engine's catalogue and its control socket. Small
+    and picklable, so it is handed to every process the supervisor starts."""
+
+    path: Path
+    frontends: int
+    models: int
+
+    @classmethod
+    def create(cls, frontends: int, models: int) -> tuple[SharedFolder, StatusBoard]:
+        """A new folder and its status board (the supervisor's part; it removes the folder at the end)."""
+        shared = cls(make_folder(), frontends, models)
+        return shared, shared.open_board(create=True)
+
+    def open_board(self, create: bool = False) -> StatusBoard:
+        return StatusBoard(self.path / "status", self.frontends, self.models, create=create)
+
+    @property
+    def socket(self) -> Path:
+        """The engine's control socket (``voxguard.serving.channel``)."""
+        return self.path / "engine.sock"
+
+
+def engine_host(
+    settings: Settings, shared: SharedFolder, metrics: Metrics, detectors: Detectors | None = None
+) -> EngineHost:
+    """The engine process's part of the split wiring: its engine, served to the front-ends."""
+    engine = local_engine(settings, metrics, detectors)
+    metrics.max_batch_size = engine.max_batch_size
+    return EngineHost(engine, shared.open_board(), shared.socket, metrics)
+
+
+def frontend(settings: Settings, shared: SharedFolder, index: int, metrics: Metrics) -> PredictionService:
+    """Front-end ``index``'s part of the split wiring: the service over the engine in the engine process
+    (which must have written its catalogue: it is warm)."""
+    engine = RemoteEngine(settings, shared.path, index, shared.open_board(), metrics)
+    return PredictionService(settings, engine, metrics)
