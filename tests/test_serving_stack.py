@@ -23,6 +23,7 @@ from voxguard.api.app import create_app
 from voxguard.audio import WINDOW
 from voxguard.benchmarks import serve_bench
 from voxguard.cli import build_parser
+from voxguard.serving import wiring
 from voxguard.serving.batching import Overloaded, QueueFull
 from voxguard.serving.engine import LocalEngine
 from voxguard.serving.service import PredictionService
@@ -43,9 +44,8 @@ def wav(samples: int = WINDOW) -> bytes:
 def simulated_service(
     settings: Settings, base_ms: float = 0.0, per_window_ms: float = 0.0
 ) -> PredictionService:
-    metrics = Metrics()
     detectors = {"aasist": SimulatedDetector("aasist", base_ms, per_window_ms)}
-    return PredictionService(settings, LocalEngine(settings, detectors, metrics), metrics)
+    return wiring.in_process(settings, Metrics(), detectors)
 
 
 def test_a_simulated_forward_sleeps_as_long_as_its_padded_batch_and_says_what_it_is(caplog):
@@ -168,8 +168,8 @@ def test_a_full_server_refuses_before_decoding(monkeypatch):
 
     async def scenario() -> None:
         settings = Settings(queue_size=1)
-        metrics, gated = Metrics(), GatedDetector()
-        service = PredictionService(settings, LocalEngine(settings, {"aasist": gated}, metrics), metrics)
+        gated = GatedDetector()
+        service = wiring.in_process(settings, Metrics(), {"aasist": gated})
         await service.start()
         gated.armed = True
         try:
@@ -209,9 +209,8 @@ def test_a_batch_on_an_idle_server_is_one_piece_of_work_and_gets_every_answer():
 
     async def scenario() -> None:
         settings = Settings(engine="simulated", request_timeout_s=0.2, max_batch_size=4)
-        metrics = Metrics()
         detector = CpuLikeDetector("aasist", 0.0, 20.0)
-        service = PredictionService(settings, LocalEngine(settings, {"aasist": detector}, metrics), metrics)
+        service = wiring.in_process(settings, Metrics(), {"aasist": detector})
         await service.start()
         try:
             files = [wav(22 * 16000)] * 12  # 22 s each: 10 windows
@@ -229,7 +228,7 @@ def test_a_batch_on_an_idle_server_is_one_piece_of_work_and_gets_every_answer():
             )
             assert (
                 'voxguard_rejected_total{reason="overloaded"}'
-                not in generate_latest(metrics.registry).decode()
+                not in generate_latest(service.metrics.registry).decode()
             )
 
             # Busy: work queued ahead that the batch cannot finish behind is refused as a whole, up front.
