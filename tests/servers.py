@@ -23,6 +23,7 @@ from voxguard.api.app import create_app
 from voxguard.processes.server import bind_listener
 from voxguard.serving import wiring
 from voxguard.serving.service import PredictionService
+from voxguard.serving.shm import SharedFolder
 from voxguard.serving.telemetry import Metrics
 from voxguard.settings import Settings
 
@@ -79,7 +80,7 @@ class SplitServer:
         self.settings = settings.model_copy(update={"frontends": SPLIT_FRONTENDS})
         self.uvicorn_options = uvicorn_options
         self.metrics = Metrics()
-        self.shared, self.board = wiring.SharedFolder.create(SPLIT_FRONTENDS, len(detectors))
+        self.shared, self.board = SharedFolder.create(SPLIT_FRONTENDS, len(detectors))
         self.host = wiring.engine_host(self.settings, self.shared, self.metrics, detectors)
         self.batcher = self.host.engine.batcher
         self.port = free_port()

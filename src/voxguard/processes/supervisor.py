@@ -30,14 +30,9 @@ import time
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 
-from ..api.app import create_app
-from ..audio import WINDOW
-from ..process_tuning import settle_gc
-from ..serving import wiring
-from ..serving.telemetry import Metrics
+from ..serving.shm import SharedFolder
 from ..settings import Settings
 from ..setup_errors import SetupError
-from .server import bind_listener, run_uvicorn
 
 logger = logging.getLogger(__name__)
 
@@ -58,10 +53,18 @@ def child_setup(log_level: int, supervisor: int) -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
-def run_engine(settings: Settings, shared: wiring.SharedFolder, log_level: int, supervisor: int) -> None:
+# The children's entry points import the serving stack (torch included: seconds) only after
+# child_setup, so a Ctrl-C meanwhile reaches the supervisor alone: this module itself stays light.
+
+
+def run_engine(settings: Settings, shared: SharedFolder, log_level: int, supervisor: int) -> None:
     """The engine process's entry point (``multiprocessing``, spawn): the models and the batcher,
     served to the front-ends by an :class:`~voxguard.serving.enginehost.EngineHost` until SIGTERM."""
     child_setup(log_level, supervisor)
+    from ..process_tuning import settle_gc
+    from ..serving import wiring
+    from ..serving.telemetry import Metrics
+
     metrics = Metrics()
     try:
         host = wiring.engine_host(settings, shared, metrics)
@@ -79,11 +82,16 @@ def run_engine(settings: Settings, shared: wiring.SharedFolder, log_level: int, 
 
 
 def run_frontend(
-    settings: Settings, shared: wiring.SharedFolder, index: int, log_level: int, supervisor: int
+    settings: Settings, shared: SharedFolder, index: int, log_level: int, supervisor: int
 ) -> None:
     """A front-end process's entry point: the whole HTTP app over a
     :class:`~voxguard.serving.remote.RemoteEngine`."""
     child_setup(log_level, supervisor)
+    from ..api.app import create_app
+    from ..serving import wiring
+    from ..serving.telemetry import Metrics
+    from .server import bind_listener, run_uvicorn
+
     try:
         listener = bind_listener(settings.host, settings.port, shared=True)
     except SetupError as exc:
@@ -97,7 +105,7 @@ class Supervisor:
     def __init__(self, settings: Settings, listener: socket.socket) -> None:
         self.settings = settings
         self.listener = listener
-        self.shared, self.board = wiring.SharedFolder.create(settings.frontends, len(settings.models))
+        self.shared, self.board = SharedFolder.create(settings.frontends, len(settings.models))
         self.folder = self.shared.path
         _check_room(self.folder, settings)
         self.metrics_dir = self.folder / "metrics"
@@ -212,6 +220,8 @@ class Supervisor:
 def _check_room(folder: Path, settings: Settings) -> None:
     """Each front-end maps ``queue_size`` windows of shared memory; a container's small ``/dev/shm``
     (Docker's default is 64 MB) would kill a front-end with SIGBUS under load, so refuse now."""
+    from ..audio import WINDOW  # torch comes with it: see the entry points above
+
     need = settings.frontends * settings.queue_size * WINDOW * 4
     free = shutil.disk_usage(folder).free
     if free < need:

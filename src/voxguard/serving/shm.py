@@ -16,6 +16,7 @@ import mmap
 import os
 import pickle
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -29,6 +30,31 @@ def make_folder() -> Path:
     """A private folder for one server's shared files, in memory where the system allows."""
     base = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
     return Path(tempfile.mkdtemp(prefix="voxguard-", dir=base))
+
+
+@dataclass(frozen=True)
+class SharedFolder:
+    """The private folder where the split wiring's processes meet (this module's files): each
+    front-end's window slots, the status board, the engine's catalogue and its control socket. Small
+    and picklable, so it is handed to every process the supervisor starts."""
+
+    path: Path
+    frontends: int
+    models: int
+
+    @classmethod
+    def create(cls, frontends: int, models: int) -> tuple[SharedFolder, StatusBoard]:
+        """A new folder and its status board (the supervisor's part; it removes the folder at the end)."""
+        shared = cls(make_folder(), frontends, models)
+        return shared, shared.open_board(create=True)
+
+    def open_board(self, create: bool = False) -> StatusBoard:
+        return StatusBoard(self.path / "status", self.frontends, self.models, create=create)
+
+    @property
+    def socket(self) -> Path:
+        """The engine's control socket (``channel``)."""
+        return self.path / "engine.sock"
 
 
 def _map(path: Path, size: int, create: bool) -> mmap.mmap:

@@ -6,7 +6,7 @@ their parts here, so a change to how the parts fit goes in one place.
 **In process** (one front-end, and what ``create_app`` loads when given no service): a
 :class:`PredictionService` over a :class:`LocalEngine`, the detectors and the batcher in this process.
 
-**Split** (``VOXGUARD_FRONTENDS`` > 1): the parts meet in a :class:`SharedFolder` (window slots, the status
+**Split** (``VOXGUARD_FRONTENDS`` > 1): the parts meet in a ``shm.SharedFolder`` (window slots, the status
 board, the control socket), which the supervisor creates. The engine process serves a ``LocalEngine``
 through an :class:`EngineHost`; each front-end process runs a ``PredictionService`` over a
 :class:`RemoteEngine`. The processes themselves are started by ``voxguard.processes``.
@@ -16,16 +16,13 @@ Tests pass ``detectors`` of their own; otherwise the models named in the setting
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
-
 from ..inference import Detector
 from ..settings import Settings
 from .engine import LocalEngine
 from .enginehost import EngineHost
 from .remote import RemoteEngine
 from .service import PredictionService
-from .shm import StatusBoard, make_folder
+from .shm import SharedFolder
 from .simulated import SimulatedDetector
 from .telemetry import Metrics
 
@@ -42,31 +39,6 @@ def local_engine(settings: Settings, metrics: Metrics, detectors: Detectors | No
 def in_process(settings: Settings, metrics: Metrics, detectors: Detectors | None = None) -> PredictionService:
     """The in-process wiring: the service over an engine in this process."""
     return PredictionService(settings, local_engine(settings, metrics, detectors), metrics)
-
-
-@dataclass(frozen=True)
-class SharedFolder:
-    """The private folder where the split wiring's processes meet (``voxguard.serving.shm``): each
-    front-end's window slots, the status board, the engine's catalogue and its control socket. Small
-    and picklable, so it is handed to every process the supervisor starts."""
-
-    path: Path
-    frontends: int
-    models: int
-
-    @classmethod
-    def create(cls, frontends: int, models: int) -> tuple[SharedFolder, StatusBoard]:
-        """A new folder and its status board (the supervisor's part; it removes the folder at the end)."""
-        shared = cls(make_folder(), frontends, models)
-        return shared, shared.open_board(create=True)
-
-    def open_board(self, create: bool = False) -> StatusBoard:
-        return StatusBoard(self.path / "status", self.frontends, self.models, create=create)
-
-    @property
-    def socket(self) -> Path:
-        """The engine's control socket (``voxguard.serving.channel``)."""
-        return self.path / "engine.sock"
 
 
 def engine_host(
