@@ -22,11 +22,11 @@ from voxguard import pipeline as pipeline_module
 from voxguard import servebench
 from voxguard.api.app import create_app
 from voxguard.audio import WINDOW
-from voxguard.batching import Overloaded, QueueFull
 from voxguard.cli import build_parser
 from voxguard.engine import LocalEngine
 from voxguard.metrics import Metrics
 from voxguard.service import PredictionService
+from voxguard.serving.errors import Overloaded, QueueFull
 from voxguard.settings import Settings
 from voxguard.simulated import SIMULATED_MARGIN, SimulatedDetector
 

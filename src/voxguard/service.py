@@ -17,11 +17,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from .audio import SAMPLE_RATE, DecodedAudio, StreamResampler, StreamWindower, WindowSet
-from .batching import InferenceFailed, ScoredWindows, UnknownModel
+from .batching import ScoredWindows
 from .engine import Engine, LocalEngine
 from .metrics import Metrics
 from .pipeline import Pipeline
 from .scoring import Decision, Verdict, decide, fake_probability
+from .serving.errors import InferenceFailed, UnknownModel
 from .settings import Settings
 
 logger = logging.getLogger(__name__)
