@@ -18,14 +18,12 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from voxguard.serving.batching import (
-    Batcher,
-    BatcherError,
-    BatchShapes,
+from voxguard.serving.batching import Batcher, BatchShapes, ScoredWindows
+from voxguard.serving.errors import (
     DeadlineExceeded,
     InferenceFailed,
     QueueFull,
-    ScoredWindows,
+    ServingError,
     ShuttingDown,
     TooManyWindows,
     UnknownModel,
@@ -518,7 +516,7 @@ async def test_unknown_model(make_batcher):
         await batcher.submit("nope", windows(1), soon())
     assert refused.value.known == ["a", "b"]
     assert "nope" in str(refused.value)
-    assert isinstance(refused.value, BatcherError)
+    assert isinstance(refused.value, ServingError)
     assert batcher.models == ["a", "b"]
 
 
@@ -705,7 +703,7 @@ class _BatchHookFailsOnce(RecordingObserver):
 async def test_a_worker_crash_mid_batch_still_answers_the_client_and_keeps_serving(make_batcher):
     scorer = FakeScorer()
     batcher = make_batcher({"m": scorer}, observer=_BatchHookFailsOnce(), restart_delay_s=0.05)
-    with pytest.raises(BatcherError):  # InferenceFailed, or DeadlineExceeded at the latest
+    with pytest.raises(ServingError):  # InferenceFailed, or DeadlineExceeded at the latest
         await asyncio.wait_for(batcher.submit("m", windows(1), soon(0.3)), 2.0)
     await wait_until(lambda: batcher.alive)
     assert batcher.restarts == 1
@@ -715,7 +713,7 @@ async def test_a_worker_crash_mid_batch_still_answers_the_client_and_keeps_servi
 async def test_drain_completes_after_a_worker_crash_mid_batch(make_batcher):
     scorer = FakeScorer()
     batcher = make_batcher({"m": scorer}, observer=_BatchHookFailsOnce(), restart_delay_s=0.05)
-    with pytest.raises(BatcherError):
+    with pytest.raises(ServingError):
         await asyncio.wait_for(batcher.submit("m", windows(1), soon(0.3)), 2.0)
     await wait_until(lambda: batcher.alive)
     assert (await batcher.submit("m", windows(2), soon())).scores.tolist() == [2.0]

@@ -63,7 +63,7 @@ def test_error_examples_carry_the_codes_of_their_status(detectors):
         if status not in ("200",)
     }
     assert codes["401"] == ["unauthorized"]
-    assert codes["503"] == ["overloaded", "queue_full", "shutting_down"]
+    assert codes["503"] == ["engine_unavailable", "overloaded", "queue_full", "shutting_down"]
     assert codes["504"] == ["deadline_exceeded"]
     assert codes["500"] == ["inference_failed"]
     assert "unknown_model" in codes["400"] and "too_many_files" in codes["400"]

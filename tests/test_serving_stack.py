@@ -24,8 +24,8 @@ from voxguard.audio import WINDOW
 from voxguard.benchmarks import serve_bench
 from voxguard.cli import build_parser
 from voxguard.serving import wiring
-from voxguard.serving.batching import Overloaded, QueueFull
 from voxguard.serving.engine import LocalEngine
+from voxguard.serving.errors import Overloaded, QueueFull
 from voxguard.serving.service import PredictionService
 from voxguard.serving.simulated import SIMULATED_MARGIN, SimulatedDetector
 from voxguard.serving.telemetry import Metrics

@@ -11,18 +11,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..audio import ACCEPTED_FORMATS, AudioError
-from ..model.locate import REGISTRY
-from ..serving.batching import (
-    BatcherError,
-    DeadlineExceeded,
-    EngineUnavailable,
-    InferenceFailed,
-    Overloaded,
-    QueueFull,
-    ShuttingDown,
-    TooManyWindows,
-    UnknownModel,
-)
+from ..serving.errors import ServingError
 
 logger = logging.getLogger(__name__)
 
@@ -66,65 +55,12 @@ def to_api_error(exc: Exception) -> ApiError:
         return exc
     if isinstance(exc, AudioError):
         return ApiError(_AUDIO_STATUS.get(exc.code, 400), exc.code, exc.detail)
-    if isinstance(exc, QueueFull):
-        return ApiError(
-            503,
-            "queue_full",
-            f"The server is at capacity ({exc}). Retry after {exc.retry_after_s} s.",
-            {"Retry-After": str(exc.retry_after_s)},
-        )
-    if isinstance(exc, Overloaded):
-        return ApiError(
-            503,
-            "overloaded",
-            f"The server is busy: {exc}. Retry after {exc.retry_after_s} s.",
-            {"Retry-After": str(exc.retry_after_s)},
-        )
-    if isinstance(exc, ShuttingDown):
-        return ApiError(
-            503,
-            "shutting_down",
-            "The server is shutting down; retry on another replica.",
-            {"Retry-After": "1"},
-        )
-    if isinstance(exc, EngineUnavailable):
-        return ApiError(
-            503,
-            "engine_unavailable",
-            f"The scoring engine is restarting ({exc}). Retry after 1 s.",
-            {"Retry-After": "1"},
-        )
-    if isinstance(exc, DeadlineExceeded):
-        return ApiError(504, "deadline_exceeded", f"{exc}. Retry later or send shorter audio.")
-    if isinstance(exc, TooManyWindows):
-        return ApiError(
-            413, "audio_too_long", f"The audio is too long for this server: {exc}. Send shorter audio."
-        )
-    if isinstance(exc, UnknownModel):
-        return ApiError(400, "unknown_model", _unknown_model_detail(exc))
-    if isinstance(exc, InferenceFailed):
-        return ApiError(
-            500,
-            "inference_failed",
-            f"The model failed on this audio (error id {exc.error_id}).",
-            error_id=exc.error_id,
-        )
+    if isinstance(exc, ServingError):
+        retry = {"Retry-After": str(exc.retry_after_s)} if exc.retry_after_s is not None else None
+        return ApiError(exc.status, exc.code, exc.detail, retry, error_id=exc.error_id)
     error_id = uuid.uuid4().hex[:12]
     logger.error("unhandled error (error id %s)", error_id, exc_info=exc)
     return ApiError(500, "internal_error", f"Internal error (error id {error_id}).", error_id=error_id)
-
-
-def _unknown_model_detail(exc: UnknownModel) -> str:
-    """Say how to load a model this server could load but does not, and what to pass otherwise."""
-    if exc.model in REGISTRY:
-        models = ",".join([*exc.known, exc.model])
-        return (
-            f"{exc}. Start the server with VOXGUARD_MODELS={models} (or `voxguard serve --models {models}`) "
-            "to load it, or pass a loaded model as `model`, or none for the default."
-        )
-    return f"{exc}. Pass one of them as `model`, or none for the default (models voxguard knows: " + (
-        ", ".join(REGISTRY) + ")."
-    )
 
 
 def error_response(err: ApiError) -> JSONResponse:
@@ -160,7 +96,7 @@ def install_error_handlers(app: FastAPI) -> None:
         detail = _http_detail(request, exc)
         return error_response(ApiError(exc.status_code, code, detail, getattr(exc, "headers", None)))
 
-    for kind in (ApiError, AudioError, BatcherError):
+    for kind in (ApiError, AudioError, ServingError):
         app.add_exception_handler(kind, domain)
     app.add_exception_handler(RequestValidationError, validation)
     app.add_exception_handler(StarletteHTTPException, http)

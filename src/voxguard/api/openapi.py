@@ -1,14 +1,17 @@
 """What ``/openapi.json`` (and so Swagger UI and ReDoc) says beyond the route signatures: the upload
-bodies, which the routes parse themselves (see ``uploads``), and an example of every error code by status.
+bodies, which the routes parse themselves (see ``uploads``), and an example of every error code by status
+(those of the serving errors from ``serving.errors``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from http import HTTPStatus
 from typing import Any
 
 from fastapi import FastAPI
 
+from ..serving.errors import KINDS
 from .protocol import ErrorBody
 
 _ACCEPTED = (
@@ -16,9 +19,10 @@ _ACCEPTED = (
     "sampled at 4000-192000 Hz."
 )
 
-# An example detail for every code a route may answer, by status: /docs shows each status with the
-# codes it can carry, not one code for all. Details of a real server name the actual values.
-ERROR_EXAMPLES: dict[int, tuple[str, dict[str, str]]] = {
+# An example detail for every code a route may answer besides the serving errors, by status: /docs shows
+# each status with the codes it can carry, not one code for all. Details of a real server name the actual
+# values.
+_EXAMPLES: dict[int, tuple[str, dict[str, str]]] = {
     400: (
         "The request is wrong: empty or malformed upload, unknown or conflicting model, unknown parameter",
         {
@@ -26,8 +30,6 @@ ERROR_EXAMPLES: dict[int, tuple[str, dict[str, str]]] = {
             "invalid_multipart": "The multipart body is malformed (unexpected end of message).",
             "too_many_files": "The form has 2 `file` parts; /v1/predict scores one. Send several files "
             "to /v1/predict/batch as `files`.",
-            "unknown_model": "model 'aasist-l' is not loaded; loaded: aasist. Start the server with "
-            "VOXGUARD_MODELS=aasist,aasist-l to load it.",
             "conflicting_model": "The query says model 'aasist' but the form says 'aasist-l'. Send one.",
             "unknown_parameter": "Unknown query parameter `threshold`: /v1/predict accepts `model`.",
             "unknown_field": "Unknown form field `threshold`: /v1/predict accepts `file` and `model`.",
@@ -74,28 +76,28 @@ ERROR_EXAMPLES: dict[int, tuple[str, dict[str, str]]] = {
             "invalid_request": "The request is invalid: query.model: ...",
         },
     ),
-    500: (
-        "The model failed on this audio; the error id is also in the server log",
-        {"inference_failed": "The model failed on this audio (error id 3f2a9c01d4e5)."},
-    ),
-    503: (
-        "The server is full, starting or shutting down; retry after `Retry-After` seconds",
-        {
-            "queue_full": "The server is at capacity (the queue for model 'aasist' is full). "
-            "Retry after 1 s.",
-            "overloaded": "The server is busy: about 42 s of work is queued ahead and this audio needs "
-            "about 3 s more, which would pass its deadline. Retry after 42 s.",
-            "shutting_down": "The server is shutting down; retry on another replica.",
-        },
-    ),
-    504: (
-        "Not scored before the request deadline",
-        {
-            "deadline_exceeded": "the request's deadline passed before its audio was scored. Retry later "
-            "or send shorter audio."
-        },
-    ),
+    500: ("The model failed on this audio; the error id is also in the server log", {}),
+    503: ("The server is full, starting or shutting down; retry after `Retry-After` seconds", {}),
+    504: ("Not scored before the request deadline", {}),
 }
+
+
+def _error_examples() -> dict[int, tuple[str, dict[str, dict[str, str]]]]:
+    """Per status its description and the body of each code's example: the serving errors' own, then
+    the others (an audio error's example wins over a serving error's of the same code)."""
+    out = {status: (description, {}) for status, (description, _) in _EXAMPLES.items()}
+    for kind in KINDS.values():
+        error = kind.example()
+        body = {"code": error.code, "detail": error.detail}
+        if error.error_id is not None:
+            body["error_id"] = error.error_id
+        out.setdefault(error.status, (HTTPStatus(error.status).phrase, {}))[1][error.code] = body
+    for status, (_, codes) in _EXAMPLES.items():
+        out[status][1].update({code: {"code": code, "detail": detail} for code, detail in codes.items()})
+    return dict(sorted(out.items()))
+
+
+ERROR_EXAMPLES = _error_examples()
 
 
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -103,12 +105,7 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     out: dict[int | str, dict[str, Any]] = {}
     for status in statuses:
         description, codes = ERROR_EXAMPLES[status]
-        examples = {}
-        for code, detail in codes.items():
-            value = {"code": code, "detail": detail}
-            if status == 500:
-                value["error_id"] = "3f2a9c01d4e5"
-            examples[code] = {"summary": code, "value": value}
+        examples = {code: {"summary": code, "value": body} for code, body in codes.items()}
         out[status] = {
             "model": ErrorBody,
             "description": description,

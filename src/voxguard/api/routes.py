@@ -13,7 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from ..serving.service import Prediction, PredictionService
 from .errors import ApiError, error_response, how_to_send, to_api_error
-from .openapi import error_responses, upload_body
+from .openapi import ERROR_EXAMPLES, error_responses, upload_body
 from .protocol import (
     BatchItemOut,
     BatchResponse,
@@ -28,7 +28,7 @@ from .protocol import (
 from .uploads import Part, parse_multipart, read_body
 
 T = TypeVar("T")
-_ERRORS = error_responses(400, 401, 408, 413, 415, 422, 500, 503, 504)
+_ERRORS = error_responses(*ERROR_EXAMPLES)  # an upload route can answer every documented error
 
 
 async def get_service(request: Request) -> PredictionService:

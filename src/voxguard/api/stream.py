@@ -22,10 +22,9 @@ import numpy as np
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from ..audio import MAX_SOURCE_RATE, MIN_SOURCE_RATE, SAMPLE_RATE, AudioError
-from ..serving.batching import BatcherError
+from ..serving.errors import POLICY, TRY_LATER, ServingError
 from ..serving.service import LiveSession, SlowConsumer
 from .auth import key_matches
-from .errors import to_api_error
 from .protocol import StreamDone, StreamError, StreamWindow
 
 logger = logging.getLogger(__name__)
@@ -34,8 +33,8 @@ router = APIRouter()
 
 _FORMATS = {"s16": ("<i2", 1 / 32768.0), "f32": ("<f4", 1.0)}
 _MAX_MESSAGE_SECONDS = 1.0
-# Close codes (RFC 6455 and IANA registry).
-_POLICY, _UNSUPPORTED, _TOO_BIG, _INTERNAL, _TRY_LATER = 1008, 1003, 1009, 1011, 1013
+# Close codes (RFC 6455 and IANA registry) of the stream's own errors; a serving error carries its own.
+_UNSUPPORTED, _TOO_BIG = 1003, 1009
 
 
 class _StreamError(Exception):
@@ -110,7 +109,7 @@ async def _receive(ws: WebSocket) -> dict:
             message = await ws.receive()
     except TimeoutError:
         raise _StreamError(
-            _POLICY,
+            POLICY,
             "idle_timeout",
             f"Nothing received for {idle_s:g} s. Send audio at least every {idle_s:g} s, and "
             '{"type": "end"} when done.',
@@ -177,7 +176,7 @@ async def stream(ws: WebSocket) -> None:
     try:
         if not _authorised(ws):
             raise _StreamError(
-                _POLICY, "unauthorized", "A valid API key is required (X-API-Key or ?api_key=)."
+                POLICY, "unauthorized", "A valid API key is required (X-API-Key or ?api_key=)."
             )
         session, fmt, rate = await _open(ws)
         threshold = ws.app.state.settings.threshold
@@ -198,11 +197,11 @@ async def stream(ws: WebSocket) -> None:
     except _StreamError as exc:
         await _close_with_error(ws, exc.close_code, exc.code, exc.detail)
     except SlowConsumer as exc:
-        await _close_with_error(ws, _TRY_LATER, "slow_consumer", str(exc))
-    except (AudioError, BatcherError) as exc:
-        err = to_api_error(exc)
-        close_code = _TRY_LATER if err.status == 503 else _POLICY if err.status < 500 else _INTERNAL
-        await _close_with_error(ws, close_code, err.code, err.detail)
+        await _close_with_error(ws, TRY_LATER, "slow_consumer", str(exc))
+    except ServingError as exc:
+        await _close_with_error(ws, exc.close_code, exc.code, exc.detail)
+    except AudioError as exc:  # audio the stream cannot use: the client's to fix
+        await _close_with_error(ws, POLICY, exc.code, exc.detail)
     finally:
         for task in tasks:
             task.cancel()

@@ -17,7 +17,7 @@ While a forward runs, the worker collects the next batch shortly before the forw
 its measured time) and queues it on the device thread, which starts it the moment the first ends;
 a batch of a few stragglers is not worth that and waits for the device to be free instead.
 
-Nothing here knows about HTTP; the caller maps the exceptions below to status codes.
+Nothing here knows about HTTP: it raises the errors of ``serving.errors``, which carry their status.
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ import asyncio
 import collections
 import contextlib
 import logging
-import math
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -35,6 +34,17 @@ from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
 import numpy as np
+
+from .errors import (
+    DeadlineExceeded,
+    InferenceFailed,
+    Overloaded,
+    QueueFull,
+    ServingError,
+    ShuttingDown,
+    TooManyWindows,
+    UnknownModel,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -47,84 +57,6 @@ class Scorer(Protocol):
     """What the batcher needs from a model: ``(B, T)`` float32 windows -> ``(B,)`` scores."""
 
     def scores(self, windows: np.ndarray) -> np.ndarray: ...
-
-
-class BatcherError(Exception):
-    """Base for refusals the caller turns into an HTTP status; ``reason`` labels ``voxguard_rejected``."""
-
-    reason = "other"
-
-
-class QueueFull(BatcherError):
-    """The model's queue cannot take this request's windows now; retry after ``retry_after_s``."""
-
-    reason = "queue_full"
-
-    def __init__(self, model: str, retry_after_s: int) -> None:
-        super().__init__(f"the queue for model {model!r} is full")
-        self.model = model
-        self.retry_after_s = retry_after_s
-
-
-class Overloaded(BatcherError):
-    """The work queued ahead would keep this request's windows past its deadline; retry after
-    ``retry_after_s``, when that work should be done. Refused up front instead of timing out later."""
-
-    reason = "overloaded"
-
-    def __init__(self, backlog_s: float, needed_s: float, retry_after_s: int) -> None:
-        super().__init__(
-            f"about {backlog_s:.0f} s of work is queued ahead and this audio needs about {needed_s:.0f} s "
-            "more, which would pass its deadline"
-        )
-        self.backlog_s = backlog_s
-        self.needed_s = needed_s
-        self.retry_after_s = retry_after_s
-
-
-class ShuttingDown(BatcherError):
-    """The server is draining: queued work finishes, new work is refused."""
-
-    reason = "shutting_down"
-
-
-class EngineUnavailable(BatcherError):
-    """The engine scoring this front-end's windows is down or restarting
-    (``voxguard.serving.remote``)."""
-
-    reason = "engine_unavailable"
-
-
-class DeadlineExceeded(BatcherError):
-    """The window was not scored before the request's deadline."""
-
-
-class InferenceFailed(BatcherError):
-    """The forward raised for this window; ``error_id`` ties the response to the log line."""
-
-    def __init__(self, error_id: str) -> None:
-        super().__init__(f"inference failed (error id {error_id})")
-        self.error_id = error_id
-
-
-class TooManyWindows(BatcherError):
-    """One request has more windows than the whole queue holds; it could never be admitted."""
-
-    reason = "too_long"
-
-    def __init__(self, windows: int, queue_size: int) -> None:
-        super().__init__(f"the audio needs {windows} windows but the queue holds {queue_size}")
-        self.windows = windows
-        self.queue_size = queue_size
-
-
-class UnknownModel(BatcherError):
-    reason = "unknown_model"
-
-    def __init__(self, model: str, known: list[str]) -> None:
-        super().__init__(f"model {model!r} is not loaded; loaded: {', '.join(known)}")
-        self.model = model
-        self.known = known
 
 
 class BatchObserver(Protocol):
@@ -390,7 +322,7 @@ class Batcher:
         in between does not refuse it)."""
         try:
             if not self._accepting and not admitted:
-                raise ShuttingDown("the server is shutting down")
+                raise ShuttingDown()
             entry = self._models.get(model)
             if entry is None:
                 raise UnknownModel(model, self.models)
@@ -398,9 +330,8 @@ class Batcher:
             if windows > queue.maxsize:
                 raise TooManyWindows(windows, queue.maxsize)
             if queue.maxsize - queue.qsize() < windows:
-                backlog_batches = queue.qsize() / self.max_batch_size + 1
-                raise QueueFull(model, retry_after_s=max(1, math.ceil(self.last_batch_s * backlog_batches)))
-        except BatcherError as exc:
+                raise QueueFull.behind(model, queue.qsize(), self.last_batch_s, self.max_batch_size)
+        except ServingError as exc:
             self._observer.rejected(exc.reason)
             raise
         return queue
@@ -424,8 +355,8 @@ class Batcher:
         now = time.monotonic()
         backlog_s, needed_s = self.work_s(self._outstanding), self.work_s(n)
         if self._outstanding and now + backlog_s + needed_s > deadline:
-            self._observer.rejected("overloaded")
-            raise Overloaded(backlog_s, needed_s, retry_after_s=max(1, math.ceil(backlog_s)))
+            self._observer.rejected(Overloaded.reason)
+            raise Overloaded(backlog_s, needed_s)
         self.latest_deadline = max(self.latest_deadline, deadline)
         request = _Request(asyncio.get_running_loop().create_future(), deadline, np.empty(n, np.float32), n)
         for i, window in enumerate(windows):

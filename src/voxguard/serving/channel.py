@@ -12,7 +12,7 @@ Front-end to engine:
 Engine to front-end:
     ("welcome",)                                                the slots are mapped
     ("scored", request_id, scores, batch_sizes, queue_ms, inference_ms)
-    ("refused", request_id, error_kind, error_args)
+    ("refused", request_id, error)                              a ``serving.errors`` error, pickled as it is
     ("released", request_id)                                    after a cancel: nothing computed or sent
 
 Exactly one "scored" or "refused" answers each submission, a cancelled one included: only then may the
@@ -26,18 +26,6 @@ import pickle
 import struct
 from typing import Any
 
-from .batching import (
-    BatcherError,
-    DeadlineExceeded,
-    EngineUnavailable,
-    InferenceFailed,
-    Overloaded,
-    QueueFull,
-    ShuttingDown,
-    TooManyWindows,
-    UnknownModel,
-)
-
 _LENGTH = struct.Struct("!I")
 
 
@@ -50,40 +38,3 @@ async def receive(reader: asyncio.StreamReader) -> tuple[Any, ...]:
     """The next message; ``asyncio.IncompleteReadError`` when the other side has gone."""
     (length,) = _LENGTH.unpack(await reader.readexactly(_LENGTH.size))
     return pickle.loads(await reader.readexactly(length))
-
-
-def refusal(exc: BaseException) -> tuple[str, tuple[Any, ...]]:
-    """A batcher error as (kind, constructor arguments), to be raised again on the other side."""
-    match exc:
-        case QueueFull():
-            return "QueueFull", (exc.model, exc.retry_after_s)
-        case Overloaded():
-            return "Overloaded", (exc.backlog_s, exc.needed_s, exc.retry_after_s)
-        case InferenceFailed():
-            return "InferenceFailed", (exc.error_id,)
-        case TooManyWindows():
-            return "TooManyWindows", (exc.windows, exc.queue_size)
-        case UnknownModel():
-            return "UnknownModel", (exc.model, exc.known)
-        case ShuttingDown() | DeadlineExceeded() | EngineUnavailable():
-            return type(exc).__name__, (str(exc),)
-    raise TypeError(f"not a batcher refusal: {exc!r}")
-
-
-_KINDS: dict[str, type[BatcherError]] = {
-    k.__name__: k
-    for k in (
-        QueueFull,
-        Overloaded,
-        InferenceFailed,
-        TooManyWindows,
-        UnknownModel,
-        ShuttingDown,
-        DeadlineExceeded,
-        EngineUnavailable,
-    )
-}
-
-
-def rebuild(kind: str, args: tuple[Any, ...]) -> BatcherError:
-    return _KINDS[kind](*args)

@@ -40,14 +40,14 @@ class Engine(Protocol):
         """Warm up and start scoring (the service is not ready before)."""
 
     def admit(self, model: str) -> None:
-        """Refuse now (``batching.ShuttingDown``, ``QueueFull``, ``UnknownModel``) a request that
+        """Refuse now (``serving.errors.ShuttingDown``, ``QueueFull``, ``UnknownModel``) a request that
         ``submit`` would refuse whatever its length, before it is decoded."""
 
     async def submit(
         self, model: str, windows: np.ndarray, deadline: float, *, admitted: bool = False
     ) -> ScoredWindows:
         """The scores of ``windows`` by ``model`` before ``deadline`` (``time.monotonic()``), or an error
-        from ``batching`` (queue full, overloaded, shutting down, deadline exceeded, inference failed).
+        from ``serving.errors`` (queue full, overloaded, shutting down, deadline exceeded, inference failed).
         ``admitted``: the request passed :meth:`admit` before a drain began, so it is scored even though
         the engine stopped admitting meanwhile (a drain answers what it admitted)."""
         ...

@@ -17,9 +17,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from .batching import BatcherError, InferenceFailed, ScoredWindows
-from .channel import encode, receive, refusal
+from .batching import ScoredWindows
+from .channel import encode, receive
 from .engine import LocalEngine
+from .errors import InferenceFailed, ServingError
 from .shm import SlotPool, StatusBoard, write_catalogue
 from .telemetry import Metrics
 
@@ -55,7 +56,7 @@ class EngineHost:
         await self.engine.drain()
         server.close()
         beat.cancel()
-        self.board.engine_beat(time.monotonic(), False, False, self.engine.window_s, [])
+        self.board.engine_beat(time.monotonic(), False, False, self.engine.window_s, 0.0, [])
         logger.info("engine drained and stopped")
 
     async def _beat(self) -> None:
@@ -63,7 +64,8 @@ class EngineHost:
         while True:
             depths = [engine.depth(m) for m in self._models]
             ready = engine.warmed_up and engine.ready
-            self.board.engine_beat(time.monotonic(), ready, engine.accepting, engine.window_s, depths)
+            window_s, batch_s = engine.window_s, engine.batcher.last_batch_s
+            self.board.engine_beat(time.monotonic(), ready, engine.accepting, window_s, batch_s, depths)
             self.metrics.window_seconds.set(engine.window_s)
             await asyncio.sleep(_BEAT_S)
 
@@ -111,8 +113,8 @@ class EngineHost:
         front-end keeps the deadline and cancels, the batcher drops what expired or was cancelled)."""
         try:
             future = self.engine.enqueue(model, pool.views(taken), deadline)
-        except BatcherError as exc:
-            outbox.put(("refused", rid, *refusal(exc)))
+        except ServingError as exc:
+            outbox.put(("refused", rid, exc))
             return
         admitted[rid] = future
 
@@ -120,12 +122,12 @@ class EngineHost:
             del admitted[rid]
             if done.cancelled():
                 outbox.put(("released", rid))
-            elif isinstance(exc := done.exception(), BatcherError):
-                outbox.put(("refused", rid, *refusal(exc)))
+            elif isinstance(exc := done.exception(), ServingError):
+                outbox.put(("refused", rid, exc))
             elif exc is not None:
                 error_id = uuid.uuid4().hex[:12]
                 logger.error("submission failed in the engine (error id %s)", error_id, exc_info=exc)
-                outbox.put(("refused", rid, *refusal(InferenceFailed(error_id))))
+                outbox.put(("refused", rid, InferenceFailed(error_id)))
             else:
                 s = done.result()
                 outbox.put(("scored", rid, s.scores, s.batch_sizes, s.queue_ms, s.inference_ms))

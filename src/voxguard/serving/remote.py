@@ -24,18 +24,16 @@ import numpy as np
 from ..audio import WINDOW
 from ..inference import ModelInfo
 from ..settings import Settings
-from .batching import (
-    BatcherError,
-    BatchObserver,
+from .batching import BatchObserver, ScoredWindows, until_deadline
+from .channel import encode, receive
+from .errors import (
     EngineUnavailable,
     QueueFull,
-    ScoredWindows,
+    ServingError,
     ShuttingDown,
     TooManyWindows,
     UnknownModel,
-    until_deadline,
 )
-from .channel import encode, rebuild, receive
 from .shm import SlotPool, StatusBoard, read_catalogue
 
 logger = logging.getLogger(__name__)
@@ -129,7 +127,7 @@ class RemoteEngine:
             _, _, scores, batch_sizes, queue_ms, inference_ms = message
             future.set_result(ScoredWindows(scores, batch_sizes, queue_ms, inference_ms))
         elif message[0] == "refused":
-            future.set_exception(rebuild(message[2], message[3]))
+            future.set_exception(message[2])
 
     def _fail_all(self) -> None:
         """The engine is gone, and with it every view of our slots: fail what waited and free them all."""
@@ -142,14 +140,14 @@ class RemoteEngine:
     def admit(self, model: str, windows: int = 1, *, admitted: bool = False) -> None:
         try:
             self._check(model, windows, admitted)
-        except BatcherError as exc:
+        except ServingError as exc:
             self._observer.rejected(exc.reason)
             raise
 
     def _check(self, model: str, windows: int, admitted: bool) -> None:
         draining = not self._accepting or (self._connected.is_set() and not self.board.engine_accepting)
         if draining and not admitted:  # an admitted request is answered by the drain, not refused
-            raise ShuttingDown("the server is shutting down")
+            raise ShuttingDown()
         if self._writer is None:
             raise EngineUnavailable("the engine process is restarting; retry")
         if model not in self._models:
@@ -158,7 +156,7 @@ class RemoteEngine:
             raise TooManyWindows(windows, self._queue_size)
         depth = self.board.depth(self._model_index[model])
         if self._queue_size - depth < windows or self._pool.free < windows:
-            raise QueueFull(model, retry_after_s=1)
+            raise QueueFull.behind(model, depth, self.board.batch_s, self._max_batch_size)
 
     async def submit(
         self, model: str, windows: np.ndarray, deadline: float, *, admitted: bool = False

@@ -20,8 +20,9 @@ from ..audio import SAMPLE_RATE, DecodedAudio, StreamResampler, StreamWindower, 
 from ..pipeline import Pipeline
 from ..scoring import Decision, Verdict, decide, fake_probability
 from ..settings import Settings
-from .batching import InferenceFailed, ScoredWindows, UnknownModel
+from .batching import ScoredWindows
 from .engine import Engine
+from .errors import InferenceFailed, UnknownModel
 from .telemetry import Metrics
 
 logger = logging.getLogger(__name__)

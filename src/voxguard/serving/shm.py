@@ -112,8 +112,8 @@ class SlotPool:
 
 # The status board: the engine's fields, then one flag per front-end (1 = linked, 0 = down), then the queue
 # depth of each model. Float64 throughout; a torn read of one field costs at most one stale value.
-_HEARTBEAT, _READY, _ACCEPTING, _WINDOW_S = range(4)
-_ENGINE_FIELDS = 4
+_HEARTBEAT, _READY, _ACCEPTING, _WINDOW_S, _BATCH_S = range(5)
+_ENGINE_FIELDS = 5
 
 
 class StatusBoard:
@@ -126,10 +126,10 @@ class StatusBoard:
 
     # Written by the engine
     def engine_beat(
-        self, now: float, ready: bool, accepting: bool, window_s: float, depths: list[int]
+        self, now: float, ready: bool, accepting: bool, window_s: float, batch_s: float, depths: list[int]
     ) -> None:
         v = self._values
-        v[_READY], v[_ACCEPTING], v[_WINDOW_S] = ready, accepting, window_s
+        v[_READY], v[_ACCEPTING], v[_WINDOW_S], v[_BATCH_S] = ready, accepting, window_s, batch_s
         self._depths[: len(depths)] = depths
         v[_HEARTBEAT] = now
 
@@ -152,6 +152,11 @@ class StatusBoard:
     @property
     def window_s(self) -> float:
         return float(self._values[_WINDOW_S])
+
+    @property
+    def batch_s(self) -> float:
+        """How long the engine's last batch took (its queue-full refusals' ``Retry-After`` grows with it)."""
+        return float(self._values[_BATCH_S])
 
     def depth(self, index: int) -> int:
         return int(self._depths[index])
