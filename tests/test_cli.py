@@ -16,8 +16,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from voxguard.audio import AudioOptions, decode, prepare
-from voxguard.cli import build_parser, main
+from voxguard.audio.decoding import decode
+from voxguard.audio.options import AudioOptions
+from voxguard.audio.windows import prepare
+from voxguard.cli import main
+from voxguard.cli.parser import build_parser
 from voxguard.model import locate
 from voxguard.progress import LineProgress
 from voxguard.scoring import summarize

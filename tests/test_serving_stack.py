@@ -21,9 +21,9 @@ from prometheus_client import generate_latest
 from voxguard import pipeline as pipeline_module
 from voxguard import servebench
 from voxguard.api.app import create_app
-from voxguard.audio import WINDOW
+from voxguard.audio.options import WINDOW
 from voxguard.batching import Overloaded, QueueFull
-from voxguard.cli import build_parser
+from voxguard.cli.parser import build_parser
 from voxguard.engine import LocalEngine
 from voxguard.metrics import Metrics
 from voxguard.service import PredictionService

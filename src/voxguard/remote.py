@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .audio import WINDOW
+from .audio.options import WINDOW
 from .batching import (
     BatcherError,
     BatchObserver,

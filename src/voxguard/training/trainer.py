@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from .. import __version__
-from ..audio import WINDOW
+from ..audio.options import WINDOW
 from ..datasets import Dataset, load_dataset
 from ..evaluation.metrics import equal_error_rate
 from ..inference import resolve_device
