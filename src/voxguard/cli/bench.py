@@ -11,7 +11,6 @@ from typing import Any
 
 from ..settings import Settings
 from .options import (
-    HELP,
     MODEL_ENGINES,
     MODEL_HELP,
     as_text,
@@ -19,22 +18,21 @@ from .options import (
     engine_option,
     json_option,
     model_options,
+    picked,
     positive,
     setting_flag,
+    subcommand,
 )
 
 Report = tuple[dict[str, Any], Callable[[dict[str, Any]], str]]
 
 
-def add(sub: argparse._SubParsersAction, settings: Settings) -> None:
-    b = sub.add_parser("bench", help="benchmarks", formatter_class=HELP)
-    b.set_defaults(run=run)
+def add(sub: argparse._SubParsersAction, settings: Settings) -> argparse.ArgumentParser:
+    b = subcommand(sub, "bench", "benchmarks")
     bsub = b.add_subparsers(dest="bench", required=True)
     _add_model(bsub, settings)
-    bs = bsub.add_parser(
-        "serve",
-        help="voxguard serve under a native load generator (wrk), against the framework floor",
-        formatter_class=HELP,
+    bs = subcommand(
+        bsub, "serve", "voxguard serve under a native load generator (wrk), against the framework floor"
     )
     _served_options(bs, settings)
     bs.add_argument(
@@ -43,18 +41,17 @@ def add(sub: argparse._SubParsersAction, settings: Settings) -> None:
         default=[1, 2],
         help="comma-separated front-end counts to measure voxguard with (VOXGUARD_FRONTENDS)",
     )
-    br = bsub.add_parser(
-        "replicas",
-        help="1, 2, ... voxguard serve processes sharing one device, each under its own wrk",
-        formatter_class=HELP,
+    br = subcommand(
+        bsub, "replicas", "1, 2, ... voxguard serve processes sharing one device, each under its own wrk"
     )
     _served_options(br, settings)
     br.add_argument("--replicas", type=csv_ints, default=[1, 2], help="comma-separated replica counts")
     _add_agreement(bsub, settings)
+    return b
 
 
 def _add_model(bsub: argparse._SubParsersAction, settings: Settings) -> None:
-    bm = bsub.add_parser("model", help="time the inference engines against each other", formatter_class=HELP)
+    bm = subcommand(bsub, "model", "time the inference engines against each other")
     model_options(bm, settings)
     bm.add_argument("--engines", default=",".join(MODEL_ENGINES), help="comma-separated engines to time")
     bm.add_argument("--batch-sizes", type=csv_ints, default=[1, 16], help="comma-separated batch sizes")
@@ -69,11 +66,7 @@ def _add_model(bsub: argparse._SubParsersAction, settings: Settings) -> None:
 
 
 def _add_agreement(bsub: argparse._SubParsersAction, settings: Settings) -> None:
-    ba = bsub.add_parser(
-        "agreement",
-        help="decisions and scores of an engine against eager on real files",
-        formatter_class=HELP,
-    )
+    ba = subcommand(bsub, "agreement", "decisions and scores of an engine against eager on real files")
     ba.add_argument("files", nargs="+", type=Path, help="audio files to score with both engines")
     ba.add_argument("--model", default=settings.models[0], help=MODEL_HELP)
     setting_flag(ba, settings, "checkpoint")
@@ -163,14 +156,11 @@ def _model(args: argparse.Namespace) -> Report:
     report = bench.bench_model(
         args.model,
         engines=engines,
-        batch_sizes=args.batch_sizes,
-        repeat=args.repeat,
-        device=args.device,
-        checkpoint=args.checkpoint,
-        checkpoint_dir=args.checkpoint_dir,
-        allocator=args.allocator,
+        **picked(
+            args,
+            *("batch_sizes", "repeat", "device", "checkpoint", "checkpoint_dir", "allocator"),
+            *("cuda_graphs", "threads"),
+        ),
         compile_model=args.compile,
-        cuda_graphs=args.cuda_graphs,
-        threads=args.threads,
     )
     return report, bench.render_model

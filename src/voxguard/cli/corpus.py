@@ -9,14 +9,14 @@ from collections import Counter
 from pathlib import Path
 
 from ..settings import Settings
-from .options import HELP, count, positive
+from .options import count, positive, subcommand
 
 
-def add(sub: argparse._SubParsersAction, settings: Settings) -> None:
-    c = sub.add_parser(
+def add(sub: argparse._SubParsersAction, settings: Settings) -> argparse.ArgumentParser:
+    c = subcommand(
+        sub,
         "corpus",
-        help="build the labelled training corpus: local real speech, local synthesis, channel copies",
-        formatter_class=HELP,
+        "build the labelled training corpus: local real speech, local synthesis, channel copies",
     )
     c.add_argument("--out", type=Path, required=True, help="corpus folder (manifest.csv; a rerun resumes)")
     c.add_argument(
@@ -29,7 +29,7 @@ def add(sub: argparse._SubParsersAction, settings: Settings) -> None:
     c.add_argument("--families", help="comma-separated families to make (default: all)")
     c.add_argument("--workers", type=positive, default=os.cpu_count() or 1, help="processes")
     c.add_argument("--seed", type=count, default=1234, help="seed for every random choice")
-    c.set_defaults(run=run)
+    return c
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:

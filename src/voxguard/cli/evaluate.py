@@ -11,7 +11,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..settings import Settings
-from .options import HELP, PREPROCESS, engine_option, json_option, load_detector, model_options, setting_flag
+from .options import (
+    PREPROCESS,
+    engine_option,
+    json_option,
+    load_detector,
+    model_options,
+    setting_flag,
+    subcommand,
+)
 
 if TYPE_CHECKING:
     from ..datasets import Dataset
@@ -20,12 +28,8 @@ if TYPE_CHECKING:
     from ..inference import Detector
 
 
-def add(sub: argparse._SubParsersAction, settings: Settings) -> None:
-    e = sub.add_parser(
-        "eval",
-        help="evaluate on a labelled set: EER, min t-DCF, per-attack figures, report",
-        formatter_class=HELP,
-    )
+def add(sub: argparse._SubParsersAction, settings: Settings) -> argparse.ArgumentParser:
+    e = subcommand(sub, "eval", "evaluate on a labelled set: EER, min t-DCF, per-attack figures, report")
     e.add_argument(
         "source",
         type=Path,
@@ -59,7 +63,7 @@ def add(sub: argparse._SubParsersAction, settings: Settings) -> None:
         "--format", choices=("md", "html", "both"), default="md", help="report.md, report.html or both"
     )
     json_option(e, "print the headline figures as one JSON object")
-    e.set_defaults(run=run)
+    return e
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:

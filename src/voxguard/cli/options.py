@@ -34,6 +34,16 @@ _SECRET_SETTINGS = frozenset({"api_keys"})
 _CURRENT: Any = object()  # "the setting's current value" (a default of None means no default)
 
 
+def subcommand(sub: argparse._SubParsersAction, name: str, help_text: str) -> argparse.ArgumentParser:
+    """A (sub-)command's parser, showing every default in its --help."""
+    return sub.add_parser(name, help=help_text, formatter_class=HELP)
+
+
+def picked(args: argparse.Namespace, *names: str) -> dict[str, Any]:
+    """The flags ``names`` as keyword arguments, for a function whose parameters bear the same names."""
+    return {name: getattr(args, name) for name in names}
+
+
 def _setting(name: str) -> Callable[[str], object]:
     """An argparse ``type`` that validates a flag exactly as the ``Settings`` field ``name`` validates its
     ``VOXGUARD_*`` variable (field validators included: lists split on commas), so ``--threshold 1.5``
@@ -145,13 +155,9 @@ def load_detector(args: argparse.Namespace, settings: Settings) -> Detector:
 
     detector = Detector.load(
         args.model,
-        checkpoint=args.checkpoint,
-        checkpoint_dir=args.checkpoint_dir,
-        engine=args.engine,
-        device=args.device,
+        **picked(args, "checkpoint", "checkpoint_dir", "engine", "device", "cuda_graphs"),
         compile_model=args.compile,
         allocator_tuning=settings.allocator_tuning,
-        cuda_graphs=args.cuda_graphs,
     )
     set_threads(args.threads)
     return detector

@@ -13,13 +13,13 @@ COMMANDS = (predict, serve, weights, corpus, bench, evaluate, train)
 
 
 def build_parser(settings: Settings) -> argparse.ArgumentParser:
-    """Every command's flags, with ``settings`` (the ``VOXGUARD_*`` variables) as their defaults; each
-    command sets ``run``, the function that carries it out."""
+    """Every command's flags, with ``settings`` (the ``VOXGUARD_*`` variables) as their defaults, and
+    ``run``: the function of the command's module that carries it out."""
     parser = argparse.ArgumentParser(
         prog="voxguard", description="Voice-deepfake detection with AASIST.", formatter_class=HELP
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
     for command in COMMANDS:
-        command.add(sub, settings)
+        command.add(sub, settings).set_defaults(run=command.run)
     return parser

@@ -9,11 +9,11 @@ from pathlib import Path
 from ..datasets import AUDIO_SUFFIXES
 from ..problems import SetupError
 from ..settings import Settings
-from .options import HELP, engine_option, json_option, load_detector, model_options, setting_flag
+from .options import engine_option, json_option, load_detector, model_options, setting_flag, subcommand
 
 
-def add(sub: argparse._SubParsersAction, settings: Settings) -> None:
-    p = sub.add_parser("predict", help="score audio files: REAL or FAKE", formatter_class=HELP)
+def add(sub: argparse._SubParsersAction, settings: Settings) -> argparse.ArgumentParser:
+    p = subcommand(sub, "predict", "score audio files: REAL or FAKE")
     p.add_argument(
         "files",
         nargs="+",
@@ -25,7 +25,7 @@ def add(sub: argparse._SubParsersAction, settings: Settings) -> None:
     setting_flag(p, settings, "preprocess")
     setting_flag(p, settings, "threshold")
     json_option(p, "one JSON object per line per file")
-    p.set_defaults(run=run)
+    return p
 
 
 def audio_files(paths: list[Path]) -> list[Path]:

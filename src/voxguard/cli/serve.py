@@ -6,17 +6,15 @@ import argparse
 import logging
 
 from ..settings import Settings
-from .options import HELP, all_settings
+from .options import all_settings, subcommand
 
 
-def add(sub: argparse._SubParsersAction, settings: Settings) -> None:
-    s = sub.add_parser(
-        "serve",
-        help="run the HTTP service; every setting is a flag here or a VOXGUARD_* variable",
-        formatter_class=HELP,
+def add(sub: argparse._SubParsersAction, settings: Settings) -> argparse.ArgumentParser:
+    s = subcommand(
+        sub, "serve", "run the HTTP service; every setting is a flag here or a VOXGUARD_* variable"
     )
     all_settings(s, settings)
-    s.set_defaults(run=run)
+    return s
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:

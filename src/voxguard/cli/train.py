@@ -12,7 +12,7 @@ from ..model.config import ARCHITECTURES
 from ..model.locate import REGISTRY
 from ..settings import Settings
 from ..training.recipe import Recipe
-from .options import HELP, count, positive, setting_flag
+from .options import count, picked, positive, setting_flag, subcommand
 
 if TYPE_CHECKING:
     from ..training.trainer import RunSummary, Runtime
@@ -37,12 +37,8 @@ def _class_weights(value: str) -> tuple[float, float]:
     return spoof, bonafide
 
 
-def add(sub: argparse._SubParsersAction, settings: Settings) -> None:
-    t = sub.add_parser(
-        "train",
-        help="train or fine-tune AASIST (official recipe); see docs/training.md",
-        formatter_class=HELP,
-    )
+def add(sub: argparse._SubParsersAction, settings: Settings) -> argparse.ArgumentParser:
+    t = subcommand(sub, "train", "train or fine-tune AASIST (official recipe); see docs/training.md")
     t.add_argument("--train", type=Path, required=True, help="ASVspoof protocol, path,label CSV or folder")
     t.add_argument("--train-audio-dir", type=Path, help="audio folder of an ASVspoof protocol")
     t.add_argument("--dev", type=Path, required=True, help="dev set (any layout): EER every epoch")
@@ -50,7 +46,7 @@ def add(sub: argparse._SubParsersAction, settings: Settings) -> None:
     t.add_argument("--out", type=Path, required=True, help="run folder: best.pt, last.pt, metrics.jsonl, ...")
     _recipe_options(t)
     _runtime_options(t, settings)
-    t.set_defaults(run=run)
+    return t
 
 
 def _recipe_options(t: argparse.ArgumentParser) -> None:
@@ -121,33 +117,23 @@ def _recipe(args: argparse.Namespace) -> Recipe:
     init = args.init if args.init is None or args.init in REGISTRY else str(Path(args.init).resolve())
     return Recipe(
         **absolute,
-        model=args.model,
+        **picked(
+            args, "model", "name", "epochs", "batch_size", "lr", "lr_min", "weight_decay", "seed", "swa"
+        ),
         init=init,
-        name=args.name,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        lr_min=args.lr_min,
-        weight_decay=args.weight_decay,
-        seed=args.seed,
         spoof_weight=args.class_weights[0],
         bonafide_weight=args.class_weights[1],
         augment=parse_augmentations(args.augment),
         augment_probability=args.augment_prob,
-        swa=args.swa,
     )
 
 
 def _runtime(args: argparse.Namespace) -> Runtime:
+    from dataclasses import fields
+
     from ..training.trainer import Runtime
 
-    names = ("out", "device", "precision", "workers", "cache", "eval_batch_size", "threads", "checkpoint_dir")
-    return Runtime(
-        **{name: getattr(args, name) for name in names},
-        progress=args.progress,
-        resume=args.resume,
-        stop_after=args.stop_after,
-    )
+    return Runtime(**picked(args, *(field.name for field in fields(Runtime))))  # every field is a flag
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:

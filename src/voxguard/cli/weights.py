@@ -7,13 +7,11 @@ from pathlib import Path
 
 from ..model.config import VARIANTS
 from ..settings import Settings
-from .options import HELP
+from .options import subcommand
 
 
-def add(sub: argparse._SubParsersAction, settings: Settings) -> None:
-    w = sub.add_parser(
-        "weights", help="download the pretrained checkpoints (sha256-verified)", formatter_class=HELP
-    )
+def add(sub: argparse._SubParsersAction, settings: Settings) -> argparse.ArgumentParser:
+    w = subcommand(sub, "weights", "download the pretrained checkpoints (sha256-verified)")
     w.add_argument("--model", default="all", choices=(*VARIANTS, "all"), help="which checkpoint")
     w.add_argument(
         "--dir",
@@ -24,7 +22,7 @@ def add(sub: argparse._SubParsersAction, settings: Settings) -> None:
     )
     w.add_argument("--url", help="download from this URL instead (one model; file:// works)")
     w.add_argument("--force", action="store_true", help="download even when a verified copy exists")
-    w.set_defaults(run=run)
+    return w
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
