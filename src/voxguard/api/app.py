@@ -147,7 +147,6 @@ def create_app(settings: Settings | None = None, service: PredictionService | No
             allow_methods=["GET", "POST"],
             allow_headers=["Authorization", "X-API-Key", "Content-Type", "X-Request-ID"],
         )
-    # The API and the probes, by name; the docs, the web page and unknown paths are "other".
-    known = frozenset(route.path for route in [*api.routes, *probes.routes])
+    known = frozenset(route.path for route in [*api.routes, *probes.routes])  # the rest is "other"
     app.add_middleware(RequestLog, metrics=metrics, routes=known)
     return app
