@@ -23,7 +23,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from voxguard.audio import SAMPLE_RATE, AudioOptions, decode, speech_span
+from voxguard.audio.decoding import decode
+from voxguard.audio.options import SAMPLE_RATE, AudioOptions
+from voxguard.audio.speech import speech_span
 from voxguard.inference import Detector
 from voxguard.pipeline import Pipeline
 from voxguard.settings import Settings

@@ -23,15 +23,9 @@ import numpy as np
 import torch
 from verdict_study import CHANNELS, _called_fake, _segments, splice_files, through
 
-from voxguard.audio import (
-    SAMPLE_RATE,
-    WINDOW,
-    AudioOptions,
-    frame_levels,
-    level_windows,
-    prepare,
-    speech_seconds,
-)
+from voxguard.audio.options import SAMPLE_RATE, WINDOW, AudioOptions
+from voxguard.audio.speech import frame_levels, speech_seconds
+from voxguard.audio.windows import level_windows, prepare
 from voxguard.inference import Detector
 from voxguard.scoring import Rule
 from voxguard.settings import Settings

@@ -36,19 +36,10 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from voxguard.audio import (
-    SAMPLE_RATE,
-    SPEECH_FRAME,
-    SPEECH_MIN_FRAMES,
-    WINDOW,
-    AudioOptions,
-    decode,
-    frame_levels,
-    level_windows,
-    prepare,
-    speech_seconds,
-    speech_span,
-)
+from voxguard.audio.decoding import decode
+from voxguard.audio.options import SAMPLE_RATE, WINDOW, AudioOptions
+from voxguard.audio.speech import SPEECH_FRAME, SPEECH_MIN_FRAMES, frame_levels, speech_seconds, speech_span
+from voxguard.audio.windows import level_windows, prepare
 from voxguard.inference import Detector
 from voxguard.scoring import Rule, fake_probability, find_segments
 from voxguard.settings import Settings

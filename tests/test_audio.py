@@ -1,4 +1,4 @@
-"""Decoding (every accepted format, limits, hostile inputs) and windowing of ``voxguard.audio``.
+"""Decoding (every accepted format, limits, hostile inputs) and windowing: the ``voxguard.audio`` package.
 
 All fixtures are generated in memory; the real recordings come from the ``samples_dir`` fixture.
 """
@@ -17,22 +17,13 @@ import soundfile as sf
 import torch
 import torchaudio.functional as taf
 
-from voxguard import audio
-from voxguard.audio import (
-    ACCEPTED_FORMATS,
-    DEFAULT_HOP,
-    SAMPLE_RATE,
-    WINDOW,
-    AudioError,
-    AudioOptions,
-    StreamWindower,
-    decode,
-    frame_levels,
-    make_windows,
-    speech_seconds,
-    speech_span,
-    window_starts,
-)
+from voxguard.audio import decoding
+from voxguard.audio.decoding import AudioInfo, decode
+from voxguard.audio.errors import ACCEPTED_FORMATS, AudioError
+from voxguard.audio.options import DEFAULT_HOP, SAMPLE_RATE, WINDOW, AudioOptions
+from voxguard.audio.speech import frame_levels, speech_seconds, speech_span
+from voxguard.audio.streaming import StreamWindower
+from voxguard.audio.windows import make_windows, window_starts
 
 # --------------------------------------------------------------------------- helpers
 
@@ -145,7 +136,7 @@ def rms_db(x: np.ndarray) -> float:
 def test_wav_subtypes(subtype: str, codec: str, tolerance: float) -> None:
     x = chirp(SAMPLE_RATE, 1.0)
     decoded = decode(sf_bytes(x, SAMPLE_RATE, "WAV", subtype))
-    assert decoded.info == audio.AudioInfo(SAMPLE_RATE, 1, 1.0, "wav", codec)
+    assert decoded.info == AudioInfo(SAMPLE_RATE, 1, 1.0, "wav", codec)
     assert decoded.waveform.dtype == np.float32 and decoded.waveform.shape == x.shape
     np.testing.assert_allclose(decoded.waveform, x, rtol=0, atol=tolerance)
 
@@ -239,12 +230,12 @@ def test_reference_flac_is_bit_exact(samples_dir: Path) -> None:
     expected, rate = sf.read(path, dtype="float32")
     assert rate == SAMPLE_RATE and decoded.waveform.shape == (32825,)
     assert np.array_equal(decoded.waveform, expected)
-    assert decoded.info == audio.AudioInfo(16000, 1, 32825 / 16000, "flac", "flac")
+    assert decoded.info == AudioInfo(16000, 1, 32825 / 16000, "flac", "flac")
 
 
 def test_voicememo_mp3(samples_dir: Path) -> None:
     decoded = decode((samples_dir / "voicememo.mp3").read_bytes())
-    assert decoded.info == audio.AudioInfo(44100, 1, 144667 / 44100, "mp3", "mp3")
+    assert decoded.info == AudioInfo(44100, 1, 144667 / 44100, "mp3", "mp3")
     assert decoded.waveform.shape == (math.ceil(144667 * SAMPLE_RATE / 44100),)
 
 
@@ -360,7 +351,9 @@ def test_ogg_opus_bomb_refused_from_header(monkeypatch: pytest.MonkeyPatch) -> N
     data = opus_silence_bomb("ogg", 660)
     assert len(data) < 200_000
     monkeypatch.setattr(sf.SoundFile, "read", lambda *a, **k: pytest.fail("read despite the header"))
-    monkeypatch.setattr(audio.av, "AudioResampler", lambda *a, **k: pytest.fail("decoded despite the header"))
+    monkeypatch.setattr(
+        decoding.av, "AudioResampler", lambda *a, **k: pytest.fail("decoded despite the header")
+    )
     expect_error(data, "audio_too_long")
 
 
@@ -394,7 +387,7 @@ def test_bomb_decoded_by_pyav_stops_at_the_limit(kind: str, monkeypatch: pytest.
         data, rate = bytes(flac), SAMPLE_RATE
     seen: list[int] = []
     monkeypatch.setattr(_CountingResampler, "seen", seen, raising=False)
-    monkeypatch.setattr(audio.av, "AudioResampler", _CountingResampler)
+    monkeypatch.setattr(decoding.av, "AudioResampler", _CountingResampler)
     expect_error(data, "audio_too_long")
     assert 600 * rate < sum(seen) <= 600 * rate + max(seen)  # stopped at the first frame past the limit
 
@@ -561,7 +554,7 @@ def test_stream_resampler_matches_whole_signal_resampling(rate):
     import torch
     import torchaudio.functional as taf
 
-    from voxguard.audio import StreamResampler
+    from voxguard.audio.streaming import StreamResampler
 
     x = (np.random.default_rng(rate).standard_normal(rate * 3 + 123) * 0.1).astype(np.float32)
     want = taf.resample(torch.from_numpy(x), rate, 16000).numpy()
@@ -648,12 +641,12 @@ def _wav_bytes(x: np.ndarray, rate: int, subtype: str, fmt: str = "WAV") -> byte
 @pytest.mark.parametrize("subtype", ["PCM_16", "FLOAT"])
 @pytest.mark.parametrize("rate", [8000, 16000, 44100])
 def test_plain_wav_is_read_straight_from_the_bytes_exactly_as_libsndfile_reads_it(channels, subtype, rate):
-    limits = audio._Limits(0.25, 600.0)
+    limits = decoding._Limits(0.25, 600.0)
     x = (np.random.default_rng(channels).standard_normal((rate * 2, channels)) * 0.2).astype(np.float32)
     for fmt in ("WAV", "WAVEX"):
         data = _wav_bytes(x, rate, subtype, fmt)
         for cut in (data, data[: len(data) // 2 + 3]):  # whole, and cut short mid-sample
-            fast, reference = audio._decode_plain_wav(cut, limits), audio._decode_soundfile(cut, limits)
+            fast, reference = decoding._decode_plain_wav(cut, limits), decoding._decode_soundfile(cut, limits)
             assert fast is not None, (fmt, len(cut))
             np.testing.assert_array_equal(fast.mono, reference.mono)
             assert (fast.sample_rate, fast.channels, fast.container, fast.codec) == (
@@ -667,22 +660,22 @@ def test_plain_wav_is_read_straight_from_the_bytes_exactly_as_libsndfile_reads_i
 @pytest.mark.parametrize("subtype", ["PCM_U8", "PCM_24", "PCM_32", "DOUBLE", "ULAW"])
 def test_other_wav_encodings_are_left_to_libsndfile(subtype):
     data = _wav_bytes(np.zeros(16000, np.float32) + 0.1, 16000, subtype)
-    assert audio._decode_plain_wav(data, audio._Limits(0.25, 600.0)) is None
+    assert decoding._decode_plain_wav(data, decoding._Limits(0.25, 600.0)) is None
     assert decode(data).info.container == "wav"  # and still decoded, by libsndfile
 
 
 def test_a_plain_wav_header_that_does_not_add_up_is_left_to_libsndfile():
     data = bytearray(_wav_bytes(np.zeros(16000, np.float32) + 0.1, 16000, "PCM_16"))
-    limits = audio._Limits(0.25, 600.0)
+    limits = decoding._Limits(0.25, 600.0)
     broken_align = bytearray(data)
     broken_align[32:34] = (3).to_bytes(2, "little")  # block align 3 for one 16-bit channel
-    assert audio._decode_plain_wav(bytes(broken_align), limits) is None
+    assert decoding._decode_plain_wav(bytes(broken_align), limits) is None
     fmt_past_end = bytearray(data[:36])
     fmt_past_end[16:20] = (1000).to_bytes(4, "little")
-    assert audio._decode_plain_wav(bytes(fmt_past_end), limits) is None
+    assert decoding._decode_plain_wav(bytes(fmt_past_end), limits) is None
     long_header = bytearray(data)  # the data chunk claims 700 s: only what is there is read
     long_header[40:44] = (700 * 32000).to_bytes(4, "little")
-    assert len(audio._decode_plain_wav(bytes(long_header), limits).mono) == 16000
+    assert len(decoding._decode_plain_wav(bytes(long_header), limits).mono) == 16000
     with pytest.raises(AudioError) as refused:  # past the limit by its real length: refused
-        audio._decode_plain_wav(bytes(data), audio._Limits(0.25, 0.5))
+        decoding._decode_plain_wav(bytes(data), decoding._Limits(0.25, 0.5))
     assert refused.value.code == "audio_too_long"

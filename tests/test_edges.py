@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from voxguard.audio import SAMPLE_RATE, SPEECH_FRAME
+from voxguard.audio.options import SAMPLE_RATE
+from voxguard.audio.speech import SPEECH_FRAME
 from voxguard.pipeline import Pipeline
 from voxguard.settings import Settings
 

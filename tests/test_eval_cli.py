@@ -17,7 +17,9 @@ import pytest
 from PIL import Image
 
 from synthetic_speech import espeak_ng
-from voxguard.audio import WINDOW, AudioOptions, decode, make_windows, prepare
+from voxguard.audio.decoding import decode
+from voxguard.audio.options import WINDOW, AudioOptions
+from voxguard.audio.windows import make_windows, prepare
 from voxguard.cli import main
 from voxguard.evaluation.metrics import asv_error_rates, equal_error_rate, min_tdcf
 from voxguard.evaluation.scorefile import read_asv_scores, resume_scores

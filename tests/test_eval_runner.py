@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from voxguard.audio import WINDOW, AudioOptions, prepare
+from voxguard.audio.options import WINDOW, AudioOptions
+from voxguard.audio.windows import prepare
 from voxguard.datasets import load_dataset
 from voxguard.evaluation import runner
 from voxguard.evaluation.runner import score_dataset, scoring_protocol

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from voxguard.audio import WindowSet
+from voxguard.audio.windows import WindowSet
 from voxguard.evaluation.heldout import Cut, HeldOutFile, file_margins, judge, summarise
 from voxguard.scoring import Rule
 

@@ -7,7 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from voxguard.audio import SAMPLE_RATE, WINDOW, AudioInfo, DecodedAudio, make_windows
+from voxguard.audio.decoding import AudioInfo, DecodedAudio
+from voxguard.audio.options import SAMPLE_RATE, WINDOW
+from voxguard.audio.windows import make_windows
 from voxguard.inference import CPU_FORWARD_WINDOWS, Detector, resolve_device
 from voxguard.scoring import Rule, fake_probability, summarize
 

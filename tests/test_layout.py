@@ -46,7 +46,8 @@ LAYERS: list[list[tuple[str, ...]]] = [
     [("voxguard.api", "voxguard.client")],
     # processes: uvicorn, the supervisor, voxguard serve
     [("voxguard.processes",)],
-    [("voxguard.cli",)],
+    # the command line, and `python -m voxguard`
+    [("voxguard.cli", "voxguard.__main__")],
 ]
 
 

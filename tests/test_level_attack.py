@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from synthetic_speech import espeak_ng
-from voxguard.audio import decode, make_windows
+from voxguard.audio.decoding import decode
+from voxguard.audio.windows import make_windows
 from voxguard.scoring import summarize
 
 SENTENCE = "Please call Stella. Ask her to bring these things with her from the store."

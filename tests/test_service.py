@@ -19,7 +19,8 @@ import soundfile as sf
 
 from servers import PoisonedDetector, ServerProcess, live_server
 from test_edges import ToneModel, spliced
-from voxguard.audio import AudioOptions, prepare
+from voxguard.audio.options import AudioOptions
+from voxguard.audio.windows import prepare
 from voxguard.scoring import summarize
 from voxguard.settings import Settings
 

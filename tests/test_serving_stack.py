@@ -20,9 +20,9 @@ from prometheus_client import generate_latest
 
 from voxguard import pipeline as pipeline_module
 from voxguard.api.app import create_app
-from voxguard.audio import WINDOW
+from voxguard.audio.options import WINDOW
 from voxguard.benchmarks import serve_bench
-from voxguard.cli import build_parser
+from voxguard.cli.parser import build_parser
 from voxguard.serving import wiring
 from voxguard.serving.engine import LocalEngine
 from voxguard.serving.errors import Overloaded, QueueFull

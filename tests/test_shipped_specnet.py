@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from synthetic_speech import espeak_ng
-from voxguard.audio import decode, make_windows
+from voxguard.audio.decoding import decode
+from voxguard.audio.windows import make_windows
 from voxguard.model.checkpoints import sha256_file
 from voxguard.model.locate import BUNDLED_DIR, REGISTRY
 from voxguard.pipeline import Pipeline

@@ -16,7 +16,9 @@ from pydantic import TypeAdapter
 
 from servers import live_server
 from voxguard.api.protocol import StreamDone, StreamError, StreamEvent, StreamWindow
-from voxguard.audio import AudioOptions, StreamWindower, make_windows
+from voxguard.audio.options import AudioOptions
+from voxguard.audio.streaming import StreamWindower
+from voxguard.audio.windows import make_windows
 
 
 @pytest.fixture(scope="module")

@@ -15,8 +15,10 @@ import pytest
 
 from servers import ServerProcess
 from training_data import write_csv_set, write_folder_set
-from voxguard.audio import AudioOptions, prepare
-from voxguard.cli import build_parser, main
+from voxguard.audio.options import AudioOptions
+from voxguard.audio.windows import prepare
+from voxguard.cli import main
+from voxguard.cli.parser import build_parser
 from voxguard.model.checkpoints import sha256_file
 from voxguard.settings import Settings
 from voxguard.training.run_files import read_metrics, read_steps

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from voxguard.audio import WINDOW
+from voxguard.audio.options import WINDOW
 from voxguard.training.augment import (
     AUGMENTATIONS,
     CODECS,

@@ -11,7 +11,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from training_data import write_csv_set, write_folder_set
-from voxguard.audio import WINDOW, make_windows
+from voxguard.audio.options import WINDOW
+from voxguard.audio.windows import make_windows
 from voxguard.datasets import BONAFIDE, SPOOF, Dataset, DatasetError, Item, load_dataset
 from voxguard.training.augment import Augmenter
 from voxguard.training.data import (

@@ -21,7 +21,10 @@ from websockets.sync.client import connect
 
 from servers import live_server
 from synthetic_speech import espeak_ng
-from voxguard.audio import SAMPLE_RATE, AudioOptions, decode, prepare, speech_span
+from voxguard.audio.decoding import decode
+from voxguard.audio.options import SAMPLE_RATE, AudioOptions
+from voxguard.audio.speech import speech_span
+from voxguard.audio.windows import prepare
 from voxguard.client import Client
 from voxguard.settings import Settings
 

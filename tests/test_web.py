@@ -27,7 +27,8 @@ import torchaudio
 
 from browser import CHROMIUM, CHROMIUM_ARGS
 from servers import live_server
-from voxguard.audio import AudioOptions, prepare
+from voxguard.audio.options import AudioOptions
+from voxguard.audio.windows import prepare
 
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "test-artifacts"

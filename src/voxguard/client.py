@@ -1,8 +1,11 @@
 """Python client for the voxguard HTTP service, for other services to import.
 
-``Client`` (blocking) and ``AsyncClient`` (asyncio) share everything but the I/O: requests are built,
-responses parsed and retry delays computed by the helpers below, so both behave identically.
-Results are the service's own wire models (``voxguard.api.protocol``), validated from the JSON.
+``Client`` (blocking) and ``AsyncClient`` (asyncio) share everything but the I/O. A request is a
+generator of steps (:func:`_exchange` and the operations built on it): it yields a request to send or
+seconds to wait and returns the parsed result. The two clients only carry the steps out, one with
+blocking calls and one with ``await``, so both build the same requests, parse the same answers and
+retry alike. Results are the service's own wire models (``voxguard.api.protocol``), validated from
+the JSON.
 """
 
 from __future__ import annotations
@@ -13,11 +16,11 @@ import os
 import random
 import ssl
 import threading
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Generator, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from time import sleep
-from typing import IO, Any, TypeVar
+from typing import IO, Any, Generic, TypeVar
 
 import httpx
 import numpy as np
@@ -49,6 +52,8 @@ Audio = str | os.PathLike[str] | bytes | bytearray | memoryview | IO[bytes]
 
 Verify = bool | str | os.PathLike[str] | ssl.SSLContext
 _Model = TypeVar("_Model", bound=BaseModel)
+_T = TypeVar("_T")
+_Http = TypeVar("_Http", httpx.Client, httpx.AsyncClient)
 
 
 class VoxguardError(Exception):
@@ -114,52 +119,6 @@ class _Call:
     files: dict[str, tuple[str, bytes]] | None = None
 
 
-def _stream_uri(base_url: str, model: str | None) -> str:
-    url = httpx.URL(base_url.rstrip("/") + "/v1/stream")
-    url = url.copy_with(scheme="wss" if url.scheme == "https" else "ws")
-    return str(url.copy_merge_params({"model": model}) if model else url)
-
-
-def _stream_config(sample_rate: int, fmt: str, hop_s: float | None) -> str:
-    config = StreamConfig(sample_rate=sample_rate, format=fmt, hop_s=hop_s)  # type: ignore[arg-type]
-    return config.model_dump_json(exclude_none=True)
-
-
-def _frame_bytes(frame: bytes | np.ndarray, fmt: str) -> bytes:
-    if isinstance(frame, np.ndarray):
-        return frame.astype("<i2" if fmt == "s16" else "<f4", copy=False).tobytes()
-    return bytes(frame)
-
-
-_STREAM_EVENT: TypeAdapter[StreamWindow | StreamDone | StreamError] = TypeAdapter(StreamEvent)
-
-
-def _stream_message(text: str | bytes) -> StreamWindow | StreamDone:
-    """A server message as its model; an ``error`` message becomes a ``VoxguardError`` (status 0: no
-    HTTP status)."""
-    message = _STREAM_EVENT.validate_json(text)
-    if isinstance(message, StreamError):
-        raise VoxguardError(0, message.code, message.detail)
-    return message
-
-
-def _ws_options(api_key: str | None, verify: Verify, secure: bool) -> dict[str, Any]:
-    options: dict[str, Any] = {"max_size": None}
-    if api_key:
-        options["additional_headers"] = {"X-API-Key": api_key}
-    if secure:
-        if isinstance(verify, ssl.SSLContext):
-            options["ssl"] = verify
-        elif isinstance(verify, (str, os.PathLike)):
-            options["ssl"] = ssl.create_default_context(cafile=os.fspath(verify))
-        elif verify is False:
-            context = ssl.create_default_context()
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-            options["ssl"] = context
-    return options
-
-
 def _http_options(
     base_url: str, api_key: str | None, timeout: float | httpx.Timeout, verify: Verify
 ) -> dict[str, Any]:
@@ -192,10 +151,6 @@ def _read_audio(audio: Audio, filename: str | None) -> tuple[str, bytes]:
     raise TypeError(f"audio must be a path, bytes or a binary file object, not {type(audio).__name__}")
 
 
-def _predict_call(upload: tuple[str, bytes], model: str | None) -> _Call:
-    return _Call("POST", "/v1/predict", {"model": model} if model else {}, {"file": upload})
-
-
 def _retry_after(value: str | None) -> float | None:
     try:
         return max(0.0, float(value)) if value is not None else None
@@ -203,15 +158,13 @@ def _retry_after(value: str | None) -> float | None:
         return None
 
 
-def _check(response: httpx.Response) -> httpx.Response:
-    """The response if it is 2xx; otherwise its ``{code, detail}`` body as a VoxguardError."""
-    if response.is_success:
-        return response
+def _refusal(response: httpx.Response) -> VoxguardError:
+    """A response that is not 2xx: its ``{code, detail}`` body as a VoxguardError."""
     try:
         body = ErrorBody.model_validate_json(response.content)
     except ValidationError:  # not voxguard's JSON (a proxy's page, say): keep what it said
         body = ErrorBody(code=f"http_{response.status_code}", detail=response.text[:500])
-    raise VoxguardError(
+    return VoxguardError(
         response.status_code,
         body.code,
         body.detail,
@@ -230,7 +183,7 @@ def _parse(response: httpx.Response, model: type[_Model]) -> _Model:
 
 
 def _transport_error(exc: httpx.RequestError) -> VoxguardError:
-    """Map a request that got no response to a status-0 VoxguardError (``raise ... from exc``)."""
+    """A request that got no response as a status-0 VoxguardError, with ``exc`` as its cause."""
     cause: BaseException | None = exc
     while cause is not None and not isinstance(cause, ssl.SSLError):
         cause = cause.__cause__ or cause.__context__
@@ -242,26 +195,88 @@ def _transport_error(exc: httpx.RequestError) -> VoxguardError:
         code = "connection_error"
     else:
         code = "transport_error"
-    return VoxguardError(0, code, f"{type(exc).__name__}: {str(exc) or 'no detail'} ({exc.request.url})")
+    error = VoxguardError(0, code, f"{type(exc).__name__}: {str(exc) or 'no detail'} ({exc.request.url})")
+    error.__cause__ = exc
+    return error
 
 
-def _not_ready(error: VoxguardError) -> bool:
-    """A 503 or an unreachable server means "not ready"; a wrong key or certificate is an error."""
-    return error.status == 503 or error.code == "connection_error"
+# --- requests as steps, written once for both clients --------------------------------------------------
+
+Outcome = httpx.Response | httpx.RequestError | None
+"""What a client sends back into the steps: the response to a ``_Call``, or the transport error it
+raised instead; ``None`` after a wait."""
+Steps = Generator[_Call | float, Outcome, _T]
+"""A request as steps: yields a ``_Call`` to send or seconds to wait, returns the result."""
 
 
-def _log_retry(call: _Call, error: VoxguardError, attempt: int, retries: int, wait: float) -> None:
-    logger.debug(
-        "%s %s failed (%s); retry %d/%d in %.2f s", call.method, call.path, error, attempt + 1, retries, wait
-    )
+def _exchange(policy: RetryPolicy, call: _Call, retry: bool = True) -> Steps[httpx.Response]:
+    """``call`` until it succeeds or ``policy`` gives up: the 2xx response, or the last error raised."""
+    attempt = 0
+    while True:
+        outcome = yield call
+        if not isinstance(outcome, httpx.Response):
+            error = _transport_error(outcome)  # type: ignore[arg-type]
+        elif outcome.is_success:
+            return outcome
+        else:
+            error = _refusal(outcome)
+        wait = policy.delay(attempt, error) if retry else None
+        if wait is None:
+            raise error
+        logger.debug(
+            "%s %s failed (%s); retry %d/%d in %.2f s",
+            *(call.method, call.path, error, attempt + 1, policy.retries, wait),
+        )
+        yield wait
+        attempt += 1
 
 
-class Client:
-    """Blocking client; thread-safe, so one instance can serve a whole process.
+def _fetch(policy: RetryPolicy, call: _Call, model: type[_Model]) -> Steps[_Model]:
+    return _parse((yield from _exchange(policy, call)), model)
+
+
+def _predict(policy: RetryPolicy, upload: tuple[str, bytes], model: str | None) -> Steps[PredictResponse]:
+    call = _Call("POST", "/v1/predict", {"model": model} if model else {}, {"file": upload})
+    return (yield from _fetch(policy, call, PredictResponse))
+
+
+def _ready(policy: RetryPolicy) -> Steps[bool]:
+    """Asked once, as a probe: a 503 or an unreachable server means "not ready"; a wrong key or
+    certificate is an error."""
+    try:
+        yield from _exchange(policy, _Call("GET", "/ready"), retry=False)
+    except VoxguardError as error:
+        if error.status == 503 or error.code == "connection_error":
+            return False
+        raise
+    return True
+
+
+@dataclass(frozen=True)
+class _Done(Generic[_T]):
+    value: _T
+
+
+def _advance(steps: Steps[_T], outcome: Outcome) -> _Call | float | _Done[_T]:
+    """The next step, given the outcome of the last; ``_Done`` with the result once there is none."""
+    try:
+        return steps.send(outcome)
+    except StopIteration as done:
+        return _Done(done.value)
+
+
+_HEALTH = _Call("GET", "/health")
+_MODELS = _Call("GET", "/v1/models")
+
+
+class _Base(Generic[_Http]):
+    """What both clients hold: the retry policy, an httpx client, and where the stream connects.
 
     ``verify`` is True (system CAs), False, a CA file (e.g. the service's self-signed ``cert.pem``) or
     an ``ssl.SSLContext``. ``transport`` replaces httpx's network transport (then ``verify`` is unused).
     """
+
+    _http_class: type[_Http]
 
     def __init__(
         self,
@@ -272,11 +287,18 @@ class Client:
         verify: Verify = True,
         retries: int = 3,
         backoff: float = 0.5,
-        transport: httpx.BaseTransport | None = None,
+        transport: httpx.BaseTransport | httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.policy = RetryPolicy(retries=retries, backoff=backoff)
-        self._http = httpx.Client(transport=transport, **_http_options(base_url, api_key, timeout, verify))
+        options = _http_options(base_url, api_key, timeout, verify)
+        self._http = self._http_class(transport=transport, **options)  # type: ignore[arg-type]
         self._ws = (base_url, api_key, verify)
+
+
+class Client(_Base[httpx.Client]):
+    """Blocking client; thread-safe, so one instance can serve a whole process."""
+
+    _http_class = httpx.Client
 
     def __enter__(self) -> Client:
         return self
@@ -287,30 +309,24 @@ class Client:
     def close(self) -> None:
         self._http.close()
 
-    def _send(self, call: _Call, retry: bool = True) -> httpx.Response:
-        attempt = 0
-        while True:
-            try:
-                return _check(
-                    self._http.request(call.method, call.path, params=call.params, files=call.files)
-                )
-            except httpx.RequestError as exc:
-                error = _transport_error(exc)
-                error.__cause__ = exc
-            except VoxguardError as exc:
-                error = exc
-            wait = self.policy.delay(attempt, error) if retry else None
-            if wait is None:
-                raise error
-            _log_retry(call, error, attempt, self.policy.retries, wait)
-            sleep(wait)
-            attempt += 1
+    def _run(self, steps: Steps[_T]) -> _T:
+        """Carry ``steps`` out: send each request, sleep each wait, return what they return."""
+        outcome: Outcome = None
+        while not isinstance(step := _advance(steps, outcome), _Done):
+            outcome = self._send(step) if isinstance(step, _Call) else sleep(step)
+        return step.value
+
+    def _send(self, call: _Call) -> httpx.Response | httpx.RequestError:
+        try:
+            return self._http.request(call.method, call.path, params=call.params, files=call.files)
+        except httpx.RequestError as exc:
+            return exc
 
     def predict(
         self, audio: Audio, *, model: str | None = None, filename: str | None = None
     ) -> PredictResponse:
         """Score one recording (a path, bytes or a binary file object) with ``model`` or the default."""
-        return _parse(self._send(_predict_call(_read_audio(audio, filename), model)), PredictResponse)
+        return self._run(_predict(self.policy, _read_audio(audio, filename), model))
 
     def predict_many(
         self, paths_or_bytes: Iterable[Audio], *, model: str | None = None, concurrency: int = 4
@@ -332,21 +348,15 @@ class Client:
 
     def health(self) -> HealthResponse:
         """Liveness: the process answers, with its device and loaded models."""
-        return _parse(self._send(_Call("GET", "/health")), HealthResponse)
+        return self._run(_fetch(self.policy, _HEALTH, HealthResponse))
 
     def ready(self) -> bool:
         """Whether the service takes work now; asked once, without retries (it is a probe)."""
-        try:
-            self._send(_Call("GET", "/ready"), retry=False)
-        except VoxguardError as error:
-            if _not_ready(error):
-                return False
-            raise
-        return True
+        return self._run(_ready(self.policy))
 
     def models(self) -> ModelsResponse:
         """The loaded models, with the sha256 of each checkpoint."""
-        return _parse(self._send(_Call("GET", "/v1/models")), ModelsResponse)
+        return self._run(_fetch(self.policy, _MODELS, ModelsResponse))
 
     def stream(
         self,
@@ -364,16 +374,84 @@ class Client:
         as the iterable yields them: pace a live source in real time. Server errors raise
         ``VoxguardError`` with the server's code. Protocol: docs/streaming.md.
         """
-        return _sync_stream(self._ws, frames, sample_rate, pcm_format, hop_s, model)
+        return _sync_stream(self._ws, _outgoing(frames, sample_rate, pcm_format, hop_s), model)
 
 
-def _sync_stream(
-    ws_target: tuple[str, str | None, Verify],
-    frames: Iterable[bytes | np.ndarray],
+def _stream_uri(base_url: str, model: str | None) -> str:
+    url = httpx.URL(base_url.rstrip("/") + "/v1/stream")
+    url = url.copy_with(scheme="wss" if url.scheme == "https" else "ws")
+    return str(url.copy_merge_params({"model": model}) if model else url)
+
+
+def _stream_config(sample_rate: int, fmt: str, hop_s: float | None) -> str:
+    config = StreamConfig(sample_rate=sample_rate, format=fmt, hop_s=hop_s)  # type: ignore[arg-type]
+    return config.model_dump_json(exclude_none=True)
+
+
+def _frame_bytes(frame: bytes | np.ndarray, fmt: str) -> bytes:
+    if isinstance(frame, np.ndarray):
+        return frame.astype("<i2" if fmt == "s16" else "<f4", copy=False).tobytes()
+    return bytes(frame)
+
+
+_STREAM_EVENT: TypeAdapter[StreamWindow | StreamDone | StreamError] = TypeAdapter(StreamEvent)
+
+
+def _stream_message(text: str | bytes) -> StreamWindow | StreamDone:
+    """A server message as its model; an ``error`` message becomes a ``VoxguardError`` (status 0: no
+    HTTP status)."""
+    message = _STREAM_EVENT.validate_json(text)
+    if isinstance(message, StreamError):
+        raise VoxguardError(0, message.code, message.detail)
+    return message
+
+
+def _outgoing(
+    frames: Iterable[bytes | np.ndarray], sample_rate: int, fmt: str, hop_s: float | None
+) -> Iterator[str | bytes]:
+    """The messages of a stream: its configuration, the frames, the end."""
+    yield _stream_config(sample_rate, fmt, hop_s)
+    for frame in frames:
+        yield _frame_bytes(frame, fmt)
+    yield StreamEnd().model_dump_json()
+
+
+async def _outgoing_async(
+    frames: Iterable[bytes | np.ndarray] | AsyncIterable[bytes | np.ndarray],
     sample_rate: int,
     fmt: str,
     hop_s: float | None,
-    model: str | None,
+) -> AsyncIterator[str | bytes]:
+    """:func:`_outgoing` for frames that may also come from an async iterable."""
+    if not isinstance(frames, AsyncIterable):
+        for message in _outgoing(frames, sample_rate, fmt, hop_s):
+            yield message
+        return
+    yield _stream_config(sample_rate, fmt, hop_s)
+    async for frame in frames:
+        yield _frame_bytes(frame, fmt)
+    yield StreamEnd().model_dump_json()
+
+
+def _ws_options(api_key: str | None, verify: Verify, secure: bool) -> dict[str, Any]:
+    options: dict[str, Any] = {"max_size": None}
+    if api_key:
+        options["additional_headers"] = {"X-API-Key": api_key}
+    if secure:
+        if isinstance(verify, ssl.SSLContext):
+            options["ssl"] = verify
+        elif isinstance(verify, (str, os.PathLike)):
+            options["ssl"] = ssl.create_default_context(cafile=os.fspath(verify))
+        elif verify is False:
+            context = ssl.create_default_context()
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+            options["ssl"] = context
+    return options
+
+
+def _sync_stream(
+    ws_target: tuple[str, str | None, Verify], messages: Iterator[str | bytes], model: str | None
 ) -> Iterator[StreamWindow | StreamDone]:
     base_url, api_key, verify = ws_target
     uri = _stream_uri(base_url, model)
@@ -382,10 +460,8 @@ def _sync_stream(
 
         def send_all() -> None:
             try:
-                ws.send(_stream_config(sample_rate, fmt, hop_s))
-                for frame in frames:
-                    ws.send(_frame_bytes(frame, fmt))
-                ws.send(StreamEnd().model_dump_json())
+                for message in messages:
+                    ws.send(message)
             except ConnectionClosed:
                 pass  # the server may close first (an error message)
             except Exception as exc:  # the caller's frames failed: end the stream, and raise it there
@@ -403,25 +479,10 @@ def _sync_stream(
         raise failure[0]
 
 
-class AsyncClient:
+class AsyncClient(_Base[httpx.AsyncClient]):
     """The asyncio twin of ``Client``: same arguments, same results, same errors and retries."""
 
-    def __init__(
-        self,
-        base_url: str = "http://localhost:8000",
-        *,
-        api_key: str | None = None,
-        timeout: float | httpx.Timeout = 60.0,
-        verify: Verify = True,
-        retries: int = 3,
-        backoff: float = 0.5,
-        transport: httpx.AsyncBaseTransport | None = None,
-    ) -> None:
-        self.policy = RetryPolicy(retries=retries, backoff=backoff)
-        self._http = httpx.AsyncClient(
-            transport=transport, **_http_options(base_url, api_key, timeout, verify)
-        )
-        self._ws = (base_url, api_key, verify)
+    _http_class = httpx.AsyncClient
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -432,32 +493,25 @@ class AsyncClient:
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    async def _send(self, call: _Call, retry: bool = True) -> httpx.Response:
-        attempt = 0
-        while True:
-            try:
-                response = await self._http.request(
-                    call.method, call.path, params=call.params, files=call.files
-                )
-                return _check(response)
-            except httpx.RequestError as exc:
-                error = _transport_error(exc)
-                error.__cause__ = exc
-            except VoxguardError as exc:
-                error = exc
-            wait = self.policy.delay(attempt, error) if retry else None
-            if wait is None:
-                raise error
-            _log_retry(call, error, attempt, self.policy.retries, wait)
-            await asyncio.sleep(wait)
-            attempt += 1
+    async def _run(self, steps: Steps[_T]) -> _T:
+        """``Client._run`` with ``await``."""
+        outcome: Outcome = None
+        while not isinstance(step := _advance(steps, outcome), _Done):
+            outcome = await (self._send(step) if isinstance(step, _Call) else asyncio.sleep(step))
+        return step.value
+
+    async def _send(self, call: _Call) -> httpx.Response | httpx.RequestError:
+        try:
+            return await self._http.request(call.method, call.path, params=call.params, files=call.files)
+        except httpx.RequestError as exc:
+            return exc
 
     async def predict(
         self, audio: Audio, *, model: str | None = None, filename: str | None = None
     ) -> PredictResponse:
         """Score one recording (a path, bytes or a binary file object) with ``model`` or the default."""
         upload = await asyncio.to_thread(_read_audio, audio, filename)  # file reads stay off the loop
-        return _parse(await self._send(_predict_call(upload, model)), PredictResponse)
+        return await self._run(_predict(self.policy, upload, model))
 
     async def predict_many(
         self, paths_or_bytes: Iterable[Audio], *, model: str | None = None, concurrency: int = 4
@@ -477,25 +531,19 @@ class AsyncClient:
 
     async def health(self) -> HealthResponse:
         """Liveness: the process answers, with its device and loaded models."""
-        return _parse(await self._send(_Call("GET", "/health")), HealthResponse)
+        return await self._run(_fetch(self.policy, _HEALTH, HealthResponse))
 
     async def ready(self) -> bool:
         """Whether the service takes work now; asked once, without retries (it is a probe)."""
-        try:
-            await self._send(_Call("GET", "/ready"), retry=False)
-        except VoxguardError as error:
-            if _not_ready(error):
-                return False
-            raise
-        return True
+        return await self._run(_ready(self.policy))
 
     async def models(self) -> ModelsResponse:
         """The loaded models, with the sha256 of each checkpoint."""
-        return _parse(await self._send(_Call("GET", "/v1/models")), ModelsResponse)
+        return await self._run(_fetch(self.policy, _MODELS, ModelsResponse))
 
     async def stream(
         self,
-        frames: Iterable[bytes | np.ndarray],
+        frames: Iterable[bytes | np.ndarray] | AsyncIterable[bytes | np.ndarray],
         *,
         sample_rate: int = 16000,
         pcm_format: str = "s16",
@@ -510,14 +558,8 @@ class AsyncClient:
 
             async def send_all() -> None:
                 try:
-                    await ws.send(_stream_config(sample_rate, pcm_format, hop_s))
-                    if hasattr(frames, "__aiter__"):
-                        async for frame in frames:  # type: ignore[union-attr]
-                            await ws.send(_frame_bytes(frame, pcm_format))
-                    else:
-                        for frame in frames:
-                            await ws.send(_frame_bytes(frame, pcm_format))
-                    await ws.send(StreamEnd().model_dump_json())
+                    async for message in _outgoing_async(frames, sample_rate, pcm_format, hop_s):
+                        await ws.send(message)
                 except ConnectionClosed:
                     pass
                 except Exception as exc:  # as in the sync client: end the stream, raise it to the caller

@@ -21,7 +21,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .audio import SAMPLE_RATE, WINDOW, AudioOptions, level_windows
+from .audio.options import SAMPLE_RATE, WINDOW, AudioOptions
+from .audio.windows import level_windows
 from .scoring import Rule, Segment, Verdict, WindowScore
 
 HALF = WINDOW // 2  # samples in a half window, repeated twice to fill the model input

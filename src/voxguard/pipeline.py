@@ -16,7 +16,9 @@ from typing import Protocol
 
 import numpy as np
 
-from .audio import AudioOptions, DecodedAudio, WindowSet, prepare
+from .audio.decoding import DecodedAudio
+from .audio.options import AudioOptions
+from .audio.windows import WindowSet, prepare
 from .edges import EdgeSearch
 from .scoring import Decision, Rule, Verdict, decide, summarize
 from .settings import Settings

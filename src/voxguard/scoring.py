@@ -25,7 +25,9 @@ from typing import Any
 
 import numpy as np
 
-from .audio import SAMPLE_RATE, WINDOW, DecodedAudio, WindowSet
+from .audio.decoding import DecodedAudio
+from .audio.options import SAMPLE_RATE, WINDOW
+from .audio.windows import WindowSet
 
 REAL, FAKE, INCONCLUSIVE = "REAL", "FAKE", "INCONCLUSIVE"
 # The end of the warning for audio shorter than a window; the CLI table shows it as a column instead.

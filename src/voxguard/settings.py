@@ -12,7 +12,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from .setup_errors import SetupError
 
 if TYPE_CHECKING:  # audio imports torch; the CLI's --help must not wait for it
-    from .audio import AudioOptions
+    from .audio.options import AudioOptions
     from .scoring import Rule
 
 
@@ -164,7 +164,7 @@ class Settings(BaseSettings):
         return value
 
     def audio_options(self) -> AudioOptions:
-        from .audio import AudioOptions
+        from .audio.options import AudioOptions
 
         return AudioOptions(
             preprocess=self.preprocess,

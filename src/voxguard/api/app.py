@@ -29,26 +29,18 @@ from .web import web_router
 
 logger = logging.getLogger("voxguard.access")
 
-_KNOWN_ROUTES = {
-    "/v1/predict",
-    "/v1/predict/batch",
-    "/predict",
-    "/v1/models",
-    "/health",
-    "/ready",
-    "/metrics",
-}
-
 
 class RequestLog:
     """One structured log line and the request metrics per HTTP request; sets ``X-Request-ID``.
 
     A request without an id of its own gets this process's random prefix and a counter: unique across
-    processes and restarts like a UUID, without reading the system's random source per request."""
+    processes and restarts like a UUID, without reading the system's random source per request.
+    ``routes`` are the paths the metrics name; any other path is counted as "other"."""
 
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics, routes: frozenset[str]) -> None:
         self.app = app
         self.metrics = metrics
+        self.routes = routes
         self._prefix = secrets.token_hex(4)
         self._counter = itertools.count(1)
 
@@ -78,7 +70,7 @@ class RequestLog:
             await self.app(scope, receive, send_with_id)
         finally:
             path = scope.get("path", "")
-            route = path if path in _KNOWN_ROUTES else "other"
+            route = path if path in self.routes else "other"
             if state.get("client_gone"):
                 status = 499
             elapsed = time.monotonic() - started
@@ -154,5 +146,6 @@ def create_app(settings: Settings | None = None, service: PredictionService | No
             allow_methods=["GET", "POST"],
             allow_headers=["Authorization", "X-API-Key", "Content-Type", "X-Request-ID"],
         )
-    app.add_middleware(RequestLog, metrics=metrics)
+    known = frozenset(route.path for route in [*api.routes, *probes.routes])  # the rest is "other"
+    app.add_middleware(RequestLog, metrics=metrics, routes=known)
     return app

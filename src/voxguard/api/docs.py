@@ -12,7 +12,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
+from collections.abc import Awaitable, Callable
 from importlib.resources import files
+from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
@@ -45,36 +47,52 @@ def _offline(page: HTMLResponse) -> HTMLResponse:
     return page
 
 
+# Each page: its path, its route name, the FastAPI function that draws it, its title, its assets (files
+# under STATIC_URL) and its other options.
+_PAGES: tuple[tuple[str, str, Callable[..., HTMLResponse], str, dict[str, str], dict[str, Any]], ...] = (
+    (
+        "/docs",
+        "swagger_ui",
+        get_swagger_ui_html,
+        "Swagger UI",
+        {
+            "swagger_js_url": "swagger-ui-bundle.js",
+            "swagger_css_url": "swagger-ui.css",
+            "swagger_favicon_url": "favicon.png",
+        },
+        {"swagger_ui_parameters": SWAGGER_PARAMETERS},
+    ),
+    (
+        "/redoc",
+        "redoc",
+        get_redoc_html,
+        "ReDoc",
+        {"redoc_js_url": "redoc.standalone.js", "redoc_favicon_url": "favicon.png"},
+        {"with_google_fonts": False},
+    ),
+)
+
+
 def install_docs(app: FastAPI) -> None:
     """Mount the packaged assets and add ``/docs`` and ``/redoc`` (the app is built with both off)."""
     app.mount(STATIC_URL, StaticFiles(directory=str(_STATIC_DIR)), name="static-offline-docs")
     router = APIRouter(include_in_schema=False)
-
-    @router.get("/docs")
-    async def swagger_ui(request: Request) -> HTMLResponse:
-        root = request.scope.get("root_path", "")
-        return _offline(
-            get_swagger_ui_html(
-                openapi_url=f"{root}{app.openapi_url}",
-                title=f"{app.title} - Swagger UI",
-                swagger_js_url=f"{root}{STATIC_URL}/swagger-ui-bundle.js",
-                swagger_css_url=f"{root}{STATIC_URL}/swagger-ui.css",
-                swagger_favicon_url=f"{root}{STATIC_URL}/favicon.png",
-                swagger_ui_parameters=SWAGGER_PARAMETERS,
-            )
-        )
-
-    @router.get("/redoc")
-    async def redoc(request: Request) -> HTMLResponse:
-        root = request.scope.get("root_path", "")
-        return _offline(
-            get_redoc_html(
-                openapi_url=f"{root}{app.openapi_url}",
-                title=f"{app.title} - ReDoc",
-                redoc_js_url=f"{root}{STATIC_URL}/redoc.standalone.js",
-                redoc_favicon_url=f"{root}{STATIC_URL}/favicon.png",
-                with_google_fonts=False,
-            )
-        )
-
+    for path, name, *page in _PAGES:
+        router.add_api_route(path, _page(app, *page), name=name, methods=["GET"])
     app.include_router(router)
+
+
+def _page(
+    app: FastAPI,
+    draw: Callable[..., HTMLResponse],
+    title: str,
+    assets: dict[str, str],
+    options: dict[str, Any],
+) -> Callable[[Request], Awaitable[HTMLResponse]]:
+    async def page(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "")  # behind a proxy's prefix, every URL carries it
+        urls = {key: f"{root}{STATIC_URL}/{file}" for key, file in assets.items()}
+        title_text = f"{app.title} - {title}"
+        return _offline(draw(openapi_url=f"{root}{app.openapi_url}", title=title_text, **urls, **options))
+
+    return page

@@ -10,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..audio import ACCEPTED_FORMATS, AudioError
+from ..audio.errors import ACCEPTED_FORMATS, AudioError
 from ..serving.errors import ServingError
 
 logger = logging.getLogger(__name__)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable
-from typing import Annotated, Any, TypeVar
+from typing import Any, TypeVar
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
@@ -31,20 +31,15 @@ T = TypeVar("T")
 _ERRORS = error_responses(*ERROR_EXAMPLES)  # an upload route can answer every documented error
 
 
-async def get_service(request: Request) -> PredictionService:
-    """The app's prediction service. Routes take it as a dependency, so a test can put any service
-    (a simulated engine, no weights) behind the real routes with ``app.dependency_overrides``.
-    ``async``: FastAPI runs a plain ``def`` dependency in a thread pool, a hand-off per request."""
+def _service(request: Request) -> PredictionService:
+    """The app's prediction service (``create_app`` takes one ready-made, which is how tests put a
+    simulated engine behind the real routes)."""
     return request.app.state.service
 
 
-async def get_service_if_loaded(request: Request) -> PredictionService | None:
+def _service_if_loaded(request: Request) -> PredictionService | None:
     """The service, or None while it is still loading (the probes answer then too)."""
     return getattr(request.app.state, "service", None)
-
-
-Service = Annotated[PredictionService, Depends(get_service)]
-LoadingService = Annotated[PredictionService | None, Depends(get_service_if_loaded)]
 
 
 def query_model(request: Request, accepted: tuple[str, ...] = ("model",)) -> str | None:
@@ -116,16 +111,20 @@ async def _audio_parts(request: Request, field: str) -> tuple[list[Part], str | 
     raise ApiError(415, "unsupported_media_type", f"{problem} {how_to_send(field)}")
 
 
-def _chosen_model(query: str | None, form: str | None) -> str | None:
-    """The model the request asks for, in the query or the form (not two different ones); None: default."""
-    query, form = query or None, form or None
+async def _uploads(
+    request: Request, field: str, accepted: tuple[str, ...] = ("model",)
+) -> tuple[list[Part], str | None]:
+    """The audio parts and the model the request asks for, in the query or the form (not two different
+    ones); None: the default."""
+    query = query_model(request, accepted)
+    parts, form = await _audio_parts(request, field)
     if query and form and query != form:
         raise ApiError(
             400,
             "conflicting_model",
             f"The query asks for model {query!r} but the form for {form!r}. Send one of them.",
         )
-    return query or form
+    return parts, query or form
 
 
 async def _until_disconnect(request: Request) -> None:
@@ -171,20 +170,20 @@ def _note(request: Request, p: Prediction) -> None:
     request.state.batch_sizes.extend(p.batch_sizes)
 
 
-@api.post(
-    "/v1/predict",
-    response_model=PredictResponse,
-    responses=_ERRORS,
-    openapi_extra=upload_body(many=False, model_query=True),
-    summary="Is this speech real or synthetic?",
-)
-async def predict(request: Request, service: Service) -> Response:
+def _upload_route(
+    path: str, response: type, *, many: bool = False, model_query: bool = True, **more: Any
+) -> Any:
+    """An upload route's decorator: its answer, every error it may give, and its body in the OpenAPI."""
+    extra = upload_body(many=many, model_query=model_query)
+    return api.post(path, response_model=response, responses=_ERRORS, openapi_extra=extra, **more)
+
+
+@_upload_route("/v1/predict", PredictResponse, summary="Is this speech real or synthetic?")
+async def predict(request: Request) -> Response:
     """Upload one audio file (multipart field `file`, or a raw `audio/*` body); get REAL or FAKE, or
     INCONCLUSIVE when it holds too little speech to judge."""
-    model = query_model(request)
-    parts, form_model = await _audio_parts(request, "file")
-    chosen = _chosen_model(model, form_model)
-    work = service.predict(bytes(parts[0].data), chosen, request.state.received_at)
+    parts, model = await _uploads(request, "file")
+    work = _service(request).predict(bytes(parts[0].data), model, request.state.received_at)
     prediction = await _unless_abandoned(request, work)
     _note(request, prediction)
     # Serialised as built: FastAPI would validate the model again against response_model, a cost per
@@ -192,19 +191,11 @@ async def predict(request: Request, service: Service) -> Response:
     return JSONResponse(_result(prediction))
 
 
-@api.post(
-    "/v1/predict/batch",
-    response_model=BatchResponse,
-    responses=_ERRORS,
-    openapi_extra=upload_body(many=True, model_query=True),
-    summary="Several files in one request",
-)
-async def predict_batch(request: Request, service: Service) -> BatchResponse:
+@_upload_route("/v1/predict/batch", BatchResponse, many=True, summary="Several files in one request")
+async def predict_batch(request: Request) -> BatchResponse:
     """Upload several files as `files`; one result or error per file, in upload order."""
-    model = query_model(request)
-    parts, form_model = await _audio_parts(request, "files")
-    chosen = _chosen_model(model, form_model)
-    work = service.predict_batch([bytes(p.data) for p in parts], chosen, request.state.received_at)
+    parts, model = await _uploads(request, "files")
+    work = _service(request).predict_batch([bytes(p.data) for p in parts], model, request.state.received_at)
     outcomes = await _unless_abandoned(request, work)
     items = []
     for part, outcome in zip(parts, outcomes, strict=True):
@@ -218,24 +209,21 @@ async def predict_batch(request: Request, service: Service) -> BatchResponse:
     return BatchResponse(results=items)
 
 
-@api.post(
+@_upload_route(
     "/predict",
-    response_model=SeedPrediction,
-    responses=_ERRORS,
-    openapi_extra=upload_body(many=False),
+    SeedPrediction,
+    model_query=False,
     tags=["compatibility"],
     summary="Legacy prototype endpoint (prefer /v1/predict)",
 )
-async def predict_seed(request: Request, service: Service) -> SeedPrediction:
+async def predict_seed(request: Request) -> SeedPrediction:
     """The prototype's endpoint and response shape, kept for existing callers; prefer `/v1/predict`.
 
     Its three fields keep their types, so audio with too little speech to judge (INCONCLUSIVE on `/v1`)
     is answered 422 `audio_too_short`, as the prototype answered audio below its minimum length."""
-    query_model(request, accepted=())
-    parts, form_model = await _audio_parts(request, "file")
-    prediction = await _unless_abandoned(
-        request, service.predict(bytes(parts[0].data), form_model, request.state.received_at)
-    )
+    parts, model = await _uploads(request, "file", accepted=())
+    work = _service(request).predict(bytes(parts[0].data), model, request.state.received_at)
+    prediction = await _unless_abandoned(request, work)
     _note(request, prediction)
     d = prediction.verdict.decision
     if d.is_fake is None or d.confidence is None:
@@ -244,22 +232,18 @@ async def predict_seed(request: Request, service: Service) -> SeedPrediction:
 
 
 @api.get("/v1/models", response_model=ModelsResponse, responses=error_responses(401))
-async def models(request: Request, service: Service) -> ModelsResponse:
+async def models(request: Request) -> ModelsResponse:
     """The loaded models, with the sha256 of the checkpoint each was loaded from."""
     query_model(request, accepted=())
+    service = _service(request)
+    # ModelInfo's fields, with the configuration as a dict and the offset the verdict rule really adds.
     out = [
         ModelOut(
-            name=info.name,
-            architecture=info.architecture,
-            parameters=info.parameters,
-            sha256=info.sha256,
-            path=info.path,
-            device=info.device,
-            engine=info.engine,
-            cuda_graphs=info.cuda_graphs,
-            config=info.config.to_dict(),
-            score_offset=service.pipelines[info.name].rule.offset,
-            note=info.note,
+            **{
+                **vars(info),
+                "config": info.config.to_dict(),
+                "score_offset": service.pipelines[info.name].rule.offset,
+            }
         )
         for info in service.models.values()
     ]
@@ -267,8 +251,9 @@ async def models(request: Request, service: Service) -> ModelsResponse:
 
 
 @probes.get("/health", response_model=HealthResponse, tags=["probes"])
-async def health(service: LoadingService) -> HealthResponse:
+async def health(request: Request) -> HealthResponse:
     """Liveness: the process answers. Same fields as the prototype's `/health`."""
+    service = _service_if_loaded(request)
     if service is None:
         return HealthResponse(status="ok", model_loaded=False, device="none", models=[])
     device = service.models[service.default_model].device
@@ -276,8 +261,9 @@ async def health(service: LoadingService) -> HealthResponse:
 
 
 @probes.get("/ready", response_model=ReadyResponse, responses={503: {"model": ErrorBody}}, tags=["probes"])
-async def ready(service: LoadingService) -> Response:
+async def ready(request: Request) -> Response:
     """Readiness: models loaded and warmed up, worker alive, not draining."""
+    service = _service_if_loaded(request)
     reason = "models are loading" if service is None else service.not_ready_reason()
     if reason is None:
         return Response(
@@ -287,8 +273,9 @@ async def ready(service: LoadingService) -> Response:
 
 
 @probes.get("/metrics", tags=["probes"], response_class=Response)
-async def metrics(request: Request, service: LoadingService) -> Response:
+async def metrics(request: Request) -> Response:
     """Prometheus metrics."""
+    service = _service_if_loaded(request)
     if service is not None:
         service.publish_metrics()
     return Response(request.app.state.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)

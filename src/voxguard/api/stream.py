@@ -21,7 +21,8 @@ import logging
 import numpy as np
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
-from ..audio import MAX_SOURCE_RATE, MIN_SOURCE_RATE, SAMPLE_RATE, AudioError
+from ..audio.errors import MAX_SOURCE_RATE, MIN_SOURCE_RATE, AudioError
+from ..audio.options import SAMPLE_RATE
 from ..serving.errors import POLICY, TRY_LATER, ServingError
 from ..serving.service import LiveSession, SlowConsumer
 from .auth import key_matches

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..audio import AudioOptions
+from ..audio.options import AudioOptions
 from ..inference import Detector
 from ..model.checkpoints import load_checkpoint
 from ..pipeline import Pipeline

@@ -32,7 +32,7 @@ import httpx
 import numpy as np
 import soundfile as sf
 
-from ..audio import WINDOW
+from ..audio.options import WINDOW
 from ..inference import bucket_size
 from .loadgen import LoadRun, run_wrk, trivial_endpoint
 

@@ -27,7 +27,7 @@ import soundfile as sf
 import torch
 import torchaudio.functional as taf
 
-from ..audio import SAMPLE_RATE
+from ..audio.options import SAMPLE_RATE
 from . import channels, copysynth, texts, tts
 
 logger = logging.getLogger(__name__)

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torchaudio.functional as taf
 
-from ..audio import SAMPLE_RATE
+from ..audio.options import SAMPLE_RATE
 from ..training import augment
 
 _EPS = 1e-12

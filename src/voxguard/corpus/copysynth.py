@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torchaudio.functional as taf
 
-from ..audio import SAMPLE_RATE
+from ..audio.options import SAMPLE_RATE
 from .tts import EngineMissing
 
 _FRAME_MS = 5.0

@@ -16,7 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..audio import AudioError, AudioOptions, WindowSet, prepare
+from ..audio.errors import AudioError
+from ..audio.options import AudioOptions
+from ..audio.windows import WindowSet, prepare
 from ..pipeline import Scorer
 from ..scoring import FAKE, INCONCLUSIVE, Decision, Rule, decide
 from .metrics import equal_error_rate

@@ -218,29 +218,32 @@ def _separated_note(labelled: LabelledScores) -> str:
     )
 
 
+# The figures plots.py may draw: its name there, the image file and its alt text, the caption.
+_FIGURES = (
+    (
+        "histogram",
+        ("scores.png", "score histograms by class"),
+        "Score histograms by class. The dashed line is the EER threshold, the dotted one the service "
+        "threshold; the further apart the two humps, the easier the set.",
+    ),
+    (
+        "det",
+        ("det.png", "DET curve"),
+        "DET curve: every threshold's false-alarm rate (spoofs accepted) against its miss rate (bona fide "
+        "rejected), on normal-deviate axes, so that normally distributed scores give a straight line. "
+        "Lower left is better; the dot is the EER.",
+    ),
+)
+
+
 def _figures(summary: Summary, drawn: dict[str, Path | None], labelled: LabelledScores) -> list[Block]:
     blocks: list[Block] = [Heading("Figures")]
-    if drawn["histogram"] is not None:
-        blocks += [
-            Image("scores.png", "score histograms by class"),
-            Paragraph(
-                "Score histograms by class. The dashed line is the EER threshold, the dotted one the "
-                "service threshold; the further apart the two humps, the easier the set."
-            ),
-        ]
-    if drawn["det"] is not None:
-        blocks += [
-            Image("det.png", "DET curve"),
-            Paragraph(
-                "DET curve: every threshold's false-alarm rate (spoofs accepted) against its miss rate "
-                "(bona fide rejected), on normal-deviate axes, so that normally distributed scores give "
-                "a straight line. Lower left is better; the dot is the EER."
-            ),
-        ]
-    elif summary.eer == 0.0:
-        blocks.append(Paragraph(_separated_note(labelled) + "."))
-    else:
-        blocks.append(Paragraph(f"DET curve {summary.eer_note}."))
+    for name, image, caption in _FIGURES:
+        if drawn[name] is not None:
+            blocks += [Image(*image), Paragraph(caption)]
+    if drawn["det"] is None:
+        note = _separated_note(labelled) + "." if summary.eer == 0.0 else f"DET curve {summary.eer_note}."
+        blocks.append(Paragraph(note))
     return blocks
 
 

@@ -18,7 +18,10 @@ from typing import Protocol
 
 import numpy as np
 
-from ..audio import WINDOW, AudioError, AudioOptions, WindowSet, decode, make_windows
+from ..audio.decoding import decode
+from ..audio.errors import AudioError
+from ..audio.options import WINDOW, AudioOptions
+from ..audio.windows import WindowSet, make_windows
 from ..datasets import Dataset, Item
 from ..pipeline import Pipeline
 from ..progress import Progress, progress_bar

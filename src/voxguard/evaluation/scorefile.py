@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -45,14 +46,19 @@ def _complete_lines(path: Path) -> str:
     return complete.decode("utf-8")
 
 
+def _numbered_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """The non-empty complete lines of ``path`` with their line numbers (none if it does not exist)."""
+    if not path.exists():
+        return
+    for number, line in enumerate(_complete_lines(path).splitlines(), start=1):
+        if line.strip():
+            yield number, line
+
+
 def resume_scores(path: Path) -> dict[str, float]:
     """The scores already in ``path`` (empty if it does not exist); see :func:`_complete_lines`."""
-    if not path.exists():
-        return {}
     scores: dict[str, float] = {}
-    for number, line in enumerate(_complete_lines(path).splitlines(), start=1):
-        if not line.strip():
-            continue
+    for number, line in _numbered_lines(path):
         parts = line.rsplit(maxsplit=1)
         try:
             score = float(parts[1]) if len(parts) == 2 else math.nan
@@ -70,12 +76,8 @@ def inconclusive_path(scores_path: Path) -> Path:
 
 def resume_inconclusive(path: Path) -> dict[str, str]:
     """The files already judged inconclusive, key to reason (empty if ``path`` does not exist)."""
-    if not path.exists():
-        return {}
     found: dict[str, str] = {}
-    for number, line in enumerate(_complete_lines(path).splitlines(), start=1):
-        if not line.strip():
-            continue
+    for number, line in _numbered_lines(path):
         try:
             record = json.loads(line)
             found[str(record["key"])] = str(record["reason"])

@@ -54,28 +54,29 @@ class CheckpointSpec:
     bundled: bool = False
 
 
-def _upstream_url(filename: str) -> str:
-    return f"https://github.com/clovaai/aasist/raw/{UPSTREAM_COMMIT}/models/weights/{filename}"
+def _upstream(name: str, filename: str, sha256: str, size: int) -> CheckpointSpec:
+    """A checkpoint the official AASIST repository publishes, at the pinned commit."""
+    url = f"https://github.com/clovaai/aasist/raw/{UPSTREAM_COMMIT}/models/weights/{filename}"
+    return CheckpointSpec(
+        name=name,
+        filename=filename,
+        sha256=sha256,
+        size=size,
+        url=url,
+        config=VARIANTS[name],
+        license=UPSTREAM_LICENSE,
+    )
 
 
 REGISTRY: dict[str, CheckpointSpec] = {
-    "aasist": CheckpointSpec(
-        name="aasist",
-        filename="AASIST.pth",
-        sha256="51d2d9cf0738172f61e2a384ec50a54a55363240f67c971ed55a92435bc1a1c0",
-        size=1_281_532,
-        url=_upstream_url("AASIST.pth"),
-        config=VARIANTS["aasist"],
-        license=UPSTREAM_LICENSE,
+    "aasist": _upstream(
+        "aasist", "AASIST.pth", "51d2d9cf0738172f61e2a384ec50a54a55363240f67c971ed55a92435bc1a1c0", 1_281_532
     ),
-    "aasist-l": CheckpointSpec(
-        name="aasist-l",
-        filename="AASIST-L.pth",
-        sha256="814331d088032bb4c3fa61cc014789eadeed464209dd094ab3a2dd6ffbdce27a",
-        size=426_428,
-        url=_upstream_url("AASIST-L.pth"),
-        config=VARIANTS["aasist-l"],
-        license=UPSTREAM_LICENSE,
+    "aasist-l": _upstream(
+        "aasist-l",
+        "AASIST-L.pth",
+        "814331d088032bb4c3fa61cc014789eadeed464209dd094ab3a2dd6ffbdce27a",
+        426_428,
     ),
     # voxguard's own detector: trained by scripts/detector_recipe.py, calibrated on its dev split (the
     # calibration is in its output layer, hence offset 0); weights/MODEL_CARD.md says what it can do.

@@ -220,7 +220,7 @@ class Supervisor:
 def _check_room(folder: Path, settings: Settings) -> None:
     """Each front-end maps ``queue_size`` windows of shared memory; a container's small ``/dev/shm``
     (Docker's default is 64 MB) would kill a front-end with SIGBUS under load, so refuse now."""
-    from ..audio import WINDOW  # torch comes with it: see the entry points above
+    from ..audio.options import WINDOW
 
     need = settings.frontends * settings.queue_size * WINDOW * 4
     free = shutil.disk_usage(folder).free

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..audio import WINDOW
+from ..audio.options import WINDOW
 from ..inference import ModelInfo
 from ..settings import Settings
 from .batching import BatchObserver, ScoredWindows, until_deadline

@@ -16,7 +16,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..audio import SAMPLE_RATE, DecodedAudio, StreamResampler, StreamWindower, WindowSet
+from ..audio.decoding import DecodedAudio
+from ..audio.options import SAMPLE_RATE
+from ..audio.streaming import StreamResampler, StreamWindower
+from ..audio.windows import WindowSet
 from ..pipeline import Pipeline
 from ..scoring import Decision, Verdict, decide, fake_probability
 from ..settings import Settings
@@ -30,7 +33,7 @@ logger = logging.getLogger(__name__)
 # A request's deadline is the configured timeout plus this many times the measured device time of its
 # windows, so a long file that an idle server can score is never cut off, whatever the device.
 ALLOWANCE = 2.0
-# A plain WAV this small decodes and levels in about 0.2 ms (audio._decode_plain_wav), less than the
+# A plain WAV this small decodes and levels in about 0.2 ms (audio.decoding._decode_plain_wav), less than the
 # hand-off to the decoding pool and back costs, so it is prepared on the event loop.
 INLINE_BYTES = 256 * 1024
 

@@ -29,7 +29,8 @@ import numpy as np
 import torch
 import torchaudio.functional as taf
 
-from ..audio import SAMPLE_RATE, decode
+from ..audio.decoding import decode
+from ..audio.options import SAMPLE_RATE
 
 AUGMENTATIONS: tuple[str, ...] = ("gain", "noise", "telephone", "codec")
 TELEPHONE_RATE = 8000

@@ -4,8 +4,8 @@ Training windows are random crops (:func:`pad_random`); dev windows are the firs
 (:func:`pad_head`), the input the reference evaluation and ``voxguard serve``'s first window use. Clips
 shorter than a window are repeated end to end, never zero-padded: zero padding changes the scores.
 
-Decoding (any format :func:`voxguard.audio.decode` reads, resampled to 16 kHz mono) happens either once
-up front into memory (``cache="memory"``, the default: about 230 MB per hour of audio) or in the
+Decoding (any format :func:`voxguard.audio.decoding.decode` reads, resampled to 16 kHz mono) happens
+either once up front into memory (``cache="memory"``, the default: about 230 MB per hour of audio) or in the
 DataLoader workers every epoch (``cache="none"``, for sets larger than memory, as the official code
 does). Every random choice for an item (crop position, augmentations) is drawn from a generator keyed
 by ``(seed, epoch, index)``, so a run is the same whatever the worker count or order, and a resumed run
@@ -25,7 +25,9 @@ from torch.utils.data import DataLoader, Sampler
 from torch.utils.data import Dataset as TorchDataset
 from tqdm import tqdm
 
-from ..audio import SAMPLE_RATE, WINDOW, AudioError, decode
+from ..audio.decoding import decode
+from ..audio.errors import AudioError
+from ..audio.options import SAMPLE_RATE, WINDOW
 from ..datasets import BONAFIDE, Dataset, DatasetError, Item
 
 logger = logging.getLogger(__name__)

@@ -17,7 +17,7 @@ import logging
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from .. import __version__
-from ..audio import WINDOW
+from ..audio.options import WINDOW
 from ..datasets import Dataset, load_dataset
 from ..evaluation.metrics import equal_error_rate
 from ..inference import resolve_device
@@ -51,6 +51,7 @@ from .data import (
 from .recipe import Recipe, make_criterion, make_optimizer
 from .run_files import (
     Best,
+    ResumeState,
     RunFiles,
     StepRow,
     best_to_dict,
@@ -234,8 +235,55 @@ class _Optimisation:
         }
 
 
+@dataclass
+class _Session:
+    """One invocation of :func:`train`: what it trains with, and how far the run has got."""
+
+    recipe: Recipe
+    runtime: Runtime
+    run: RunFiles
+    opt: _Optimisation
+    name: str
+    about: dict[str, Any]  # what every checkpoint records about the run
+    context: dict[str, Any]  # what run.json records besides the progress
+    train_windows: TrainWindows
+    dev_loader: DataLoader
+    workers: int
+    epoch: int = 0  # the last epoch done
+    step: int = 0
+    best: Best | None = None
+    last_sha: str = ""
+    average: WeightAverage = field(default_factory=WeightAverage)
+
+    def evaluate(self, model: nn.Module | None = None) -> DevResult:
+        """The dev result of ``model`` (default: the model being trained)."""
+        model = self.opt.model if model is None else model
+        return evaluate(model, self.dev_loader, self.opt.criterion, self.opt.device, self.runtime.progress)
+
+    def train_loader(self, epoch: int) -> DataLoader:
+        return _train_loader(self.train_windows, self.recipe, epoch, self.workers, self.opt.device)
+
+
 def train(recipe: Recipe, runtime: Runtime) -> RunSummary:
     """Run (or continue) training as ``recipe`` says and write the run directory ``runtime.out``."""
+    session, resumed = _setup(recipe, runtime)
+    if not resumed:
+        _baseline(session)
+    final = (
+        recipe.epochs
+        if runtime.stop_after is None
+        else min(recipe.epochs, session.epoch + runtime.stop_after)
+    )
+    for epoch in range(session.epoch + 1, final + 1):
+        _epoch(session, epoch)
+    return _finish(session)
+
+
+def _open(
+    recipe: Recipe, runtime: Runtime
+) -> tuple[RunFiles, torch.device, torch.dtype | None, ResumeState | None]:
+    """The run directory, the device, the autocast dtype and what ``last.pt`` holds to resume from, all
+    checked before any slow work; the process is set up for training on that device."""
     run = RunFiles(runtime.out)
     try:
         device = resolve_device(runtime.device)
@@ -255,8 +303,14 @@ def train(recipe: Recipe, runtime: Runtime) -> RunSummary:
     else:
         torch.backends.cudnn.benchmark = True  # fixed input shapes: autotune once, reuse every step
     set_threads(runtime.threads)
-    train_set, dev_set, steps_per_epoch = _data_sets(recipe)
+    return run, device, amp_dtype, resume
 
+
+def _setup(recipe: Recipe, runtime: Runtime) -> tuple[_Session, bool]:
+    """The session: data, model, optimiser and loaders, new or as ``last.pt`` left them; and whether
+    it resumes a run."""
+    run, device, amp_dtype, resume = _open(recipe, runtime)
+    train_set, dev_set, steps_per_epoch = _data_sets(recipe)
     if resume is None:
         model, init = build_model(recipe, runtime.checkpoint_dir)
         run.start_new()
@@ -274,18 +328,7 @@ def train(recipe: Recipe, runtime: Runtime) -> RunSummary:
         device,
         amp_dtype,
     )
-    start_epoch, step, best, last_sha, average = 0, 0, None, "", WeightAverage()
-    if resume is not None:
-        optimizer.load_state_dict(resume.optimizer)
-        scheduler.load_state_dict(resume.scheduler)
-        if opt.scaler.is_enabled() and resume.scaler:
-            opt.scaler.load_state_dict(resume.scaler)
-        restore_rng(resume.rng, device)
-        start_epoch, step, best, last_sha = resume.epoch, resume.step, resume.best, resume.checkpoint.sha256
-        average = resume.swa
-        run.cut_back(start_epoch)
-        logger.info("resuming %s after epoch %d/%d (step %d)", run.last, start_epoch, recipe.epochs, step)
-
+    restored = _restore(opt, run, resume, recipe.epochs) if resume is not None else {}
     train_windows, dev_loader, workers = _loaders(recipe, runtime, train_set, dev_set, device)
     about = {
         "recipe": recipe.to_dict(),
@@ -293,123 +336,155 @@ def train(recipe: Recipe, runtime: Runtime) -> RunSummary:
         "init": init,
         "data": {"train": _describe(train_set), "dev": _describe(dev_set)},
     }
-    context = {
+    context = _context(about, name, steps_per_epoch * recipe.epochs, steps_per_epoch, opt, runtime, workers)
+    parameters = sum(p.numel() for p in model.parameters())
+    logger.info(
+        "training %s (%s, %d parameters) on %s in %s from %s",
+        *(name, variant, parameters, device, context["environment"]["precision"], init["source"]),
+    )
+    session = _Session(
+        recipe, runtime, run, opt, name, about, context, train_windows, dev_loader, workers, **restored
+    )
+    return session, resume is not None
+
+
+def _restore(opt: _Optimisation, run: RunFiles, resume: ResumeState, epochs: int) -> dict[str, Any]:
+    """Load the optimiser, scheduler, scaler and random state ``last.pt`` saved; drop what the logs
+    recorded after it. Returns the progress to continue from (``_Session``'s fields)."""
+    opt.optimizer.load_state_dict(resume.optimizer)
+    opt.scheduler.load_state_dict(resume.scheduler)
+    if opt.scaler.is_enabled() and resume.scaler:
+        opt.scaler.load_state_dict(resume.scaler)
+    restore_rng(resume.rng, opt.device)
+    run.cut_back(resume.epoch)
+    logger.info("resuming %s after epoch %d/%d (step %d)", run.last, resume.epoch, epochs, resume.step)
+    return {
+        "epoch": resume.epoch,
+        "step": resume.step,
+        "best": resume.best,
+        "last_sha": resume.checkpoint.sha256,
+        "average": resume.swa,
+    }
+
+
+def _context(
+    about: dict[str, Any],
+    name: str,
+    total_steps: int,
+    steps_per_epoch: int,
+    opt: _Optimisation,
+    runtime: Runtime,
+    workers: int,
+) -> dict[str, Any]:
+    """What run.json records of the run and the machine it runs on."""
+    return {
         **about,
         "name": name,
         "steps_per_epoch": steps_per_epoch,
-        "total_steps": steps_per_epoch * recipe.epochs,
+        "total_steps": total_steps,
         "environment": {
             "voxguard": __version__,
             "torch": torch.__version__,
-            "device": str(device),
-            "precision": str(amp_dtype).removeprefix("torch.") if amp_dtype else "float32",
+            "device": str(opt.device),
+            "precision": str(opt.amp_dtype).removeprefix("torch.") if opt.amp_dtype else "float32",
             "threads": torch.get_num_threads(),
             "workers": workers,
             "cache": runtime.cache,
         },
     }
-    parameters = sum(p.numel() for p in model.parameters())
-    env = context["environment"]
+
+
+def _baseline(s: _Session) -> None:
+    """Epoch 0: the initial weights on the dev set, what a fine-tuning run must beat. Logged only;
+    best.pt is chosen among trained epochs."""
+    started = time.perf_counter()
+    dev = s.evaluate()
+    baseline = {
+        "epoch": 0,
+        "step": 0,
+        "dev_eer": dev.eer,
+        "dev_threshold": dev.threshold,
+        "dev_loss": dev.loss,
+    }
+    lr = s.opt.scheduler.get_last_lr()[0]
+    s.run.append_epoch({**baseline, "lr": lr, "seconds": time.perf_counter() - started}, [])
     logger.info(
-        "training %s (%s, %d parameters) on %s in %s from %s",
-        name,
-        variant,
-        parameters,
-        device,
-        env["precision"],
-        init["source"],
+        "before training: dev EER %.2f%% (threshold %.3f, loss %.4f)", 100 * dev.eer, dev.threshold, dev.loss
     )
 
-    if resume is None:
-        # Epoch 0: the initial weights on the dev set, what a fine-tuning run must beat. Logged only;
-        # best.pt is chosen among trained epochs.
-        started = time.perf_counter()
-        dev = evaluate(model, dev_loader, opt.criterion, device, runtime.progress)
-        baseline = {
-            "epoch": 0,
-            "step": 0,
-            "dev_eer": dev.eer,
-            "dev_threshold": dev.threshold,
-            "dev_loss": dev.loss,
-        }
-        run.append_epoch(
-            {**baseline, "lr": scheduler.get_last_lr()[0], "seconds": time.perf_counter() - started}, []
-        )
-        logger.info(
-            "before training: dev EER %.2f%% (threshold %.3f, loss %.4f)",
-            100 * dev.eer,
-            dev.threshold,
-            dev.loss,
-        )
-    final = (
-        recipe.epochs if runtime.stop_after is None else min(recipe.epochs, start_epoch + runtime.stop_after)
+
+def _epoch(s: _Session, epoch: int) -> None:
+    """One epoch: the optimiser steps, the dev result, then best.pt (if it improved), last.pt and the logs."""
+    started = time.perf_counter()
+    rows = _train_epoch(s.opt, s.train_loader(epoch), s.step, epoch, s.recipe.epochs, s.runtime.progress)
+    s.step += len(rows)
+    train_seconds = time.perf_counter() - started
+    dev = s.evaluate()
+    info = {
+        "epoch": epoch,
+        "step": s.step,
+        "train_loss": float(np.mean([r.loss for r in rows])),
+        "dev_eer": dev.eer,
+        "dev_threshold": dev.threshold,
+        "dev_loss": dev.loss,
+        **s.about,
+    }
+    improved = s.best is None or s.best.beaten_by(dev.eer, dev.loss)
+    if improved:
+        sha = s.run.save_model(s.run.best, s.opt.model, s.name, info)
+        s.best = Best(epoch, dev.eer, dev.loss, dev.threshold, sha)
+        if s.recipe.swa:
+            s.average.add(s.opt.model, epoch)
+    best = s.best
+    assert best is not None  # set above when there was none
+    record = {
+        **{k: info[k] for k in ("epoch", "step", "train_loss", "dev_eer", "dev_threshold", "dev_loss")},
+        "lr": s.opt.scheduler.get_last_lr()[0],
+        "train_seconds": train_seconds,
+        "seconds_per_step": train_seconds / len(rows),
+        "seconds": time.perf_counter() - started,
+        "improved": improved,
+        **{"best_epoch": best.epoch, "best_dev_eer": best.dev_eer, "best_sha256": best.sha256},
+    }
+    s.run.append_epoch(record, rows)
+    _checkpoint_last(s, epoch, info)
+    logger.info(
+        "epoch %d/%d: train loss %.4f, dev EER %.2f%% (threshold %.3f, loss %.4f), %.2f s/step; %s; "
+        "last.pt sha256 %s",
+        *(epoch, s.recipe.epochs, info["train_loss"], 100 * dev.eer, dev.threshold, dev.loss),
+        record["seconds_per_step"],
+        f"new best, best.pt sha256 {best.sha256}" if improved else f"best is still epoch {best.epoch}",
+        s.last_sha,
     )
-    for epoch in range(start_epoch + 1, final + 1):
-        started = time.perf_counter()
-        loader = _train_loader(train_windows, recipe, epoch, workers, device)
-        rows = _train_epoch(opt, loader, step, epoch, recipe.epochs, runtime.progress)
-        step += len(rows)
-        train_seconds = time.perf_counter() - started
-        dev = evaluate(model, dev_loader, opt.criterion, device, runtime.progress)
-        info = {
-            "epoch": epoch,
-            "step": step,
-            "train_loss": float(np.mean([r.loss for r in rows])),
-            "dev_eer": dev.eer,
-            "dev_threshold": dev.threshold,
-            "dev_loss": dev.loss,
-            **about,
-        }
-        improved = best is None or best.beaten_by(dev.eer, dev.loss)
-        if improved:
-            best = Best(epoch, dev.eer, dev.loss, dev.threshold, run.save_model(run.best, model, name, info))
-            if recipe.swa:
-                average.add(model, epoch)
-        record = {
-            **{k: info[k] for k in ("epoch", "step", "train_loss", "dev_eer", "dev_threshold", "dev_loss")},
-            "lr": scheduler.get_last_lr()[0],
-            "train_seconds": train_seconds,
-            "seconds_per_step": train_seconds / len(rows),
-            "seconds": time.perf_counter() - started,
-            "improved": improved,
-            "best_epoch": best.epoch,
-            "best_dev_eer": best.dev_eer,
-            "best_sha256": best.sha256,
-        }
-        run.append_epoch(record, rows)
-        last_sha = run.save_last(model, name, info, opt.resume_state(best, average))
-        run.write_run(_run_json(context, epoch, recipe.epochs, best, last_sha, run))
-        logger.info(
-            "epoch %d/%d: train loss %.4f, dev EER %.2f%% (threshold %.3f, loss %.4f), %.2f s/step; %s; "
-            "last.pt sha256 %s",
-            epoch,
-            recipe.epochs,
-            info["train_loss"],
-            100 * dev.eer,
-            dev.threshold,
-            dev.loss,
-            record["seconds_per_step"],
-            f"new best, best.pt sha256 {best.sha256}" if improved else f"best is still epoch {best.epoch}",
-            last_sha,
-        )
-    complete = final >= recipe.epochs
+
+
+def _checkpoint_last(s: _Session, epoch: int, info: dict[str, Any]) -> None:
+    """last.pt (the weights and everything a resume needs) and run.json, after ``epoch``."""
+    s.epoch = epoch
+    s.last_sha = s.run.save_last(s.opt.model, s.name, info, s.opt.resume_state(s.best, s.average))
+    s.run.write_run(_run_json(s.context, epoch, s.recipe.epochs, s.best, s.last_sha, s.run))
+
+
+def _finish(s: _Session) -> RunSummary:
+    """Once every epoch is done, swa.pt (if the recipe asks for it); the summary either way."""
+    complete = s.epoch >= s.recipe.epochs
     swa = None
     # Also when resuming a complete run whose swa.pt was never written (stopped after last.pt).
-    if complete and recipe.swa and average.epochs and not run.swa.exists():
-        loader = _train_loader(train_windows, recipe, recipe.epochs + 1, workers, device)
-        swa = _write_swa(
-            run, average, model, loader, dev_loader, opt.criterion, name, about, runtime.progress
-        )
-        run.write_run(_run_json(context, final, recipe.epochs, best, last_sha, run, swa))
+    if complete and s.recipe.swa and s.average.epochs and not s.run.swa.exists():
+        swa = _write_swa(s)
+        s.run.write_run(_run_json(s.context, s.epoch, s.recipe.epochs, s.best, s.last_sha, s.run, swa))
     if complete:
+        assert s.best is not None  # every complete run trained an epoch
         logger.info(
-            "run complete: best epoch %d, dev EER %.2f%%: %s", best.epoch, 100 * best.dev_eer, run.best
+            "run complete: best epoch %d, dev EER %.2f%%: %s", s.best.epoch, 100 * s.best.dev_eer, s.run.best
         )
     else:
         logger.info(
-            "stopped after epoch %d/%d; continue with the same command plus --resume", final, recipe.epochs
+            "stopped after epoch %d/%d; continue with the same command plus --resume",
+            s.epoch,
+            s.recipe.epochs,
         )
-    return RunSummary(runtime.out, final, complete, best, last_sha, swa)
+    return RunSummary(s.runtime.out, s.epoch, complete, s.best, s.last_sha, swa)
 
 
 def _train_loader(
@@ -424,40 +499,27 @@ def _train_loader(
     )
 
 
-def _write_swa(
-    run: RunFiles,
-    average: WeightAverage,
-    model: nn.Module,
-    train_loader: DataLoader,
-    dev_loader: DataLoader,
-    criterion: nn.CrossEntropyLoss,
-    name: str,
-    about: dict[str, Any],
-    progress: bool,
-) -> SwaResult:
+def _write_swa(s: _Session) -> SwaResult:
     """The official recipe's last step: average, recompute batch-norm statistics, score, save."""
-    device = next(model.parameters()).device
-    averaged = average.averaged(model)
-    batches = tqdm(train_loader, desc="swa batch-norm", unit="step", file=sys.stderr, disable=not progress)
+    loader = s.train_loader(s.recipe.epochs + 1)
+    averaged = s.average.averaged(s.opt.model)
+    progress = s.runtime.progress
+    batches = tqdm(loader, desc="swa batch-norm", unit="step", file=sys.stderr, disable=not progress)
     with torch.no_grad():
-        torch.optim.swa_utils.update_bn(batches, averaged, device)
-    dev = evaluate(averaged, dev_loader, criterion, device, progress)
+        torch.optim.swa_utils.update_bn(batches, averaged, s.opt.device)
+    dev = s.evaluate(averaged)
     info = {
-        "swa_epochs": list(average.epochs),
+        "swa_epochs": list(s.average.epochs),
         "dev_eer": dev.eer,
         "dev_threshold": dev.threshold,
         "dev_loss": dev.loss,
-        **about,
+        **s.about,
     }
-    sha = run.save_model(run.swa, averaged, name, info)
-    result = SwaResult(list(average.epochs), dev.eer, dev.loss, dev.threshold, sha)
+    sha = s.run.save_model(s.run.swa, averaged, s.name, info)
+    result = SwaResult(list(s.average.epochs), dev.eer, dev.loss, dev.threshold, sha)
     logger.info(
         "weights averaged over epochs %s: dev EER %.2f%% (threshold %.3f, loss %.4f); swa.pt sha256 %s",
-        result.epochs,
-        100 * dev.eer,
-        dev.threshold,
-        dev.loss,
-        result.sha256,
+        *(result.epochs, 100 * dev.eer, dev.threshold, dev.loss, result.sha256),
     )
     return result
 

@@ -1,0 +1,7 @@
+"""``python -m voxguard``: the ``voxguard`` command."""
+
+import sys
+
+from voxguard.cli import main
+
+sys.exit(main())
