@@ -14,18 +14,10 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
+from voxguard.serving import errors
 from voxguard.serving.admission import Admission, Load
 from voxguard.serving.batching import Batcher
 from voxguard.serving.channel import Welcome, encode, receive
-from voxguard.serving.errors import (
-    EngineUnavailable,
-    Overloaded,
-    QueueFull,
-    ServingError,
-    ShuttingDown,
-    TooManyWindows,
-    UnknownModel,
-)
 from voxguard.serving.remote import RemoteEngine
 from voxguard.serving.shm import StatusBoard, make_folder, write_catalogue
 from voxguard.serving.simulated import SimulatedDetector
@@ -58,12 +50,16 @@ def admission() -> tuple[Admission, Recorder]:
     return Admission(["aasist"], QUEUE, MAX_BATCH, recorder), recorder
 
 
-def refusal(check) -> ServingError | None:
+def refusal(check) -> errors.ServingError | None:
     try:
         check()
-    except ServingError as error:
+    except errors.ServingError as error:
         return error
     return None
+
+
+def full_behind(queued: int) -> errors.QueueFull:
+    return errors.QueueFull.behind("aasist", queued, BATCH_S, MAX_BATCH)
 
 
 # --- the rule ------------------------------------------------------------------------------------------
@@ -79,19 +75,19 @@ def test_a_request_that_fits_is_let_in_and_nothing_is_counted():
 @pytest.mark.parametrize(
     ("model", "windows", "load", "expected"),
     [
-        ("aasist", 1, Load(QUEUE, BATCH_S), QueueFull.behind("aasist", QUEUE, BATCH_S, MAX_BATCH)),
-        ("aasist", 3, Load(QUEUE - 2, BATCH_S), QueueFull.behind("aasist", QUEUE - 2, BATCH_S, MAX_BATCH)),
-        ("aasist", 3, Load(0, BATCH_S, room=2), QueueFull.behind("aasist", 0, BATCH_S, MAX_BATCH)),
-        ("aasist", QUEUE + 1, Load(0, BATCH_S), TooManyWindows(QUEUE + 1, QUEUE)),
-        ("aasist-l", 1, Load(QUEUE, BATCH_S), UnknownModel("aasist-l", ["aasist"])),
-        ("aasist-l", 1, Load(0, BATCH_S, down="gone"), EngineUnavailable("gone")),
-        ("aasist-l", 1, Load(0, BATCH_S, draining=True, down="gone"), ShuttingDown()),
+        ("aasist", 1, Load(QUEUE, BATCH_S), full_behind(QUEUE)),
+        ("aasist", 3, Load(QUEUE - 2, BATCH_S), full_behind(QUEUE - 2)),
+        ("aasist", 3, Load(0, BATCH_S, room=2), full_behind(0)),
+        ("aasist", QUEUE + 1, Load(0, BATCH_S), errors.TooManyWindows(QUEUE + 1, QUEUE)),
+        ("aasist-l", 1, Load(QUEUE, BATCH_S), errors.UnknownModel("aasist-l", ["aasist"])),
+        ("aasist-l", 1, Load(0, BATCH_S, down="gone"), errors.EngineUnavailable("gone")),
+        ("aasist-l", 1, Load(0, BATCH_S, draining=True, down="gone"), errors.ShuttingDown()),
     ],
     ids=["full", "too-little-room", "no-free-slots", "too-long", "unknown-model", "down", "draining"],
 )
 def test_each_refusal_and_which_comes_first(model, windows, load, expected):
     rule, recorder = admission()
-    with pytest.raises(ServingError) as refused:
+    with pytest.raises(errors.ServingError) as refused:
         rule.check(model, windows, load)
     assert refused.value == expected
     assert recorder.reasons == [expected.reason]
@@ -99,7 +95,7 @@ def test_each_refusal_and_which_comes_first(model, windows, load, expected):
 
 def test_a_queue_full_refusal_asks_to_come_back_once_the_windows_ahead_are_scored():
     rule, _ = admission()
-    with pytest.raises(QueueFull) as refused:
+    with pytest.raises(errors.QueueFull) as refused:
         rule.check("aasist", 1, Load(QUEUE, BATCH_S))
     assert refused.value.retry_after_s == math.ceil(BATCH_S * (QUEUE / MAX_BATCH + 1))
 
@@ -109,10 +105,10 @@ def test_a_closed_gate_refuses_new_work_but_not_work_it_admitted_before():
     assert rule.accepting
     rule.stop()
     assert not rule.accepting
-    with pytest.raises(ShuttingDown):
+    with pytest.raises(errors.ShuttingDown):
         rule.check("aasist", 1, Load(0, BATCH_S))
     rule.check("aasist", 2, Load(0, BATCH_S), admitted=True)  # decoded meanwhile: answered by the drain
-    with pytest.raises(QueueFull):  # but it still needs room
+    with pytest.raises(errors.QueueFull):  # but it still needs room
         rule.check("aasist", 2, Load(QUEUE, BATCH_S), admitted=True)
     assert recorder.reasons == ["shutting_down", "queue_full"]
 
@@ -122,9 +118,9 @@ def test_work_that_would_pass_its_deadline_behind_the_backlog_is_refused_as_over
     now = 100.0
     rule.in_time(windows=10, backlog=0, window_s=1.0, deadline=now + 1.0, now=now)  # idle: always
     rule.in_time(windows=10, backlog=5, window_s=1.0, deadline=now + 15.0, now=now)  # just in time
-    with pytest.raises(Overloaded) as refused:
+    with pytest.raises(errors.Overloaded) as refused:
         rule.in_time(windows=10, backlog=5, window_s=1.0, deadline=now + 14.9, now=now)
-    assert refused.value == Overloaded(5.0, 10.0) and refused.value.retry_after_s == 5
+    assert refused.value == errors.Overloaded(5.0, 10.0) and refused.value.retry_after_s == 5
     assert recorder.reasons == ["overloaded"]
 
 
@@ -159,7 +155,7 @@ CASES = {
 }
 
 
-async def in_process(case: Case) -> tuple[ServingError | None, list[str]]:
+async def in_process(case: Case) -> tuple[errors.ServingError | None, list[str]]:
     """The refusal of the batcher that scores in this process (no worker: the queue stays as filled)."""
     recorder = Recorder()
     batcher = Batcher(
@@ -202,7 +198,7 @@ async def front_end() -> AsyncIterator[tuple[RemoteEngine, StatusBoard, Recorder
         shutil.rmtree(folder)
 
 
-async def split(case: Case, engine_draining: bool) -> tuple[ServingError | None, list[str]]:
+async def split(case: Case, engine_draining: bool) -> tuple[errors.ServingError | None, list[str]]:
     """The refusal of a front-end of the split wiring, which reads the engine's state off the board; a
     drain is the engine's (on the board) or the front-end's own."""
     async with front_end() as (front, board, recorder):
@@ -229,10 +225,10 @@ async def test_a_front_end_refuses_when_its_slots_are_taken_or_the_engine_is_gon
     async with front_end() as (front, board, recorder):
         board.engine_beat(0.0, True, True, 0.001, BATCH_S, [0])
         front._pool.put(np.zeros((QUEUE - 1, front._pool.window), np.float32))  # windows still in flight
-        with pytest.raises(QueueFull):
+        with pytest.raises(errors.QueueFull):
             front.admit("aasist", 2)
         front.admit("aasist", 1)
         front._writer = None  # as when the link drops
-        with pytest.raises(EngineUnavailable):
+        with pytest.raises(errors.EngineUnavailable):
             front.admit("aasist")
         assert recorder.reasons == ["queue_full", "engine_unavailable"]

@@ -264,7 +264,7 @@ async def health(request: Request) -> HealthResponse:
 async def ready(request: Request) -> Response:
     """Readiness: models loaded and warmed up, worker alive, not draining."""
     service = _service_if_loaded(request)
-    reason = "models are loading" if service is None else service.engine.not_ready_reason()
+    reason = "models are loading" if service is None else service.not_ready_reason()
     if reason is None:
         return Response(
             ReadyResponse(ready=True, detail="ready").model_dump_json(), media_type="application/json"

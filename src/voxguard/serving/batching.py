@@ -17,6 +17,7 @@ While a forward runs, the worker collects the next batch shortly before the forw
 its measured time) and queues it on the device thread, which starts it the moment the first ends;
 a batch of a few stragglers is not worth that and waits for the device to be free instead.
 
+Who may queue is :class:`~voxguard.serving.admission.Admission`'s rule, asked with the live numbers.
 Nothing here knows about HTTP: it raises the errors of ``serving.errors``, which carry their status.
 """
 

@@ -70,8 +70,8 @@ class Engine(Protocol):
         ...
 
     def not_ready_reason(self) -> str | None:
-        """Why the engine is not ready (not started, not scoring, or not admitting), in words; None
-        when it is ready."""
+        """Why the engine cannot score now (warming up, restarting, its process gone), in words; None
+        when it can. Whether it admits work is its ``admission``'s to say."""
         ...
 
     @property
@@ -178,8 +178,6 @@ class LocalEngine:
         return self.batcher.window_s
 
     def not_ready_reason(self) -> str | None:
-        if not self.admission.accepting:
-            return "shutting down"
         if not self.warmed_up:
             return "models are warming up"
         if not self.batcher.alive:

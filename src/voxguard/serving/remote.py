@@ -168,14 +168,14 @@ class RemoteEngine:
         return self.board.window_s
 
     def not_ready_reason(self) -> str | None:
-        if not self.admission.accepting:
-            return "shutting down"
         if self._writer is None:
             return "the engine process is starting or restarting"
         if time.monotonic() - self.board.engine_heartbeat > _STALE_S:
             return "the engine process is not responding"
+        if not self.board.engine_accepting:
+            return "shutting down"
         if not self.board.engine_ready:
-            return "models are warming up" if self.board.engine_accepting else "shutting down"
+            return "models are warming up"
         if down := self.board.frontends_down():
             return f"front-end {', '.join(map(str, down))} of {self.board.frontends} is down or starting"
         return None

@@ -56,9 +56,8 @@ class Prediction:
 
 class PredictionService:
     """One server process's pipeline: decoding (a thread pool), the verdict rule, and an :class:`Engine`
-    that scores the windows. Routes, the live stream and the server talk to this class; what they ask of
-    the engine's state they read from it as it is: ``engine.not_ready_reason()`` (``/ready``) and
-    ``admission`` (the gate a drain closes, and the latest deadline it let in)."""
+    that scores the windows. Routes, the live stream and the server talk to this class; the drain closes
+    its engine's ``admission`` (the gate, which also knows the latest deadline it let in)."""
 
     def __init__(self, settings: Settings, engine: Engine, metrics: Metrics) -> None:
         self.settings = settings
@@ -85,6 +84,12 @@ class PredictionService:
             await asyncio.sleep(0.01)
         await self.engine.drain()
         self._decode_pool.shutdown(wait=True)
+
+    def not_ready_reason(self) -> str | None:
+        """Why ``/ready`` says no (draining, or the engine cannot score), or None when it says yes."""
+        if not self.admission.accepting:
+            return "shutting down"
+        return self.engine.not_ready_reason()
 
     @property
     def idle(self) -> bool:
