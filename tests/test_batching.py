@@ -798,7 +798,7 @@ async def test_drain_of_an_idle_batcher_returns_at_once(make_batcher):
         await batcher.submit("m", windows(1), soon())
 
 
-async def test_stop_admitting_refuses_new_work_but_finishes_queued_work(make_batcher):
+async def test_a_closed_admission_refuses_new_work_but_finishes_queued_work(make_batcher):
     scorer = FakeScorer(gated=True)
     batcher = make_batcher({"m": scorer}, max_batch_size=2)
     running = asyncio.create_task(batcher.submit("m", windows(1), soon()))

@@ -40,8 +40,8 @@ class Engine(Protocol):
 
     @property
     def admission(self) -> Admission:
-        """Who may queue work (``admission``), and the gate a drain closes: ``admission.stop()`` refuses
-        new work, ``admission.latest_deadline`` says how long admitted work may still take."""
+        """The rule for who may queue work, and the gate a drain closes: ``admission.stop()`` refuses new
+        work, ``admission.latest_deadline`` says how long admitted work may still take."""
         ...
 
     async def start(self) -> None:

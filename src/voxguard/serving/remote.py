@@ -84,9 +84,8 @@ class RemoteEngine:
                 await asyncio.sleep(_RECONNECT_S)
                 continue
             try:
-                writer.write(
-                    encode(Hello(self.index, str(self._pool.path), self._pool.slots, self._pool.window))
-                )
+                hello = Hello(self.index, str(self._pool.path), self._pool.slots, self._pool.window)
+                writer.write(encode(hello))
                 await receive(reader)  # welcome: the engine has our slots mapped
                 self._writer = writer
                 self._connected.set()
