@@ -61,7 +61,7 @@ class LiveServer:
 
     def stop_admitting(self) -> None:
         """What SIGTERM starts: new requests get 503, admitted ones are answered."""
-        self.service.stop_admitting()
+        self.service.admission.stop()
 
     def __exit__(self, *exc: object) -> None:
         self.server.should_exit = True
@@ -121,7 +121,7 @@ class SplitServer:
     def stop_admitting(self) -> None:
         """What the supervisor's SIGTERM starts in every front-end."""
         for service in self.services:
-            service.stop_admitting()
+            service.admission.stop()
 
     def __exit__(self, *exc: object) -> None:
         for server in self.servers:

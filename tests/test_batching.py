@@ -7,7 +7,6 @@ so a score names the window it came from and the scorer's call log says which wi
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import math
 import re
@@ -174,12 +173,7 @@ async def make_batcher():
         try:
             await asyncio.wait_for(batcher.drain(), 0.5)  # a healthy drain takes milliseconds here
         except TimeoutError:
-            batcher._stopping = True
-            if batcher._worker is not None:
-                batcher._worker.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await batcher._worker
-            batcher._executor.shutdown(wait=False)
+            await batcher.stop(wait=False)
 
 
 # --- correctness and batching -------------------------------------------------------------------
@@ -783,7 +777,7 @@ async def test_drain_finishes_queued_work_then_refuses(make_batcher):
     drained = time.monotonic()
     assert scorer.seen() == {float(i) for i in range(20)}
     assert max(c.end for c in scorer.calls) <= drained
-    assert not batcher.alive and not batcher.accepting
+    assert not batcher.alive and not batcher.admission.accepting
     # the worker is gone, so this only completes if drain() left every future resolved
     results = await asyncio.wait_for(asyncio.gather(*tasks), 1.0)
     for k, result in enumerate(results):
@@ -804,15 +798,15 @@ async def test_drain_of_an_idle_batcher_returns_at_once(make_batcher):
         await batcher.submit("m", windows(1), soon())
 
 
-async def test_stop_admitting_refuses_new_work_but_finishes_queued_work(make_batcher):
+async def test_a_closed_admission_refuses_new_work_but_finishes_queued_work(make_batcher):
     scorer = FakeScorer(gated=True)
     batcher = make_batcher({"m": scorer}, max_batch_size=2)
     running = asyncio.create_task(batcher.submit("m", windows(1), soon()))
     await wait_until(scorer.entered.is_set)
     queued = asyncio.create_task(batcher.submit("m", windows(2, 3, 4), soon()))
     await wait_until(lambda: batcher.depth("m") == 3)
-    batcher.stop_admitting()
-    assert not batcher.accepting
+    batcher.admission.stop()
+    assert not batcher.admission.accepting
     with pytest.raises(ShuttingDown):
         await batcher.submit("m", windows(5), soon())
     scorer.release()

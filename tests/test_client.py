@@ -125,7 +125,7 @@ def test_probes(server):
 def test_draining_server_is_not_ready_and_its_503_carries_retry_after(detectors, mp3, caplog):
     caplog.set_level(logging.DEBUG, logger=RETRY_LOG)
     with live_server(detectors) as srv, Client(srv.url, retries=1) as client:
-        srv.service.stop_admitting()
+        srv.service.admission.stop()
         assert client.ready() is False
         with pytest.raises(VoxguardError) as caught:
             client.predict(mp3)

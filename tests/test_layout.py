@@ -31,7 +31,7 @@ LAYERS: list[list[tuple[str, ...]]] = [
     # audio in, models, labelled data on disk
     [("voxguard.audio",), ("voxguard.model",), ("voxguard.datasets",)],
     # windows -> scores -> verdicts
-    [("voxguard.scoring", "voxguard.edges"), ("voxguard.inference",)],
+    [("voxguard.scoring", "voxguard.edges"), ("voxguard.inference", "voxguard.scorer")],
     # VOXGUARD_*: builds the option objects of the layers below, which never see Settings
     [("voxguard.settings",)],
     # bytes -> verdict, the one path serving, eval and bench share

@@ -115,7 +115,7 @@ async def test_deadline_is_504_and_expired_windows_are_not_computed(detectors, u
     with live_server(detectors, max_batch_size=1, request_timeout_s=0.6) as srv:
         # The device turns out far slower than measured (1 ms a window), so requests are admitted that
         # cannot finish in time: their deadline, not the admission estimate, has to stop them.
-        srv.batcher.window_s = 0.001
+        srv.batcher.calibrate({1: 0.001})
         responses = await post_all(srv.url, [uploads[0]] * 10)
         await asyncio.sleep(1.0)  # let the worker reach the expired windows
         metrics = httpx.get(f"{srv.url}/metrics").text

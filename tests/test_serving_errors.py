@@ -6,16 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
 import pickle
-import shutil
 import threading
 import time
 from collections.abc import Iterator
 from types import SimpleNamespace
 
 import httpx
-import numpy as np
 import pytest
 import uvicorn
 from fastapi import FastAPI
@@ -26,13 +23,8 @@ from servers import free_port
 from voxguard.api.errors import install_error_handlers
 from voxguard.api.openapi import error_responses
 from voxguard.api.stream import router as stream_router
-from voxguard.serving.batching import Batcher
-from voxguard.serving.channel import encode, receive
-from voxguard.serving.errors import KINDS, QueueFull, ServingError
-from voxguard.serving.remote import RemoteEngine
-from voxguard.serving.shm import StatusBoard, make_folder, write_catalogue
-from voxguard.serving.simulated import SimulatedDetector
-from voxguard.serving.telemetry import Metrics
+from voxguard.serving.channel import Message, Refused, encode, receive
+from voxguard.serving.errors import KINDS, ServingError
 from voxguard.settings import Settings
 
 ERRORS = [kind.example() for kind in KINDS.values()]
@@ -107,13 +99,14 @@ def test_over_the_live_stream(server: tuple[str, FastAPI], error: ServingError):
 def test_over_the_process_channel(error: ServingError):
     assert pickle.loads(pickle.dumps(error)) == error
 
-    async def carried() -> tuple:
+    async def carried() -> Message:
         reader = asyncio.StreamReader()
-        reader.feed_data(encode(("refused", 7, error)))
+        reader.feed_data(encode(Refused(7, error)))
         return await receive(reader)
 
-    kind, rid, got = asyncio.run(carried())
-    assert (kind, rid) == ("refused", 7)
+    message = asyncio.run(carried())
+    assert isinstance(message, Refused) and message.request == 7
+    got = message.error
     assert got == error and got is not error and type(got) is type(error)
     for said in (
         str,
@@ -127,45 +120,3 @@ def test_the_api_documents_every_code_under_its_status():
     for error in ERRORS:
         examples = error_responses(error.status)[error.status]["content"]["application/json"]["examples"]
         assert error.code in examples
-
-
-def test_a_full_queue_asks_for_the_same_wait_in_both_wirings():
-    """A refused request is told to come back once the windows ahead should be scored, at the pace of the
-    last batch: the in-process batcher and a front-end reading the engine's status board say the same."""
-    queue_size, max_batch, batch_s = 6, 4, 2.5
-    want = math.ceil(batch_s * (queue_size / max_batch + 1))
-
-    async def local() -> QueueFull:
-        batcher = Batcher(
-            {"aasist": SimulatedDetector("aasist", 0, 0)}, max_batch_size=max_batch, queue_size=queue_size
-        )
-        batcher.enqueue("aasist", list(np.zeros((queue_size, 4), np.float32)), float("inf"))  # no worker
-        batcher.last_batch_s = batch_s
-        with pytest.raises(QueueFull) as refused:
-            batcher.admit("aasist")
-        return refused.value
-
-    async def remote() -> QueueFull:
-        folder = make_folder()
-        board = StatusBoard(folder / "status", 1, 1, create=True)
-        write_catalogue(folder, ({"aasist": SimulatedDetector("aasist", 0, 0).info}, max_batch))
-
-        async def engine(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            await receive(reader)  # hello
-            writer.write(encode(("welcome",)))
-            await reader.read()
-
-        server = await asyncio.start_unix_server(engine, path=str(folder / "engine.sock"))
-        board.engine_beat(0.0, True, True, 0.001, batch_s, [queue_size])
-        front = RemoteEngine(Settings(queue_size=queue_size), folder, 0, board, Metrics())
-        await front.start()
-        try:
-            with pytest.raises(QueueFull) as refused:
-                front.admit("aasist")
-        finally:
-            await front.drain()
-            server.close()
-            shutil.rmtree(folder)
-        return refused.value
-
-    assert asyncio.run(local()) == asyncio.run(remote()) == QueueFull("aasist", want)

@@ -12,7 +12,6 @@ way, to place the segments' edges (:mod:`voxguard.edges`).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
 
 import numpy as np
 
@@ -20,14 +19,9 @@ from .audio.decoding import DecodedAudio
 from .audio.options import AudioOptions
 from .audio.windows import WindowSet, prepare
 from .edges import EdgeSearch
+from .scorer import Scorer
 from .scoring import Decision, Rule, Verdict, decide, summarize
 from .settings import Settings
-
-
-class Scorer(Protocol):
-    """``(B, T)`` float32 windows -> ``(B,)`` margins (a :class:`voxguard.inference.Detector`)."""
-
-    def scores(self, windows: np.ndarray) -> np.ndarray: ...
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ import numpy as np
 from ..audio.errors import AudioError
 from ..audio.options import AudioOptions
 from ..audio.windows import WindowSet, prepare
-from ..pipeline import Scorer
+from ..scorer import Scorer
 from ..scoring import FAKE, INCONCLUSIVE, Decision, Rule, decide
 from .metrics import equal_error_rate
 

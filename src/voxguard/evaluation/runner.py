@@ -14,7 +14,6 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 
@@ -25,16 +24,11 @@ from ..audio.windows import WindowSet, make_windows
 from ..datasets import Dataset, Item
 from ..pipeline import Pipeline
 from ..progress import Progress, progress_bar
+from ..scorer import Scorer
 from ..scoring import INCONCLUSIVE, Rule
 from .scorefile import InconclusiveWriter, ScoreWriter, inconclusive_path, resume_inconclusive, resume_scores
 
 logger = logging.getLogger(__name__)
-
-
-class WindowScorer(Protocol):
-    """What the runner needs of a :class:`voxguard.inference.Detector`."""
-
-    def scores(self, windows: np.ndarray) -> np.ndarray: ...
 
 
 PROTOCOLS = ("service", "reference")
@@ -147,7 +141,7 @@ class _Batches:
 
     def __init__(
         self,
-        scorer: WindowScorer,
+        scorer: Scorer,
         protocol: ScoringProtocol,
         writer: ScoreWriter,
         undecided: InconclusiveWriter,
@@ -196,7 +190,7 @@ class _Batches:
 
 def score_dataset(
     dataset: Dataset,
-    scorer: WindowScorer,
+    scorer: Scorer,
     protocol: ScoringProtocol,
     *,
     scores_path: Path,

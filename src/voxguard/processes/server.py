@@ -84,10 +84,10 @@ class DrainingServer(uvicorn.Server):
             super().handle_exit(sig, frame)  # type: ignore[arg-type]
             return
         self._captured_signals.append(sig)
-        service.stop_admitting()
+        service.admission.stop()  # new requests get 503 shutting_down; admitted ones are answered
         # Long files get deadlines past request_timeout_s (see PredictionService.deadline): wait for
         # the latest one admitted, so they are answered rather than cut off.
-        latest = service.latest_deadline + 1.0
+        latest = service.admission.latest_deadline + 1.0
         self._drain_deadline = max(time.monotonic() + self._drain_timeout_s, latest)
         logger.info("signal %s: draining (new requests get 503, still listening)", sig)
 

@@ -17,6 +17,7 @@ While a forward runs, the worker collects the next batch shortly before the forw
 its measured time) and queues it on the device thread, which starts it the moment the first ends;
 a batch of a few stragglers is not worth that and waits for the device to be free instead.
 
+Who may queue is :class:`~voxguard.serving.admission.Admission`'s rule, asked with the live numbers.
 Nothing here knows about HTTP: it raises the errors of ``serving.errors``, which carry their status.
 """
 
@@ -28,23 +29,16 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
 import numpy as np
 
-from .errors import (
-    DeadlineExceeded,
-    InferenceFailed,
-    Overloaded,
-    QueueFull,
-    ServingError,
-    ShuttingDown,
-    TooManyWindows,
-    UnknownModel,
-)
+from ..scorer import Scorer
+from .admission import Admission, Load, Refusals
+from .errors import DeadlineExceeded, InferenceFailed
 
 logger = logging.getLogger(__name__)
 
@@ -53,13 +47,7 @@ T = TypeVar("T")
 _Forwarded = tuple[np.ndarray, float, float]
 
 
-class Scorer(Protocol):
-    """What the batcher needs from a model: ``(B, T)`` float32 windows -> ``(B,)`` scores."""
-
-    def scores(self, windows: np.ndarray) -> np.ndarray: ...
-
-
-class BatchObserver(Protocol):
+class BatchObserver(Refusals, Protocol):
     """Hooks for metrics; the batcher calls them from the event loop thread."""
 
     def batch(self, model: str, size: int, queue_wait_s: list[float], inference_s: float) -> None: ...
@@ -67,8 +55,6 @@ class BatchObserver(Protocol):
     def dropped(self, model: str, reason: str, count: int) -> None: ...
 
     def queue_depth(self, model: str, depth: int) -> None: ...
-
-    def rejected(self, reason: str) -> None: ...
 
 
 class _NullObserver:
@@ -226,7 +212,7 @@ class Batcher:
 
     def __init__(
         self,
-        scorers: dict[str, Scorer],
+        scorers: Mapping[str, Scorer],
         *,
         max_batch_size: int = 16,
         max_wait_ms: float = 5.0,
@@ -247,13 +233,13 @@ class Batcher:
         self._order = list(self._models)
         self._next = 0
         self._observer: BatchObserver = observer or _NullObserver()
+        self.admission = Admission(self._order, queue_size, max_batch_size, self._observer)
         self._restart_delay_s = restart_delay_s
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="voxguard-device")
         self._work = asyncio.Event()
         self._outstanding = 0
         self._idle = asyncio.Event()
         self._idle.set()
-        self._accepting = True
         self._worker: asyncio.Task[None] | None = None
         self._stopping = False
         self.restarts = 0
@@ -261,7 +247,6 @@ class Batcher:
         self._batches = 0
         self.window_s = window_s
         self.shapes = shapes
-        self.latest_deadline = 0.0
 
     @property
     def models(self) -> list[str]:
@@ -271,10 +256,6 @@ class Batcher:
     def alive(self) -> bool:
         """True while the worker task runs; ``/ready`` reports not-ready otherwise."""
         return self._worker is not None and not self._worker.done()
-
-    @property
-    def accepting(self) -> bool:
-        return self._accepting
 
     @property
     def idle(self) -> bool:
@@ -288,10 +269,14 @@ class Batcher:
         """Seconds the device needs for ``windows`` windows at the measured rate (see ``window_s``)."""
         return windows * self.window_s
 
-    @property
-    def backlog(self) -> int:
-        """Windows queued or being scored, all models together: they share the one device."""
-        return self._outstanding
+    def calibrate(self, forward_s: dict[int, float]) -> None:
+        """Start from forwards timed before serving: ``forward_s`` holds the seconds one forward of each
+        batch size took (every shape on a padding device, else one batch). The largest batch's time
+        per window is the first estimate of ``window_s``; the batches served take over from there."""
+        largest = max(forward_s)
+        self.window_s = forward_s[largest] / largest
+        if self.shapes is not None:
+            self.shapes.forward_s.update(forward_s)
 
     async def on_device(self, fn: Callable[[], T]) -> T:
         """Run ``fn`` on the device thread, where every forward runs (warm-up and graph capture too)."""
@@ -317,24 +302,12 @@ class Batcher:
 
     def admit(self, model: str, windows: int = 1, *, admitted: bool = False) -> asyncio.Queue[_Item]:
         """The model's queue if it can take ``windows`` windows now, else the refusal (counted by the
-        observer). Called with 1 before a request is decoded, so a full server refuses it before doing
-        any work, and again with the real count when it is submitted (``admitted``: a drain that began
-        in between does not refuse it)."""
-        try:
-            if not self._accepting and not admitted:
-                raise ShuttingDown()
-            entry = self._models.get(model)
-            if entry is None:
-                raise UnknownModel(model, self.models)
-            queue = entry.queue
-            if windows > queue.maxsize:
-                raise TooManyWindows(windows, queue.maxsize)
-            if queue.maxsize - queue.qsize() < windows:
-                raise QueueFull.behind(model, queue.qsize(), self.last_batch_s, self.max_batch_size)
-        except ServingError as exc:
-            self._observer.rejected(exc.reason)
-            raise
-        return queue
+        observer): see :meth:`Admission.check`, which this asks with the live numbers."""
+        entry = self._models.get(model)
+        queued = entry.queue.qsize() if entry is not None else 0
+        self.admission.check(model, windows, Load(queued, self.last_batch_s), admitted=admitted)
+        assert entry is not None  # an unknown model was refused
+        return entry.queue
 
     async def submit(
         self, model: str, windows: Sequence[np.ndarray], deadline: float, *, admitted: bool = False
@@ -353,11 +326,8 @@ class Batcher:
             raise ValueError("submit needs at least one window")
         queue = self.admit(model, n, admitted=admitted)
         now = time.monotonic()
-        backlog_s, needed_s = self.work_s(self._outstanding), self.work_s(n)
-        if self._outstanding and now + backlog_s + needed_s > deadline:
-            self._observer.rejected(Overloaded.reason)
-            raise Overloaded(backlog_s, needed_s)
-        self.latest_deadline = max(self.latest_deadline, deadline)
+        self.admission.in_time(n, self._outstanding, self.window_s, deadline, now)
+        self.admission.queued(deadline)
         request = _Request(asyncio.get_running_loop().create_future(), deadline, np.empty(n, np.float32), n)
         for i, window in enumerate(windows):
             queue.put_nowait(_Item(window, request, i, now))
@@ -367,20 +337,21 @@ class Batcher:
         self._work.set()
         return request.future
 
-    def stop_admitting(self) -> None:
-        """New submissions get :class:`ShuttingDown` (503) from now on; queued work still runs."""
-        self._accepting = False
-
     async def drain(self) -> None:
         """Stop admitting, finish every queued and running window, then stop the worker."""
-        self._accepting = False
+        self.admission.stop()
         await self._idle.wait()
+        await self.stop()
+
+    async def stop(self, *, wait: bool = True) -> None:
+        """Stop the worker now: windows it holds fail (:class:`InferenceFailed`), queued ones are left.
+        ``wait=False`` does not wait for a forward still running on the device thread."""
         self._stopping = True
         if self._worker is not None:
             self._worker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._worker
-        self._executor.shutdown(wait=True)
+        self._executor.shutdown(wait=wait)
 
     def _pick_model(self) -> str | None:
         for offset in range(len(self._order)):

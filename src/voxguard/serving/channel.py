@@ -1,22 +1,14 @@
 """The control channel between front-ends and the engine process: small messages on a Unix socket.
 
-A message is a tuple, pickled, after its length (4 bytes). Windows never travel here; they are in
-shared slots (``voxguard.serving.shm``) and a submission names them. The socket lives in the server's
-private folder, so only its own processes can speak on it. (Not to be confused with the HTTP API's wire
-format, ``voxguard.api.protocol``.)
+A message is one of the frozen dataclasses below, pickled as it is, after its length (4 bytes). Windows
+never travel here; they are in shared slots (``voxguard.serving.shm``) and a submission names them. The
+socket lives in the server's private folder, so only its own processes can speak on it. (Not to be
+confused with the HTTP API's wire format, ``voxguard.api.protocol``.)
 
-Front-end to engine:
-    ("hello", frontend_index, pool_path, slots, window)
-    ("submit", request_id, model, slot_numbers, deadline)      deadline: time.monotonic(), system-wide
-    ("cancel", request_id)
-Engine to front-end:
-    ("welcome",)                                                the slots are mapped
-    ("scored", request_id, scores, batch_sizes, queue_ms, inference_ms)
-    ("refused", request_id, error)                              a ``serving.errors`` error, pickled as it is
-    ("released", request_id)                                    after a cancel: nothing computed or sent
-
-Exactly one "scored" or "refused" answers each submission, a cancelled one included: only then may the
-front-end reuse its slots.
+Front-end to engine: :class:`Hello` once, then :class:`Submit` and :class:`Cancel`.
+Engine to front-end: :class:`Welcome` once, then one :data:`Answer` per submission: :class:`Scored`,
+:class:`Refused`, or :class:`Released` after a cancel. Exactly one answers each submission, a cancelled
+one included: only then may the front-end reuse its slots.
 """
 
 from __future__ import annotations
@@ -24,17 +16,80 @@ from __future__ import annotations
 import asyncio
 import pickle
 import struct
-from typing import Any
+from dataclasses import dataclass
+
+from .batching import ScoredWindows
+from .errors import ServingError
 
 _LENGTH = struct.Struct("!I")
 
 
-def encode(message: tuple[Any, ...]) -> bytes:
+@dataclass(frozen=True)
+class Hello:
+    """A front-end's first message: where its window slots are, so the engine can map them."""
+
+    frontend: int
+    pool_path: str
+    slots: int
+    window: int
+
+
+@dataclass(frozen=True)
+class Welcome:
+    """The engine has the front-end's slots mapped: submissions may follow."""
+
+
+@dataclass(frozen=True)
+class Submit:
+    """Score the windows in ``slots`` with ``model`` by ``deadline`` (``time.monotonic()``, which is
+    system-wide)."""
+
+    request: int
+    model: str
+    slots: list[int]
+    deadline: float
+
+
+@dataclass(frozen=True)
+class Cancel:
+    """The front-end no longer waits for ``request``: drop what is not computed yet."""
+
+    request: int
+
+
+@dataclass(frozen=True)
+class Scored:
+    """``request``'s windows scored, with the batches they ran in and the time they took."""
+
+    request: int
+    scored: ScoredWindows
+
+
+@dataclass(frozen=True)
+class Refused:
+    """The request failed or was refused with ``error`` (a ``serving.errors`` error, pickled as it is)."""
+
+    request: int
+    error: ServingError
+
+
+@dataclass(frozen=True)
+class Released:
+    """After a :class:`Cancel`: nothing more was computed or sent for ``request``."""
+
+    request: int
+
+
+Answer = Scored | Refused | Released
+Message = Hello | Welcome | Submit | Cancel | Answer
+
+
+def encode(message: Message) -> bytes:
     body = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
     return _LENGTH.pack(len(body)) + body
 
 
-async def receive(reader: asyncio.StreamReader) -> tuple[Any, ...]:
+async def receive(reader: asyncio.StreamReader) -> Message:
     """The next message; ``asyncio.IncompleteReadError`` when the other side has gone."""
     (length,) = _LENGTH.unpack(await reader.readexactly(_LENGTH.size))
     return pickle.loads(await reader.readexactly(length))

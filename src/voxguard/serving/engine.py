@@ -11,15 +11,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 import numpy as np
 
 from ..inference import Detector, ModelInfo, bucket_sizes
 from ..process_tuning import set_threads
+from ..scorer import ScoringModel
 from ..settings import Settings
-from .batching import Batcher, BatchObserver, BatchShapes, ScoredWindows, Scorer
+from .admission import Admission
+from .batching import Batcher, BatchObserver, BatchShapes, ScoredWindows
 from .simulated import SimulatedDetector
 
 logger = logging.getLogger(__name__)
@@ -35,6 +37,12 @@ class Engine(Protocol):
 
     @property
     def max_batch_size(self) -> int: ...
+
+    @property
+    def admission(self) -> Admission:
+        """The rule for who may queue work, and the gate a drain closes: ``admission.stop()`` refuses new
+        work, ``admission.latest_deadline`` says how long admitted work may still take."""
+        ...
 
     async def start(self) -> None:
         """Warm up and start scoring (the service is not ready before)."""
@@ -52,10 +60,6 @@ class Engine(Protocol):
         the engine stopped admitting meanwhile (a drain answers what it admitted)."""
         ...
 
-    def work_s(self, windows: int) -> float:
-        """Seconds of device time ``windows`` windows take at the measured rate."""
-        ...
-
     def depth(self, model: str) -> int:
         """Windows of ``model`` waiting to be scored."""
         ...
@@ -65,30 +69,15 @@ class Engine(Protocol):
         """The measured device time per window."""
         ...
 
-    @property
-    def ready(self) -> bool:
-        """Started, scoring, and accepting work."""
-        ...
-
     def not_ready_reason(self) -> str | None:
-        """Why the engine is not ready, in words (None when it is)."""
+        """Why the engine cannot score now (warming up, restarting, its process gone), in words; None
+        when it can. Whether it admits work is its ``admission``'s to say."""
         ...
-
-    @property
-    def accepting(self) -> bool: ...
 
     @property
     def idle(self) -> bool:
         """Nothing queued or being scored."""
         ...
-
-    @property
-    def latest_deadline(self) -> float:
-        """The latest deadline of any work admitted so far (``time.monotonic()``)."""
-        ...
-
-    def stop_admitting(self) -> None:
-        """Refuse new work from now on; admitted work still runs."""
 
     async def drain(self) -> None:
         """Stop admitting, finish what was admitted, stop."""
@@ -98,22 +87,22 @@ class LocalEngine:
     """The detectors and the batcher in this process: one worker coroutine owns the device."""
 
     def __init__(
-        self, settings: Settings, detectors: dict[str, Detector | SimulatedDetector], observer: BatchObserver
+        self, settings: Settings, detectors: Mapping[str, ScoringModel], observer: BatchObserver
     ) -> None:
         if not detectors:
             raise ValueError("the engine needs at least one model")
-        self.detectors = detectors
+        self.detectors = dict(detectors)
         first = next(iter(detectors.values()))
         self._max_batch_size = settings.batch_size_for(first.device.type)
-        scorers: dict[str, Scorer] = dict(detectors)
         self.batcher = Batcher(
-            scorers,
+            detectors,
             max_batch_size=self._max_batch_size,
             max_wait_ms=settings.max_wait_ms,
             queue_size=settings.queue_size,
             observer=observer,
             shapes=BatchShapes(bucket_sizes(self._max_batch_size)) if first.pads_to_buckets else None,
         )
+        self.admission = self.batcher.admission
         self.warmed_up = False
 
     @classmethod
@@ -122,9 +111,9 @@ class LocalEngine:
         set_threads(settings.threads)
         if settings.engine == "simulated":
             simulated = {name: SimulatedDetector(name, *settings.simulated_ms) for name in settings.models}
-            return cls(settings, simulated, observer)  # type: ignore[arg-type]
+            return cls(settings, simulated, observer)
         single = len(settings.models) == 1
-        detectors: dict[str, Detector | SimulatedDetector] = {}
+        detectors: dict[str, ScoringModel] = {}
         for name in settings.models:
             detector = Detector.load(
                 name,
@@ -148,22 +137,19 @@ class LocalEngine:
         return self._max_batch_size
 
     def warmup(self) -> None:
-        """Warm every model up, then time one forward of each batch shape: the batcher's first estimates
-        of the device time per window and per shape (its measurements of real batches take over)."""
-        window_s = 0.0
-        shapes = self.batcher.shapes
+        """Warm every model up, then time one forward of each batch shape (the slowest model's): the
+        batcher calibrates its first estimates of the device time per window and per shape on them."""
         timed: dict[int, float] = {}
         for detector in self.detectors.values():
             accelerator = detector.device.type != "cpu"
             sizes = bucket_sizes(self._max_batch_size) if accelerator else (1,)
             detector.warmup(sizes)
-            for size in sizes if shapes is not None else sizes[-1:]:
+            for size in sizes if self.batcher.shapes is not None else sizes[-1:]:
                 timed[size] = max(timed.get(size, 0.0), _timed_forward(detector, size))
-            window_s = max(window_s, timed[sizes[-1]] / sizes[-1])
-        if shapes is not None:
-            shapes.forward_s.update(timed)
-        self.batcher.window_s = window_s
-        logger.info("device time per window: %.1f ms (measured after warm-up)", window_s * 1000.0)
+        self.batcher.calibrate(timed)
+        logger.info(
+            "device time per window: %.1f ms (measured after warm-up)", self.batcher.window_s * 1000.0
+        )
         self.warmed_up = True
 
     async def start(self) -> None:
@@ -184,9 +170,6 @@ class LocalEngine:
         """``Batcher.enqueue``: what the engine process uses, a future instead of a task per request."""
         return self.batcher.enqueue(model, windows, deadline)
 
-    def work_s(self, windows: int) -> float:
-        return self.batcher.work_s(windows)
-
     def depth(self, model: str) -> int:
         return self.batcher.depth(model)
 
@@ -194,13 +177,7 @@ class LocalEngine:
     def window_s(self) -> float:
         return self.batcher.window_s
 
-    @property
-    def ready(self) -> bool:
-        return self.not_ready_reason() is None
-
     def not_ready_reason(self) -> str | None:
-        if not self.batcher.accepting:
-            return "shutting down"
         if not self.warmed_up:
             return "models are warming up"
         if not self.batcher.alive:
@@ -208,25 +185,14 @@ class LocalEngine:
         return None
 
     @property
-    def accepting(self) -> bool:
-        return self.batcher.accepting
-
-    @property
     def idle(self) -> bool:
         return self.batcher.idle
-
-    @property
-    def latest_deadline(self) -> float:
-        return self.batcher.latest_deadline
-
-    def stop_admitting(self) -> None:
-        self.batcher.stop_admitting()
 
     async def drain(self) -> None:
         await self.batcher.drain()
 
 
-def _timed_forward(detector: Detector | SimulatedDetector, size: int) -> float:
+def _timed_forward(detector: ScoringModel, size: int) -> float:
     """Seconds one forward of ``size`` silent windows takes on a warm detector."""
     windows = np.zeros((size, detector.window), dtype=np.float32)
     start = time.perf_counter()

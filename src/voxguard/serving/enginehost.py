@@ -15,10 +15,9 @@ import logging
 import time
 import uuid
 from pathlib import Path
-from typing import Any
 
 from .batching import ScoredWindows
-from .channel import encode, receive
+from .channel import Answer, Cancel, Hello, Refused, Released, Scored, Submit, Welcome, encode, receive
 from .engine import LocalEngine
 from .errors import InferenceFailed, ServingError
 from .shm import SlotPool, StatusBoard, write_catalogue
@@ -52,7 +51,6 @@ class EngineHost:
         )
         await stop.wait()
         logger.info("engine draining")
-        self.engine.stop_admitting()
         await self.engine.drain()
         server.close()
         beat.cancel()
@@ -63,9 +61,10 @@ class EngineHost:
         engine = self.engine
         while True:
             depths = [engine.depth(m) for m in self._models]
-            ready = engine.warmed_up and engine.ready
+            ready = engine.not_ready_reason() is None
             window_s, batch_s = engine.window_s, engine.batcher.last_batch_s
-            self.board.engine_beat(time.monotonic(), ready, engine.accepting, window_s, batch_s, depths)
+            accepting = engine.admission.accepting
+            self.board.engine_beat(time.monotonic(), ready, accepting, window_s, batch_s, depths)
             self.metrics.window_seconds.set(engine.window_s)
             await asyncio.sleep(_BEAT_S)
 
@@ -75,18 +74,18 @@ class EngineHost:
         pool: SlotPool | None = None
         index = -1
         try:
-            kind, index, pool_path, slots, window = await receive(reader)
-            if kind != "hello":
-                raise ValueError(f"expected hello, got {kind!r}")
-            pool = SlotPool(Path(pool_path), slots, window, create=False)
-            outbox.put(("welcome",))
+            hello = await receive(reader)
+            if not isinstance(hello, Hello):
+                raise ValueError(f"expected a hello, got {hello!r}")
+            index = hello.frontend
+            pool = SlotPool(Path(hello.pool_path), hello.slots, hello.window, create=False)
+            outbox.put(Welcome())
             logger.info("front-end %d connected", index)
             while True:
                 message = await receive(reader)
-                if message[0] == "submit":
-                    _, rid, model, taken, deadline = message
-                    self._admit(outbox, admitted, pool, rid, model, taken, deadline)
-                elif message[0] == "cancel" and (future := admitted.get(message[1])) is not None:
+                if isinstance(message, Submit):
+                    self._admit(outbox, admitted, pool, message)
+                elif isinstance(message, Cancel) and (future := admitted.get(message.request)) is not None:
                     future.cancel()
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
@@ -104,33 +103,30 @@ class EngineHost:
         outbox: _Outbox,
         admitted: dict[int, asyncio.Future[ScoredWindows]],
         pool: SlotPool,
-        rid: int,
-        model: str,
-        taken: list[int],
-        deadline: float,
+        submit: Submit,
     ) -> None:
         """Queue a submission; its answer goes out when its future settles (no task per request: the
         front-end keeps the deadline and cancels, the batcher drops what expired or was cancelled)."""
+        rid = submit.request
         try:
-            future = self.engine.enqueue(model, pool.views(taken), deadline)
+            future = self.engine.enqueue(submit.model, pool.views(submit.slots), submit.deadline)
         except ServingError as exc:
-            outbox.put(("refused", rid, exc))
+            outbox.put(Refused(rid, exc))
             return
         admitted[rid] = future
 
         def answer(done: asyncio.Future[ScoredWindows]) -> None:
             del admitted[rid]
             if done.cancelled():
-                outbox.put(("released", rid))
+                outbox.put(Released(rid))
             elif isinstance(exc := done.exception(), ServingError):
-                outbox.put(("refused", rid, exc))
+                outbox.put(Refused(rid, exc))
             elif exc is not None:
                 error_id = uuid.uuid4().hex[:12]
                 logger.error("submission failed in the engine (error id %s)", error_id, exc_info=exc)
-                outbox.put(("refused", rid, InferenceFailed(error_id)))
+                outbox.put(Refused(rid, InferenceFailed(error_id)))
             else:
-                s = done.result()
-                outbox.put(("scored", rid, s.scores, s.batch_sizes, s.queue_ms, s.inference_ms))
+                outbox.put(Scored(rid, done.result()))
 
         future.add_done_callback(answer)
 
@@ -143,7 +139,7 @@ class _Outbox:
         self._writer = writer
         self._messages: list[bytes] = []
 
-    def put(self, message: tuple[Any, ...]) -> None:
+    def put(self, message: Welcome | Answer) -> None:
         if not self._messages:
             asyncio.get_running_loop().call_soon(self._flush)
         self._messages.append(encode(message))

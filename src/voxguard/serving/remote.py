@@ -24,16 +24,10 @@ import numpy as np
 from ..audio.options import WINDOW
 from ..inference import ModelInfo
 from ..settings import Settings
+from .admission import Admission, Load
 from .batching import BatchObserver, ScoredWindows, until_deadline
-from .channel import encode, receive
-from .errors import (
-    EngineUnavailable,
-    QueueFull,
-    ServingError,
-    ShuttingDown,
-    TooManyWindows,
-    UnknownModel,
-)
+from .channel import Answer, Cancel, Hello, Message, Refused, Scored, Submit, encode, receive
+from .errors import EngineUnavailable
 from .shm import SlotPool, StatusBoard, read_catalogue
 
 logger = logging.getLogger(__name__)
@@ -57,20 +51,17 @@ class RemoteEngine:
     ) -> None:
         self.index = index
         self.board = board
-        self._observer = observer
         self._socket_path = folder / "engine.sock"
-        self._queue_size = settings.queue_size
         pool_path = folder / f"frontend-{index}-{os.getpid()}.slots"
         self._pool = SlotPool(pool_path, settings.queue_size, WINDOW, create=True)
         self._models, self._max_batch_size = read_catalogue(folder)
         self._model_index = {name: i for i, name in enumerate(self._models)}
+        self.admission = Admission(self._models, settings.queue_size, self._max_batch_size, observer)
         self._writer: asyncio.StreamWriter | None = None
         self._pending: dict[int, _Pending] = {}
         self._ids = itertools.count()
-        self._accepting = True
         self._connected = asyncio.Event()
         self._link: asyncio.Task[None] | None = None
-        self.latest_deadline = 0.0
 
     @property
     def models(self) -> dict[str, ModelInfo]:
@@ -93,7 +84,7 @@ class RemoteEngine:
                 await asyncio.sleep(_RECONNECT_S)
                 continue
             try:
-                hello = ("hello", self.index, str(self._pool.path), self._pool.slots, self._pool.window)
+                hello = Hello(self.index, str(self._pool.path), self._pool.slots, self._pool.window)
                 writer.write(encode(hello))
                 await receive(reader)  # welcome: the engine has our slots mapped
                 self._writer = writer
@@ -115,19 +106,20 @@ class RemoteEngine:
                 writer.close()
                 self._fail_all()
 
-    def _answer(self, message: tuple) -> None:
-        pending = self._pending.pop(message[1], None)
+    def _answer(self, message: Message) -> None:
+        if not isinstance(message, Answer):
+            raise ValueError(f"the engine sent {message!r} where an answer belongs")
+        pending = self._pending.pop(message.request, None)
         if pending is None:
             return
         self._pool.release(pending.taken)
         future = pending.future
         if future.done():
             return
-        if message[0] == "scored":
-            _, _, scores, batch_sizes, queue_ms, inference_ms = message
-            future.set_result(ScoredWindows(scores, batch_sizes, queue_ms, inference_ms))
-        elif message[0] == "refused":
-            future.set_exception(message[2])
+        if isinstance(message, Scored):
+            future.set_result(message.scored)
+        elif isinstance(message, Refused):
+            future.set_exception(message.error)
 
     def _fail_all(self) -> None:
         """The engine is gone, and with it every view of our slots: fail what waited and free them all."""
@@ -138,25 +130,17 @@ class RemoteEngine:
         self._pending.clear()
 
     def admit(self, model: str, windows: int = 1, *, admitted: bool = False) -> None:
-        try:
-            self._check(model, windows, admitted)
-        except ServingError as exc:
-            self._observer.rejected(exc.reason)
-            raise
-
-    def _check(self, model: str, windows: int, admitted: bool) -> None:
-        draining = not self._accepting or (self._connected.is_set() and not self.board.engine_accepting)
-        if draining and not admitted:  # an admitted request is answered by the drain, not refused
-            raise ShuttingDown()
-        if self._writer is None:
-            raise EngineUnavailable("the engine process is restarting; retry")
-        if model not in self._models:
-            raise UnknownModel(model, list(self._models))
-        if windows > self._queue_size:
-            raise TooManyWindows(windows, self._queue_size)
-        depth = self.board.depth(self._model_index[model])
-        if self._queue_size - depth < windows or self._pool.free < windows:
-            raise QueueFull.behind(model, depth, self.board.batch_s, self._max_batch_size)
+        """:meth:`Admission.check` with the engine's numbers from the status board, and this front-end's
+        own: its free slots, and whether it is linked to an engine at all."""
+        index = self._model_index.get(model)
+        load = Load(
+            queued=self.board.depth(index) if index is not None else 0,
+            batch_s=self.board.batch_s,
+            room=self._pool.free,
+            draining=self._connected.is_set() and not self.board.engine_accepting,
+            down=None if self._writer is not None else "the engine process is restarting; retry",
+        )
+        self.admission.check(model, windows, load, admitted=admitted)
 
     async def submit(
         self, model: str, windows: np.ndarray, deadline: float, *, admitted: bool = False
@@ -167,16 +151,13 @@ class RemoteEngine:
         rid = next(self._ids)
         future: asyncio.Future[ScoredWindows] = asyncio.get_running_loop().create_future()
         self._pending[rid] = _Pending(future, taken)
-        self.latest_deadline = max(self.latest_deadline, deadline)
-        self._writer.write(encode(("submit", rid, model, taken, deadline)))
+        self.admission.queued(deadline)
+        self._writer.write(encode(Submit(rid, model, taken, deadline)))
         try:
             return await until_deadline(future, deadline)
         finally:
             if rid in self._pending and self._writer is not None:  # not answered: the engine drops it
-                self._writer.write(encode(("cancel", rid)))
-
-    def work_s(self, windows: int) -> float:
-        return windows * self.board.window_s
+                self._writer.write(encode(Cancel(rid)))
 
     def depth(self, model: str) -> int:
         return self.board.depth(self._model_index[model])
@@ -185,37 +166,26 @@ class RemoteEngine:
     def window_s(self) -> float:
         return self.board.window_s
 
-    @property
-    def ready(self) -> bool:
-        return self.not_ready_reason() is None
-
     def not_ready_reason(self) -> str | None:
-        if not self._accepting:
-            return "shutting down"
         if self._writer is None:
             return "the engine process is starting or restarting"
-        if time.monotonic() - self.board.engine_heartbeat() > _STALE_S:
+        if time.monotonic() - self.board.engine_heartbeat > _STALE_S:
             return "the engine process is not responding"
+        if not self.board.engine_accepting:
+            return "shutting down"
         if not self.board.engine_ready:
-            return "models are warming up" if self.board.engine_accepting else "shutting down"
+            return "models are warming up"
         if down := self.board.frontends_down():
             return f"front-end {', '.join(map(str, down))} of {self.board.frontends} is down or starting"
         return None
 
     @property
-    def accepting(self) -> bool:
-        return self._accepting
-
-    @property
     def idle(self) -> bool:
         return not self._pending
 
-    def stop_admitting(self) -> None:
-        self._accepting = False
-
     async def drain(self) -> None:
         """Stop admitting, wait for this front-end's own work, then unlink from the engine."""
-        self._accepting = False
+        self.admission.stop()
         while self._pending and self._writer is not None:
             await asyncio.sleep(0.01)
         if self._link is not None:

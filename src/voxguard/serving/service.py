@@ -56,11 +56,13 @@ class Prediction:
 
 class PredictionService:
     """One server process's pipeline: decoding (a thread pool), the verdict rule, and an :class:`Engine`
-    that scores the windows. Routes, the live stream and the server talk to this class only."""
+    that scores the windows. Routes, the live stream and the server talk to this class; the drain closes
+    its engine's ``admission`` (the gate, which also knows the latest deadline it let in)."""
 
     def __init__(self, settings: Settings, engine: Engine, metrics: Metrics) -> None:
         self.settings = settings
         self.engine = engine
+        self.admission = engine.admission
         self.metrics = metrics
         self.models = engine.models
         self.default_model = next(iter(self.models))
@@ -83,17 +85,11 @@ class PredictionService:
         await self.engine.drain()
         self._decode_pool.shutdown(wait=True)
 
-    @property
-    def ready(self) -> bool:
-        return self.engine.ready
-
     def not_ready_reason(self) -> str | None:
-        """Why ``/ready`` says no, or None when it says yes."""
+        """Why ``/ready`` says no (draining, or the engine cannot score), or None when it says yes."""
+        if not self.admission.accepting:
+            return "shutting down"
         return self.engine.not_ready_reason()
-
-    def stop_admitting(self) -> None:
-        """New requests get 503 ``shutting_down``; admitted ones are still answered (the SIGTERM drain)."""
-        self.engine.stop_admitting()
 
     @property
     def idle(self) -> bool:
@@ -111,10 +107,6 @@ class PredictionService:
         finally:
             self._admitted -= 1
 
-    @property
-    def latest_deadline(self) -> float:
-        return self.engine.latest_deadline
-
     def publish_metrics(self) -> None:
         """Refresh the gauges that are read, not counted: queue depths and the device time per window."""
         for name in self.models:
@@ -130,7 +122,7 @@ class PredictionService:
 
     def deadline(self, start: float, windows: int) -> float:
         """When a request started at ``start`` with ``windows`` windows must be answered."""
-        return start + self.settings.request_timeout_s + ALLOWANCE * self.engine.work_s(windows)
+        return start + self.settings.request_timeout_s + ALLOWANCE * windows * self.engine.window_s
 
     async def _prepare(self, data: bytes) -> tuple[DecodedAudio, WindowSet]:
         """Decode and window one upload: a small plain WAV on the event loop, anything else in the pool."""

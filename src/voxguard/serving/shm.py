@@ -16,14 +16,17 @@ import mmap
 import os
 import pickle
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 import numpy as np
 
 if TYPE_CHECKING:
     from ..inference import ModelInfo
+
+T = TypeVar("T", bool, float)
 
 
 def make_folder() -> Path:
@@ -116,6 +119,17 @@ _HEARTBEAT, _READY, _ACCEPTING, _WINDOW_S, _BATCH_S = range(5)
 _ENGINE_FIELDS = 5
 
 
+class _EngineField(Generic[T]):
+    """One of the engine's fields on the board, read as ``kind`` (``bool`` or ``float``)."""
+
+    def __init__(self, index: int, kind: Callable[[float], T]) -> None:
+        self.index = index
+        self.kind = kind
+
+    def __get__(self, board: StatusBoard, owner: type | None = None) -> T:
+        return self.kind(board._values[self.index])
+
+
 class StatusBoard:
     def __init__(self, path: Path, frontends: int, models: int, create: bool) -> None:
         self.frontends = frontends
@@ -137,26 +151,13 @@ class StatusBoard:
     def frontend_alive(self, index: int, alive: bool) -> None:
         self._values[_ENGINE_FIELDS + index] = 1.0 if alive else 0.0
 
-    # Read by the front-ends
-    def engine_heartbeat(self) -> float:
-        return float(self._values[_HEARTBEAT])
-
-    @property
-    def engine_ready(self) -> bool:
-        return bool(self._values[_READY])
-
-    @property
-    def engine_accepting(self) -> bool:
-        return bool(self._values[_ACCEPTING])
-
-    @property
-    def window_s(self) -> float:
-        return float(self._values[_WINDOW_S])
-
-    @property
-    def batch_s(self) -> float:
-        """How long the engine's last batch took (its queue-full refusals' ``Retry-After`` grows with it)."""
-        return float(self._values[_BATCH_S])
+    # Read by the front-ends: when the engine last wrote, whether it is ready and admitting, its device
+    # time per window, and how long its last batch took (a queue-full refusal's Retry-After grows with it)
+    engine_heartbeat = _EngineField(_HEARTBEAT, float)
+    engine_ready = _EngineField(_READY, bool)
+    engine_accepting = _EngineField(_ACCEPTING, bool)
+    window_s = _EngineField(_WINDOW_S, float)
+    batch_s = _EngineField(_BATCH_S, float)
 
     def depth(self, index: int) -> int:
         return int(self._depths[index])

@@ -38,7 +38,8 @@ class _Device:
 
 
 class SimulatedDetector:
-    """Stands in for :class:`voxguard.inference.Detector` wherever the service uses one."""
+    """Stands in for :class:`voxguard.inference.Detector` wherever the service uses one: a
+    :class:`voxguard.scorer.ScoringModel` too."""
 
     def __init__(self, name: str, base_ms: float, per_window_ms: float) -> None:
         if name not in REGISTRY:

@@ -16,17 +16,18 @@ Tests pass ``detectors`` of their own; otherwise the models named in the setting
 
 from __future__ import annotations
 
-from ..inference import Detector
+from collections.abc import Mapping
+
+from ..scorer import ScoringModel
 from ..settings import Settings
 from .engine import LocalEngine
 from .enginehost import EngineHost
 from .remote import RemoteEngine
 from .service import PredictionService
 from .shm import SharedFolder
-from .simulated import SimulatedDetector
 from .telemetry import Metrics
 
-Detectors = dict[str, Detector | SimulatedDetector]
+Detectors = Mapping[str, ScoringModel]
 
 
 def local_engine(settings: Settings, metrics: Metrics, detectors: Detectors | None = None) -> LocalEngine:
