@@ -51,7 +51,7 @@ def server() -> Iterator[tuple[str, FastAPI]]:
     install_error_handlers(app)
     app.include_router(stream_router)
     app.add_api_route("/refuse", lambda: refuse())
-    app.state.settings = Settings()
+    app.state.http = Settings().http
     app.state.service = SimpleNamespace(resolve_model=refuse)
     port = free_port()
     uvicorn_server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
@@ -157,7 +157,7 @@ def test_a_full_queue_asks_for_the_same_wait_in_both_wirings():
 
         server = await asyncio.start_unix_server(engine, path=str(folder / "engine.sock"))
         board.engine_beat(0.0, True, True, 0.001, batch_s, [queue_size])
-        front = RemoteEngine(Settings(queue_size=queue_size), folder, 0, board, Metrics())
+        front = RemoteEngine(Settings(queue_size=queue_size).batching, folder, 0, board, Metrics())
         await front.start()
         try:
             with pytest.raises(QueueFull) as refused:

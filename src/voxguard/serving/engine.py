@@ -18,7 +18,7 @@ import numpy as np
 
 from ..inference import Detector, ModelInfo, bucket_sizes
 from ..process_tuning import set_threads
-from ..settings import Settings
+from ..settings import BatchingSettings, ModelLoading
 from .batching import Batcher, BatchObserver, BatchShapes, ScoredWindows, Scorer
 from .simulated import SimulatedDetector
 
@@ -98,46 +98,39 @@ class LocalEngine:
     """The detectors and the batcher in this process: one worker coroutine owns the device."""
 
     def __init__(
-        self, settings: Settings, detectors: dict[str, Detector | SimulatedDetector], observer: BatchObserver
+        self,
+        batching: BatchingSettings,
+        detectors: dict[str, Detector | SimulatedDetector],
+        observer: BatchObserver,
     ) -> None:
         if not detectors:
             raise ValueError("the engine needs at least one model")
         self.detectors = detectors
         first = next(iter(detectors.values()))
-        self._max_batch_size = settings.batch_size_for(first.device.type)
+        self._max_batch_size = batching.batch_size_for(first.device.type)
         scorers: dict[str, Scorer] = dict(detectors)
         self.batcher = Batcher(
             scorers,
             max_batch_size=self._max_batch_size,
-            max_wait_ms=settings.max_wait_ms,
-            queue_size=settings.queue_size,
+            max_wait_ms=batching.max_wait_ms,
+            queue_size=batching.queue_size,
             observer=observer,
             shapes=BatchShapes(bucket_sizes(self._max_batch_size)) if first.pads_to_buckets else None,
         )
         self.warmed_up = False
 
     @classmethod
-    def load(cls, settings: Settings, observer: BatchObserver) -> LocalEngine:
+    def load(cls, loading: ModelLoading, batching: BatchingSettings, observer: BatchObserver) -> LocalEngine:
         """Load every configured model (blocking; call from a thread at start-up)."""
-        set_threads(settings.threads)
-        if settings.engine == "simulated":
-            simulated = {name: SimulatedDetector(name, *settings.simulated_ms) for name in settings.models}
-            return cls(settings, simulated, observer)  # type: ignore[arg-type]
-        single = len(settings.models) == 1
+        set_threads(loading.threads)
+        if loading.simulated_ms is not None:
+            simulated = {name: SimulatedDetector(name, *loading.simulated_ms) for name in loading.models}
+            return cls(batching, simulated, observer)  # type: ignore[arg-type]
         detectors: dict[str, Detector | SimulatedDetector] = {}
-        for name in settings.models:
-            detector = Detector.load(
-                name,
-                checkpoint=settings.checkpoint if single else None,
-                checkpoint_dir=settings.checkpoint_dir,
-                engine=settings.engine,
-                device=settings.device,
-                compile_model=settings.compile,
-                cuda_graphs=settings.cuda_graphs,
-                allocator_tuning=settings.allocator_tuning,
-            )
+        for name in loading.models:
+            detector = loading.detector.load(name, loading.checkpoint)
             detectors[detector.name] = detector
-        return cls(settings, detectors, observer)
+        return cls(batching, detectors, observer)
 
     @property
     def models(self) -> dict[str, ModelInfo]:
