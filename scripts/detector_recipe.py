@@ -70,7 +70,7 @@ def _csv(path: Path, corpus: Path, entries) -> None:  # type: ignore[no-untyped-
 
 
 def _rule(offset: float) -> Rule:
-    return Settings(score_offset=offset).rule()
+    return Settings(score_offset=offset).rule.for_model()
 
 
 def aasist_margins(corpus: Path, out: Path, checkpoint_dir: Path) -> dict[str, np.ndarray]:
@@ -259,7 +259,7 @@ def ship(out: Path, samples: Path, golden: Path) -> None:
             n: float(m) for n, m in zip(rows, detector.scores(np.stack(list(rows.values()))), strict=True)
         },
         "sample_fake_probability": {
-            name: Pipeline.from_settings(Settings(), 0.0)
+            name: Pipeline(Settings().audio, Settings().rule.for_model(0.0))
             .run((samples / name).read_bytes(), detector, 4)
             .decision.fake_probability
             for name in SAMPLE_FILES

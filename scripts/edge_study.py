@@ -116,7 +116,7 @@ def score(pipeline: Pipeline, detector: Detector, data: bytes) -> dict:
 def study(args: argparse.Namespace) -> None:
     rng = np.random.default_rng(21)
     detector = Detector.load(args.model, checkpoint_dir=args.checkpoint_dir, engine="fast", device="cpu")
-    pipeline = Pipeline.from_settings(Settings(), detector.info.score_offset)
+    pipeline = Pipeline(Settings().audio, Settings().rule.for_model(detector.info.score_offset))
     with args.out.open("w") as out:
         for f in spliced(args.samples, args.corpus, args.files, rng):
             for channel in CHANNELS:

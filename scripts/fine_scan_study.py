@@ -137,7 +137,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.step == "report":
         rows = [json.loads(line) for line in args.paths[0].read_text().splitlines() if line.strip()]
-        print(report(rows, Settings().rule()))
+        print(report(rows, Settings().rule.for_model()))
         return
     torch.set_num_threads(2)
     detector = Detector.load("aasist", checkpoint_dir=args.checkpoint_dir, engine="fast", device="cpu")

@@ -415,7 +415,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.study == "report":
         short, splice = (_read_rows(p) for p in args.inputs)
-        print(report(short, splice, Settings().rule()))
+        print(report(short, splice, Settings().rule.for_model()))
         return
     torch.set_num_threads(1)  # one study per core: threads fighting over two cores cost more than they give
     detector = Detector.load(args.model, checkpoint_dir=args.checkpoint_dir, engine="fast", device="cpu")

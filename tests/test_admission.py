@@ -188,7 +188,7 @@ async def front_end() -> AsyncIterator[tuple[RemoteEngine, StatusBoard, Recorder
 
     server = await asyncio.start_unix_server(engine, path=str(folder / "engine.sock"))
     recorder = Recorder()
-    front = RemoteEngine(Settings(queue_size=QUEUE), folder, 0, board, recorder)
+    front = RemoteEngine(Settings(queue_size=QUEUE).batching, folder, 0, board, recorder)
     await front.start()
     try:
         yield front, board, recorder

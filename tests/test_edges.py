@@ -20,7 +20,7 @@ from voxguard.pipeline import Pipeline
 from voxguard.settings import Settings
 
 NEEDS = 0.45  # share of a window the tone must fill for it to be called fake
-OFFSET = 6.0  # the pipeline's score offset (Pipeline.from_settings's model default)
+OFFSET = 6.0  # the pipeline's score offset (RuleOptions.for_model's default)
 
 
 class ToneModel:
@@ -52,7 +52,7 @@ def spliced(seconds: float, fake_s: tuple[float, float], seed: int = 0) -> bytes
 
 @pytest.fixture
 def pipeline() -> Pipeline:
-    return Pipeline.from_settings(Settings())
+    return Pipeline(Settings().audio, Settings().rule.for_model())
 
 
 # The splices (reported as 10.0-14.04, 12.0-16.04 and 2.0-6.04), one near a file's end and a

@@ -139,10 +139,10 @@ def test_folder_layout_by_default_is_the_service_verdict(tmp_path, capsys, detec
     audio, windows = prepare(long.read_bytes(), AudioOptions())
     assert len(windows.batch) > 2  # several windows, judged as the service judges them
     margins = detector_factory("aasist", "fast").scores(windows.batch)
-    want = summarize(audio, windows, margins, Settings().rule()).decision.score
+    want = summarize(audio, windows, margins, Settings().rule.for_model()).decision.score
     assert resume_scores(out / "scores.txt")["fake/espeak/long.wav"] == pytest.approx(want, abs=1e-3)
     assert _summary(out)["run"]["windows"] == len(windows.batch)
-    assert _summary(out)["run"]["score_offset"] == Settings().rule().offset
+    assert _summary(out)["run"]["score_offset"] == Settings().rule.for_model().offset
     assert "Protocol `service`" in (out / "report.md").read_text()
 
 

@@ -21,7 +21,7 @@ from voxguard.evaluation.scorefile import resume_scores
 from voxguard.scoring import Rule, summarize
 from voxguard.settings import Settings
 
-RULE = Settings().rule()
+RULE = Settings().rule.for_model()
 REFERENCE = scoring_protocol(AudioOptions(), RULE, name="reference", preprocess=None)
 SERVICE = scoring_protocol(AudioOptions(), RULE, name="service", preprocess=None)
 

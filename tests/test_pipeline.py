@@ -22,7 +22,7 @@ class Constant:
 
 
 def test_run_verdict_and_decision_agree(samples_dir):
-    pipeline = Pipeline.from_settings(Settings())
+    pipeline = Pipeline(Settings().audio, Settings().rule.for_model())
     data = (samples_dir / "voicememo.mp3").read_bytes()
     audio, windows = pipeline.windows(data)
     margins = np.linspace(-12, 12, len(windows.batch)).astype(np.float32)

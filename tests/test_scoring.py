@@ -12,6 +12,7 @@ from voxguard.scoring import (
     INCONCLUSIVE,
     REAL,
     Rule,
+    RuleOptions,
     decide,
     fake_probability,
     find_segments,
@@ -144,3 +145,19 @@ def test_find_segments_reports_every_qualifying_run():
 def test_rule_refuses_impossible_values(kwargs):
     with pytest.raises(ValueError):
         Rule(**kwargs)
+
+
+def test_a_configured_offset_overrides_every_models_own_and_unset_each_keeps_its_own():
+    configured = RuleOptions(threshold=0.7, min_windows=2, min_reliable_s=1.0, offset=None)
+    assert configured.for_model(0.0) == Rule(0.7, 2, 1.0, 0.0)
+    assert configured.for_model() == Rule(0.7, 2, 1.0, 6.0)  # the official AASIST weights' offset
+    assert RuleOptions(0.7, 2, 1.0, offset=-1.0).for_model(6.0).offset == -1.0
+
+
+def test_a_window_is_fake_by_the_same_comparison_a_segment_is_made_of():
+    rule = Rule(threshold=0.8, offset=2.0)
+    windows = rule.window_scores(grid(3), np.array([-6.0, -3.0, 0.0]), [False] * 3)
+    assert [w.score for w in windows] == [-4.0, -1.0, 2.0]
+    assert [rule.is_fake(w.fake_probability) for w in windows] == [True, False, False]
+    (segment,) = find_segments(grid(3), np.array([-6.0, -3.0, 0.0]), [False] * 3, rule)
+    assert (segment.start_s, segment.end_s) == grid(3)[0]

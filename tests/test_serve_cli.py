@@ -118,13 +118,13 @@ def test_loopback_hosts(host, loopback):
 
 
 def test_the_network_warning_only_without_keys_beyond_loopback():
-    assert exposure_warning(Settings(host="127.0.0.1"), 8000) is None
-    assert exposure_warning(Settings(host="0.0.0.0", api_keys=["k"]), 8000) is None
-    warning = exposure_warning(Settings(host="0.0.0.0"), 8000)
+    assert exposure_warning(Settings(host="127.0.0.1").http, 8000) is None
+    assert exposure_warning(Settings(host="0.0.0.0", api_keys=["k"]).http, 8000) is None
+    warning = exposure_warning(Settings(host="0.0.0.0").http, 8000)
     assert warning is not None and "without API keys" in warning and "VOXGUARD_API_KEYS" in warning
 
 
 def test_public_url():
-    assert public_url(Settings(host="0.0.0.0"), 8000) == "http://localhost:8000"
-    assert public_url(Settings(host="127.0.0.1"), 8001) == "http://127.0.0.1:8001"
-    assert public_url(Settings(host="::1", certfile=Path("c.pem")), 8443) == "https://[::1]:8443"
+    assert public_url(Settings(host="0.0.0.0").http, 8000) == "http://localhost:8000"
+    assert public_url(Settings(host="127.0.0.1").http, 8001) == "http://127.0.0.1:8001"
+    assert public_url(Settings(host="::1", certfile=Path("c.pem")).http, 8443) == "https://[::1]:8443"

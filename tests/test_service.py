@@ -66,7 +66,7 @@ def metric(text: str, name: str) -> float:
 def expected(detector, data: bytes, options: AudioOptions | None = None):
     """What the service should answer for ``data``, by the default rule (a ``Verdict``)."""
     audio, windows = prepare(data, options or AudioOptions())
-    return summarize(audio, windows, detector.scores(windows.batch), Settings().rule())
+    return summarize(audio, windows, detector.scores(windows.batch), Settings().rule.for_model())
 
 
 async def post_all(url: str, files: list[tuple[str, bytes]], **kw) -> list[httpx.Response]:

@@ -43,7 +43,7 @@ def server() -> Iterator[tuple[str, FastAPI]]:
     install_error_handlers(app)
     app.include_router(stream_router)
     app.add_api_route("/refuse", lambda: refuse())
-    app.state.settings = Settings()
+    app.state.http = Settings().http
     app.state.service = SimpleNamespace(resolve_model=refuse)
     port = free_port()
     uvicorn_server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))

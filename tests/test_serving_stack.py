@@ -4,6 +4,7 @@ interface (in process, no weights), settings as flags, refusals before decoding,
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 import json
 import logging
@@ -20,16 +21,23 @@ from prometheus_client import generate_latest
 
 from voxguard import pipeline as pipeline_module
 from voxguard.api.app import create_app
-from voxguard.audio.options import WINDOW
+from voxguard.audio.options import WINDOW, AudioOptions
 from voxguard.benchmarks import serve_bench
 from voxguard.cli.parser import build_parser
+from voxguard.scoring import Rule
 from voxguard.serving import wiring
 from voxguard.serving.engine import LocalEngine
 from voxguard.serving.errors import Overloaded, QueueFull
 from voxguard.serving.service import PredictionService
 from voxguard.serving.simulated import SIMULATED_MARGIN, SimulatedDetector
 from voxguard.serving.telemetry import Metrics
-from voxguard.settings import Settings
+from voxguard.settings import (
+    BatchingSettings,
+    HttpSettings,
+    ServiceSettings,
+    Settings,
+    settings_from_environment,
+)
 
 
 def wav(samples: int = WINDOW) -> bytes:
@@ -64,7 +72,7 @@ def test_a_simulated_forward_sleeps_as_long_as_its_padded_batch_and_says_what_it
 
 def test_a_padding_device_times_every_batch_shape_at_warm_up_and_the_cpu_pads_nothing():
     settings = Settings(engine="simulated", max_batch_size=16)
-    engine = LocalEngine(settings, {"aasist": SimulatedDetector("aasist", 1.0, 0.5)}, Metrics())
+    engine = LocalEngine(settings.batching, {"aasist": SimulatedDetector("aasist", 1.0, 0.5)}, Metrics())
     engine.warmup()
     shapes = engine.batcher.shapes
     assert shapes is not None and shapes.sizes == (1, 2, 4, 8, 16)
@@ -75,7 +83,9 @@ def test_a_padding_device_times_every_batch_shape_at_warm_up_and_the_cpu_pads_no
 
     cpu = SimulatedDetector("aasist", 0.0, 0.0)
     cpu.pads_to_buckets = False  # a CPU detector: forwards of any size, no shapes to choose between
-    assert LocalEngine(Settings(engine="simulated"), {"aasist": cpu}, Metrics()).batcher.shapes is None
+    assert (
+        LocalEngine(Settings(engine="simulated").batching, {"aasist": cpu}, Metrics()).batcher.shapes is None
+    )
 
 
 def test_a_serving_process_takes_what_it_loaded_out_of_the_collectors_view():
@@ -267,6 +277,40 @@ def test_every_setting_is_a_serve_flag_validated_as_its_variable():
     assert args.simulated_ms == (1.0, 2.0)
     with pytest.raises(SystemExit):
         parser.parse_args(["serve", "--min-reliable-s", "-1"])
+
+
+def test_the_flat_variables_reach_each_part_in_its_section(monkeypatch):
+    """People set flat ``VOXGUARD_*`` variables; each part is handed its section of them (settings.py)."""
+    variables = {
+        "MAX_BATCH_SIZE": "8",
+        "QUEUE_SIZE": "99",
+        "API_KEYS": "a,b",
+        "STREAM_IDLE_S": "3",
+        "THRESHOLD": "0.7",
+        "SCORE_OFFSET": "1.5",
+        "HOP": "16000",
+        "COMPILE": "true",
+        "MODELS": "aasist,aasist-l",
+        "CHECKPOINT": "x.pt",
+        "ENGINE": "simulated",
+    }
+    for name, value in variables.items():
+        monkeypatch.setenv(f"VOXGUARD_{name}", value)
+    settings = settings_from_environment()
+    assert settings.batching == BatchingSettings(max_batch_size=8, max_wait_ms=5.0, queue_size=99)
+    assert settings.http.api_keys == ("a", "b") and settings.http.stream_idle_s == 3.0
+    assert settings.rule.for_model(6.0) == settings.rule.for_model(0.0) == Rule(0.7, 1, 2.0, 1.5)
+    assert settings.service.audio == settings.audio and settings.audio.hop == 16000
+    assert settings.service.rule == settings.rule and settings.service.queue_size == 99
+    loading = settings.loading
+    assert loading.models == ("aasist", "aasist-l") and loading.checkpoint is None  # one model's file
+    assert loading.detector.compile_model and loading.simulated_ms == (0.9, 0.68)
+    assert Settings(models=["aasist"], checkpoint="x.pt").loading.checkpoint.name == "x.pt"
+    assert Settings(engine="fast").loading.simulated_ms is None
+    assert [BatchingSettings(0, 5.0, 1).batch_size_for(d) for d in ("cpu", "cuda")] == [16, 64]
+    for section in (AudioOptions, BatchingSettings, ServiceSettings, HttpSettings):  # nothing renamed
+        names = {f.name for f in dataclasses.fields(section)} - {"audio", "rule"}
+        assert names <= set(Settings.model_fields), section
 
 
 def test_bench_serve_warns_when_the_generator_is_too_close_to_the_servers():

@@ -15,10 +15,14 @@ import websockets
 from pydantic import TypeAdapter
 
 from servers import live_server
+from test_edges import spliced
+from test_service import ToneDetector
 from voxguard.api.protocol import StreamDone, StreamError, StreamEvent, StreamWindow
 from voxguard.audio.options import AudioOptions
 from voxguard.audio.streaming import StreamWindower
 from voxguard.audio.windows import make_windows
+from voxguard.pipeline import Pipeline
+from voxguard.scoring import Rule
 
 
 @pytest.fixture(scope="module")
@@ -97,6 +101,36 @@ async def test_streamed_windows_equal_predict_windows(detectors, speech):
     assert done["score"] == pytest.approx(upload["score"], abs=1e-4)
     events = TypeAdapter(StreamEvent)  # every message is one of the typed events, nothing more
     assert [events.validate_python(m).model_dump() for m in messages] == messages
+
+
+async def test_a_live_window_is_judged_by_the_rule_that_judges_the_upload(detectors):
+    """The stream decides a window with the model's own ``Rule``, the object its uploads are judged by
+    (``Settings.rule`` made it; here a custom one): same probability, same call, same verdict. Its
+    threshold (0.9) is not the settings' (0.5): the tone windows' probability (about 0.73 with this
+    offset) is FAKE by the settings' threshold, which the stream once applied by itself, and REAL by the
+    rule, as the file that holds them is REAL."""
+    rule = Rule(threshold=0.9, min_windows=1, min_reliable_s=2.0, offset=15.0)
+    data = spliced(20.0, (9.27, 14.92))  # noise, and a stretch that test_edges.ToneModel calls synthetic
+    wave, rate = sf.read(io.BytesIO(data), dtype="float32")
+    frames = [wave[i : i + rate // 2].astype("<f4").tobytes() for i in range(0, len(wave), rate // 2)]
+    with live_server({"aasist": ToneDetector(detectors["aasist"])}, stream_max_pending=64) as srv:
+        services = getattr(srv, "services", None) or [srv.service]  # either wiring
+        for service in services:
+            service.pipelines["aasist"] = Pipeline(service.pipelines["aasist"].options, rule)
+        messages, close_code = await _stream(srv.url, frames, {"format": "f32", "hop_s": 2.0})
+        upload = httpx.post(f"{srv.url}/v1/predict", files={"file": ("s.wav", data)}, timeout=120).json()
+    assert close_code == 1000
+    live = [m for m in messages if m["type"] == "window"]
+    done = messages[-1]
+    probabilities = [w["fake_probability"] for w in upload["windows"]]
+    assert [w["fake_probability"] for w in live] == pytest.approx(probabilities, abs=1e-9)
+    assert [w["prediction"] for w in live] == ["FAKE" if rule.is_fake(p) else "REAL" for p in probabilities]
+    assert any(0.5 <= p < rule.threshold for p in probabilities)  # where the two thresholds part
+    assert {w["prediction"] for w in live} == {"REAL"} and upload["prediction"] == "REAL"
+    assert (done["prediction"], done["segments"]) == (upload["prediction"], upload["segments"])
+    assert (done["fake_probability"], done["score"]) == pytest.approx(
+        (upload["fake_probability"], upload["score"])
+    )
 
 
 async def test_stream_refuses_unusable_sample_rates_and_bad_frames(detectors, speech):

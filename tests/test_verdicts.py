@@ -75,7 +75,7 @@ def spliced(real_speech, synthetic) -> tuple[bytes, tuple[float, float]]:
 
 def test_defaults_are_the_measured_rule():
     """docs/evaluation.md derives these from scripts/verdict_study.py; change them with a new measurement."""
-    rule = Settings().rule()
+    rule = Settings().rule.for_model()
     assert (rule.min_reliable_s, rule.offset, rule.min_windows, rule.threshold) == (2.0, 6.0, 1, 0.5)
 
 

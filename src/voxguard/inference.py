@@ -124,6 +124,24 @@ class ModelInfo:
     note: str | None = None  # what a reader of /v1/models must know (a simulated model says so)
 
 
+@dataclass(frozen=True)
+class LoadOptions:
+    """How a model is found and built: :meth:`Detector.load`'s knobs but the model's name and file,
+    grouped so that the settings build them in one place (``Settings.loading``) for the engine and the
+    CLI alike."""
+
+    checkpoint_dir: str | Path | None = None
+    engine: str = "fast"
+    device: str = "auto"
+    compile_model: bool = False
+    allocator_tuning: bool = True
+    cuda_graphs: bool = True
+
+    def load(self, name: str, checkpoint: str | Path | None = None) -> Detector:
+        """The model ``name`` (from ``checkpoint`` when given), loaded so."""
+        return Detector.load(name, checkpoint=checkpoint, **vars(self))
+
+
 class Detector:
     """Scores ``(B, 64600)`` float32 windows; the score is ``logit[bona fide] - logit[spoof]``."""
 

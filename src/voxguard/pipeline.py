@@ -4,7 +4,8 @@ The service, ``voxguard predict``, ``voxguard eval`` (its service protocol) and 
 cut and level audio with :meth:`Pipeline.windows` and judge scored windows with
 :meth:`Pipeline.verdict` (or :meth:`Pipeline.decision`, for callers that keep no decoded audio).
 Only the scoring in between is the caller's: the service's engine batches windows across requests,
-eval across files, and the CLI calls a detector. So one file gets one answer wherever it is sent.
+eval across files, and the CLI calls a detector. So one file gets one answer wherever it is sent; a
+live stream (``serving.service.LiveSession``) judges its windows by the same pipeline's rule.
 Callers that publish segments then score the few half windows of :meth:`Pipeline.edge_search` the same
 way, to place the segments' edges (:mod:`voxguard.edges`).
 """
@@ -21,18 +22,15 @@ from .audio.windows import WindowSet, prepare
 from .edges import EdgeSearch
 from .scorer import Scorer
 from .scoring import Decision, Rule, Verdict, decide, summarize
-from .settings import Settings
 
 
 @dataclass(frozen=True)
 class Pipeline:
+    """How audio is cut (``Settings.audio``) and judged: one model's rule
+    (``Settings.rule.for_model(ModelInfo.score_offset)``)."""
+
     options: AudioOptions
     rule: Rule
-
-    @classmethod
-    def from_settings(cls, settings: Settings, model_offset: float = 6.0) -> Pipeline:
-        """The pipeline for a model whose own score offset is ``model_offset`` (``ModelInfo``)."""
-        return cls(settings.audio_options(), settings.rule(model_offset))
 
     def windows(self, data: bytes) -> tuple[DecodedAudio, WindowSet]:
         """Decode, resample, cut and level: the whole CPU side of one file."""

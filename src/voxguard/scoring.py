@@ -45,7 +45,7 @@ def fake_probability(score: float) -> float:
 @dataclass(frozen=True)
 class Rule:
     """When windows add up to a FAKE file. ``Rule()`` is the network's own output with no speech floor;
-    the service's measured values come from ``Settings.rule()`` (docs/evaluation.md)."""
+    the service's measured values come from ``Settings.rule`` (docs/evaluation.md)."""
 
     threshold: float = 0.5
     min_windows: int = 1
@@ -65,6 +65,37 @@ class Rule:
     def calibrate(self, margins: np.ndarray) -> np.ndarray:
         """Model margins (``logit[bona fide] - logit[spoof]``) -> the window scores every report uses."""
         return np.asarray(margins, dtype=np.float64) + self.offset
+
+    def is_fake(self, probability: float) -> bool:
+        """The rule's one comparison: a window (or a file's best run) this likely to be synthetic is fake."""
+        return probability >= self.threshold
+
+    def window_scores(
+        self, spans: list[tuple[float, float]], margins: np.ndarray, silent: list[bool]
+    ) -> list[WindowScore]:
+        """Each window's score and fake probability, its margin calibrated once: what an upload reports
+        in ``windows`` and a live stream sends window by window."""
+        return [
+            WindowScore(start, end, float(s), fake_probability(float(s)), quiet)
+            for (start, end), s, quiet in zip(spans, self.calibrate(margins), silent, strict=True)
+        ]
+
+
+@dataclass(frozen=True)
+class RuleOptions:
+    """The verdict rule as configured (``Settings.rule``). Each model has its own score offset, so the
+    :class:`Rule` a model's windows are judged by is :meth:`for_model`'s."""
+
+    threshold: float
+    min_windows: int
+    min_reliable_s: float
+    offset: float | None  # every model's offset; None: each model's own
+
+    def for_model(self, model_offset: float = 6.0) -> Rule:
+        """The rule for a model whose own offset is ``model_offset`` (``ModelInfo.score_offset``; 6 is
+        the official AASIST weights')."""
+        offset = model_offset if self.offset is None else self.offset
+        return Rule(self.threshold, self.min_windows, self.min_reliable_s, offset)
 
 
 @dataclass(frozen=True)
@@ -158,7 +189,7 @@ def find_segments(
     if not counted:
         return []
     s = rule.calibrate(margins)[counted]
-    flagged = [fake_probability(float(v)) >= rule.threshold for v in s]
+    flagged = [rule.is_fake(fake_probability(float(v))) for v in s]
     need = min(rule.min_windows, len(counted))
     segments = []
     for a, b in _runs(flagged):
@@ -192,7 +223,7 @@ def decide(
     if speech_s is not None and speech_s < rule.min_reliable_s:
         heard = math.floor(speech_s * 10) / 10  # rounded down: 1.98 s must not read as the 2 s it lacks
         reason = f"too short to judge: {heard:.1f} s of speech, at least {rule.min_reliable_s:g} s needed"
-        leaning = FAKE if p_fake >= rule.threshold else REAL
+        leaning = FAKE if rule.is_fake(p_fake) else REAL
         return Decision(INCONCLUSIVE, score, p_fake, [], reason, leaning)
     segments = find_segments(spans, margins, silent, rule)
     return Decision(FAKE if segments else REAL, score, p_fake, segments)
@@ -245,12 +276,7 @@ def summarize(audio: DecodedAudio, windows: WindowSet, margins: np.ndarray, rule
     """Combine the model's window margins into the file verdict; silent windows are reported, not counted."""
     if len(margins) != len(windows.spans):
         raise ValueError(f"{len(margins)} scores for {len(windows.spans)} windows")
-    per_window = [
-        WindowScore(start, end, float(s), fake_probability(float(s)), silent)
-        for (start, end), s, silent in zip(
-            windows.spans, rule.calibrate(margins), windows.silent, strict=True
-        )
-    ]
+    per_window = rule.window_scores(windows.spans, margins, windows.silent)
     decision = decide(windows.spans, margins, windows.silent, rule, windows.speech_s)
     warnings: list[str] = []
     n_samples = audio.waveform.shape[0]

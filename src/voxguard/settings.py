@@ -1,19 +1,40 @@
-"""Every knob, read from ``VOXGUARD_*`` environment variables (CLI flags override them)."""
+"""Every knob, read from ``VOXGUARD_*`` environment variables (CLI flags override them), and the
+sections each part is handed.
+
+People set flat variables (``VOXGUARD_MAX_BATCH_SIZE``) or the flags generated from them; the parts
+get :class:`Settings` in sections, small frozen values holding only what one part reads:
+
+- ``settings.audio`` (``audio.options.AudioOptions``) and ``settings.rule`` (``scoring.RuleOptions``;
+  ``.for_model(offset)`` is a model's ``Rule``): the pipeline's, for uploads and live windows alike;
+- ``settings.loading`` (:class:`ModelLoading`, its ``detector`` an ``inference.LoadOptions``): the
+  models the engine loads and how (the CLI's commands load theirs the same way);
+- ``settings.batching`` (:class:`BatchingSettings`): the engine and its batcher, in either wiring;
+- ``settings.service`` (:class:`ServiceSettings`): ``PredictionService``;
+- ``settings.http`` (:class:`HttpSettings`): the FastAPI app, the live stream and the uvicorn process.
+
+Only the assembly sees all of :class:`Settings`: ``serving/wiring.py``, ``processes/`` and the CLI's
+commands. The sections of the layers below this one (audio, scoring, inference) are their own types,
+so those never import this module; the serving and HTTP sections are declared here.
+"""
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal, TypeVar
 
 from pydantic import AfterValidator, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from .setup_errors import SetupError
 
-if TYPE_CHECKING:  # audio imports torch; the CLI's --help must not wait for it
+if TYPE_CHECKING:  # audio and inference import torch; the CLI's --help must not wait for it
     from .audio.options import AudioOptions
-    from .scoring import Rule
+    from .inference import LoadOptions
+    from .scoring import RuleOptions
+
+_Section = TypeVar("_Section")
 
 
 def _split(value: object) -> object:
@@ -163,32 +184,118 @@ class Settings(BaseSettings):
             raise ValueError("at least one model is needed")
         return value
 
-    def audio_options(self) -> AudioOptions:
+    def _section(self, section: type[_Section], **given: object) -> _Section:
+        """``section`` with each field the setting of the same name, but for those ``given``."""
+        values = {f.name: getattr(self, f.name) for f in fields(section) if f.name not in given}  # type: ignore[arg-type]
+        return section(**values, **given)
+
+    @property
+    def audio(self) -> AudioOptions:
+        """How audio is decoded, cut and levelled (the pipeline's)."""
         from .audio.options import AudioOptions
 
-        return AudioOptions(
-            preprocess=self.preprocess,
-            hop=self.hop,
-            target_rms_dbfs=self.target_rms_dbfs,
-            max_gain_db=self.max_gain_db,
-            silence_floor_dbfs=self.silence_floor_dbfs,
-            min_duration_s=self.min_duration_s,
-            max_duration_s=self.max_duration_s,
+        return self._section(AudioOptions)
+
+    @property
+    def rule(self) -> RuleOptions:
+        """The verdict rule; ``.for_model(ModelInfo.score_offset)`` is one model's ``scoring.Rule``
+        (``score_offset``, when set, overrides every model's own)."""
+        from .scoring import RuleOptions
+
+        return RuleOptions(
+            threshold=self.threshold,
+            min_windows=self.min_fake_windows,
+            min_reliable_s=self.min_reliable_s,
+            offset=self.score_offset,
         )
 
-    def rule(self, model_offset: float = 6.0) -> Rule:
-        """The verdict rule for a model whose own offset is ``model_offset`` (``ModelInfo.score_offset``);
-        ``score_offset``, when set, overrides it for every model."""
-        from .scoring import Rule
+    @property
+    def loading(self) -> ModelLoading:
+        """The models the engine loads, and how each is built."""
+        from .inference import LoadOptions
 
-        offset = model_offset if self.score_offset is None else self.score_offset
-        return Rule(self.threshold, self.min_fake_windows, self.min_reliable_s, offset)
+        return ModelLoading(
+            models=tuple(self.models),
+            checkpoint=self.checkpoint if len(self.models) == 1 else None,
+            detector=self._section(LoadOptions, compile_model=self.compile),
+            simulated_ms=self.simulated_ms if self.engine == "simulated" else None,
+            threads=self.threads,
+        )
+
+    @property
+    def batching(self) -> BatchingSettings:
+        return self._section(BatchingSettings)
+
+    @property
+    def service(self) -> ServiceSettings:
+        return self._section(ServiceSettings, audio=self.audio, rule=self.rule)
+
+    @property
+    def http(self) -> HttpSettings:
+        return self._section(
+            HttpSettings, api_keys=tuple(self.api_keys), cors_origins=tuple(self.cors_origins)
+        )
+
+
+@dataclass(frozen=True)
+class ModelLoading:
+    """What the engine loads (``LocalEngine.load``): the models, each built as ``detector`` says, or
+    simulated stand-ins for them."""
+
+    models: tuple[str, ...]
+    checkpoint: Path | None  # the one model's file; None with several models
+    detector: LoadOptions
+    simulated_ms: tuple[float, float] | None  # the simulated engine's A, B; None: load the real models
+    threads: int  # torch intra-op threads; 0 = all cores
+
+
+@dataclass(frozen=True)
+class BatchingSettings:
+    """The batcher's: how many windows a forward takes, how long a batch waits for more, how many may
+    wait (the engine, in either wiring)."""
+
+    max_batch_size: int  # 0: by device, see batch_size_for
+    max_wait_ms: float
+    queue_size: int
 
     def batch_size_for(self, device_type: str) -> int:
         """The batch limit of the device the server really runs on (a simulated one is an accelerator)."""
         if self.max_batch_size:
             return self.max_batch_size
         return 16 if device_type == "cpu" else 64
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    """``PredictionService``'s: how audio is cut and judged, the request deadline, the decoding threads,
+    and how many windows the engine's queue holds."""
+
+    audio: AudioOptions
+    rule: RuleOptions
+    request_timeout_s: float
+    decode_workers: int  # 0 = cores
+    queue_size: int
+
+
+@dataclass(frozen=True)
+class HttpSettings:
+    """The HTTP side's: where and how to listen, who may call, the limits of a request, the live stream
+    (the FastAPI app, and the uvicorn process that serves it)."""
+
+    host: str
+    port: int
+    certfile: Path | None
+    keyfile: Path | None
+    address_file: Path | None
+    api_keys: tuple[str, ...]
+    protect_probes: bool
+    cors_origins: tuple[str, ...]
+    opentelemetry: bool
+    max_upload_mb: float
+    request_timeout_s: float
+    stream_hop_s: float
+    stream_max_pending: int
+    stream_idle_s: float
 
 
 def settings_from_environment() -> Settings:

@@ -34,7 +34,7 @@ def tool(name: str) -> Path:
 def shutdown_budget_s(request_timeout_s: float) -> float:
     """The longest SIGTERM-to-exit time of ``voxguard serve`` at this request timeout, from the server
     module itself, so the manifests are checked against the code rather than a copy of its formula."""
-    return server.shutdown_budget_s(Settings(request_timeout_s=request_timeout_s))
+    return server.shutdown_budget_s(Settings(request_timeout_s=request_timeout_s).http)
 
 
 def settings_variables() -> set[str]:

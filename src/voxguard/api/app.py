@@ -89,8 +89,11 @@ class RequestLog:
 
 
 def create_app(settings: Settings | None = None, service: PredictionService | None = None) -> FastAPI:
-    """Build the app. Pass ``service`` to reuse already-loaded models (tests); else they load at start-up."""
+    """Build the app. Pass ``service`` to reuse already-loaded models (tests); else they load at start-up
+    (``serving.wiring.in_process``). The app itself reads the HTTP section alone (``settings.http``, in
+    ``app.state.http`` for the routes and the stream); the verdict rule is the service's."""
     settings = settings or Settings()
+    http = settings.http
     metrics = service.metrics if service is not None else Metrics()
 
     @asynccontextmanager
@@ -121,9 +124,9 @@ def create_app(settings: Settings | None = None, service: PredictionService | No
         redoc_url=None,
         # Prometheus (/metrics) is voxguard's own telemetry; FastAPI's OpenTelemetry is opt-in because
         # it looks the global providers up on every request even when nothing is configured.
-        telemetry=None if settings.opentelemetry else {"tracing": False, "metrics": False, "logs": False},
+        telemetry=None if http.opentelemetry else {"tracing": False, "metrics": False, "logs": False},
     )
-    app.state.settings = settings
+    app.state.http = http
     app.state.metrics = metrics
     install_error_handlers(app)
     install_docs(app)
@@ -133,16 +136,16 @@ def create_app(settings: Settings | None = None, service: PredictionService | No
     app.include_router(web_router)
     guarded = frozenset(
         route.path
-        for route in [*api.routes, *(probes.routes if settings.protect_probes else [])]
-        if settings.api_keys
+        for route in [*api.routes, *(probes.routes if http.protect_probes else [])]
+        if http.api_keys
     )
     if guarded:
-        app.add_middleware(ApiKeyGuard, keys=settings.api_keys, paths=guarded)
+        app.add_middleware(ApiKeyGuard, keys=http.api_keys, paths=guarded)
     document_keys(app, guarded)
-    if settings.cors_origins:  # outside the key check: a browser's preflight carries no key
+    if http.cors_origins:  # outside the key check: a browser's preflight carries no key
         app.add_middleware(
             CORSMiddleware,
-            allow_origins=settings.cors_origins,
+            allow_origins=http.cors_origins,
             allow_methods=["GET", "POST"],
             allow_headers=["Authorization", "X-API-Key", "Content-Type", "X-Request-ID"],
         )

@@ -43,7 +43,7 @@ def supplied_key(headers: dict[bytes, bytes]) -> str:
 class ApiKeyGuard:
     """Answers 401 to an HTTP request for one of ``paths`` that carries none of ``keys``."""
 
-    def __init__(self, app: ASGIApp, keys: list[str], paths: frozenset[str]) -> None:
+    def __init__(self, app: ASGIApp, keys: Iterable[str], paths: frozenset[str]) -> None:
         self.app = app
         self.keys = list(keys)
         self.paths = paths

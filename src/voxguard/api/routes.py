@@ -72,9 +72,9 @@ async def _audio_parts(request: Request, field: str) -> tuple[list[Part], str | 
     batch route also takes repeated ``file`` fields). Form fields other than these and ``model`` are
     refused, like unknown query parameters.
     """
-    settings = request.app.state.settings
-    limit = int(settings.max_upload_mb * 1_000_000)
-    body_timeout = max(0.0, request.state.received_at + settings.request_timeout_s - time.monotonic())
+    http = request.app.state.http
+    limit = int(http.max_upload_mb * 1_000_000)
+    body_timeout = max(0.0, request.state.received_at + http.request_timeout_s - time.monotonic())
     content_type = request.headers.get("content-type", "")
     media = content_type.split(";", 1)[0].strip().lower()
     if media == "multipart/form-data":

@@ -45,14 +45,13 @@ class _StreamError(Exception):
 
 
 def _authorised(ws: WebSocket) -> bool:
-    keys: list[str] = ws.app.state.settings.api_keys
+    keys = ws.app.state.http.api_keys
     if not keys:
         return True
     return key_matches(ws.headers.get("x-api-key") or ws.query_params.get("api_key", ""), keys)
 
 
 def _config(ws: WebSocket, message: dict | None) -> tuple[str, float, int]:
-    settings = ws.app.state.settings
     values = {**ws.query_params, **(message or {})}
     fmt = str(values.get("format", "s16"))
     if fmt not in _FORMATS:
@@ -64,7 +63,7 @@ def _config(ws: WebSocket, message: dict | None) -> tuple[str, float, int]:
             "unsupported_sample_rate",
             f"sample_rate must be {MIN_SOURCE_RATE}-{MAX_SOURCE_RATE} Hz (mono PCM), got {rate} Hz.",
         )
-    hop_s = float(values.get("hop_s", settings.stream_hop_s))
+    hop_s = float(values.get("hop_s", ws.app.state.http.stream_hop_s))
     if not 0.1 <= hop_s <= 4.0:
         raise _StreamError(_UNSUPPORTED, "invalid_hop", f"hop_s must be between 0.1 and 4.0, got {hop_s}.")
     return fmt, hop_s, rate
@@ -85,7 +84,8 @@ def _samples(data: bytes, fmt: str, rate: int) -> np.ndarray:
     return samples
 
 
-async def _send_results(ws: WebSocket, session: LiveSession, threshold: float) -> None:
+async def _send_results(ws: WebSocket, session: LiveSession) -> None:
+    """Each window as it is scored, judged by the session's rule (the model's, as for uploads)."""
     while (scored := await session.next_scored()) is not None:
         for w in scored:
             window = StreamWindow(
@@ -94,7 +94,7 @@ async def _send_results(ws: WebSocket, session: LiveSession, threshold: float) -
                 end_s=w.end_s,
                 score=w.score,
                 fake_probability=w.fake_probability,
-                prediction="FAKE" if w.fake_probability >= threshold else "REAL",
+                prediction=w.prediction,
                 silent=w.silent,
                 batch_size=w.batch_size,
             )
@@ -104,7 +104,7 @@ async def _send_results(ws: WebSocket, session: LiveSession, threshold: float) -
 async def _receive(ws: WebSocket) -> dict:
     """The next message; a client silent for ``stream_idle_s`` is closed (1008 ``idle_timeout``), so an
     abandoned connection does not hold its session forever."""
-    idle_s = ws.app.state.settings.stream_idle_s
+    idle_s = ws.app.state.http.stream_idle_s
     try:
         async with asyncio.timeout(idle_s):
             message = await ws.receive()
@@ -150,12 +150,11 @@ async def _open(ws: WebSocket) -> tuple[LiveSession, str, int]:
     message = await _receive(ws)
     config = _json(message["text"]) if message.get("text") is not None else None
     fmt, hop_s, rate = _config(ws, config)
-    settings = ws.app.state.settings
     session = LiveSession(
         ws.app.state.service,
         ws.query_params.get("model"),
         round(hop_s * SAMPLE_RATE),
-        settings.stream_max_pending,
+        ws.app.state.http.stream_max_pending,
         sample_rate=rate,
     )
     if message.get("bytes") is not None:
@@ -180,9 +179,8 @@ async def stream(ws: WebSocket) -> None:
                 POLICY, "unauthorized", "A valid API key is required (X-API-Key or ?api_key=)."
             )
         session, fmt, rate = await _open(ws)
-        threshold = ws.app.state.settings.threshold
         receiver = asyncio.ensure_future(_receive_audio(ws, session, fmt, rate))
-        sender = asyncio.ensure_future(_send_results(ws, session, threshold))
+        sender = asyncio.ensure_future(_send_results(ws, session))
         tasks = [receiver, sender]
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         for task in done:

@@ -138,8 +138,8 @@ def _agreement(args: argparse.Namespace, settings: Settings) -> Report:
         device=args.device,
         checkpoint=args.checkpoint,
         checkpoint_dir=args.checkpoint_dir,
-        options=settings.model_copy(update={"preprocess": args.preprocess}).audio_options(),
-        rule=settings.rule(),
+        options=settings.model_copy(update={"preprocess": args.preprocess}).audio,
+        rule=settings.rule.for_model(),
     )
     return report, model_bench.render_agreement
 

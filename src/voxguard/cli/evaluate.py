@@ -116,10 +116,10 @@ def _score(
     from ..evaluation.runner import score_dataset, scoring_protocol
     from ..evaluation.scorefile import check_provenance
 
-    rule = settings.model_copy(update={"threshold": args.threshold}).rule(detector.info.score_offset)
-    protocol = scoring_protocol(
-        settings.audio_options(), rule, name=args.protocol, preprocess=args.preprocess
+    rule = settings.model_copy(update={"threshold": args.threshold}).rule.for_model(
+        detector.info.score_offset
     )
+    protocol = scoring_protocol(settings.audio, rule, name=args.protocol, preprocess=args.preprocess)
     args.out.mkdir(parents=True, exist_ok=True)
     check_provenance(
         scores_path,
@@ -135,7 +135,7 @@ def _score(
             },
         },
     )
-    batch_size = args.batch_size or settings.batch_size_for(detector.device.type)
+    batch_size = args.batch_size or settings.batching.batch_size_for(detector.device.type)
     workers = args.workers or os.cpu_count() or 1
     result = score_dataset(
         dataset, detector, protocol, scores_path=scores_path, batch_size=batch_size, workers=workers

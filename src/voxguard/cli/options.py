@@ -149,16 +149,12 @@ def model_options(parser: argparse.ArgumentParser, settings: Settings) -> None:
 
 
 def load_detector(args: argparse.Namespace, settings: Settings) -> Detector:
-    """The Detector that :func:`model_options` describe, with torch's thread count set as asked."""
-    from ..inference import Detector
+    """The Detector that :func:`model_options` describe, loaded as the service loads its models (the
+    flags in place of their settings), with torch's thread count set as asked."""
     from ..process_tuning import set_threads
 
-    detector = Detector.load(
-        args.model,
-        **picked(args, "checkpoint", "checkpoint_dir", "engine", "device", "cuda_graphs"),
-        compile_model=args.compile,
-        allocator_tuning=settings.allocator_tuning,
-    )
+    flags = picked(args, "checkpoint_dir", "engine", "device", "compile", "cuda_graphs")
+    detector = settings.model_copy(update=flags).loading.detector.load(args.model, args.checkpoint)
     set_threads(args.threads)
     return detector
 

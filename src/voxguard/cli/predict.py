@@ -54,10 +54,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     settings = settings.model_copy(update={"preprocess": args.preprocess, "threshold": args.threshold})
     files = audio_files(args.files)
     detector = load_detector(args, settings)
-    pipeline = Pipeline.from_settings(settings, detector.info.score_offset)
+    pipeline = Pipeline(settings.audio, settings.rule.for_model(detector.info.score_offset))
     failures = 0
     rows = []
-    batch_size = settings.batch_size_for(detector.device.type)
+    batch_size = settings.batching.batch_size_for(detector.device.type)
     for path in track(files, len(files), "scoring", "file", disable=len(files) < 2):
         try:
             verdict = pipeline.run(path.read_bytes(), detector, batch_size)

@@ -42,7 +42,7 @@ def serve(settings: Settings) -> int:
     """
     listener = bind_listener(settings.host, settings.port)
     port = listener.getsockname()[1]
-    if warning := exposure_warning(settings, port):
+    if warning := exposure_warning(settings.http, port):
         logger.warning("%s", warning)
     settings = settings.model_copy(update={"frontends": frontend_count(settings)})
     if settings.frontends > 1:
@@ -58,5 +58,5 @@ def serve(settings: Settings) -> int:
     except BaseException:
         listener.close()
         raise
-    run_uvicorn(settings, create_app(settings, service), listener, announce=True)
+    run_uvicorn(settings.http, create_app(settings, service), listener, announce=True)
     return 0

@@ -17,7 +17,7 @@ from fastapi import FastAPI
 
 from .. import address
 from ..process_tuning import settle_gc
-from ..settings import Settings
+from ..settings import HttpSettings
 from ..setup_errors import SetupError
 
 logger = logging.getLogger(__name__)
@@ -106,19 +106,19 @@ class DrainingServer(uvicorn.Server):
 _CLOSE_TIMEOUT_S = 10
 
 
-def drain_timeout_s(settings: Settings) -> float:
+def drain_timeout_s(http: HttpSettings) -> float:
     """Every admitted window is scored, or past its deadline and dropped, by ``request_timeout_s``
     plus its request's allowance; the drain waits at least this long and at most until the latest
     admitted deadline."""
-    return settings.request_timeout_s + 1.0
+    return http.request_timeout_s + 1.0
 
 
-def shutdown_budget_s(settings: Settings) -> float:
+def shutdown_budget_s(http: HttpSettings) -> float:
     """The time from SIGTERM to exit for requests whose windows fit the base deadline (on a GPU, any
     file: its allowance is about 2 ms a window); a supervisor's grace period (compose
     ``stop_grace_period``, Kubernetes ``terminationGracePeriodSeconds``) must be longer. A long file
     on a CPU extends the drain by its allowance."""
-    return drain_timeout_s(settings) + _CLOSE_TIMEOUT_S
+    return drain_timeout_s(http) + _CLOSE_TIMEOUT_S
 
 
 def is_loopback(host: str) -> bool:
@@ -165,40 +165,40 @@ def bind_listener(host: str, port: int, *, shared: bool = False) -> socket.socke
     return sock
 
 
-def exposure_warning(settings: Settings, port: int) -> str | None:
+def exposure_warning(http: HttpSettings, port: int) -> str | None:
     """What to say when the service is reachable from other machines and anyone may use it."""
-    if is_loopback(settings.host) or settings.api_keys:
+    if is_loopback(http.host) or http.api_keys:
         return None
     return (
-        f"listening on {settings.host} without API keys: anyone who can reach port {port} can use the "
+        f"listening on {http.host} without API keys: anyone who can reach port {port} can use the "
         "service. Set VOXGUARD_API_KEYS, or serve on 127.0.0.1 (the default)"
     )
 
 
-def public_url(settings: Settings, port: int) -> str:
+def public_url(http: HttpSettings, port: int) -> str:
     """The URL to open: an any-address listener is reached as localhost from this machine."""
-    scheme = "https" if settings.certfile else "http"
-    host = "localhost" if settings.host in ("0.0.0.0", "::", "[::]", "") else settings.host
+    scheme = "https" if http.certfile else "http"
+    host = "localhost" if http.host in ("0.0.0.0", "::", "[::]", "") else http.host
     return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
 
 
-def run_uvicorn(settings: Settings, app: FastAPI, listener: socket.socket, announce: bool) -> None:
+def run_uvicorn(http: HttpSettings, app: FastAPI, listener: socket.socket, announce: bool) -> None:
     """Serve ``app`` on ``listener`` with the drain-first shutdown; ``announce`` (one process of the
     server) logs the URL and writes the address file."""
     config = uvicorn.Config(
         app,
-        ssl_certfile=str(settings.certfile) if settings.certfile else None,
-        ssl_keyfile=str(settings.keyfile) if settings.keyfile else None,
+        ssl_certfile=str(http.certfile) if http.certfile else None,
+        ssl_keyfile=str(http.keyfile) if http.keyfile else None,
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=_CLOSE_TIMEOUT_S,
     )
-    url = public_url(settings, listener.getsockname()[1])
+    url = public_url(http, listener.getsockname()[1])
     settle_gc()
     DrainingServer(
         config,
         app,
-        drain_timeout_s=drain_timeout_s(settings),
+        drain_timeout_s=drain_timeout_s(http),
         url=url if announce else None,
-        address_file=settings.address_file if announce else None,
+        address_file=http.address_file if announce else None,
     ).run(sockets=[listener])

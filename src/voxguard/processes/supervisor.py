@@ -98,7 +98,7 @@ def run_frontend(
         logger.error("front-end %d: %s", index, exc)
         raise SystemExit(2) from None
     service = wiring.frontend(settings, shared, index, Metrics())
-    run_uvicorn(settings, create_app(settings, service), listener, announce=index == 0)
+    run_uvicorn(settings.http, create_app(settings, service), listener, announce=index == 0)
 
 
 class Supervisor:

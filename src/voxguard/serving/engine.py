@@ -16,10 +16,10 @@ from typing import Protocol
 
 import numpy as np
 
-from ..inference import Detector, ModelInfo, bucket_sizes
+from ..inference import ModelInfo, bucket_sizes
 from ..process_tuning import set_threads
 from ..scorer import ScoringModel
-from ..settings import Settings
+from ..settings import BatchingSettings, ModelLoading
 from .admission import Admission
 from .batching import Batcher, BatchObserver, BatchShapes, ScoredWindows
 from .simulated import SimulatedDetector
@@ -87,18 +87,18 @@ class LocalEngine:
     """The detectors and the batcher in this process: one worker coroutine owns the device."""
 
     def __init__(
-        self, settings: Settings, detectors: Mapping[str, ScoringModel], observer: BatchObserver
+        self, batching: BatchingSettings, detectors: Mapping[str, ScoringModel], observer: BatchObserver
     ) -> None:
         if not detectors:
             raise ValueError("the engine needs at least one model")
         self.detectors = dict(detectors)
         first = next(iter(detectors.values()))
-        self._max_batch_size = settings.batch_size_for(first.device.type)
+        self._max_batch_size = batching.batch_size_for(first.device.type)
         self.batcher = Batcher(
             detectors,
             max_batch_size=self._max_batch_size,
-            max_wait_ms=settings.max_wait_ms,
-            queue_size=settings.queue_size,
+            max_wait_ms=batching.max_wait_ms,
+            queue_size=batching.queue_size,
             observer=observer,
             shapes=BatchShapes(bucket_sizes(self._max_batch_size)) if first.pads_to_buckets else None,
         )
@@ -106,27 +106,17 @@ class LocalEngine:
         self.warmed_up = False
 
     @classmethod
-    def load(cls, settings: Settings, observer: BatchObserver) -> LocalEngine:
+    def load(cls, loading: ModelLoading, batching: BatchingSettings, observer: BatchObserver) -> LocalEngine:
         """Load every configured model (blocking; call from a thread at start-up)."""
-        set_threads(settings.threads)
-        if settings.engine == "simulated":
-            simulated = {name: SimulatedDetector(name, *settings.simulated_ms) for name in settings.models}
-            return cls(settings, simulated, observer)
-        single = len(settings.models) == 1
+        set_threads(loading.threads)
+        if loading.simulated_ms is not None:
+            simulated = {name: SimulatedDetector(name, *loading.simulated_ms) for name in loading.models}
+            return cls(batching, simulated, observer)
         detectors: dict[str, ScoringModel] = {}
-        for name in settings.models:
-            detector = Detector.load(
-                name,
-                checkpoint=settings.checkpoint if single else None,
-                checkpoint_dir=settings.checkpoint_dir,
-                engine=settings.engine,
-                device=settings.device,
-                compile_model=settings.compile,
-                cuda_graphs=settings.cuda_graphs,
-                allocator_tuning=settings.allocator_tuning,
-            )
+        for name in loading.models:
+            detector = loading.detector.load(name, loading.checkpoint)
             detectors[detector.name] = detector
-        return cls(settings, detectors, observer)
+        return cls(batching, detectors, observer)
 
     @property
     def models(self) -> dict[str, ModelInfo]:

@@ -23,7 +23,7 @@ import numpy as np
 
 from ..audio.options import WINDOW
 from ..inference import ModelInfo
-from ..settings import Settings
+from ..settings import BatchingSettings
 from .admission import Admission, Load
 from .batching import BatchObserver, ScoredWindows, until_deadline
 from .channel import Answer, Cancel, Hello, Message, Refused, Scored, Submit, encode, receive
@@ -47,16 +47,21 @@ class RemoteEngine:
     """Implements ``voxguard.serving.engine.Engine`` over the control socket and shared slots."""
 
     def __init__(
-        self, settings: Settings, folder: Path, index: int, board: StatusBoard, observer: BatchObserver
+        self,
+        batching: BatchingSettings,
+        folder: Path,
+        index: int,
+        board: StatusBoard,
+        observer: BatchObserver,
     ) -> None:
         self.index = index
         self.board = board
         self._socket_path = folder / "engine.sock"
         pool_path = folder / f"frontend-{index}-{os.getpid()}.slots"
-        self._pool = SlotPool(pool_path, settings.queue_size, WINDOW, create=True)
+        self._pool = SlotPool(pool_path, batching.queue_size, WINDOW, create=True)
         self._models, self._max_batch_size = read_catalogue(folder)
         self._model_index = {name: i for i, name in enumerate(self._models)}
-        self.admission = Admission(self._models, settings.queue_size, self._max_batch_size, observer)
+        self.admission = Admission(self._models, batching.queue_size, self._max_batch_size, observer)
         self._writer: asyncio.StreamWriter | None = None
         self._pending: dict[int, _Pending] = {}
         self._ids = itertools.count()

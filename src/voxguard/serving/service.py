@@ -21,8 +21,8 @@ from ..audio.options import SAMPLE_RATE
 from ..audio.streaming import StreamResampler, StreamWindower
 from ..audio.windows import WindowSet
 from ..pipeline import Pipeline
-from ..scoring import Decision, Verdict, decide, fake_probability
-from ..settings import Settings
+from ..scoring import FAKE, REAL, Decision, Verdict, decide
+from ..settings import ServiceSettings
 from .batching import ScoredWindows
 from .engine import Engine
 from .errors import InferenceFailed, UnknownModel
@@ -59,7 +59,7 @@ class PredictionService:
     that scores the windows. Routes, the live stream and the server talk to this class; the drain closes
     its engine's ``admission`` (the gate, which also knows the latest deadline it let in)."""
 
-    def __init__(self, settings: Settings, engine: Engine, metrics: Metrics) -> None:
+    def __init__(self, settings: ServiceSettings, engine: Engine, metrics: Metrics) -> None:
         self.settings = settings
         self.engine = engine
         self.admission = engine.admission
@@ -69,7 +69,8 @@ class PredictionService:
         metrics.max_batch_size = engine.max_batch_size
         # One verdict rule per model (each has its own score offset); windows are cut the same for all.
         self.pipelines = {
-            name: Pipeline.from_settings(settings, info.score_offset) for name, info in self.models.items()
+            name: Pipeline(settings.audio, settings.rule.for_model(info.score_offset))
+            for name, info in self.models.items()
         }
         self.pipeline = self.pipelines[self.default_model]
         workers = settings.decode_workers or os.cpu_count() or 1
@@ -265,8 +266,9 @@ def _added(first: ScoredWindows, then: ScoredWindows) -> ScoredWindows:
 
 @dataclass(frozen=True)
 class LiveWindow:
-    """One scored live window: ``margin`` is the model's output, ``score`` and ``fake_probability`` what
-    the rule makes of it (as in an upload's ``windows``)."""
+    """One scored live window: ``margin`` is the model's output; ``score``, ``fake_probability`` and
+    ``prediction`` are what the model's rule makes of it, as for an upload's window (its
+    ``Rule.window_scores``, and ``Rule.is_fake`` as the rule flags a window of a segment)."""
 
     index: int
     start_s: float
@@ -274,6 +276,7 @@ class LiveWindow:
     margin: float
     score: float
     fake_probability: float
+    prediction: str  # REAL | FAKE
     silent: bool
     batch_size: int
 
@@ -300,7 +303,8 @@ class LiveSession:
     ) -> None:
         self.service = service
         self.model = service.resolve_model(model)
-        self.windower = StreamWindower(service.pipeline.options, hop)
+        self.pipeline = service.pipelines[self.model]  # the model's, as its uploads are judged
+        self.windower = StreamWindower(self.pipeline.options, hop)
         self.resampler = StreamResampler(sample_rate) if sample_rate != SAMPLE_RATE else None
         self.max_pending = max_pending
         self.pending: asyncio.Queue[asyncio.Task[list[LiveWindow]] | None] = asyncio.Queue()
@@ -342,20 +346,21 @@ class LiveSession:
     async def _score(self, first: int, windows: WindowSet) -> list[LiveWindow]:
         deadline = self.service.deadline(time.monotonic(), len(windows.spans))
         scored = await self.service.engine.submit(self.model, windows.batch, deadline)
-        scores = self.service.pipelines[self.model].rule.calibrate(scored.scores)
-        rows = zip(windows.spans, scored.scores, scores, windows.silent, strict=True)
+        rule = self.pipeline.rule
+        judged = rule.window_scores(windows.spans, scored.scores, windows.silent)
         return [
             LiveWindow(
                 first + i,
-                start,
-                end,
-                float(m),
-                float(s),
-                fake_probability(float(s)),
-                silent,
+                w.start_s,
+                w.end_s,
+                float(margin),
+                w.score,
+                w.fake_probability,
+                FAKE if rule.is_fake(w.fake_probability) else REAL,
+                w.silent,
                 scored.batch_sizes[0],
             )
-            for i, ((start, end), m, s, silent) in enumerate(rows)
+            for i, (w, margin) in enumerate(zip(judged, scored.scores, strict=True))
         ]
 
     async def next_scored(self) -> list[LiveWindow] | None:
@@ -377,7 +382,7 @@ class LiveSession:
             [(x.start_s, x.end_s) for x in w],
             np.array([x.margin for x in w]),
             [x.silent for x in w],
-            self.service.pipelines[self.model].rule,
+            self.pipeline.rule,
             self.windower.speech_s,
         )
 

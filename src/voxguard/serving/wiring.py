@@ -12,6 +12,8 @@ through an :class:`EngineHost`; each front-end process runs a ``PredictionServic
 :class:`RemoteEngine`. The processes themselves are started by ``voxguard.processes``.
 
 Tests pass ``detectors`` of their own; otherwise the models named in the settings are loaded.
+Here :class:`Settings` is split into the sections each part is handed (``settings.py``): the engine
+gets ``loading`` and ``batching``, the service ``service``; the HTTP app takes ``http`` itself.
 """
 
 from __future__ import annotations
@@ -33,13 +35,13 @@ Detectors = Mapping[str, ScoringModel]
 def local_engine(settings: Settings, metrics: Metrics, detectors: Detectors | None = None) -> LocalEngine:
     """The detectors and the batcher in this process (loading blocks: call at start-up, or in a thread)."""
     if detectors is None:
-        return LocalEngine.load(settings, metrics)
-    return LocalEngine(settings, detectors, metrics)
+        return LocalEngine.load(settings.loading, settings.batching, metrics)
+    return LocalEngine(settings.batching, detectors, metrics)
 
 
 def in_process(settings: Settings, metrics: Metrics, detectors: Detectors | None = None) -> PredictionService:
     """The in-process wiring: the service over an engine in this process."""
-    return PredictionService(settings, local_engine(settings, metrics, detectors), metrics)
+    return PredictionService(settings.service, local_engine(settings, metrics, detectors), metrics)
 
 
 def engine_host(
@@ -54,5 +56,5 @@ def engine_host(
 def frontend(settings: Settings, shared: SharedFolder, index: int, metrics: Metrics) -> PredictionService:
     """Front-end ``index``'s part of the split wiring: the service over the engine in the engine process
     (which must have written its catalogue: it is warm)."""
-    engine = RemoteEngine(settings, shared.path, index, shared.open_board(), metrics)
-    return PredictionService(settings, engine, metrics)
+    engine = RemoteEngine(settings.batching, shared.path, index, shared.open_board(), metrics)
+    return PredictionService(settings.service, engine, metrics)
