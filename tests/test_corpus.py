@@ -123,6 +123,25 @@ def test_a_fold_holds_its_family_out_of_train_and_dev_and_tests_on_it(corpus):
     assert any(e.label == BONAFIDE for e in lists["test"])
 
 
+def test_the_full_plan_gives_every_source_its_own_path(samples_dir):
+    """Asterisk prompt names repeat across voices (digits/1.wav in every language): each voice's file
+    keeps its own path, or a test voice's prompt would overwrite a training voice's."""
+    if not build.ASTERISK_DIR.is_dir():
+        pytest.fail(f"{build.ASTERISK_DIR} missing: apt-get install $(cat scripts/corpus-packages.txt)")
+    jobs = build.plan(samples_dir.parent, Sizes.named("full"), 1234)
+    paths = [j.entry.path for j in jobs]
+    assert len(paths) == len(set(paths))
+    asterisk = [j.entry for j in jobs if j.entry.family == "asterisk"]
+    assert {e.path.split("/")[2] for e in asterisk} == set(build.ASTERISK_SPLITS)
+
+
+def test_a_plan_with_two_sources_at_one_path_is_refused(monkeypatch, samples_dir):
+    real = build.real_jobs(samples_dir.parent, TINY, 7)
+    monkeypatch.setattr(build, "real_jobs", lambda *args: [*real, real[0]])
+    with pytest.raises(ValueError, match="planned twice"):
+        build.plan(samples_dir.parent, TINY, 7)
+
+
 def test_a_missing_engine_is_named_with_its_install_command(monkeypatch):
     monkeypatch.setattr(tts.shutil, "which", lambda name: None)
     with pytest.raises(tts.EngineMissing, match="apt-get install flite"):

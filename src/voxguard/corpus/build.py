@@ -17,6 +17,7 @@ import csv
 import logging
 import multiprocessing
 import zlib
+from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, fields, replace
@@ -167,6 +168,8 @@ def real_jobs(shared: Path, sizes: Sizes, seed: int) -> list[Job]:
             logger.warning("no Asterisk prompts for %s (apt-get install asterisk-core-sounds-*-wav)", voice)
             continue
         for path in rng.permutation(np.array(files, dtype=object))[: sizes.asterisk_per_voice]:
+            # Prompt names repeat across voices and folders (every language has digits/1.wav).
+            name = f"{voice}/{Path(path).relative_to(ASTERISK_DIR / voice).with_suffix('').as_posix()}"
             jobs.append(
                 _copy_job(
                     Path(path),
@@ -177,6 +180,7 @@ def real_jobs(shared: Path, sizes: Sizes, seed: int) -> list[Job]:
                     "CC BY-SA 3.0",
                     "telephone-8k",
                     seed,
+                    name,
                 )
             )
     g722 = sorted((ASTERISK_DIR / "en_US_f_Allison").glob("*.g722"))
@@ -211,10 +215,19 @@ def real_jobs(shared: Path, sizes: Sizes, seed: int) -> list[Job]:
 
 
 def _copy_job(
-    path: Path, family: str, speaker: str, split: str, source: str, licence: str, channel: str, seed: int
+    path: Path,
+    family: str,
+    speaker: str,
+    split: str,
+    source: str,
+    licence: str,
+    channel: str,
+    seed: int,
+    name: str | None = None,
 ) -> Job:
+    """``name`` (default: the file's stem) places the copy at ``bonafide/<family>/<name>.flac``."""
     entry = Entry(
-        f"bonafide/{family}/{path.stem}.flac",
+        f"bonafide/{family}/{name or path.stem}.flac",
         BONAFIDE,
         family,
         "",
@@ -428,6 +441,10 @@ def plan(shared: Path, sizes: Sizes, seed: int, families: Sequence[str] | None =
     ]
     if families:
         kept = [j for j in kept if j.entry.family in families]
+    paths = Counter(j.entry.path for j in kept)
+    repeated = sorted(p for p, n in paths.items() if n > 1)
+    if repeated:  # two sources at one path: the later would overwrite the earlier, even across splits
+        raise ValueError(f"corpus plan: {len(repeated)} paths planned twice, e.g. {repeated[0]}")
     return kept
 
 
