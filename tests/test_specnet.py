@@ -85,6 +85,20 @@ def test_platt_fit_recovers_a_known_logistic_and_folds_into_the_weights():
     np.testing.assert_allclose(after, 2.0 * before - 3.0, atol=1e-5)
 
 
+def test_platt_fit_converges_where_a_full_newton_step_overshoots():
+    """Wide fake margins beside narrow real ones: plain Newton from (1, 0) diverged here (scale 2e5)."""
+    rng = np.random.default_rng(1)
+    margins = np.concatenate([rng.normal(4.0, 3.0, 550), rng.normal(-9.0, 10.0, 600)])
+    bonafide = np.arange(1150) < 550
+    fitted = fit_platt(margins, bonafide)
+    p = 1 / (1 + np.exp(-fitted.apply(margins)))
+    w = np.where(bonafide, 0.5 / 550, 0.5 / 600) * 1150
+    # At the optimum the (ridged) gradient of the weighted log loss vanishes.
+    gradient = [np.dot(w * (p - bonafide), margins) + 1e-2 * fitted.scale, np.sum(w * (p - bonafide))]
+    assert np.abs(gradient).max() < 1e-6
+    assert 0.1 < fitted.scale < 1.0
+
+
 def test_calibration_needs_both_classes():
     with pytest.raises(ValueError, match="both classes"):
         fit_platt(np.zeros(4), np.ones(4))
