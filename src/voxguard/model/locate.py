@@ -83,7 +83,7 @@ REGISTRY: dict[str, CheckpointSpec] = {
     "specnet": CheckpointSpec(
         name="specnet",
         filename="specnet.pt",
-        sha256="352250d5e1d063bb8b1cde9d99e78329355336d69e3d574cda5c89fba4343e2a",
+        sha256="ea9af9f28df76f864f0534617bef35c14f5129b5d3b4c757f579062cac13a880",
         size=835_039,
         url="",
         config=ARCHITECTURES["specnet"],
