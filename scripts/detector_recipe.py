@@ -10,7 +10,9 @@ Each step keeps its results in --out, so a rerun resumes where it stopped. Steps
    ``all``): train SpecNet without that family (``voxguard train``'s loop), fit the calibration on the
    fold's dev split and fold it into the weights, then score the fold's test files: the held-out family
    (every channel copy) and the held-out real speakers (every channel copy).
-3. ``report.json`` and ``report.md``: per fold, SpecNet and AASIST side by side.
+3. ``report.json`` and ``report.md``: per fold, SpecNet and AASIST side by side; for ``all``, also the
+   rates at each ``VOXGUARD_THRESHOLD`` on dev (where an operating point is picked) and on test
+   (``operating-points.json``).
 
 The ``all`` fold's calibrated checkpoint is the shipped ``specnet`` model.
 """
@@ -69,8 +71,8 @@ def _csv(path: Path, corpus: Path, entries) -> None:  # type: ignore[no-untyped-
     path.write_text("\n".join(rows) + "\n")
 
 
-def _rule(offset: float) -> Rule:
-    return Settings(score_offset=offset).rule.for_model()
+def _rule(offset: float, threshold: float = 0.5) -> Rule:
+    return Settings(score_offset=offset, threshold=threshold).rule.for_model()
 
 
 def aasist_margins(corpus: Path, out: Path, checkpoint_dir: Path) -> dict[str, np.ndarray]:
@@ -182,8 +184,55 @@ def evaluate_fold(
     return result
 
 
+THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9)
+
+
+def operating_points(corpus: Path, checkpoint: Path) -> list[dict]:
+    """The ``all`` model at each ``VOXGUARD_THRESHOLD`` on dev (where one is picked) and on test."""
+    lists = fold_lists(read_manifest(corpus), ())
+    detector = Detector(load_checkpoint("specnet", path=checkpoint), engine="eager", device="cpu")
+    points = []
+    for split in ("dev", "test"):
+        files = [replace(f, path=str(corpus / f.path)) for f in _files(lists[split], lambda e: True)]
+        cuts = heldout.cut(files)
+        margins = heldout.score(cuts, detector)
+        for threshold in THRESHOLDS:
+            decisions = heldout.judge(cuts, margins, _rule(0.0, threshold))
+            summary = asdict(heldout.summarise(cuts, decisions))
+            caught = {}
+            for family in sorted({c.file.family for c in cuts if c.file.label != BONAFIDE}):
+                pick = [i for i, c in enumerate(cuts) if c.file.family == family]
+                caught[family] = heldout.summarise(
+                    [cuts[i] for i in pick], [decisions[i] for i in pick]
+                ).fake_caught
+            points.append({"split": split, "threshold": threshold, **summary, "caught_by_family": caught})
+    return points
+
+
+def render_points(points: list[dict]) -> str:
+    lines = [
+        "| split | threshold | fakes called FAKE | real called FAKE | "
+        "real FAKE: original / gsm / vorbis / babble | espeak-ng / flite caught |",
+        "|---|---:|---:|---:|---|---|",
+    ]
+    for p in points:
+        channels = _channels(p["real_flagged_by_channel"])
+        classic = " / ".join(_pct(p["caught_by_family"].get(f, float("nan"))) for f in ("espeak", "flite"))
+        lines.append(
+            f"| {p['split']} | {p['threshold']} | {_pct(p['fake_caught'])} | {_pct(p['real_flagged'])} | "
+            f"{channels} | {classic} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def _pct(x: float) -> str:
     return "-" if x != x else f"{100 * x:.1f} %"
+
+
+def _channels(by_channel: dict[str, float]) -> str:
+    return " / ".join(
+        _pct(by_channel.get(ch, float("nan"))) for ch in ("original", "gsm", "vorbis", "babble")
+    )
 
 
 def render(results: list[dict]) -> str:
@@ -196,10 +245,7 @@ def render(results: list[dict]) -> str:
     for r in results:
         for model in ("specnet", "aasist"):
             s = r[model]
-            by = s["real_flagged_by_channel"]
-            channels = " / ".join(
-                _pct(by.get(ch, float("nan"))) for ch in ("original", "gsm", "vorbis", "babble")
-            )
+            channels = _channels(s["real_flagged_by_channel"])
             wrong = f"{_pct(s['confident_wrong'])} of {s['confident_answers']}"
             held = ", ".join(r["held_out"]) or "none: every family's test split"
             lines.append(
@@ -307,7 +353,12 @@ def main() -> None:
             continue
         results.append(evaluate_fold(name, FOLDS[name], args.corpus, checkpoint, aasist))
         (args.out / "report.json").write_text(json.dumps(results, indent=1))
-        (args.out / "report.md").write_text(render(results))
+        report = render(results)
+        if name == "all":
+            points = operating_points(args.corpus, checkpoint)
+            (args.out / "operating-points.json").write_text(json.dumps(points, indent=1))
+            report += "\nThe all-families model at each VOXGUARD_THRESHOLD:\n\n" + render_points(points)
+        (args.out / "report.md").write_text(report)
         logger.info(
             "fold %s: %s",
             name,
