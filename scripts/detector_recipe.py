@@ -37,7 +37,7 @@ from voxguard.inference import Detector
 from voxguard.model.checkpoints import load_checkpoint, save_checkpoint, sha256_file
 from voxguard.model.locate import BUNDLED_DIR
 from voxguard.pipeline import Pipeline
-from voxguard.scoring import Rule
+from voxguard.scoring import Decision, Rule
 from voxguard.settings import Settings
 from voxguard.training.calibration import fit_platt, fold_into
 from voxguard.training.recipe import Recipe
@@ -175,13 +175,20 @@ def evaluate_fold(
     for model, margins, offset in (("specnet", ours, 0.0), ("aasist", theirs, 6.0)):
         decisions = heldout.judge(cuts, margins, _rule(offset))
         result[model] = asdict(heldout.summarise(cuts, decisions))
-        families = sorted({c.file.family for c in cuts if c.file.label != BONAFIDE})
-        result[model]["by_family"] = {}
-        for family in families:
-            pick = [i for i, c in enumerate(cuts) if c.file.label == BONAFIDE or c.file.family == family]
-            summary = heldout.summarise([cuts[i] for i in pick], [decisions[i] for i in pick])
-            result[model]["by_family"][family] = {"eer": summary.eer, "fake_caught": summary.fake_caught}
+        result[model]["by_family"] = {
+            family: {"eer": summary.eer, "fake_caught": summary.fake_caught}
+            for family, summary in _by_family(cuts, decisions).items()
+        }
     return result
+
+
+def _by_family(cuts: list[heldout.Cut], decisions: list[Decision]) -> dict[str, heldout.Summary]:
+    """Each synthetic family against all the real files: its EER and how many of it were caught."""
+    out = {}
+    for family in sorted({c.file.family for c in cuts if c.file.label != BONAFIDE}):
+        pick = [i for i, c in enumerate(cuts) if c.file.label == BONAFIDE or c.file.family == family]
+        out[family] = heldout.summarise([cuts[i] for i in pick], [decisions[i] for i in pick])
+    return out
 
 
 THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9)
@@ -199,12 +206,7 @@ def operating_points(corpus: Path, checkpoint: Path) -> list[dict]:
         for threshold in THRESHOLDS:
             decisions = heldout.judge(cuts, margins, _rule(0.0, threshold))
             summary = asdict(heldout.summarise(cuts, decisions))
-            caught = {}
-            for family in sorted({c.file.family for c in cuts if c.file.label != BONAFIDE}):
-                pick = [i for i, c in enumerate(cuts) if c.file.family == family]
-                caught[family] = heldout.summarise(
-                    [cuts[i] for i in pick], [decisions[i] for i in pick]
-                ).fake_caught
+            caught = {f: s.fake_caught for f, s in _by_family(cuts, decisions).items()}
             points.append({"split": split, "threshold": threshold, **summary, "caught_by_family": caught})
     return points
 
