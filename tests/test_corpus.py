@@ -47,13 +47,14 @@ def test_every_source_kind_is_made_labelled_and_at_16k(corpus):
         "espeak",
         "flite",
         "festival",
+        "freetts",
         "copysynth",
         "spliced",
     ):
         assert families[family] > 0, family
     assert {e.engine for e in entries if e.family == "copysynth"} == set(copysynth.VOCODERS)
     assert {
-        e.engine for e in entries if e.family in ("piper", "kokoro", "espeak", "flite", "festival")
+        e.engine for e in entries if e.family in ("piper", "kokoro", "espeak", "flite", "festival", "freetts")
     } == set(tts.ENGINES)
     for e in entries:
         info = sf.info(out / e.path)

@@ -2,7 +2,8 @@
 
 Neural: Piper (VITS, the ``joe`` voice shipped on PyPI) and Kokoro-82M (StyleTTS 2 with an iSTFTNet
 decoder, int8 ONNX; its English is read from espeak-ng's IPA, as Kokoro's own English front end does).
-Classic: espeak-ng (formant), flite (diphone, clustergen), festival (diphone and HTS). Every engine is
+Classic: espeak-ng (formant), flite (diphone, clustergen), festival (diphone and HTS), FreeTTS (flite's
+diphone synthesis in Java, Debian's ``freetts``: its own front end and waveform code). Every engine is
 an optional dependency: :func:`available` says which are installed, and a missing one raises
 :class:`EngineMissing` with how to install it.
 """
@@ -42,6 +43,7 @@ class Voice:
 ESPEAK_VOICES = ("en-us", "en-gb", "en-us+f3", "en-gb+m3", "en-us+f5", "en-gb-scotland", "en-029+m2")
 FLITE_VOICES = ("kal", "kal16", "awb", "rms", "slt")
 FESTIVAL_VOICES = ("kal_diphone", "ked_diphone", "cmu_us_slt_arctic_hts")
+FREETTS_VOICES = ("kevin", "kevin16")  # its third, ``alan``, only tells the time
 KOKORO_VOICES = ("jf_alpha", "jf_gongitsune", "jf_nezumi", "jf_tebukuro", "jm_kumo")
 
 VOICES: tuple[Voice, ...] = (
@@ -50,6 +52,8 @@ VOICES: tuple[Voice, ...] = (
     *(Voice("espeak", "espeak-ng", v, "GPL-3.0 (espeak-ng)") for v in ESPEAK_VOICES),
     *(Voice("flite", "flite", v, "BSD-like (flite, CMU)") for v in FLITE_VOICES),
     *(Voice("festival", "festival", v, "BSD-like (festival, festvox voices)") for v in FESTIVAL_VOICES),
+    # Appended last: the corpus plan draws voice by voice, so the voices above keep their files.
+    *(Voice("freetts", "freetts", v, "BSD-like (FreeTTS, Sun Microsystems / CMU)") for v in FREETTS_VOICES),
 )
 
 
@@ -99,6 +103,19 @@ def flite(text: str, voice: str, rng: np.random.Generator) -> tuple[np.ndarray, 
 def festival(text: str, voice: str, rng: np.random.Generator) -> tuple[np.ndarray, int]:
     exe = _program("text2wave", "festival festvox-kallpc16k festvox-us-slt-hts")
     return _wav_file(lambda out: [exe, "-eval", f"(voice_{voice})", "-o", str(out)], text)
+
+
+FREETTS_JAR = Path("/usr/share/java/freetts.jar")
+
+
+def freetts(text: str, voice: str, rng: np.random.Generator) -> tuple[np.ndarray, int]:
+    """FreeTTS has no rate or pitch option on its command line: every reading of a voice is alike."""
+    java = _program("java", "freetts")
+    if not FREETTS_JAR.exists():
+        raise EngineMissing("FreeTTS is not installed (Debian: apt-get install freetts)")
+    return _wav_file(
+        lambda out: [java, "-jar", str(FREETTS_JAR), "-voice", voice, "-dumpAudio", str(out), "-text", text]
+    )
 
 
 @functools.cache
@@ -175,6 +192,7 @@ ENGINES: dict[str, Callable[[str, str, np.random.Generator], tuple[np.ndarray, i
     "espeak-ng": espeak,
     "flite": flite,
     "festival": festival,
+    "freetts": freetts,
 }
 
 
