@@ -16,6 +16,7 @@ from voxguard.training.augment import (
     parse_augmentations,
     random_gain,
     round_trip,
+    speed,
     telephone,
 )
 
@@ -106,6 +107,29 @@ def test_each_codec_round_trips_in_memory_time_aligned(encoder: str, container: 
     assert snr_db(x, y) > snr_db(x, np.roll(y, 1)) + 3.0
 
 
+def _peak_hz(x: np.ndarray) -> float:
+    return float(np.argmax(np.abs(np.fft.rfft(x))) * RATE / len(x))
+
+
+def test_speed_moves_the_pitch_by_the_drawn_factor_within_15_percent() -> None:
+    x = tones(1000)
+    peaks = [_peak_hz(speed(x, np.random.default_rng(s))) for s in range(40)]
+    assert 850 - 5 <= min(peaks) < 900 and 1100 < max(peaks) <= 1150 + 5
+    y = speed(speechlike(), np.random.default_rng(0))
+    assert y.shape == (WINDOW,) and np.all(np.isfinite(y))
+
+
+def test_adding_speed_keeps_the_other_augmentations_draws() -> None:
+    """Each augmentation has its own random stream, so a recipe without ``speed`` computes what it did
+    before ``speed`` existed: the gain drawn from the fourth of four streams, as then."""
+    x = speechlike()
+    fourth = np.random.default_rng(3).spawn(4)[3]
+    assert fourth.random() < 1.0  # the draw that decides whether gain applies at probability 1
+    assert np.array_equal(
+        Augmenter(("gain",), probability=1.0)(x, np.random.default_rng(3)), random_gain(x, fourth)
+    )
+
+
 def test_codec_choice_varies_with_the_seed() -> None:
     x = speechlike()
     outputs = {codec_round_trip(x, np.random.default_rng(s)).tobytes() for s in range(6)}
@@ -115,7 +139,7 @@ def test_codec_choice_varies_with_the_seed() -> None:
 def test_augmenter_probability_and_order() -> None:
     x = speechlike()
     assert np.array_equal(Augmenter(AUGMENTATIONS, probability=0.0)(x, np.random.default_rng(0)), x)
-    # The order listed does not matter: the chain is fixed (noise, telephone, codec, gain).
+    # The order listed does not matter: the chain is fixed (speed, noise, telephone, codec, gain).
     a = Augmenter(("gain", "noise"), probability=1.0)(x, np.random.default_rng(5))
     b = Augmenter(("noise", "gain"), probability=1.0)(x, np.random.default_rng(5))
     assert np.array_equal(a, b)

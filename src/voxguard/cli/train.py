@@ -66,7 +66,9 @@ def _recipe_options(t: argparse.ArgumentParser) -> None:
         default=(Recipe.spoof_weight, Recipe.bonafide_weight),
         help="loss weights SPOOF,BONAFIDE (for ASVspoof's ~9:1 spoof:bona fide)",
     )
-    t.add_argument("--augment", default="", help="comma-separated: gain,noise,telephone,codec (empty: none)")
+    t.add_argument(
+        "--augment", default="", help="comma-separated: gain,noise,telephone,codec,speed (empty: none)"
+    )
     t.add_argument(
         "--augment-prob",
         type=_probability,

@@ -13,6 +13,10 @@ augmentation below puts one of those conditions into training so the model canno
   must also find them in the telephone band.
 - ``codec``: an MP3, Opus or AAC round trip at a voice-call or streaming bit rate, encoded and decoded
   in memory with FFmpeg (PyAV), time-aligned to the input.
+- ``speed``: played 15 % slower to 15 % faster, so pitch, formants and pace move together as they do
+  between speakers. A corpus has few synthetic voices and many real speakers, so a detector can learn
+  which voices are synthetic instead of how synthetic speech is made; moving every voice around blurs
+  that shortcut for both classes.
 
 Every function maps a float32 window to a float32 window of the same length and draws its randomness
 only from the generator it is given, so a seed fixes the result.
@@ -32,7 +36,7 @@ import torchaudio.functional as taf
 from ..audio.decoding import decode
 from ..audio.options import SAMPLE_RATE
 
-AUGMENTATIONS: tuple[str, ...] = ("gain", "noise", "telephone", "codec")
+AUGMENTATIONS: tuple[str, ...] = ("gain", "noise", "telephone", "codec", "speed")
 TELEPHONE_RATE = 8000
 # (encoder, container, bit rates in bit/s): voice-call and low-rate streaming settings.
 CODECS: tuple[tuple[str, str, tuple[int, ...]], ...] = (
@@ -94,6 +98,16 @@ def telephone(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return _fit(y.numpy(), x.shape[0])
 
 
+def speed(x: np.ndarray, rng: np.random.Generator, low: float = 0.85, high: float = 1.15) -> np.ndarray:
+    """Resample as if recorded at ``factor`` times the rate (1 % steps keep the resampling kernel small);
+    a faster window comes out short and is tiled from its start, as the service fills short audio."""
+    factor = round(float(rng.uniform(low, high)), 2)
+    y = taf.resample(
+        torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), round(SAMPLE_RATE * factor), SAMPLE_RATE
+    ).numpy()
+    return np.tile(y, -(-x.shape[0] // max(y.shape[0], 1)))[: x.shape[0]].astype(np.float32)
+
+
 def codec_round_trip(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Encode with a randomly chosen lossy codec and bit rate, decode, and re-align to the input."""
     encoder, container, rates = CODECS[int(rng.integers(len(CODECS)))]
@@ -141,8 +155,12 @@ _FUNCTIONS: dict[str, Callable[[np.ndarray, np.random.Generator], np.ndarray]] =
     "noise": add_noise,
     "telephone": telephone,
     "codec": codec_round_trip,
+    "speed": speed,
 }
-_CHAIN = ("noise", "telephone", "codec", "gain")
+# The order a real signal meets them: the voice, the room, the line, the codec, the playback level.
+_CHAIN = ("speed", "noise", "telephone", "codec", "gain")
+# Which child generator each draws from: fixed, so adding one never changes another's draws.
+_STREAM = ("noise", "telephone", "codec", "gain", "speed")
 
 
 def parse_augmentations(text: str) -> tuple[str, ...]:
@@ -159,7 +177,7 @@ def parse_augmentations(text: str) -> tuple[str, ...]:
 @dataclass(frozen=True)
 class Augmenter:
     """Applies each chosen augmentation with probability ``probability``, in the order a real signal
-    meets them (room noise, phone line, codec, playback level) whatever order they were listed in."""
+    meets them (:data:`_CHAIN`) whatever order they were listed in."""
 
     names: Sequence[str]
     probability: float = 0.5
@@ -171,7 +189,9 @@ class Augmenter:
 
     def __call__(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         # One child generator per augmentation: what one draws never shifts another's draws.
-        for name, child in zip(_CHAIN, rng.spawn(len(_CHAIN)), strict=True):
+        children = dict(zip(_STREAM, rng.spawn(len(_STREAM)), strict=True))
+        for name in _CHAIN:
+            child = children[name]
             if name in self.names and child.random() < self.probability:
                 x = _FUNCTIONS[name](x, child)
         return x
