@@ -6,10 +6,11 @@ the held-out figures against the official AASIST weights on the same files (docs
 Each step keeps its results in --out, so a rerun resumes where it stopped. Steps, in order:
 
 1. ``aasist``: the official AASIST scores every test-split file once, as the service would (cached).
-2. for each fold (``piper``, ``kokoro``, ``copysynth``, ``classic`` = espeak-ng + flite + festival, then
-   ``all``): train SpecNet without that family (``voxguard train``'s loop), fit the calibration on the
-   fold's dev split and fold it into the weights, then score the fold's test files: the held-out family
-   (every channel copy) and the held-out real speakers (every channel copy).
+2. for each fold (``piper``, ``kokoro``, ``copysynth``, ``classic`` = espeak-ng + flite + festival +
+   FreeTTS, each classic engine alone, then ``all``): train SpecNet without that family (``voxguard
+   train``'s loop), fit the calibration on the fold's dev split and fold it into the weights, then score
+   the fold's test files: the held-out family (every channel copy) and the held-out real speakers (every
+   channel copy).
 3. ``report.json`` and ``report.md``: per fold, SpecNet and AASIST side by side; for ``all``, also the
    rates at each ``VOXGUARD_THRESHOLD`` on dev (where an operating point is picked) and on test
    (``operating-points.json``).
@@ -45,12 +46,13 @@ from voxguard.training.trainer import Runtime, train
 
 logger = logging.getLogger("detector_recipe")
 
-CLASSIC = ("espeak", "flite", "festival")
+CLASSIC = ("espeak", "flite", "festival", "freetts")
 FOLDS: dict[str, tuple[str, ...]] = {
     "piper": ("piper",),
     "kokoro": ("kokoro",),
     "copysynth": ("copysynth",),
     "classic": CLASSIC,
+    **{engine: (engine,) for engine in CLASSIC},
     "all": (),
 }
 
