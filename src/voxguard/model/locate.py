@@ -83,7 +83,7 @@ REGISTRY: dict[str, CheckpointSpec] = {
     "specnet": CheckpointSpec(
         name="specnet",
         filename="specnet.pt",
-        sha256="ea9af9f28df76f864f0534617bef35c14f5129b5d3b4c757f579062cac13a880",
+        sha256="b6a22d776100e0e39726e29dc364d07ba7bccdf0633f60ac5ec22f4f0d0e8e19",
         size=835_039,
         url="",
         config=ARCHITECTURES["specnet"],
