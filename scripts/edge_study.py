@@ -8,11 +8,19 @@ speech's level) inserted at the start, the middle or the end, sends each through
 FLAC, telephone, noise at 30 dB SNR, Ogg/Vorbis) and scores it with ``Pipeline.run``'s steps: the grid's
 segments, the segments after one round of the edge search and after both, the windows each costs and the
 seconds the model took. The summary (logged at the end) is what docs/evaluation.md quotes.
+
+    python scripts/edge_study.py scan SAMPLES_DIR CORPUS_DIR SCAN.npz [--files 12]
+    python scripts/edge_study.py replay SCAN.npz
+
+``scan`` scores the same files once with half windows centred every ``STEP_S`` seconds; ``replay`` then
+runs the edge search with other settings (rounds, strictness) on those scores, each probe taking the
+nearest centre's, to show how far a search of half windows could go without rescoring.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
 import sys
@@ -23,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from voxguard import edges
 from voxguard.audio.decoding import decode
 from voxguard.audio.options import SAMPLE_RATE, AudioOptions
 from voxguard.audio.speech import speech_span
@@ -147,6 +156,70 @@ def _measure(segments: list[list[float]], fake: list[float]) -> dict:
     }
 
 
+STEP_S = 0.25
+
+
+def _files(args: argparse.Namespace) -> list[tuple[str, str, list[float], bytes]]:
+    """The study's files in its order (one generator draws the splices, then every channel copy)."""
+    rng = np.random.default_rng(21)
+    return [
+        (f["name"], channel, f["fake_s"], vs.through(channel, f["audio"], rng))
+        for f in spliced(args.samples, args.corpus, args.files, rng)
+        for channel in CHANNELS
+    ]
+
+
+def scan(args: argparse.Namespace) -> None:
+    """Each file's grid margins and its half windows' margins every ``STEP_S``, in one ``.npz``."""
+    detector = Detector.load(args.model, checkpoint_dir=args.checkpoint_dir, engine="fast", device="cpu")
+    pipeline = Pipeline(Settings().audio, Settings().rule.for_model(detector.info.score_offset))
+    arrays: dict[str, np.ndarray] = {"offset": np.array(detector.info.score_offset)}
+    for i, (name, channel, fake_s, data) in enumerate(_files(args)):
+        audio, windows = pipeline.windows(data)
+        centres = np.arange(0.0, len(audio.waveform) / SAMPLE_RATE + 1e-9, STEP_S)
+        batch, _ = edges.half_windows(audio.waveform, list(centres), Settings().audio)
+        arrays.update(
+            {
+                f"{i}/meta": np.array(json.dumps({"name": name, "channel": channel, "fake_s": fake_s})),
+                f"{i}/data": np.frombuffer(data, dtype=np.uint8),
+                f"{i}/grid": detector.scores(windows.batch),
+                f"{i}/half": detector.scores(batch),
+            }
+        )
+        logger.info("%s %s: %d half windows", name, channel, len(centres))
+    np.savez(args.out, **arrays)
+
+
+def replay(path: Path, rounds: int, strictness: float) -> list[dict]:
+    """The edge search with ``rounds`` and ``strictness`` on a scan's scores (no model runs)."""
+    scanned = np.load(path)
+    pipeline = Pipeline(Settings().audio, Settings().rule.for_model(float(scanned["offset"])))
+    edges.ROUNDS, edges.STRICTNESS = rounds, strictness
+    rows = []
+    for i in itertools.count():
+        if f"{i}/meta" not in scanned:
+            break
+        meta = json.loads(str(scanned[f"{i}/meta"]))
+        audio, windows = pipeline.windows(scanned[f"{i}/data"].tobytes())
+        verdict = pipeline.verdict(audio, windows, scanned[f"{i}/grid"])
+        half = scanned[f"{i}/half"]
+        search, probes = pipeline.edge_search(audio, verdict), 0
+        while search.probes() is not None:
+            search.feed(half[[min(round(c / STEP_S), len(half) - 1) for c in search.centres]])
+            probes += len(search.centres)
+        refined = _segments(search.refined(verdict))
+        rows.append(
+            {
+                **meta,
+                "grid": _segments(verdict),
+                "refined": refined,
+                "windows": len(windows.spans),
+                "probes": probes,
+            }
+        )
+    return rows
+
+
 def summary(rows: list[dict]) -> str:
     """Per stage and channel: files passing the issue's bar, coverage, edge errors, real marked, cost."""
     found = [r for r in rows if r["grid"]]
@@ -192,12 +265,39 @@ def main() -> None:
     run.add_argument("--files", type=int, default=8)
     run.add_argument("--model", default="aasist")
     run.add_argument("--checkpoint-dir", default=None)
+    scanning = sub.add_parser("scan")
+    for name in ("samples", "corpus", "out"):
+        scanning.add_argument(name, type=Path)
+    scanning.add_argument("--files", type=int, default=12)
+    scanning.add_argument("--model", default="aasist")
+    scanning.add_argument("--checkpoint-dir", default=None)
+    replaying = sub.add_parser("replay")
+    replaying.add_argument("scan", type=Path)
     report = sub.add_parser("report")
     report.add_argument("rows", type=Path)
     args = parser.parse_args()
     if args.command == "score":
         torch.set_num_threads(1)
         study(args)
+    elif args.command == "scan":
+        scan(args)
+    elif args.command == "replay":
+        for rounds, strictness in ((2, 0.5), (2, 0.25), (2, 0.75), (3, 0.5), (6, 0.0), (6, 0.25), (6, 0.5)):
+            rows = replay(args.scan, rounds, strictness)
+            passed = [_measure(r["refined"], r["fake_s"]) for r in rows if r["grid"]]
+            cost = sum(r["windows"] + r["probes"] for r in rows) / sum(r["windows"] for r in rows)
+            logger.info(
+                "rounds %d, strictness %.2f: %d/%d files meet the bar, %d cover 90 %%, "
+                "%d/%d edges within 1 s, %.2fx the windows",
+                rounds,
+                strictness,
+                sum(m["ok"] for m in passed),
+                len(rows),
+                sum(m["coverage"] >= 0.9 for m in passed),
+                sum((abs(m["start"]) <= 1) + (abs(m["end"]) <= 1) for m in passed),
+                2 * len(passed),
+                cost,
+            )
     else:
         logger.info("%s", summary([json.loads(line) for line in args.rows.open()]))
 

@@ -120,6 +120,11 @@ class EdgeSearch:
         batch, self._silent = half_windows(self.waveform, [e.probe for e, _ in self._probing], self.options)
         return batch
 
+    @property
+    def centres(self) -> list[float]:
+        """Where in the audio (seconds) the last :meth:`probes` are centred, in order."""
+        return [edge.probe for edge, _ in self._probing]
+
     def feed(self, margins: np.ndarray) -> None:
         """The model's margins for the last :meth:`probes`, in order."""
         if len(margins) != len(self._probing):
