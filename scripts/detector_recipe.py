@@ -6,8 +6,9 @@ the held-out figures against the official AASIST weights on the same files (docs
 Each step keeps its results in --out, so a rerun resumes where it stopped. Steps, in order:
 
 1. ``aasist``: the official AASIST scores every test-split file once, as the service would (cached).
-2. for each fold (``piper``, ``kokoro``, ``copysynth``, ``classic`` = espeak-ng + flite + festival +
-   FreeTTS, each classic engine alone, then ``all``): train SpecNet without that family (``voxguard
+2. for each fold (``piper``, ``kokoro``, ``copysynth`` = WORLD, Griffin-Lim and LPC copies, ``hifigan`` =
+   HiFi-GAN copies, ``vocoders`` = both, ``classic`` = espeak-ng + flite + festival + FreeTTS, each
+   classic engine alone, then ``all``): train SpecNet without that family (``voxguard
    train``'s loop), fit the calibration on the fold's dev split and fold it into the weights, then score
    the fold's test files: the held-out family (every channel copy) and the held-out real speakers (every
    channel copy).
@@ -51,6 +52,8 @@ FOLDS: dict[str, tuple[str, ...]] = {
     "piper": ("piper",),
     "kokoro": ("kokoro",),
     "copysynth": ("copysynth",),
+    "hifigan": ("hifigan",),
+    "vocoders": ("copysynth", "hifigan"),
     "classic": CLASSIC,
     **{engine: (engine,) for engine in CLASSIC},
     "all": (),

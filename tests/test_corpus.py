@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -49,10 +50,14 @@ def test_every_source_kind_is_made_labelled_and_at_16k(corpus):
         "festival",
         "freetts",
         "copysynth",
+        "hifigan",
         "spliced",
     ):
         assert families[family] > 0, family
-    assert {e.engine for e in entries if e.family == "copysynth"} == set(copysynth.VOCODERS)
+    vocoded = [e for e in entries if e.path.startswith("spoof/copysynth/")]
+    assert {e.engine for e in vocoded} == set(copysynth.VOCODERS)
+    assert all(e.family == copysynth.FAMILY[e.engine] for e in vocoded)
+    assert {e.engine for e in entries if e.family == "hifigan"} == {"hifigan"}
     assert {
         e.engine for e in entries if e.family in ("piper", "kokoro", "espeak", "flite", "festival", "freetts")
     } == set(tts.ENGINES)
@@ -71,7 +76,7 @@ def test_splits_never_share_a_speaker_or_a_sentence(corpus):
     _, entries = corpus
     by_speaker: dict[str, set[str]] = {}
     for e in entries:
-        if e.label == BONAFIDE or e.family == "copysynth":
+        if e.label == BONAFIDE or e.family in ("copysynth", "hifigan"):
             by_speaker.setdefault(e.speaker, set()).add(e.split)
     assert all(len(splits) == 1 for splits in by_speaker.values()), by_speaker
     texts: dict[str, set[str]] = {}
@@ -113,6 +118,17 @@ def test_a_rerun_resumes_and_the_manifest_reads_as_a_training_csv(corpus, sample
     with (out / "manifest.csv").open() as f:
         header = next(csv.reader(f))
     assert header[:3] == ["path", "label", "family"]
+
+
+@pytest.mark.slow
+def test_a_rerun_relabels_hifigan_copies_an_older_build_called_copysynth(corpus, samples_dir):
+    out, entries = corpus
+    older = [replace(e, family="copysynth") if e.family == "hifigan" else e for e in entries]
+    build.write_manifest(out, older)
+    again = build.build(samples_dir.parent, out, TINY, seed=7, workers=1)
+    hifigan = {e.path for e in entries if e.family == "hifigan"}
+    assert hifigan and {e.path for e in again if e.family == "hifigan"} == hifigan
+    assert {e.path for e in build.read_manifest(out) if e.family == "hifigan"} == hifigan
 
 
 @pytest.mark.slow

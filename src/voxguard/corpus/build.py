@@ -272,7 +272,8 @@ def tts_jobs(sizes: Sizes, seed: int) -> list[Job]:
 
 
 def vocoder_jobs(real: Sequence[Job], sizes: Sizes, seed: int) -> list[Job]:
-    """Copy-synthesis of 3-6 s stretches of LibriSpeech, each speaker in its own split."""
+    """Copy-synthesis of 3-6 s stretches of LibriSpeech, each speaker in its own split; every vocoder's
+    files sit in ``spoof/copysynth/`` whatever their family (``copysynth.FAMILY``)."""
     jobs: list[Job] = []
     rng = np.random.default_rng(seed + 2)
     libri = [j for j in real if j.entry.family == "librispeech"]
@@ -284,7 +285,7 @@ def vocoder_jobs(real: Sequence[Job], sizes: Sizes, seed: int) -> list[Job]:
                 source.entry,
                 path=f"spoof/copysynth/{vocoder}-{i:03d}.flac",
                 label=SPOOF,
-                family="copysynth",
+                family=copysynth.FAMILY[vocoder],
                 engine=vocoder,
                 voice=source.entry.speaker,
                 source=f"{vocoder} copy-synthesis of {Path(source.inputs[0]).name}",
@@ -458,8 +459,15 @@ def build(
 ) -> list[Entry]:
     """Make every planned file not already in ``out``'s manifest (a rerun resumes), then write it."""
     out.mkdir(parents=True, exist_ok=True)
-    done = {e.path: e for e in read_manifest(out)} if (out / MANIFEST).exists() else {}
-    jobs = [j for j in plan(shared, sizes, seed, families) if j.entry.path not in done]
+    planned = plan(shared, sizes, seed, families)
+    # A family is the plan's, not the manifest's: a corpus made before a family was split (HiFi-GAN
+    # copies were once ``copysynth``) is relabelled, not remade.
+    family = {j.entry.path: j.entry.family for j in planned}
+    done = {
+        e.path: replace(e, family=family.get(e.parent or e.path, e.family))
+        for e in (read_manifest(out) if (out / MANIFEST).exists() else [])
+    }
+    jobs = [j for j in planned if j.entry.path not in done]
     entries = list(done.values())
     # Spawned, not forked: a fork of a process that already runs torch or other threads can deadlock.
     with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:

