@@ -194,7 +194,7 @@ def replay(path: Path, rounds: int, strictness: float) -> list[dict]:
     """The edge search with ``rounds`` and ``strictness`` on a scan's scores (no model runs)."""
     scanned = np.load(path)
     pipeline = Pipeline(Settings().audio, Settings().rule.for_model(float(scanned["offset"])))
-    edges.ROUNDS, edges.STRICTNESS = rounds, strictness
+    edges.ROUNDS, edges.STRICTNESS = rounds, strictness  # the module's settings, for this process only
     rows = []
     for i in itertools.count():
         if f"{i}/meta" not in scanned:
