@@ -45,6 +45,7 @@ import verdict_study as vs
 logger = logging.getLogger("edge_study")
 CHANNELS = ("clean", "telephone", "noise30", "vorbis")
 POSITIONS = ("start", "middle", "end")
+STEP_S = 0.25  # the scan's spacing of half-window centres
 
 
 def _bases(samples: Path, corpus: Path, rng: np.random.Generator, n: int) -> list[tuple[str, np.ndarray]]:
@@ -122,18 +123,26 @@ def score(pipeline: Pipeline, detector: Detector, data: bytes) -> dict:
     }
 
 
-def study(args: argparse.Namespace) -> None:
+def _files(args: argparse.Namespace) -> list[tuple[str, str, list[float], bytes]]:
+    """The study's files in its order (one generator draws the splices, then every channel copy)."""
     rng = np.random.default_rng(21)
+    return [
+        (f["name"], channel, f["fake_s"], vs.through(channel, f["audio"], rng))
+        for f in spliced(args.samples, args.corpus, args.files, rng)
+        for channel in CHANNELS
+    ]
+
+
+def study(args: argparse.Namespace) -> None:
     detector = Detector.load(args.model, checkpoint_dir=args.checkpoint_dir, engine="fast", device="cpu")
     pipeline = Pipeline(Settings().audio, Settings().rule.for_model(detector.info.score_offset))
     with args.out.open("w") as out:
-        for f in spliced(args.samples, args.corpus, args.files, rng):
-            for channel in CHANNELS:
-                row = score(pipeline, detector, vs.through(channel, f["audio"], rng))
-                row.update(name=f["name"], channel=channel, fake_s=f["fake_s"])
-                out.write(json.dumps(row) + "\n")
-                out.flush()
-                logger.info("%s %s %s -> %s", f["name"], channel, np.round(f["fake_s"], 2), row["refined"])
+        for name, channel, fake_s, data in _files(args):
+            row = score(pipeline, detector, data)
+            row.update(name=name, channel=channel, fake_s=fake_s)
+            out.write(json.dumps(row) + "\n")
+            out.flush()
+            logger.info("%s %s %s -> %s", name, channel, np.round(fake_s, 2), row["refined"])
 
 
 def _measure(segments: list[list[float]], fake: list[float]) -> dict:
@@ -154,19 +163,6 @@ def _measure(segments: list[list[float]], fake: list[float]) -> dict:
         "after": after,
         "ok": ok,
     }
-
-
-STEP_S = 0.25
-
-
-def _files(args: argparse.Namespace) -> list[tuple[str, str, list[float], bytes]]:
-    """The study's files in its order (one generator draws the splices, then every channel copy)."""
-    rng = np.random.default_rng(21)
-    return [
-        (f["name"], channel, f["fake_s"], vs.through(channel, f["audio"], rng))
-        for f in spliced(args.samples, args.corpus, args.files, rng)
-        for channel in CHANNELS
-    ]
 
 
 def scan(args: argparse.Namespace) -> None:
