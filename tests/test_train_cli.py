@@ -171,6 +171,17 @@ def test_missing_official_weights_say_how_to_get_them(tmp_path: Path, capsys: py
     assert "voxguard weights --model aasist" in capsys.readouterr().err
 
 
+def test_train_help_names_every_augmentation(capsys: pytest.CaptureFixture) -> None:
+    """The help text spells the list out (the CLI does not import the augmentations at start-up), so
+    it must follow ``AUGMENTATIONS``."""
+    from voxguard.training.augment import AUGMENTATIONS
+
+    with pytest.raises(SystemExit):
+        build_parser(Settings()).parse_args(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps the help
+    assert f"comma-separated: {','.join(AUGMENTATIONS)} (empty: none)" in text
+
+
 def test_defaults_are_the_official_recipe(capsys: pytest.CaptureFixture) -> None:
     parser = build_parser(Settings())
     base = ["train", "--train", "t", "--dev", "d", "--out", "o"]
