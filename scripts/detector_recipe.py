@@ -176,12 +176,19 @@ def run_fold(
     return calibrated
 
 
-def evaluate_fold(
-    name: str, held_out: tuple[str, ...], corpus: Path, checkpoint: Path, aasist: dict[str, np.ndarray]
-) -> dict:
+def fold_test_cuts(held_out: tuple[str, ...], corpus: Path) -> list[heldout.Cut]:
+    """A fold's test files, decoded and windowed once for every model scored on them."""
     rows = fold_lists(read_manifest(corpus), held_out)["test"]
-    tests = [replace(f, path=str(corpus / f.path)) for f in _files(rows, lambda e: True)]
-    cuts = heldout.cut(tests)
+    return heldout.cut([replace(f, path=str(corpus / f.path)) for f in _files(rows, lambda e: True)])
+
+
+def evaluate_fold(
+    name: str,
+    held_out: tuple[str, ...],
+    cuts: list[heldout.Cut],
+    checkpoint: Path,
+    aasist: dict[str, np.ndarray],
+) -> dict:
     detector = Detector(load_checkpoint("specnet", path=checkpoint), engine="eager", device="cpu")
     ours = heldout.score(cuts, detector)
     theirs = [aasist[c.file.path] for c in cuts]
@@ -314,18 +321,20 @@ def render_seeds(results: list[dict], bar_folds: tuple[str, ...] = BAR_FOLDS) ->
         "| fold | held-out family | " + " | ".join(f"seed {s}" for s in seeds) + " | mean |",
         "|---|---|" + "---:|" * (len(seeds) + 1),
     ]
+    # report.json keys seeds as strings; read them as numbers once.
+    by_seed = {r["fold"]: {int(k): v for k, v in r.get("seeds", {}).items()} for r in results}
     for r in results:
-        per_seed = {int(k): v for k, v in r.get("seeds", {}).items()}
+        per_seed = by_seed[r["fold"]]
         for family in r["held_out"] if per_seed else ():
             values = [per_seed[s][family] if s in per_seed else None for s in seeds]
             known = [v for v in values if v is not None]
             cells = ["-" if v is None else _pct(v) for v in values]
             lines.append(f"| {r['fold']} | {family} | " + " | ".join(cells) + f" | {_pct(np.mean(known))} |")
-    bar = [r for r in results if r["fold"] in bar_folds and r.get("seeds")]
-    if {r["fold"] for r in bar} == set(bar_folds):
+    bar = [fold for fold in bar_folds if by_seed.get(fold)]
+    if len(bar) == len(bar_folds):
         means = []
         for s in seeds:
-            eers = [v for r in bar for v in r["seeds"].get(str(s), {}).values()]
+            eers = [v for fold in bar for v in by_seed[fold].get(s, {}).values()]
             if len(eers) == len(bar_folds):
                 means.append((s, float(np.mean(eers))))
         lines += [
@@ -421,10 +430,11 @@ def main() -> None:
         }
         if aasist is None:
             continue
-        result = evaluate_fold(name, FOLDS[name], args.corpus, checkpoints[args.seed], aasist)
+        cuts = fold_test_cuts(FOLDS[name], args.corpus)
+        result = evaluate_fold(name, FOLDS[name], cuts, checkpoints[args.seed], aasist)
         if extra_seeds and FOLDS[name]:
             result["seeds"] = {str(args.seed): held_out_eers(result)} | {
-                str(seed): held_out_eers(evaluate_fold(name, FOLDS[name], args.corpus, path, aasist))
+                str(seed): held_out_eers(evaluate_fold(name, FOLDS[name], cuts, path, aasist))
                 for seed, path in checkpoints.items()
                 if seed != args.seed
             }
