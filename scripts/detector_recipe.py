@@ -6,6 +6,10 @@ the held-out figures against the official AASIST weights on the same files (docs
 Each step keeps its results in --out, so a rerun resumes where it stopped. Steps, in order:
 
 1. ``aasist``: the official AASIST scores every test-split file once, as the service would (cached).
+   ``scales`` (run on its own): the official AASIST and AASIST-L score the dev split, and each gets the
+   score scale that makes its confidence mean what it says there, its offset kept
+   (``official-scales.json``, with what each states on the test split raw and scaled); the values
+   go into ``model/locate.py`` by hand, as the shipped model's sha256 does.
 2. for each fold (``piper``, ``kokoro``, ``copysynth`` = WORLD, Griffin-Lim and LPC copies, ``hifigan`` =
    HiFi-GAN copies, ``vocoders`` = both, ``classic`` = espeak-ng + flite + festival + FreeTTS, each
    classic engine alone, then ``all``): train SpecNet without that family (``voxguard
@@ -40,11 +44,11 @@ from voxguard.corpus.folds import fold_lists
 from voxguard.evaluation import heldout
 from voxguard.inference import Detector
 from voxguard.model.checkpoints import load_checkpoint, save_checkpoint, sha256_file
-from voxguard.model.locate import BUNDLED_DIR
+from voxguard.model.locate import BUNDLED_DIR, spec_of
 from voxguard.pipeline import Pipeline
 from voxguard.scoring import Decision, Rule
 from voxguard.settings import Settings
-from voxguard.training.calibration import fit_platt, fold_into
+from voxguard.training.calibration import fit_platt, fit_scale, fold_into
 from voxguard.training.recipe import Recipe
 from voxguard.training.trainer import Runtime, train
 
@@ -81,31 +85,71 @@ def _csv(path: Path, corpus: Path, entries) -> None:  # type: ignore[no-untyped-
     path.write_text("\n".join(rows) + "\n")
 
 
-def _rule(offset: float, threshold: float = 0.5) -> Rule:
-    return Settings(score_offset=offset, threshold=threshold).rule.for_model()
+def _rule(offset: float, scale: float = 1.0, threshold: float = 0.5) -> Rule:
+    return Settings(threshold=threshold).rule.for_model(offset, scale)
 
 
-def aasist_margins(corpus: Path, out: Path, checkpoint_dir: Path) -> dict[str, np.ndarray]:
-    """The official AASIST's window margins for every test-split file, scored once and cached."""
-    cache = out / "aasist-margins.npz"
+def official_margins(
+    corpus: Path, out: Path, checkpoint_dir: Path, model: str = "aasist", split: str = "test"
+) -> dict[str, np.ndarray]:
+    """An official model's window margins for every file of a split, scored once and cached."""
+    cache = out / (f"{model}-margins.npz" if split == "test" else f"{model}-{split}-margins.npz")
     result: dict[str, np.ndarray] = {}
     if cache.exists():
         with np.load(cache) as data:
             result = {k: data[k] for k in data.files}
-    tests = _files(read_manifest(corpus), lambda e: e.split == "test")
-    tests = [replace(f, path=str(corpus / f.path)) for f in tests if str(corpus / f.path) not in result]
-    if not tests:
+    files = _files(read_manifest(corpus), lambda e: e.split == split)
+    files = [replace(f, path=str(corpus / f.path)) for f in files if str(corpus / f.path) not in result]
+    if not files:
         return result
-    detector = Detector.load("aasist", checkpoint_dir=checkpoint_dir, engine="fast", device="cpu")
-    logger.info("AASIST: scoring %d test files (%d already scored)", len(tests), len(result))
-    for i in range(0, len(tests), 50):  # saved as it goes: a rerun resumes
-        cuts = heldout.cut(tests[i : i + 50])
+    detector = Detector.load(model, checkpoint_dir=checkpoint_dir, engine="fast", device="cpu")
+    logger.info("%s: scoring %d %s files (%d already scored)", model, len(files), split, len(result))
+    for i in range(0, len(files), 50):  # saved as it goes: a rerun resumes
+        cuts = heldout.cut(files[i : i + 50])
         result.update(
             {c.file.path: m for c, m in zip(cuts, heldout.score(cuts, detector, batch=4), strict=True)}
         )
         np.savez(cache, **result)
-        logger.info("AASIST: %d files scored", len(result))
+        logger.info("%s: %d %s files scored", model, len(result), split)
     return result
+
+
+def official_scales(corpus: Path, out: Path, checkpoint_dir: Path) -> dict[str, dict]:
+    """Each official model's score scale (``CheckpointSpec.score_scale``), fitted on the dev split with
+    its offset kept, so its verdicts stay and its confidence means what it says on speech it never
+    heard; then what it states on the test split, raw and scaled (``official-scales.json``)."""
+    dev = [
+        replace(f, path=str(corpus / f.path))
+        for f in _files(read_manifest(corpus), lambda e: e.split == "dev")
+    ]
+    dev_cuts = heldout.cut(dev)
+    bonafide = np.array([c.file.label == BONAFIDE for c in dev_cuts])
+    test_cuts = fold_test_cuts((), corpus)
+    scales = {}
+    for model in ("aasist", "aasist-l"):
+        margins = official_margins(corpus, out, checkpoint_dir, model, "dev")
+        file_margins = heldout.file_margins(dev_cuts, [margins[c.file.path] for c in dev_cuts])
+        offset = spec_of(model).score_offset
+        scale = fit_scale(file_margins, bonafide, offset)
+        test = official_margins(corpus, out, checkpoint_dir, model)
+        test_margins = [test[c.file.path] for c in test_cuts]
+        scales[model] = {"offset": offset, "scale": scale, "dev_files": len(dev_cuts)}
+        for name, s in (("raw", 1.0), ("scaled", scale)):
+            summary = heldout.summarise(test_cuts, heldout.judge(test_cuts, test_margins, _rule(offset, s)))
+            scales[model][f"test_{name}"] = {
+                k: getattr(summary, k)
+                for k in (
+                    "files",
+                    "eer",
+                    "fake_caught",
+                    "real_flagged",
+                    "confident_answers",
+                    "confident_wrong",
+                )
+            } | {"reliability": summary.reliability}
+        logger.info("%s: score scale %s", model, json.dumps(scales[model]))
+    (out / "official-scales.json").write_text(json.dumps(scales, indent=1) + "\n")
+    return scales
 
 
 def fold_folder(out: Path, name: str, seed: int, main_seed: int) -> Path:
@@ -193,8 +237,9 @@ def evaluate_fold(
     ours = heldout.score(cuts, detector)
     theirs = [aasist[c.file.path] for c in cuts]
     result: dict = {"fold": name, "held_out": list(held_out), "files": len(cuts)}
-    for model, margins, offset in (("specnet", ours, 0.0), ("aasist", theirs, 6.0)):
-        decisions = heldout.judge(cuts, margins, _rule(offset))
+    for model, margins in (("specnet", ours), ("aasist", theirs)):
+        spec = spec_of(model)
+        decisions = heldout.judge(cuts, margins, _rule(spec.score_offset, spec.score_scale))
         result[model] = asdict(heldout.summarise(cuts, decisions))
         result[model]["by_family"] = {
             family: {"eer": summary.eer, "fake_caught": summary.fake_caught}
@@ -225,7 +270,7 @@ def operating_points(corpus: Path, checkpoint: Path) -> list[dict]:
         cuts = heldout.cut(files)
         margins = heldout.score(cuts, detector)
         for threshold in THRESHOLDS:
-            decisions = heldout.judge(cuts, margins, _rule(0.0, threshold))
+            decisions = heldout.judge(cuts, margins, _rule(0.0, threshold=threshold))
             summary = asdict(heldout.summarise(cuts, decisions))
             caught = {f: s.fake_caught for f, s in _by_family(cuts, decisions).items()}
             points.append({"split": split, "threshold": threshold, **summary, "caught_by_family": caught})
@@ -365,7 +410,7 @@ def ship(out: Path, samples: Path, golden: Path) -> None:
             n: float(m) for n, m in zip(rows, detector.scores(np.stack(list(rows.values()))), strict=True)
         },
         "sample_fake_probability": {
-            name: Pipeline(Settings().audio, Settings().rule.for_model(0.0))
+            name: Pipeline(Settings().audio, Settings().rule.for_model(0.0, 1.0))
             .run((samples / name).read_bytes(), detector, 4)
             .decision.fake_probability
             for name in SAMPLE_FILES
@@ -395,7 +440,7 @@ def main() -> None:
     parser.add_argument(
         "--checkpoint-dir", type=Path, default=Path("checkpoints"), help="the official weights"
     )
-    parser.add_argument("--step", choices=("all", "aasist", "folds", "ship"), default="all")
+    parser.add_argument("--step", choices=("all", "aasist", "scales", "folds", "ship"), default="all")
     parser.add_argument(
         "--samples", type=Path, default=Path("../shared/samples"), help="for the recorded scores"
     )
@@ -409,7 +454,10 @@ def main() -> None:
     if args.step == "ship":
         ship(args.out, args.samples, args.checkpoint_dir / "golden.npz")
         return
-    aasist = aasist_margins(args.corpus, args.out, args.checkpoint_dir) if args.step != "folds" else None
+    if args.step == "scales":
+        official_scales(args.corpus, args.out, args.checkpoint_dir)
+        return
+    aasist = official_margins(args.corpus, args.out, args.checkpoint_dir) if args.step != "folds" else None
     if args.step == "aasist":
         return
     extra_seeds = [int(s) for s in args.seeds.split(",") if s and int(s) != args.seed]

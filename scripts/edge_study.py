@@ -135,7 +135,9 @@ def _files(args: argparse.Namespace) -> list[tuple[str, str, list[float], bytes]
 
 def study(args: argparse.Namespace) -> None:
     detector = Detector.load(args.model, checkpoint_dir=args.checkpoint_dir, engine="fast", device="cpu")
-    pipeline = Pipeline(Settings().audio, Settings().rule.for_model(detector.info.score_offset))
+    pipeline = Pipeline(
+        Settings().audio, Settings().rule.for_model(detector.info.score_offset, detector.info.score_scale)
+    )
     with args.out.open("w") as out:
         for name, channel, fake_s, data in _files(args):
             row = score(pipeline, detector, data)
@@ -168,8 +170,13 @@ def _measure(segments: list[list[float]], fake: list[float]) -> dict:
 def scan(args: argparse.Namespace) -> None:
     """Each file's grid margins and its half windows' margins every ``STEP_S``, in one ``.npz``."""
     detector = Detector.load(args.model, checkpoint_dir=args.checkpoint_dir, engine="fast", device="cpu")
-    pipeline = Pipeline(Settings().audio, Settings().rule.for_model(detector.info.score_offset))
-    arrays: dict[str, np.ndarray] = {"offset": np.array(detector.info.score_offset)}
+    pipeline = Pipeline(
+        Settings().audio, Settings().rule.for_model(detector.info.score_offset, detector.info.score_scale)
+    )
+    arrays: dict[str, np.ndarray] = {
+        "offset": np.array(detector.info.score_offset),
+        "scale": np.array(detector.info.score_scale),
+    }
     for i, (name, channel, fake_s, data) in enumerate(_files(args)):
         audio, windows = pipeline.windows(data)
         centres = np.arange(0.0, len(audio.waveform) / SAMPLE_RATE + 1e-9, STEP_S)
@@ -189,7 +196,8 @@ def scan(args: argparse.Namespace) -> None:
 def replay(path: Path, rounds: int, strictness: float) -> list[dict]:
     """The edge search with ``rounds`` and ``strictness`` on a scan's scores (no model runs)."""
     scanned = np.load(path)
-    pipeline = Pipeline(Settings().audio, Settings().rule.for_model(float(scanned["offset"])))
+    scale = float(scanned["scale"]) if "scale" in scanned.files else 1.0  # scans made before scales: 1
+    pipeline = Pipeline(Settings().audio, Settings().rule.for_model(float(scanned["offset"]), scale))
     edges.ROUNDS, edges.STRICTNESS = rounds, strictness  # the module's settings, for this process only
     rows = []
     for i in itertools.count():

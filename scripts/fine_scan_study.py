@@ -27,6 +27,7 @@ from voxguard.audio.options import SAMPLE_RATE, WINDOW, AudioOptions
 from voxguard.audio.speech import frame_levels, speech_seconds
 from voxguard.audio.windows import level_windows, prepare
 from voxguard.inference import Detector
+from voxguard.model.locate import AASIST_SCORE_OFFSET, AASIST_SCORE_SCALE
 from voxguard.scoring import Rule
 from voxguard.settings import Settings
 
@@ -137,7 +138,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.step == "report":
         rows = [json.loads(line) for line in args.paths[0].read_text().splitlines() if line.strip()]
-        print(report(rows, Settings().rule.for_model()))
+        print(report(rows, Settings().rule.for_model(AASIST_SCORE_OFFSET, AASIST_SCORE_SCALE)))
         return
     torch.set_num_threads(2)
     detector = Detector.load("aasist", checkpoint_dir=args.checkpoint_dir, engine="fast", device="cpu")

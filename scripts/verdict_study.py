@@ -41,6 +41,7 @@ from voxguard.audio.options import SAMPLE_RATE, WINDOW, AudioOptions
 from voxguard.audio.speech import SPEECH_FRAME, SPEECH_MIN_FRAMES, frame_levels, speech_seconds, speech_span
 from voxguard.audio.windows import level_windows, prepare
 from voxguard.inference import Detector
+from voxguard.model.locate import AASIST_SCORE_OFFSET, AASIST_SCORE_SCALE
 from voxguard.scoring import Rule, fake_probability, find_segments
 from voxguard.settings import Settings
 from voxguard.training.augment import add_noise, encode, telephone
@@ -415,7 +416,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.study == "report":
         short, splice = (_read_rows(p) for p in args.inputs)
-        print(report(short, splice, Settings().rule.for_model()))
+        print(report(short, splice, Settings().rule.for_model(AASIST_SCORE_OFFSET, AASIST_SCORE_SCALE)))
         return
     torch.set_num_threads(1)  # one study per core: threads fighting over two cores cost more than they give
     detector = Detector.load(args.model, checkpoint_dir=args.checkpoint_dir, engine="fast", device="cpu")

@@ -22,6 +22,7 @@ from voxguard.audio.windows import prepare
 from voxguard.cli import main
 from voxguard.cli.parser import build_parser
 from voxguard.model import locate
+from voxguard.model.locate import AASIST_SCORE_OFFSET, AASIST_SCORE_SCALE
 from voxguard.progress import LineProgress
 from voxguard.scoring import summarize
 from voxguard.settings import Settings
@@ -53,7 +54,12 @@ def test_predict_json_equals_detector(sample_files, checkpoint_dir, detector_fac
     detector = detector_factory("aasist", "eager")
     for line, path in zip(lines, sample_files, strict=True):
         audio, windows = prepare(path.read_bytes(), AudioOptions())
-        want = summarize(audio, windows, detector.scores(windows.batch), Settings().rule.for_model())
+        want = summarize(
+            audio,
+            windows,
+            detector.scores(windows.batch),
+            Settings().rule.for_model(AASIST_SCORE_OFFSET, AASIST_SCORE_SCALE),
+        )
         d = want.decision
         assert line["prediction"] == d.prediction and line["is_fake"] == d.is_fake
         assert line["model"] == "aasist"
@@ -78,7 +84,9 @@ def test_predict_json_equals_detector(sample_files, checkpoint_dir, detector_fac
 
 
 def test_golden_wav_window_score_equals_golden_margin(golden, checkpoint_dir, tmp_path, monkeypatch):
-    monkeypatch.setenv("VOXGUARD_SCORE_OFFSET", "0")  # the network's own margin, as the golden file has it
+    # The network's own margin, as the golden file has it.
+    monkeypatch.setenv("VOXGUARD_SCORE_OFFSET", "0")
+    monkeypatch.setenv("VOXGUARD_SCORE_SCALE", "1")
     paths = []
     for i, name in enumerate(golden["row_names"]):
         path = tmp_path / f"{name}.wav"
@@ -411,6 +419,23 @@ def test_bench_model_json_schema(checkpoint_dir):
         set(r) == {"engine", "batch_size", "ms_per_clip"} and r["ms_per_clip"] > 0 for r in report["results"]
     )
     assert np.isfinite([r["ms_per_clip"] for r in report["results"]]).all()
+
+
+def test_bench_agreement_compares_margins_and_decides_by_the_models_own_rule(
+    checkpoint_dir, sample_files, monkeypatch, capsys
+):
+    """The difference is the network's, so the model's score scale must not shrink it."""
+    monkeypatch.setenv("VOXGUARD_CHECKPOINT_DIR", str(checkpoint_dir))
+    args = ["bench", "agreement", "--model", "aasist-l", "--engine", "bf16", "--json", str(sample_files[0])]
+    reports = []
+    for scale in (None, "1"):
+        if scale:
+            monkeypatch.setenv("VOXGUARD_SCORE_SCALE", scale)
+        assert main(args) == 0
+        reports.append(json.loads(capsys.readouterr().out))
+    scaled, raw = reports
+    assert scaled["decision_agreement"] == raw["decision_agreement"] == 1.0
+    assert 0 < scaled["max_score_delta"] == raw["max_score_delta"] < 0.5
 
 
 @pytest.mark.slow

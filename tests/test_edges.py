@@ -16,6 +16,7 @@ import soundfile as sf
 
 from voxguard.audio.options import SAMPLE_RATE
 from voxguard.audio.speech import SPEECH_FRAME
+from voxguard.model.locate import AASIST_SCORE_OFFSET, AASIST_SCORE_SCALE
 from voxguard.pipeline import Pipeline
 from voxguard.settings import Settings
 
@@ -52,7 +53,7 @@ def spliced(seconds: float, fake_s: tuple[float, float], seed: int = 0) -> bytes
 
 @pytest.fixture
 def pipeline() -> Pipeline:
-    return Pipeline(Settings().audio, Settings().rule.for_model())
+    return Pipeline(Settings().audio, Settings().rule.for_model(AASIST_SCORE_OFFSET, AASIST_SCORE_SCALE))
 
 
 # The splices (reported as 10.0-14.04, 12.0-16.04 and 2.0-6.04), one near a file's end and a

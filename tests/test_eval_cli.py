@@ -23,6 +23,7 @@ from voxguard.audio.windows import make_windows, prepare
 from voxguard.cli import main
 from voxguard.evaluation.metrics import asv_error_rates, equal_error_rate, min_tdcf
 from voxguard.evaluation.scorefile import read_asv_scores, resume_scores
+from voxguard.model.locate import AASIST_SCORE_OFFSET, AASIST_SCORE_SCALE
 from voxguard.scoring import fake_probability, summarize
 from voxguard.settings import Settings
 
@@ -139,10 +140,15 @@ def test_folder_layout_by_default_is_the_service_verdict(tmp_path, capsys, detec
     audio, windows = prepare(long.read_bytes(), AudioOptions())
     assert len(windows.batch) > 2  # several windows, judged as the service judges them
     margins = detector_factory("aasist", "fast").scores(windows.batch)
-    want = summarize(audio, windows, margins, Settings().rule.for_model()).decision.score
+    want = summarize(
+        audio, windows, margins, Settings().rule.for_model(AASIST_SCORE_OFFSET, AASIST_SCORE_SCALE)
+    ).decision.score
     assert resume_scores(out / "scores.txt")["fake/espeak/long.wav"] == pytest.approx(want, abs=1e-3)
     assert _summary(out)["run"]["windows"] == len(windows.batch)
-    assert _summary(out)["run"]["score_offset"] == Settings().rule.for_model().offset
+    assert (
+        _summary(out)["run"]["score_offset"]
+        == Settings().rule.for_model(AASIST_SCORE_OFFSET, AASIST_SCORE_SCALE).offset
+    )
     assert "Protocol `service`" in (out / "report.md").read_text()
 
 

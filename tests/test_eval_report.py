@@ -143,13 +143,20 @@ def test_inconclusive_files_have_their_own_section_not_the_failures(tmp_path: Pa
     ]
 
 
-def test_the_score_wording_names_the_offset_the_protocol_added(tmp_path: Path) -> None:
+def test_the_score_wording_names_the_offset_and_scale_the_protocol_applied(tmp_path: Path) -> None:
     service = dataclasses.replace(RUN, protocol="service", score_offset=6.0)
     _report(tmp_path, list(SCORES), run=service)
     assert (
         "`logit(bona fide) − logit(spoof)` plus the service's score offset (+6)"
         in (tmp_path / "report.md").read_text()
     )
+    scaled = dataclasses.replace(service, score_scale=0.07)
+    _report(tmp_path, list(SCORES), run=scaled)
+    assert (
+        "`logit(bona fide) − logit(spoof)` plus the service's score offset (+6), times the model's score "
+        "scale (0.07)" in (tmp_path / "report.md").read_text()
+    )
+    assert "the score offset +6 and the scale 0.07" in (tmp_path / "report.md").read_text()
     _report(tmp_path, list(SCORES))  # the reference protocol: the network's own margin
     md = (tmp_path / "report.md").read_text()
     assert "Scores are `logit(bona fide) − logit(spoof)`: higher means more human." in md

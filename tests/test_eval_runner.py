@@ -18,10 +18,11 @@ from voxguard.datasets import load_dataset
 from voxguard.evaluation import runner
 from voxguard.evaluation.runner import score_dataset, scoring_protocol
 from voxguard.evaluation.scorefile import resume_scores
+from voxguard.model.locate import AASIST_SCORE_OFFSET, AASIST_SCORE_SCALE
 from voxguard.scoring import Rule, summarize
 from voxguard.settings import Settings
 
-RULE = Settings().rule.for_model()
+RULE = Settings().rule.for_model(AASIST_SCORE_OFFSET, AASIST_SCORE_SCALE)
 REFERENCE = scoring_protocol(AudioOptions(), RULE, name="reference", preprocess=None)
 SERVICE = scoring_protocol(AudioOptions(), RULE, name="service", preprocess=None)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from voxguard.model.locate import AASIST_SCORE_OFFSET, AASIST_SCORE_SCALE
 from voxguard.pipeline import Pipeline
 from voxguard.settings import Settings
 
@@ -22,7 +23,7 @@ class Constant:
 
 
 def test_run_verdict_and_decision_agree(samples_dir):
-    pipeline = Pipeline(Settings().audio, Settings().rule.for_model())
+    pipeline = Pipeline(Settings().audio, Settings().rule.for_model(AASIST_SCORE_OFFSET, AASIST_SCORE_SCALE))
     data = (samples_dir / "voicememo.mp3").read_bytes()
     audio, windows = pipeline.windows(data)
     margins = np.linspace(-12, 12, len(windows.batch)).astype(np.float32)

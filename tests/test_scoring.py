@@ -140,6 +140,9 @@ def test_find_segments_reports_every_qualifying_run():
         {"min_windows": 0},
         {"min_reliable_s": -1.0},
         {"offset": float("nan")},
+        {"scale": 0.0},
+        {"scale": -1.0},
+        {"scale": float("inf")},
     ],
 )
 def test_rule_refuses_impossible_values(kwargs):
@@ -149,9 +152,35 @@ def test_rule_refuses_impossible_values(kwargs):
 
 def test_a_configured_offset_overrides_every_models_own_and_unset_each_keeps_its_own():
     configured = RuleOptions(threshold=0.7, min_windows=2, min_reliable_s=1.0, offset=None)
-    assert configured.for_model(0.0) == Rule(0.7, 2, 1.0, 0.0)
-    assert configured.for_model() == Rule(0.7, 2, 1.0, 6.0)  # the official AASIST weights' offset
-    assert RuleOptions(0.7, 2, 1.0, offset=-1.0).for_model(6.0).offset == -1.0
+    assert configured.for_model(0.0, 1.0) == Rule(0.7, 2, 1.0, 0.0)
+    assert configured.for_model(6.0, 0.5) == Rule(0.7, 2, 1.0, 6.0, 0.5)
+    assert RuleOptions(0.7, 2, 1.0, offset=-1.0).for_model(6.0, 0.5) == Rule(0.7, 2, 1.0, -1.0, 0.5)
+
+
+def test_a_configured_scale_overrides_every_models_own_and_unset_each_keeps_its_own():
+    assert RuleOptions(0.5, 1, 2.0, offset=None).for_model(6.0, 0.25).scale == 0.25
+    assert RuleOptions(0.5, 1, 2.0, offset=None, scale=1.0).for_model(6.0, 0.25).scale == 1.0
+
+
+def test_the_scale_changes_how_sure_a_score_is_and_never_which_side_it_is_on():
+    margins = np.array([REAL_S, -9.0, -5.0])  # with offset 6: scores 12, -3 and 1
+    plain = Rule(offset=6.0)
+    scaled = Rule(offset=6.0, scale=0.1)
+    for a, b in zip(
+        plain.window_scores(grid(3), margins, [False] * 3),
+        scaled.window_scores(grid(3), margins, [False] * 3),
+        strict=True,
+    ):
+        assert b.score == pytest.approx(0.1 * a.score)
+        assert (a.fake_probability >= 0.5) == (b.fake_probability >= 0.5)
+    d_plain = decide(grid(3), margins, [False] * 3, plain)
+    d_scaled = decide(grid(3), margins, [False] * 3, scaled)
+    assert d_plain.prediction == d_scaled.prediction == FAKE
+    assert [(s.start_s, s.end_s) for s in d_plain.segments] == [
+        (s.start_s, s.end_s) for s in d_scaled.segments
+    ]
+    assert d_plain.confidence == pytest.approx(fake_probability(-3.0))  # 0.95
+    assert d_scaled.confidence == pytest.approx(fake_probability(-0.3))  # 0.57: says less
 
 
 def test_a_window_is_fake_by_the_same_comparison_a_segment_is_made_of():

@@ -21,6 +21,7 @@ from servers import PoisonedDetector, ServerProcess, live_server
 from test_edges import ToneModel, spliced
 from voxguard.audio.options import AudioOptions
 from voxguard.audio.windows import prepare
+from voxguard.model.locate import AASIST_SCORE_OFFSET, AASIST_SCORE_SCALE, spec_of
 from voxguard.scoring import summarize
 from voxguard.settings import Settings
 
@@ -66,7 +67,12 @@ def metric(text: str, name: str) -> float:
 def expected(detector, data: bytes, options: AudioOptions | None = None):
     """What the service should answer for ``data``, by the default rule (a ``Verdict``)."""
     audio, windows = prepare(data, options or AudioOptions())
-    return summarize(audio, windows, detector.scores(windows.batch), Settings().rule.for_model())
+    return summarize(
+        audio,
+        windows,
+        detector.scores(windows.batch),
+        Settings().rule.for_model(AASIST_SCORE_OFFSET, AASIST_SCORE_SCALE),
+    )
 
 
 async def post_all(url: str, files: list[tuple[str, bytes]], **kw) -> list[httpx.Response]:
@@ -351,6 +357,12 @@ async def test_seed_compatible_endpoints_and_errors(detectors, uploads):
             assert results[2]["result"]["sample_rate"] == 44100
             models = (await c.get("/v1/models")).json()
             assert models["default"] == "aasist" and models["models"][0]["parameters"] == 297_866
+            # The offset and scale the verdict rule applies: the official weights' own.
+            official = spec_of("aasist")
+            assert (models["models"][0]["score_offset"], models["models"][0]["score_scale"]) == (
+                official.score_offset,
+                official.score_scale,
+            )
             assert (await c.get("/nope")).json()["code"] == "not_found"
             assert "x-request-id" in seed.headers
 

@@ -24,6 +24,7 @@ from voxguard.api.app import create_app
 from voxguard.audio.options import WINDOW, AudioOptions
 from voxguard.benchmarks import serve_bench
 from voxguard.cli.parser import build_parser
+from voxguard.model.locate import spec_of
 from voxguard.scoring import Rule
 from voxguard.serving import wiring
 from voxguard.serving.engine import LocalEngine
@@ -123,7 +124,10 @@ async def test_the_api_runs_in_process_on_a_simulated_engine_without_weights(tmp
         assert (await c.get("/ready")).status_code == 200
     assert answer.status_code == 200, answer.text
     body = answer.json()
-    assert body["prediction"] == "REAL" and body["windows"][0]["score"] == pytest.approx(SIMULATED_MARGIN + 6)
+    official = spec_of("aasist")  # a simulated model is judged by the rule of the model it stands in for
+    assert body["prediction"] == "REAL" and body["windows"][0]["score"] == pytest.approx(
+        (SIMULATED_MARGIN + official.score_offset) * official.score_scale
+    )
     assert models[0]["engine"] == "simulated" and "SIMULATED" in models[0]["note"]
 
 
@@ -232,7 +236,8 @@ def test_a_batch_on_an_idle_server_is_one_piece_of_work_and_gets_every_answer():
             ] * 6
             assert [len(r.verdict.windows) for r in results if not isinstance(r, Exception)] == [10] * 12
             assert all(
-                r.verdict.decision.score == SIMULATED_MARGIN + service.pipelines["aasist"].rule.offset
+                r.verdict.decision.score
+                == pytest.approx(service.pipelines["aasist"].rule.calibrate(np.array([SIMULATED_MARGIN]))[0])
                 for r in results
                 if not isinstance(r, Exception)
             )
@@ -288,6 +293,7 @@ def test_the_flat_variables_reach_each_part_in_its_section(monkeypatch):
         "STREAM_IDLE_S": "3",
         "THRESHOLD": "0.7",
         "SCORE_OFFSET": "1.5",
+        "SCORE_SCALE": "0.5",
         "HOP": "16000",
         "COMPILE": "true",
         "MODELS": "aasist,aasist-l",
@@ -299,7 +305,9 @@ def test_the_flat_variables_reach_each_part_in_its_section(monkeypatch):
     settings = settings_from_environment()
     assert settings.batching == BatchingSettings(max_batch_size=8, max_wait_ms=5.0, queue_size=99)
     assert settings.http.api_keys == ("a", "b") and settings.http.stream_idle_s == 3.0
-    assert settings.rule.for_model(6.0) == settings.rule.for_model(0.0) == Rule(0.7, 1, 2.0, 1.5)
+    assert (
+        settings.rule.for_model(6.0, 1.0) == settings.rule.for_model(0.0, 0.1) == Rule(0.7, 1, 2.0, 1.5, 0.5)
+    )
     assert settings.service.audio == settings.audio and settings.audio.hop == 16000
     assert settings.service.rule == settings.rule and settings.service.queue_size == 99
     loading = settings.loading

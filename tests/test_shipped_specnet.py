@@ -36,7 +36,9 @@ def test_it_reproduces_its_recorded_scores(detector_factory, golden, samples_dir
     margins = detector.scores(golden["inputs"])
     names = [str(n) for n in golden["row_names"]]
     np.testing.assert_allclose(margins, [RECORDED["golden_margins"][n] for n in names], atol=1e-3)
-    pipeline = Pipeline(Settings().audio, Settings().rule.for_model(detector.info.score_offset))
+    pipeline = Pipeline(
+        Settings().audio, Settings().rule.for_model(detector.info.score_offset, detector.info.score_scale)
+    )
     for name, want in RECORDED["sample_fake_probability"].items():
         got = pipeline.run((samples_dir / name).read_bytes(), detector, 4).decision.fake_probability
         assert got == pytest.approx(want, abs=1e-4), name

@@ -11,7 +11,7 @@ from voxguard.model.checkpoints import load_checkpoint, save_checkpoint
 from voxguard.model.config import ARCHITECTURES, SpecNetConfig, config_from_dict
 from voxguard.model.factory import build_model
 from voxguard.model.specnet import SpecNet
-from voxguard.training.calibration import Calibration, fit_platt, fold_into
+from voxguard.training.calibration import Calibration, fit_platt, fit_scale, fold_into
 
 
 def _model(seed: int = 0) -> SpecNet:
@@ -43,20 +43,19 @@ def test_config_round_trips_and_old_files_read_as_aasist():
     )
 
 
-def test_checkpoint_round_trip_records_the_score_offset(tmp_path):
+def test_checkpoint_round_trip_records_the_score_offset_and_scale(tmp_path):
     model = _model()
     path = tmp_path / "spec.pt"
-    save_checkpoint(path, model, name="mine", extra={"score_offset": 0.25})
+    save_checkpoint(path, model, name="mine", extra={"score_offset": 0.25, "score_scale": 0.5})
     loaded = load_checkpoint("specnet", path=path)
-    assert loaded.name == "mine" and loaded.score_offset == 0.25
+    assert loaded.name == "mine" and (loaded.score_offset, loaded.score_scale) == (0.25, 0.5)
     assert isinstance(loaded.model, SpecNet)
     x = torch.randn(2, 64600) * 0.05
     with torch.inference_mode():
         assert torch.equal(loaded.model(x)[1], model(x)[1])
     save_checkpoint(path, model, name="plain")
-    assert (
-        load_checkpoint("specnet", path=path).score_offset == 0.0
-    )  # SpecNet's calibration is in its weights
+    plain = load_checkpoint("specnet", path=path)
+    assert (plain.score_offset, plain.score_scale) == (0.0, 1.0)  # SpecNet's calibration is in its weights
 
 
 @pytest.mark.parametrize("engine", ENGINES)
@@ -97,6 +96,23 @@ def test_platt_fit_converges_where_a_full_newton_step_overshoots():
     gradient = [np.dot(w * (p - bonafide), margins) + 1e-2 * fitted.scale, np.sum(w * (p - bonafide))]
     assert np.abs(gradient).max() < 1e-6
     assert 0.1 < fitted.scale < 1.0
+
+
+def test_scale_fit_recovers_a_known_slope_and_keeps_the_decision_point():
+    rng = np.random.default_rng(2)
+    margins = rng.normal(-6.0, 12.0, 20_000)
+    # Equal classes around the point -6: a class-balanced fit with the offset kept is unbiased there.
+    bonafide = rng.random(20_000) < 1 / (1 + np.exp(-0.08 * (margins + 6.0)))
+    scale = fit_scale(margins, bonafide, offset=6.0)
+    assert scale == pytest.approx(0.08, rel=0.06)
+    # Whatever the scale, the boundary stays where the offset puts it.
+    assert Calibration(scale, scale * 6.0).apply(np.array([-6.0]))[0] == pytest.approx(0.0)
+
+
+def test_scale_fit_refuses_a_model_that_ranks_the_split_backwards():
+    margins = np.array([-9.0, -8.0, -7.5, -4.0, -3.0, -2.0])
+    with pytest.raises(ValueError, match="ranks real speech as fake"):
+        fit_scale(margins, np.array([True, True, True, False, False, False]), offset=6.0)
 
 
 def test_calibration_needs_both_classes():

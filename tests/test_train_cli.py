@@ -42,6 +42,7 @@ def test_fine_tune_then_serve_and_predict_with_the_checkpoint(
     # Tones are not speech: serve and predict with the network's own scores and no speech floor, so the
     # fine-tuned model's output is compared with the official one's as it is.
     monkeypatch.setenv("VOXGUARD_SCORE_OFFSET", "0")
+    monkeypatch.setenv("VOXGUARD_SCORE_SCALE", "1")
     monkeypatch.setenv("VOXGUARD_MIN_RELIABLE_S", "0")
     # 16 clips to train on (folder layout, WAV), 8 to pick the best epoch with (CSV layout, FLAC).
     train_dir = write_folder_set(tmp_path / "train", 8, seed=1)

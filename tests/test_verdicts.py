@@ -26,6 +26,7 @@ from voxguard.audio.options import SAMPLE_RATE, AudioOptions
 from voxguard.audio.speech import speech_span
 from voxguard.audio.windows import prepare
 from voxguard.client import Client
+from voxguard.model.locate import AASIST_SCORE_OFFSET, AASIST_SCORE_SCALE
 from voxguard.settings import Settings
 
 RECORDINGS = ("p225_001_mic1.flac", "p225_002_mic1.flac", "voicememo.mp3", "p225_002_mic2.flac")
@@ -75,7 +76,7 @@ def spliced(real_speech, synthetic) -> tuple[bytes, tuple[float, float]]:
 
 def test_defaults_are_the_measured_rule():
     """docs/evaluation.md derives these from scripts/verdict_study.py; change them with a new measurement."""
-    rule = Settings().rule.for_model()
+    rule = Settings().rule.for_model(AASIST_SCORE_OFFSET, AASIST_SCORE_SCALE)
     assert (rule.min_reliable_s, rule.offset, rule.min_windows, rule.threshold) == (2.0, 6.0, 1, 0.5)
 
 

@@ -120,7 +120,8 @@ class ModelInfo:
     engine: str
     config: ModelConfig
     cuda_graphs: bool
-    score_offset: float = 6.0  # the verdict rule's default offset for this model (LoadedCheckpoint)
+    score_offset: float  # the verdict rule's default offset for this model (LoadedCheckpoint)
+    score_scale: float  # and its default scale
     note: str | None = None  # what a reader of /v1/models must know (a simulated model says so)
 
 
@@ -176,6 +177,7 @@ class Detector:
             config=loaded.config,
             cuda_graphs=cuda_graphs and self.device.type == "cuda" and not compile_model,
             score_offset=loaded.score_offset,
+            score_scale=loaded.score_scale,
         )
         self._module = build_engine(loaded.model, engine, self.device, compile_model)
         self._pinned: torch.Tensor | None = None

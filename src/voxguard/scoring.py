@@ -2,9 +2,12 @@
 
 A window's model output is ``logit[bona fide] - logit[spoof]``. AASIST's softmax is far more sure of
 "spoof" on speech unlike its training data (phone lines, unfamiliar microphones, short cuts) than on
-the synthetic speech it knows, so the rule first adds a measured ``offset`` to every window's margin:
-the window **score** (positive means human, 0 is the decision boundary) and its **fake probability**
-``sigmoid(-score)`` are reported after that shift. With ``offset`` 0 they are the network's own.
+the synthetic speech it knows, so the rule first adds a measured ``offset`` to every window's margin,
+then multiplies it by the model's measured ``scale``: the window **score** (positive means human, 0 is
+the decision boundary) and its **fake probability** ``sigmoid(-score)`` are reported after that. The
+offset places the boundary; the scale only says how sure the model may be there (fitted on held-out
+speech, so that a 0.9 means about 9 in 10 right) and never moves a verdict at threshold 0.5. With
+``offset`` 0 and ``scale`` 1 they are the network's own.
 
 The file rule (measured in docs/evaluation.md) looks for synthetic speech anywhere, not on average: a
 **segment** is a run of at least ``min_windows`` consecutive counted (non-silent) windows whose fake
@@ -51,6 +54,7 @@ class Rule:
     min_windows: int = 1
     min_reliable_s: float = 0.0
     offset: float = 0.0
+    scale: float = 1.0
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.threshold <= 1.0:
@@ -61,10 +65,12 @@ class Rule:
             raise ValueError(f"min_reliable_s must not be negative, got {self.min_reliable_s}")
         if not math.isfinite(self.offset):
             raise ValueError(f"offset must be a finite number, got {self.offset}")
+        if not (math.isfinite(self.scale) and self.scale > 0):
+            raise ValueError(f"scale must be a positive number, got {self.scale}")
 
     def calibrate(self, margins: np.ndarray) -> np.ndarray:
         """Model margins (``logit[bona fide] - logit[spoof]``) -> the window scores every report uses."""
-        return np.asarray(margins, dtype=np.float64) + self.offset
+        return (np.asarray(margins, dtype=np.float64) + self.offset) * self.scale
 
     def is_fake(self, probability: float) -> bool:
         """The rule's one comparison: a window (or a file's best run) this likely to be synthetic is fake."""
@@ -83,19 +89,22 @@ class Rule:
 
 @dataclass(frozen=True)
 class RuleOptions:
-    """The verdict rule as configured (``Settings.rule``). Each model has its own score offset, so the
-    :class:`Rule` a model's windows are judged by is :meth:`for_model`'s."""
+    """The verdict rule as configured (``Settings.rule``). Each model has its own score offset and scale,
+    so the :class:`Rule` a model's windows are judged by is :meth:`for_model`'s."""
 
     threshold: float
     min_windows: int
     min_reliable_s: float
     offset: float | None  # every model's offset; None: each model's own
+    scale: float | None = None  # every model's scale; None: each model's own
 
-    def for_model(self, model_offset: float = 6.0) -> Rule:
-        """The rule for a model whose own offset is ``model_offset`` (``ModelInfo.score_offset``; 6 is
-        the official AASIST weights')."""
+    def for_model(self, model_offset: float, model_scale: float) -> Rule:
+        """The rule for a model whose own offset and scale are ``model_offset`` and ``model_scale``
+        (``ModelInfo.score_offset`` and ``.score_scale``). Both are required: an offset alone would
+        borrow another model's scale."""
         offset = model_offset if self.offset is None else self.offset
-        return Rule(self.threshold, self.min_windows, self.min_reliable_s, offset)
+        scale = model_scale if self.scale is None else self.scale
+        return Rule(self.threshold, self.min_windows, self.min_reliable_s, offset, scale)
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ People set flat variables (``VOXGUARD_MAX_BATCH_SIZE``) or the flags generated f
 get :class:`Settings` in sections, small frozen values holding only what one part reads:
 
 - ``settings.audio`` (``audio.options.AudioOptions``) and ``settings.rule`` (``scoring.RuleOptions``;
-  ``.for_model(offset)`` is a model's ``Rule``): the pipeline's, for uploads and live windows alike;
+  ``.for_model(offset, scale)`` is a model's ``Rule``): the pipeline's, for uploads and live windows alike;
 - ``settings.loading`` (:class:`ModelLoading`, its ``detector`` an ``inference.LoadOptions``): the
   models the engine loads and how (the CLI's commands load theirs the same way);
 - ``settings.batching`` (:class:`BatchingSettings`): the engine and its batcher, in either wiring;
@@ -97,6 +97,13 @@ class Settings(BaseSettings):
         default=None,
         description="added to the model's logit margin before scores and probabilities; default: the "
         "model's own (6 for the official AASIST weights, 0 for specnet)",
+    )
+    score_scale: float | None = Field(
+        default=None,
+        gt=0.0,
+        description="multiplies the offset margin: how sure a score may say the model is; default: the "
+        "model's own (fitted on held-out speech for the official weights, 1 for specnet, whose "
+        "calibration is in its weights); 1 gives the network's raw confidence",
     )
     min_reliable_s: float = Field(
         default=2.0, ge=0.0, description="less speech than this (seconds) gets INCONCLUSIVE, not a verdict"
@@ -198,8 +205,8 @@ class Settings(BaseSettings):
 
     @property
     def rule(self) -> RuleOptions:
-        """The verdict rule; ``.for_model(ModelInfo.score_offset)`` is one model's ``scoring.Rule``
-        (``score_offset``, when set, overrides every model's own)."""
+        """The verdict rule; ``.for_model(ModelInfo.score_offset, ModelInfo.score_scale)`` is one model's
+        ``scoring.Rule`` (``score_offset`` and ``score_scale``, when set, override every model's own)."""
         from .scoring import RuleOptions
 
         return RuleOptions(
@@ -207,6 +214,7 @@ class Settings(BaseSettings):
             min_windows=self.min_fake_windows,
             min_reliable_s=self.min_reliable_s,
             offset=self.score_offset,
+            scale=self.score_scale,
         )
 
     @property

@@ -192,6 +192,10 @@ class ModelOut(BaseModel):
     score_offset: float = Field(
         description="what the verdict rule adds to this model's margins (its own, or VOXGUARD_SCORE_OFFSET)"
     )
+    score_scale: float = Field(
+        description="what the verdict rule multiplies the offset margin by before scores and probabilities "
+        "(its own, or VOXGUARD_SCORE_SCALE)"
+    )
     note: str | None = Field(default=None, description="e.g. that the model is simulated (benchmarks only)")
 
 

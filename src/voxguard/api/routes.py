@@ -236,13 +236,15 @@ async def models(request: Request) -> ModelsResponse:
     """The loaded models, with the sha256 of the checkpoint each was loaded from."""
     query_model(request, accepted=())
     service = _service(request)
-    # ModelInfo's fields, with the configuration as a dict and the offset the verdict rule really adds.
+    # ModelInfo's fields, with the configuration as a dict and the offset and scale the verdict rule
+    # really applies.
     out = [
         ModelOut(
             **{
                 **vars(info),
                 "config": info.config.to_dict(),
                 "score_offset": service.pipelines[info.name].rule.offset,
+                "score_scale": service.pipelines[info.name].rule.scale,
             }
         )
         for info in service.models.values()

@@ -15,7 +15,7 @@ from ..inference import Detector
 from ..model.checkpoints import load_checkpoint
 from ..pipeline import Pipeline
 from ..process_tuning import set_threads, tune_allocator
-from ..scoring import Rule
+from ..scoring import RuleOptions
 
 
 @dataclass(frozen=True)
@@ -112,20 +112,25 @@ def engine_agreement(
     device: str = "cpu",
     checkpoint: str | None = None,
     checkpoint_dir: str | None = None,
-    options: AudioOptions | None = None,
-    rule: Rule | None = None,
+    options: AudioOptions,
+    rule: RuleOptions,
 ) -> dict:
-    """Decision agreement and largest score difference of ``engine`` against ``eager`` on real files."""
+    """Decision agreement and largest margin difference of ``engine`` against ``eager`` on real files.
+
+    Decisions follow the model's own rule (its offset and scale); the difference is taken on the
+    network's margins, before the rule, so it reads the same whatever the model's scale."""
     loaded = load_checkpoint(name, checkpoint, checkpoint_dir)
     reference = Detector(loaded, engine="eager", device=device)
     candidate = Detector(loaded, engine=engine, device=device)
-    pipeline = Pipeline(options or AudioOptions(), rule or Rule())
+    pipeline = Pipeline(options, rule.for_model(loaded.score_offset, loaded.score_scale))
     rows = []
     for path in files:
         audio, windows = pipeline.windows(Path(path).read_bytes())
-        want = pipeline.verdict(audio, windows, reference.scores(windows.batch))
-        got = pipeline.verdict(audio, windows, candidate.scores(windows.batch))
-        window_delta = max(abs(a.score - b.score) for a, b in zip(want.windows, got.windows, strict=True))
+        want_margins = reference.scores(windows.batch)
+        got_margins = candidate.scores(windows.batch)
+        want = pipeline.verdict(audio, windows, want_margins)
+        got = pipeline.verdict(audio, windows, got_margins)
+        window_delta = float(np.max(np.abs(want_margins - got_margins)))
         rows.append(
             {"file": str(path), "agree": want.prediction == got.prediction, "max_window_delta": window_delta}
         )
@@ -158,5 +163,5 @@ def render_agreement(report: dict) -> str:
     return (
         f"{report['engine']} vs eager ({report['model']}, {report['files']} files): "
         f"decision agreement {report['decision_agreement']:.1%}, "
-        f"max window score difference {report['max_score_delta']:.4f}"
+        f"max window margin difference {report['max_score_delta']:.4f}"
     )

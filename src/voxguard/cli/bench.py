@@ -139,7 +139,7 @@ def _agreement(args: argparse.Namespace, settings: Settings) -> Report:
         checkpoint=args.checkpoint,
         checkpoint_dir=args.checkpoint_dir,
         options=settings.model_copy(update={"preprocess": args.preprocess}).audio,
-        rule=settings.rule.for_model(),
+        rule=settings.rule,
     )
     return report, model_bench.render_agreement
 

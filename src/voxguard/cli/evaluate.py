@@ -117,7 +117,7 @@ def _score(
     from ..evaluation.scorefile import check_provenance
 
     rule = settings.model_copy(update={"threshold": args.threshold}).rule.for_model(
-        detector.info.score_offset
+        detector.info.score_offset, detector.info.score_scale
     )
     protocol = scoring_protocol(settings.audio, rule, name=args.protocol, preprocess=args.preprocess)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -132,6 +132,8 @@ def _score(
             "rule": {
                 "min_windows": protocol.rule.min_windows,
                 "min_reliable_s": protocol.rule.min_reliable_s,
+                "offset": protocol.rule.offset,
+                "scale": protocol.rule.scale,
             },
         },
     )
@@ -167,6 +169,7 @@ def _run_info(
         windows=result.windows,
         seconds=round(result.seconds, 3),
         score_offset=protocol.rule.offset,
+        score_scale=protocol.rule.scale,
         min_fake_windows=protocol.rule.min_windows,
         min_reliable_s=protocol.rule.min_reliable_s,
     )

@@ -54,7 +54,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     settings = settings.model_copy(update={"preprocess": args.preprocess, "threshold": args.threshold})
     files = audio_files(args.files)
     detector = load_detector(args, settings)
-    pipeline = Pipeline(settings.audio, settings.rule.for_model(detector.info.score_offset))
+    pipeline = Pipeline(
+        settings.audio, settings.rule.for_model(detector.info.score_offset, detector.info.score_scale)
+    )
     failures = 0
     rows = []
     batch_size = settings.batching.batch_size_for(detector.device.type)

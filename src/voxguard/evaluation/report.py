@@ -81,20 +81,24 @@ def _protocol_text(summary: Summary) -> str:
     )
     return (
         "Protocol `service`: each file gets what the service answers. Every 4.04 s window (2 s apart) is "
-        f"scored with `{run.preprocess}` preprocessing and the score offset {run.score_offset:+g}; the "
+        f"scored with `{run.preprocess}` preprocessing, the score offset {run.score_offset:+g} and the "
+        f"scale {run.score_scale:g}; the "
         f"file's score is that of {run_of} among the windows that are not silent, so a synthetic stretch "
         f"anywhere counts. Files with less than {run.min_reliable_s:g} s of speech get no verdict "
         "(listed below, left out of the figures)."
     )
 
 
-def _score_text(offset: float) -> str:
-    """What a score is: the network's margin, plus the service's offset when the protocol adds one."""
-    if offset == 0:
+def _score_text(offset: float, scale: float) -> str:
+    """What a score is: the network's margin, with the service's offset and scale where the protocol
+    applies them."""
+    if offset == 0 and scale == 1:
         return "Scores are `logit(bona fide) − logit(spoof)`: higher means more human."
+    scaled = "" if scale == 1 else f", times the model's score scale ({scale:g})"
     return (
-        f"Scores are `logit(bona fide) − logit(spoof)` plus the service's score offset ({offset:+g}), as the "
-        "service reports them: higher means more human, and 0 is the service's decision boundary."
+        f"Scores are `logit(bona fide) − logit(spoof)` plus the service's score offset ({offset:+g})"
+        f"{scaled}, as the service reports them: higher means more human, and 0 is the service's "
+        "decision boundary."
     )
 
 
@@ -124,7 +128,7 @@ def _results(summary: Summary) -> list[Block]:
             ],
         ),
         Paragraph(
-            f"{_score_text(summary.run.score_offset)} The EER is where the "
+            f"{_score_text(summary.run.score_offset, summary.run.score_scale)} The EER is where the "
             "share of bona fide files rejected equals the share of spoofs accepted. Accuracy, precision, "
             "recall and F1 use the service's own verdict rule (FAKE when `sigmoid(−score) ≥ threshold`) "
             "with **spoof (FAKE) as the positive class**: precision is the share of FAKE verdicts that "

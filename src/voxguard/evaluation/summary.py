@@ -117,6 +117,7 @@ class RunInfo:
     windows: int
     seconds: float
     score_offset: float = 0.0  # the verdict rule the protocol used (scoring.Rule)
+    score_scale: float = 1.0
     min_fake_windows: int = 1
     min_reliable_s: float = 0.0
 

@@ -55,7 +55,9 @@ class LoadedCheckpoint:
     voxguard checkpoints; ``sha256`` is always the hash of the file actually read. ``score_offset`` is
     what the verdict rule adds to this model's margins unless the operator sets one: the registry's for
     official files, the one a voxguard checkpoint records, else 6 for AASIST and 0 for SpecNet (whose
-    recipe folds its calibration into its output layer).
+    recipe folds its calibration into its output layer). ``score_scale`` multiplies the offset margin
+    the same way: the registry's for official files (fitted on held-out speech), else the recorded one,
+    else 1 (the network's own confidence).
     """
 
     name: str
@@ -64,6 +66,7 @@ class LoadedCheckpoint:
     config: ModelConfig
     model: nn.Module
     score_offset: float = AASIST_SCORE_OFFSET
+    score_scale: float = 1.0
 
 
 def sha256_file(path: Path) -> str:
@@ -138,8 +141,9 @@ def _check_keys_and_shapes(
 
 def _unpack(
     obj: Any, requested: str, path: Path, sha: str
-) -> tuple[str, ModelConfig, dict[str, torch.Tensor], float]:
-    """Tell the two accepted file shapes apart; return (name, config, state_dict, score offset)."""
+) -> tuple[str, ModelConfig, dict[str, torch.Tensor], float, float]:
+    """Tell the two accepted file shapes apart; return (name, config, state_dict, score offset, score
+    scale)."""
     if isinstance(obj, Mapping) and obj.get("format") == VOXGUARD_FORMAT:
         version = obj.get("version")
         if version != VOXGUARD_FORMAT_VERSION:
@@ -148,14 +152,16 @@ def _unpack(
             config = config_from_dict(obj["config"])
             recorded = str(obj["model"])
             default = AASIST_SCORE_OFFSET if config.architecture == "AASIST" else 0.0
-            offset = float((obj.get("extra") or {}).get("score_offset", default))
+            extra = obj.get("extra") or {}
+            offset = float(extra.get("score_offset", default))
+            scale = float(extra.get("score_scale", 1.0))
         except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
             raise _corrupt(path, f"voxguard checkpoint has no valid config ({exc!r})") from exc
         if recorded != requested:
             logger.info(
                 "%s holds model %r (requested %r); using the config stored in it", path, recorded, requested
             )
-        return recorded, config, _as_state_dict(obj.get("state_dict"), path), offset
+        return recorded, config, _as_state_dict(obj.get("state_dict"), path), offset, scale
     state = _as_state_dict(obj, path)
     spec = spec_of(requested)  # a plain state_dict has no config of its own: the name must supply it
     if sha != spec.sha256:
@@ -167,7 +173,7 @@ def _unpack(
             spec.sha256,
             requested,
         )
-    return requested, spec.config, state, spec.score_offset
+    return requested, spec.config, state, spec.score_offset, spec.score_scale
 
 
 def load_checkpoint(
@@ -194,7 +200,7 @@ def load_checkpoint(
                 f"got {sha}.",
                 f"re-run `make weights` or `voxguard weights --model {name}` (it replaces a bad copy)",
             )
-    model_name, config, state, offset = _unpack(_read(file), name, file, sha)
+    model_name, config, state, offset, scale = _unpack(_read(file), name, file, sha)
     try:
         model = build_model(config)
     except Exception as exc:  # a hand-edited config can fail in many ways inside the constructor
@@ -208,7 +214,7 @@ def load_checkpoint(
         ) from exc
     model.eval()
     logger.info("loaded %s from %s (sha256 %s)", model_name, file, sha)
-    return LoadedCheckpoint(model_name, file, sha, config, model, offset)
+    return LoadedCheckpoint(model_name, file, sha, config, model, offset, scale)
 
 
 def _check_plain(value: Any, where: str) -> None:

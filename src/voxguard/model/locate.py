@@ -19,6 +19,12 @@ BUNDLED_DIR = Path(__file__).parent / "weights"
 # What the official AASIST weights' margin needs for 0 to be the measured REAL/FAKE boundary
 # (docs/evaluation.md); also the offset of AASIST checkpoints that record none of their own.
 AASIST_SCORE_OFFSET = 6.0
+# How sure the official weights may say they are there: the scale of their offset margin, fitted on the
+# dev split of `voxguard corpus` with the offset kept (`scripts/detector_recipe.py --step scales`). Their
+# raw softmax is as sure on today's voices, which it misses, as on those it knows: a third of its
+# answers at confidence >= 0.9 were wrong on held-out speech (docs/evaluation.md).
+AASIST_SCORE_SCALE = 0.0673
+AASIST_L_SCORE_SCALE = 0.0306
 
 
 class CheckpointError(SetupError):
@@ -51,10 +57,11 @@ class CheckpointSpec:
     config: ModelConfig
     license: str
     score_offset: float = AASIST_SCORE_OFFSET
+    score_scale: float = 1.0
     bundled: bool = False
 
 
-def _upstream(name: str, filename: str, sha256: str, size: int) -> CheckpointSpec:
+def _upstream(name: str, filename: str, sha256: str, size: int, score_scale: float) -> CheckpointSpec:
     """A checkpoint the official AASIST repository publishes, at the pinned commit."""
     url = f"https://github.com/clovaai/aasist/raw/{UPSTREAM_COMMIT}/models/weights/{filename}"
     return CheckpointSpec(
@@ -65,18 +72,24 @@ def _upstream(name: str, filename: str, sha256: str, size: int) -> CheckpointSpe
         url=url,
         config=VARIANTS[name],
         license=UPSTREAM_LICENSE,
+        score_scale=score_scale,
     )
 
 
 REGISTRY: dict[str, CheckpointSpec] = {
     "aasist": _upstream(
-        "aasist", "AASIST.pth", "51d2d9cf0738172f61e2a384ec50a54a55363240f67c971ed55a92435bc1a1c0", 1_281_532
+        "aasist",
+        "AASIST.pth",
+        "51d2d9cf0738172f61e2a384ec50a54a55363240f67c971ed55a92435bc1a1c0",
+        1_281_532,
+        AASIST_SCORE_SCALE,
     ),
     "aasist-l": _upstream(
         "aasist-l",
         "AASIST-L.pth",
         "814331d088032bb4c3fa61cc014789eadeed464209dd094ab3a2dd6ffbdce27a",
         426_428,
+        AASIST_L_SCORE_SCALE,
     ),
     # voxguard's own detector: trained by scripts/detector_recipe.py, calibrated on its dev split (the
     # calibration is in its output layer, hence offset 0); weights/MODEL_CARD.md says what it can do.

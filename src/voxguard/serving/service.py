@@ -69,7 +69,7 @@ class PredictionService:
         metrics.max_batch_size = engine.max_batch_size
         # One verdict rule per model (each has its own score offset); windows are cut the same for all.
         self.pipelines = {
-            name: Pipeline(settings.audio, settings.rule.for_model(info.score_offset))
+            name: Pipeline(settings.audio, settings.rule.for_model(info.score_offset, info.score_scale))
             for name, info in self.models.items()
         }
         self.pipeline = self.pipelines[self.default_model]

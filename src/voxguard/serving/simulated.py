@@ -60,6 +60,8 @@ class SimulatedDetector:
             engine="simulated",
             config=config,
             cuda_graphs=False,
+            score_offset=REGISTRY[name].score_offset,
+            score_scale=REGISTRY[name].score_scale,
             note=(
                 f"SIMULATED: no model runs; a forward of n windows sleeps {base_ms:g} + {per_window_ms:g} x "
                 "bucket(n) ms and returns a fixed score. For benchmarks only."

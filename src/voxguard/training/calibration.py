@@ -35,36 +35,59 @@ def fit_platt(margins: np.ndarray, bonafide: np.ndarray, iterations: int = 100) 
     step is halved until the loss goes down: a full step from a poor start can overshoot into a region
     where every sigmoid saturates, and plain Newton then diverges (it did on a fold's dev margins)."""
     x = np.asarray(margins, dtype=np.float64)
+    a, b = _fit_logistic(np.stack([x, np.ones_like(x)], axis=1), bonafide, iterations)
+    return Calibration(a, b)
+
+
+def fit_scale(margins: np.ndarray, bonafide: np.ndarray, offset: float, iterations: int = 100) -> float:
+    """The scale alone of ``sigmoid(scale * (margin + offset))``, fitted like :func:`fit_platt`.
+
+    For a model whose decision point is kept (the official AASIST's offset): its verdicts, and every
+    behaviour measured on them, stay as they are; only how sure it says it is changes. A scale at or
+    below 0 would mean the model ranks the dev split backwards, and no scale can then keep its
+    verdicts: that is refused."""
+    x = np.asarray(margins, dtype=np.float64) + offset
+    (scale,) = _fit_logistic(x[:, None], bonafide, iterations)
+    if scale <= 0:
+        raise ValueError(
+            f"the fitted scale is {scale:.4g}: on this split the model ranks real speech as fake"
+        )
+    return scale
+
+
+def _fit_logistic(design: np.ndarray, bonafide: np.ndarray, iterations: int) -> tuple[float, ...]:
+    """Class-balanced logistic regression of ``bonafide`` on ``design``'s columns, the first of them
+    ridged; damped Newton from a scale of 1 and every other weight 0."""
     y = np.asarray(bonafide, dtype=np.float64)
     if y.min() == y.max():
         raise ValueError("calibration needs both classes in the dev split")
     w = np.where(y == 1, 0.5 / y.sum(), 0.5 / (1 - y).sum()) * len(y)
-    ridge = 1e-2
+    ridge = np.zeros(design.shape[1])
+    ridge[0] = 1e-2
 
-    def loss(a: float, b: float) -> float:
-        z = a * x + b
-        return float(np.dot(w, np.logaddexp(0.0, z) - y * z) + ridge * a * a / 2)
+    def loss(theta: np.ndarray) -> float:
+        z = design @ theta
+        return float(np.dot(w, np.logaddexp(0.0, z) - y * z) + np.dot(ridge, theta * theta) / 2)
 
-    a, b = 1.0, 0.0
-    current = loss(a, b)
+    theta = np.zeros(design.shape[1])
+    theta[0] = 1.0
+    current = loss(theta)
     for _ in range(iterations):
-        p = 0.5 * (1.0 + np.tanh((a * x + b) / 2))  # the sigmoid, without overflow
-        r = w * (p - y)
-        grad = np.array([np.dot(r, x) + ridge * a, r.sum()])
-        h = w * p * (1 - p)
-        hess = np.array([[np.dot(h, x * x) + ridge, np.dot(h, x)], [np.dot(h, x), h.sum()]])
-        step = np.linalg.solve(hess + 1e-9 * np.eye(2), grad)
+        p = 0.5 * (1.0 + np.tanh(design @ theta / 2))  # the sigmoid, without overflow
+        grad = design.T @ (w * (p - y)) + ridge * theta
+        hess = design.T @ (design * (w * p * (1 - p))[:, None]) + np.diag(ridge)
+        step = np.linalg.solve(hess + 1e-9 * np.eye(len(theta)), grad)
         for _ in range(50):
-            trial = loss(a - step[0], b - step[1])
+            trial = loss(theta - step)
             if trial <= current:
                 break
             step = step / 2
         else:
             break
-        a, b, current = a - step[0], b - step[1], trial
+        theta, current = theta - step, trial
         if np.abs(step).max() < 1e-10:
             break
-    return Calibration(float(a), float(b))
+    return tuple(float(t) for t in theta)
 
 
 @torch.no_grad()
