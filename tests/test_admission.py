@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import math
 import shutil
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -232,3 +233,43 @@ async def test_a_front_end_refuses_when_its_slots_are_taken_or_the_engine_is_gon
         with pytest.raises(errors.EngineUnavailable):
             front.admit("aasist")
         assert recorder.reasons == ["queue_full", "engine_unavailable"]
+
+
+async def test_a_front_end_is_down_on_the_board_from_losing_the_engine_until_it_links_again():
+    """``/ready`` reads the board from whichever front-end answers; a front-end that lost the engine and
+    has not linked to its restart yet must show there, or a peer says ready while this one answers 503."""
+    folder = make_folder()
+    board = StatusBoard(folder / "status", 2, 1, create=True)
+    write_catalogue(folder, ({"aasist": SimulatedDetector("aasist", 0, 0).info}, MAX_BATCH))
+    links: list[asyncio.StreamWriter] = []
+
+    async def engine(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await receive(reader)  # hello
+        writer.write(encode(Welcome()))
+        links.append(writer)
+        await reader.read()
+
+    async def until(condition) -> None:
+        async with asyncio.timeout(10):
+            while not condition():
+                await asyncio.sleep(0.01)
+
+    socket_path = str(folder / "engine.sock")
+    server = await asyncio.start_unix_server(engine, path=socket_path)
+    front = RemoteEngine(Settings(queue_size=QUEUE).batching, folder, 0, board, Recorder())
+    board.frontend_alive(1, True)  # the peer, linked
+    await front.start()
+    try:
+        board.engine_beat(time.monotonic(), True, True, 0.001, BATCH_S, [0])
+        assert board.frontends_down() == [] and front.not_ready_reason() is None
+        server.close()  # the engine process dies: no link, and none to be made until it is back
+        links[0].close()
+        await until(lambda: front._writer is None)
+        assert board.frontends_down() == [0]
+        server = await asyncio.start_unix_server(engine, path=socket_path)  # its restart
+        await until(lambda: len(links) == 2 and front._writer is not None)
+        assert board.frontends_down() == []
+    finally:
+        await front.drain()
+        server.close()
+        shutil.rmtree(folder)

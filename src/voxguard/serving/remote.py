@@ -106,6 +106,9 @@ class RemoteEngine:
                 logger.exception("front-end %d: the engine link failed; reconnecting", self.index)
                 await asyncio.sleep(_RECONNECT_S)
             finally:
+                # Down on the board until linked again: /ready, answered by whichever front-end the
+                # kernel picks, must not say ready while this one would refuse every request.
+                self.board.frontend_alive(self.index, False)
                 self._connected.clear()
                 self._writer = None
                 writer.close()
