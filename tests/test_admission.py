@@ -174,29 +174,49 @@ async def in_process(case: Case) -> tuple[errors.ServingError | None, list[str]]
     return error, recorder.reasons
 
 
-@contextlib.asynccontextmanager
-async def front_end() -> AsyncIterator[tuple[RemoteEngine, StatusBoard, Recorder]]:
-    """A front-end's engine linked to a stand-in engine process that only welcomes it; the test writes
-    the status board as the engine would."""
-    folder = make_folder()
-    board = StatusBoard(folder / "status", 1, 1, create=True)
-    write_catalogue(folder, ({"aasist": SimulatedDetector("aasist", 0, 0).info}, MAX_BATCH))
+class StandInEngine:
+    """An engine process that only welcomes front-ends, on a shared folder of its own; it keeps each
+    link, and can stop and start listening as a restarted engine process would. Tests write the status
+    board as the engine would."""
 
-    async def engine(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(self, frontends: int = 1) -> None:
+        self.folder = make_folder()
+        self.board = StatusBoard(self.folder / "status", frontends, 1, create=True)
+        write_catalogue(self.folder, ({"aasist": SimulatedDetector("aasist", 0, 0).info}, MAX_BATCH))
+        self.links: list[asyncio.StreamWriter] = []
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_unix_server(self._serve, path=str(self.folder / "engine.sock"))
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await receive(reader)  # hello
         writer.write(encode(Welcome()))
+        self.links.append(writer)
         await reader.read()
 
-    server = await asyncio.start_unix_server(engine, path=str(folder / "engine.sock"))
+    def front_end(self, index: int, recorder: Recorder) -> RemoteEngine:
+        return RemoteEngine(Settings(queue_size=QUEUE).batching, self.folder, index, self.board, recorder)
+
+
+@contextlib.asynccontextmanager
+async def front_end() -> AsyncIterator[tuple[RemoteEngine, StatusBoard, Recorder]]:
+    """A front-end's engine linked to a stand-in engine process."""
+    engine = StandInEngine()
+    await engine.start()
     recorder = Recorder()
-    front = RemoteEngine(Settings(queue_size=QUEUE).batching, folder, 0, board, recorder)
+    front = engine.front_end(0, recorder)
     await front.start()
     try:
-        yield front, board, recorder
+        yield front, engine.board, recorder
     finally:
         await front.drain()
-        server.close()
-        shutil.rmtree(folder)
+        engine.stop()
+        shutil.rmtree(engine.folder)
 
 
 async def split(case: Case, engine_draining: bool) -> tuple[errors.ServingError | None, list[str]]:
@@ -238,38 +258,29 @@ async def test_a_front_end_refuses_when_its_slots_are_taken_or_the_engine_is_gon
 async def test_a_front_end_is_down_on_the_board_from_losing_the_engine_until_it_links_again():
     """``/ready`` reads the board from whichever front-end answers; a front-end that lost the engine and
     has not linked to its restart yet must show there, or a peer says ready while this one answers 503."""
-    folder = make_folder()
-    board = StatusBoard(folder / "status", 2, 1, create=True)
-    write_catalogue(folder, ({"aasist": SimulatedDetector("aasist", 0, 0).info}, MAX_BATCH))
-    links: list[asyncio.StreamWriter] = []
-
-    async def engine(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await receive(reader)  # hello
-        writer.write(encode(Welcome()))
-        links.append(writer)
-        await reader.read()
 
     async def until(condition) -> None:
         async with asyncio.timeout(10):
             while not condition():
                 await asyncio.sleep(0.01)
 
-    socket_path = str(folder / "engine.sock")
-    server = await asyncio.start_unix_server(engine, path=socket_path)
-    front = RemoteEngine(Settings(queue_size=QUEUE).batching, folder, 0, board, Recorder())
+    engine = StandInEngine(frontends=2)
+    board = engine.board
+    await engine.start()
+    front = engine.front_end(0, Recorder())
     board.frontend_alive(1, True)  # the peer, linked
     await front.start()
     try:
         board.engine_beat(time.monotonic(), True, True, 0.001, BATCH_S, [0])
         assert board.frontends_down() == [] and front.not_ready_reason() is None
-        server.close()  # the engine process dies: no link, and none to be made until it is back
-        links[0].close()
+        engine.stop()  # the engine process dies: no link, and none to be made until it is back
+        engine.links[0].close()
         await until(lambda: front._writer is None)
         assert board.frontends_down() == [0]
-        server = await asyncio.start_unix_server(engine, path=socket_path)  # its restart
-        await until(lambda: len(links) == 2 and front._writer is not None)
+        await engine.start()  # its restart
+        await until(lambda: len(engine.links) == 2 and front._writer is not None)
         assert board.frontends_down() == []
     finally:
         await front.drain()
-        server.close()
-        shutil.rmtree(folder)
+        engine.stop()
+        shutil.rmtree(engine.folder)
