@@ -25,7 +25,9 @@ Each step keeps its results in --out, so a rerun resumes where it stopped. Steps
 5. ``whisper`` (run on its own, after the folds): the frozen Whisper tiny.en encoder's pooled output
    for the training and test files (``whisper-train.npz``, ``whisper-test.npz``), a linear head on it per
    fold (trained without the fold's family), and each held-out family's EER for the head alone, each
-   seed's SpecNet alone, and their sum (``whisper.json``, ``whisper.md``). Needs ``voxguard[whisper]``.
+   seed's SpecNet alone, and their sum (``whisper.json``, ``whisper.md``); with ``all`` in ``--folds``,
+   also the shipped model's fold with the head, the sum recalibrated on dev, at the service's decision.
+   Needs ``voxguard[whisper]``.
 
 The ``all`` fold's calibrated checkpoint is the shipped ``specnet`` model.
 """
@@ -312,15 +314,17 @@ def _channels(by_channel: dict[str, float]) -> str:
     )
 
 
-def render(results: list[dict]) -> str:
-    """The tables docs/evaluation.md quotes: per fold, SpecNet and the official AASIST on the same files."""
+def render(results: list[dict], models: tuple[str, str] = ("specnet", "aasist")) -> str:
+    """The tables docs/evaluation.md quotes: per fold, SpecNet and the official AASIST (or any two
+    models ``results`` holds) on the same files."""
+    names = [{"specnet": "SpecNet", "aasist": "AASIST"}.get(m, m) for m in models]
     lines = [
         "| fold (held out) | model | files | EER | fakes called FAKE | real called FAKE | "
         "real FAKE: original / gsm / vorbis / babble | confidently wrong (answers >= 0.9) | inconclusive |",
         "|---|---|---:|---:|---:|---:|---|---:|---:|",
     ]
     for r in results:
-        for model in ("specnet", "aasist"):
+        for model in models:
             s = r[model]
             channels = _channels(s["real_flagged_by_channel"])
             wrong = f"{_pct(s['confident_wrong'])} of {s['confident_answers']}"
@@ -332,21 +336,21 @@ def render(results: list[dict]) -> str:
             )
     lines += [
         "",
-        "Per family (EER / fakes called FAKE), SpecNet vs AASIST:",
+        f"Per family (EER / fakes called FAKE), {names[0]} vs {names[1]}:",
         "",
-        "| fold | family | SpecNet EER | SpecNet caught | AASIST EER | AASIST caught |",
+        f"| fold | family | {names[0]} EER | {names[0]} caught | {names[1]} EER | {names[1]} caught |",
         "|---|---|---:|---:|---:|---:|",
     ]
     for r in results:
-        for family, ours in r["specnet"]["by_family"].items():
-            theirs = r["aasist"]["by_family"][family]
+        for family, ours in r[models[0]]["by_family"].items():
+            theirs = r[models[1]]["by_family"][family]
             lines.append(
                 f"| {r['fold']} | {family} | {_pct(ours['eer'])} | {_pct(ours['fake_caught'])} | "
                 f"{_pct(theirs['eer'])} | {_pct(theirs['fake_caught'])} |"
             )
     lines += [
         "",
-        "Reliability (answers, accuracy at each confidence band), SpecNet vs AASIST:",
+        f"Reliability (answers, accuracy at each confidence band), {names[0]} vs {names[1]}:",
         "",
         "| fold | model | "
         + " | ".join(f"{b:.2f}-{e:.2f}" for b, e in itertools.pairwise(heldout.BINS))
@@ -354,7 +358,7 @@ def render(results: list[dict]) -> str:
         "|---|---|" + "---:|" * (len(heldout.BINS) - 1),
     ]
     for r in results:
-        for model in ("specnet", "aasist"):
+        for model in models:
             cells = []
             for low, _ in itertools.pairwise(heldout.BINS):
                 row = next((b for b in r[model]["reliability"] if b["low"] == low), None)
@@ -380,6 +384,8 @@ def whisper_features(corpus: Path, out: Path, split: str) -> dict[str, np.ndarra
     encoder = load_encoder()
     logger.info("whisper: %d %s files to encode (%d cached)", len(files), split, len(result))
     for i in range(0, len(files), 50):
+        # A file the service refuses (too short, silent) is kept with no rows, so it is not cut again.
+        result.update({f.path: np.zeros((0, encoder.config.width), np.float16) for f in files[i : i + 50]})
         for c in heldout.cut(files[i : i + 50]):
             batch = c.windows.batch
             if split == "train":
@@ -398,9 +404,9 @@ def whisper_features(corpus: Path, out: Path, split: str) -> dict[str, np.ndarra
     return result
 
 
-def fold_test_margins(folder: Path, cuts: list[heldout.Cut]) -> list[np.ndarray]:
-    """A fold model's window margins on its test files, cached beside its checkpoint."""
-    cache = folder / "test-margins.npz"
+def fold_margins(folder: Path, cuts: list[heldout.Cut], split: str = "test") -> list[np.ndarray]:
+    """A fold model's window margins on a split's files, cached beside its checkpoint."""
+    cache = folder / f"{split}-margins.npz"
     if cache.exists():
         with np.load(cache) as data:
             if all(c.file.path in data.files for c in cuts):
@@ -431,7 +437,7 @@ def whisper_study(corpus: Path, out: Path, folds: list[str], seeds: list[int], m
         rows = [
             e
             for e in fold_lists(manifest, held)["train"]
-            if e.family != "spliced" and str(corpus / e.path) in train
+            if e.family != "spliced" and len(train.get(str(corpus / e.path), ()))
         ]
         head = fit_linear_head(
             np.stack([train[str(corpus / e.path)][0] for e in rows]).astype(np.float64),
@@ -446,7 +452,7 @@ def whisper_study(corpus: Path, out: Path, folds: list[str], seeds: list[int], m
             folder = fold_folder(out, name, seed, main_seed)
             if not (folder / "calibrated.pt").exists():
                 continue
-            ours = fold_test_margins(folder, cuts)
+            ours = fold_margins(folder, cuts)
             fused = [m + h for m, h in zip(ours, heads, strict=True)]
             result["seeds"][str(seed)] = {
                 "specnet": _family_eers(cuts, ours, held),
@@ -455,6 +461,55 @@ def whisper_study(corpus: Path, out: Path, folds: list[str], seeds: list[int], m
         logger.info("whisper: fold %s %s", name, json.dumps(result))
         results.append(result)
     return results
+
+
+def _summary(cuts: list[heldout.Cut], margins: list[np.ndarray]) -> dict:
+    decisions = heldout.judge(cuts, margins, _rule(0.0))
+    summary = asdict(heldout.summarise(cuts, decisions))
+    summary["by_family"] = {
+        family: {"eer": s.eer, "fake_caught": s.fake_caught}
+        for family, s in _by_family(cuts, decisions).items()
+    }
+    return summary
+
+
+def whisper_all(corpus: Path, out: Path) -> dict:
+    """The shipped model's fold (every family in training) with the head: the sum is recalibrated on
+    the dev split (a Platt fit, as each fold's SpecNet is), then judged at the service's decision on the
+    test files beside SpecNet alone, so what the head costs in false alarms shows as well as what it
+    catches."""
+    train = whisper_features(corpus, out, "train")
+    lists = fold_lists(read_manifest(corpus), ())
+    rows = [e for e in lists["train"] if e.family != "spliced" and len(train.get(str(corpus / e.path), ()))]
+    head = fit_linear_head(
+        np.stack([train[str(corpus / e.path)][0] for e in rows]).astype(np.float64),
+        np.array([e.label == BONAFIDE for e in rows]),
+        HEAD_STRENGTH,
+    )
+    folder = out / "all"
+    result: dict = {"fold": "all", "held_out": []}
+    for split, cuts in (
+        (
+            "dev",
+            heldout.cut(
+                [replace(f, path=str(corpus / f.path)) for f in _files(lists["dev"], lambda e: True)]
+            ),
+        ),
+        ("test", fold_test_cuts((), corpus)),
+    ):
+        features = whisper_features(corpus, out, split)
+        ours = fold_margins(folder, cuts, split)
+        fused = [m + head.margin(features[c.file.path]) for m, c in zip(ours, cuts, strict=True)]
+        if split == "dev":
+            calibration = fit_platt(
+                heldout.file_margins(cuts, fused), np.array([c.file.label == BONAFIDE for c in cuts])
+            )
+            result["calibration"] = asdict(calibration)
+            continue
+        result["files"] = len(cuts)
+        result["specnet"] = _summary(cuts, ours)
+        result["specnet + whisper"] = _summary(cuts, [calibration.apply(m) for m in fused])
+    return result
 
 
 def render_whisper(results: list[dict], bar_folds: tuple[str, ...] = BAR_FOLDS) -> str:
@@ -597,8 +652,14 @@ def main() -> None:
     if args.step == "whisper":
         folds = [name for name in args.folds.split(",") if FOLDS[name]]
         study = whisper_study(args.corpus, args.out, folds, [args.seed, *extra_seeds], args.seed)
+        report = render_whisper(study)
+        if "all" in args.folds.split(","):
+            everything = whisper_all(args.corpus, args.out)
+            study.append(everything)
+            report += "\nEvery family in training, the sum recalibrated on dev:\n\n"
+            report += render([everything], ("specnet", "specnet + whisper"))
         (args.out / "whisper.json").write_text(json.dumps(study, indent=1) + "\n")
-        (args.out / "whisper.md").write_text(render_whisper(study))
+        (args.out / "whisper.md").write_text(report)
         return
     aasist = official_margins(args.corpus, args.out, args.checkpoint_dir) if args.step != "folds" else None
     if args.step == "aasist":

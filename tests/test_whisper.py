@@ -131,3 +131,26 @@ def test_the_study_table_gives_each_seed_and_the_bar_mean() -> None:
     assert "| piper | piper | 20.0 % | 10.0 / 30.0 % | 10.0 / 10.0 % | 20.0 % | 10.0 % |" in table
     assert "Mean over piper, kokoro, copysynth: SpecNet 30.0 %, SpecNet + head 20.0 %." in table
     assert "Mean over" not in recipe.render_whisper(results[:1])
+
+
+def test_the_all_families_table_compares_the_two_models_it_is_given() -> None:
+    def summary(eer: float) -> dict:
+        return {
+            "files": 10,
+            "eer": eer,
+            "fake_caught": 0.9,
+            "real_flagged": 0.1,
+            "real_flagged_by_channel": {"original": 0.1},
+            "confident_wrong": 0.02,
+            "confident_answers": 50,
+            "inconclusive": 1,
+            "by_family": {"piper": {"eer": eer, "fake_caught": 0.9}},
+            "reliability": [{"low": 0.5, "answers": 3, "accuracy": 2 / 3}],
+        }
+
+    result = {"fold": "all", "held_out": [], "specnet": summary(0.1), "specnet + whisper": summary(0.2)}
+    table = recipe.render([result], ("specnet", "specnet + whisper"))
+    assert "| all (none: every family's test split) | specnet + whisper | 10 | 20.0 % |" in table
+    assert "| fold | family | SpecNet EER | SpecNet caught | specnet + whisper EER |" in table
+    assert "| all | piper | 10.0 % | 90.0 % | 20.0 % | 90.0 % |" in table
+    assert "AASIST" not in table
