@@ -26,10 +26,11 @@ Each step keeps its results in --out, so a rerun resumes where it stopped. Steps
    for the training and test files (``whisper-train.npz``, ``whisper-test.npz``), a linear head on it per
    fold (trained without the fold's family), and each held-out family's EER for the head alone, each
    seed's SpecNet alone, and their sum (``whisper.json``, ``whisper.md``); with ``all`` in ``--folds``,
-   also the shipped model's fold with the head, the sum recalibrated on dev, at the service's decision.
-   Needs ``voxguard[whisper]``.
+   also the shipped model's fold with the head, the sum recalibrated on dev, at the service's decision,
+   and that network (``specnet-whisper.pt``). Needs ``voxguard[whisper]``.
 
-The ``all`` fold's calibrated checkpoint is the shipped ``specnet`` model.
+The ``all`` fold's calibrated checkpoint is the shipped ``specnet`` model; ``specnet-whisper.pt`` is the
+shipped ``specnet-whisper`` (``ship`` copies both into the package, with their recorded scores).
 """
 
 from __future__ import annotations
@@ -50,13 +51,15 @@ from voxguard.corpus.folds import fold_lists
 from voxguard.evaluation import heldout
 from voxguard.inference import Detector
 from voxguard.model.checkpoints import load_checkpoint, save_checkpoint, sha256_file
+from voxguard.model.config import SpecWhisperConfig
 from voxguard.model.locate import BUNDLED_DIR, spec_of
+from voxguard.model.specwhisper import SpecWhisper
 from voxguard.model.whisper import load_encoder
 from voxguard.pipeline import Pipeline
 from voxguard.scoring import Decision, Rule
 from voxguard.settings import Settings
-from voxguard.training.calibration import fit_platt, fit_scale, fold_into
-from voxguard.training.feature_head import fit_linear_head
+from voxguard.training.calibration import Calibration, fit_platt, fit_scale, fold_into
+from voxguard.training.feature_head import LinearHead, fit_linear_head
 from voxguard.training.recipe import Recipe
 from voxguard.training.trainer import Runtime, train
 
@@ -509,7 +512,36 @@ def whisper_all(corpus: Path, out: Path) -> dict:
         result["files"] = len(cuts)
         result["specnet"] = _summary(cuts, ours)
         result["specnet + whisper"] = _summary(cuts, [calibration.apply(m) for m in fused])
+    model = assemble(folder / "calibrated.pt", head, calibration)
+    save_checkpoint(
+        out / "specnet-whisper.pt",
+        model,
+        name="specnet-whisper",
+        extra={
+            "score_offset": 0.0,
+            "calibration": asdict(calibration),
+            "head_strength": HEAD_STRENGTH,
+            "head_windows": len(rows),
+            "trained_from": str(folder / "calibrated.pt"),
+        },
+    )
     return result
+
+
+def assemble(specnet: Path, head: LinearHead, calibration: Calibration) -> SpecWhisper:
+    """One network from the fold's calibrated SpecNet, the head (its standardisation folded into the
+    linear layer) and the sum's dev calibration; the encoder's weights are the published ones."""
+    loaded = load_checkpoint("specnet", path=specnet)
+    model = SpecWhisper(SpecWhisperConfig(specnet=loaded.config))
+    model.load_external()
+    model.specnet.load_state_dict(loaded.model.state_dict())
+    weight = head.weight / head.scale
+    with torch.no_grad():
+        model.head.weight.copy_(torch.from_numpy(weight[None]))
+        model.head.bias.fill_(head.bias - float(weight @ head.mean))
+        model.calibration.weight.fill_(calibration.scale)
+        model.calibration.bias.fill_(calibration.bias)
+    return model.eval()
 
 
 def render_whisper(results: list[dict], bar_folds: tuple[str, ...] = BAR_FOLDS) -> str:
@@ -584,12 +616,22 @@ SAMPLE_FILES = ("p225_001_mic1.flac", "p225_002_mic2.flac", "voicememo.mp3")
 
 
 def ship(out: Path, samples: Path, golden: Path) -> None:
-    """Copy the ``all`` fold's calibrated model into the package and record what it scores, so a test
-    can check both its sha256 and that it still computes these numbers."""
-    target = BUNDLED_DIR / "specnet.pt"
+    """Copy the ``all`` fold's calibrated model (and, once ``--step whisper`` has built it, the same
+    with the Whisper head) into the package and record what each scores, so a test can check both its
+    sha256 and that it still computes these numbers."""
+    for name, source in (
+        ("specnet", out / "all" / "calibrated.pt"),
+        ("specnet-whisper", out / "specnet-whisper.pt"),
+    ):
+        if source.exists():
+            _ship_one(name, source, samples, golden)
+
+
+def _ship_one(name: str, source: Path, samples: Path, golden: Path) -> None:
+    target = BUNDLED_DIR / f"{name}.pt"
     target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(out / "all" / "calibrated.pt", target)
-    detector = Detector(load_checkpoint("specnet", path=target), engine="eager", device="cpu")
+    shutil.copyfile(source, target)
+    detector = Detector(load_checkpoint(name, path=target), engine="eager", device="cpu")
     with np.load(golden) as g:
         rows = {str(n): r for n, r in zip(g["row_names"], g["inputs"], strict=True)}
     recorded = {
@@ -605,7 +647,7 @@ def ship(out: Path, samples: Path, golden: Path) -> None:
             for name in SAMPLE_FILES
         },
     }
-    (target.parent / "specnet.scores.json").write_text(json.dumps(recorded, indent=1) + "\n")
+    (target.parent / f"{name}.scores.json").write_text(json.dumps(recorded, indent=1) + "\n")
     logger.info("shipped %s: %s", target, json.dumps(recorded))
 
 

@@ -1,5 +1,5 @@
-"""The frozen Whisper tiny.en encoder (a PyTorch port reading the CTranslate2 weights) and the linear
-head fitted on its features for the detector recipe's Whisper study."""
+"""The frozen Whisper tiny.en encoder (a PyTorch port reading the CTranslate2 weights), the linear head
+fitted on its features, and SpecWhisper, the network that adds the head's opinion to SpecNet's."""
 
 from __future__ import annotations
 
@@ -15,6 +15,10 @@ import torch
 
 from voxguard.audio.options import AudioOptions
 from voxguard.audio.windows import prepare
+from voxguard.model import locate, whisper
+from voxguard.model.checkpoints import load_checkpoint, save_checkpoint
+from voxguard.model.config import SpecWhisperConfig
+from voxguard.model.factory import build_model
 from voxguard.model.locate import CheckpointError
 from voxguard.model.whisper import WhisperEncoder, load_encoder, log_mel, weights_path
 from voxguard.training.feature_head import fit_linear_head
@@ -154,3 +158,50 @@ def test_the_all_families_table_compares_the_two_models_it_is_given() -> None:
     assert "| fold | family | SpecNet EER | SpecNet caught | specnet + whisper EER |" in table
     assert "| all | piper | 10.0 % | 90.0 % | 20.0 % | 90.0 % |" in table
     assert "AASIST" not in table
+
+
+def test_specwhisper_adds_the_heads_opinion_to_specnets_and_recalibrates_the_sum(
+    speech: torch.Tensor, tmp_path: Path
+) -> None:
+    model = build_model(SpecWhisperConfig())
+    model.load_external()
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for layer in (model.head, model.calibration):
+            layer.weight.normal_()
+            layer.bias.normal_()
+    model.eval()
+    with torch.inference_mode():
+        _, logits = model(speech)
+        _, own = model.specnet(speech)
+        head = model.head(model.encoder.pooled(speech)).squeeze(-1)
+    expected = (
+        model.calibration.weight.item() * (own[:, 1] - own[:, 0] + head) + model.calibration.bias.item()
+    )
+    torch.testing.assert_close(logits[:, 1] - logits[:, 0], expected)
+
+
+def test_a_specwhisper_file_holds_voxguards_weights_only(tmp_path: Path, speech: torch.Tensor) -> None:
+    model = build_model(SpecWhisperConfig())
+    model.load_external()
+    path = tmp_path / "sw.pt"
+    save_checkpoint(path, model.eval(), name="specnet-whisper")
+    saved = torch.load(path, weights_only=True)["state_dict"]
+    assert not any(k.startswith("encoder.") for k in saved)
+    assert path.stat().st_size < 2**20
+    loaded = load_checkpoint("specnet-whisper", path=path).model
+    with torch.inference_mode():
+        torch.testing.assert_close(loaded(speech)[1], model(speech)[1])
+
+
+def test_without_the_encoder_package_specwhisper_says_how_to_install_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(locate, "package_dir", lambda package: None)
+    monkeypatch.setattr(whisper, "package_dir", lambda package: None)
+    with pytest.raises(CheckpointError) as early:
+        locate.require_weights(["specnet-whisper"], None, None)
+    assert early.value.code == "checkpoint_missing" and "voxguard[whisper]" in early.value.args[2]
+    with pytest.raises(CheckpointError) as late:
+        load_checkpoint("specnet-whisper")
+    assert late.value.code == "checkpoint_missing" and "voxguard[whisper]" in late.value.args[2]

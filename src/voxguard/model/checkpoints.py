@@ -36,6 +36,7 @@ from .locate import (
     CheckpointError,
     CheckpointSpec,
     resolve_checkpoint,
+    sha256_file,
     spec_of,
 )
 
@@ -67,15 +68,6 @@ class LoadedCheckpoint:
     model: nn.Module
     score_offset: float = AASIST_SCORE_OFFSET
     score_scale: float = 1.0
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file, read in chunks so a large checkpoint is never held in memory whole."""
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _corrupt(path: Path, why: str) -> CheckpointError:
@@ -114,11 +106,17 @@ def _as_state_dict(obj: Any, path: Path) -> dict[str, torch.Tensor]:
     return dict(obj)
 
 
+def _own_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The weights a voxguard file holds: all but those the model loads from elsewhere (``EXTERNAL``)."""
+    external = getattr(model, "EXTERNAL", ())
+    return {k: v for k, v in model.state_dict().items() if not k.startswith(external)}
+
+
 def _check_keys_and_shapes(
     model: nn.Module, state: Mapping[str, torch.Tensor], path: Path, name: str
 ) -> None:
     """Name the first offending key; ``load_state_dict``'s own message lists every key at once."""
-    expected = model.state_dict()
+    expected = _own_state(model)
     hint = f"make sure the file holds {name!r} weights (AASIST and AASIST-L weights are not interchangeable)"
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
@@ -206,6 +204,9 @@ def load_checkpoint(
     except Exception as exc:  # a hand-edited config can fail in many ways inside the constructor
         raise _corrupt(file, f"its config cannot build a {config.architecture} model ({exc!r})") from exc
     _check_keys_and_shapes(model, state, file, model_name)
+    if hasattr(model, "load_external"):
+        model.load_external()
+        state = {**model.state_dict(), **state}
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:  # e.g. a dtype that cannot be copied; keys and shapes were checked above
@@ -261,7 +262,7 @@ def save_checkpoint(path: Path, model: nn.Module, *, name: str, extra: dict | No
         "version": VOXGUARD_FORMAT_VERSION,
         "model": name,
         "config": model.config.to_dict(),
-        "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+        "state_dict": {k: v.detach().cpu().clone() for k, v in _own_state(model).items()},
         "extra": extra,
     }
     fd, tmp = _temp_beside(path, ".tmp")

@@ -1,4 +1,5 @@
-"""Architecture hyper-parameters: AASIST (the two published variants) and voxguard's own SpecNet."""
+"""Architecture hyper-parameters: AASIST (the two published variants), voxguard's own SpecNet, and
+SpecNet with a Whisper-feature head."""
 
 from __future__ import annotations
 
@@ -72,13 +73,36 @@ class SpecNetConfig:
         return data
 
 
-ModelConfig = AasistConfig | SpecNetConfig
+@dataclass(frozen=True)
+class SpecWhisperConfig:
+    """SpecNet plus a linear head on the frozen Whisper tiny.en encoder (``width`` values pooled)."""
+
+    architecture: str = "SpecWhisper"
+    specnet: SpecNetConfig = SpecNetConfig()
+    width: int = 384
+
+    @property
+    def nb_samp(self) -> int:
+        return self.specnet.nb_samp
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SpecWhisperConfig:
+        return cls(specnet=SpecNetConfig.from_dict(data["specnet"]), width=int(data.get("width", 384)))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"architecture": self.architecture, "specnet": self.specnet.to_dict(), "width": self.width}
+
+
+ModelConfig = AasistConfig | SpecNetConfig | SpecWhisperConfig
 
 
 def config_from_dict(data: dict[str, Any]) -> ModelConfig:
     """A stored config, by its ``architecture`` (files written before SpecNet existed say AASIST)."""
-    if data.get("architecture", "AASIST") == "SpecNet":
+    architecture = data.get("architecture", "AASIST")
+    if architecture == "SpecNet":
         return SpecNetConfig.from_dict(data)
+    if architecture == "SpecWhisper":
+        return SpecWhisperConfig.from_dict(data)
     return AasistConfig.from_dict(data)
 
 

