@@ -165,7 +165,7 @@ class Detector:
             torch.backends.cuda.matmul.allow_tf32 = False
             torch.backends.cudnn.allow_tf32 = False
         self.engine = engine
-        parameters = sum(p.numel() for p in loaded.model.parameters() if p.requires_grad)
+        parameters = sum(p.numel() for p in loaded.model.parameters())  # frozen ones run too
         self.info = ModelInfo(
             name=loaded.name,
             architecture=loaded.config.architecture,
