@@ -234,9 +234,9 @@ def run_fold(
     return calibrated
 
 
-def fold_test_cuts(held_out: tuple[str, ...], corpus: Path) -> list[heldout.Cut]:
-    """A fold's test files, decoded and windowed once for every model scored on them."""
-    rows = fold_lists(read_manifest(corpus), held_out)["test"]
+def fold_test_cuts(held_out: tuple[str, ...], corpus: Path, split: str = "test") -> list[heldout.Cut]:
+    """A fold's test (or dev) files, decoded and windowed once for every model scored on them."""
+    rows = fold_lists(read_manifest(corpus), held_out)[split]
     return heldout.cut([replace(f, path=str(corpus / f.path)) for f in _files(rows, lambda e: True)])
 
 
@@ -253,13 +253,19 @@ def evaluate_fold(
     result: dict = {"fold": name, "held_out": list(held_out), "files": len(cuts)}
     for model, margins in (("specnet", ours), ("aasist", theirs)):
         spec = spec_of(model)
-        decisions = heldout.judge(cuts, margins, _rule(spec.score_offset, spec.score_scale))
-        result[model] = asdict(heldout.summarise(cuts, decisions))
-        result[model]["by_family"] = {
-            family: {"eer": summary.eer, "fake_caught": summary.fake_caught}
-            for family, summary in _by_family(cuts, decisions).items()
-        }
+        result[model] = _summary(cuts, margins, _rule(spec.score_offset, spec.score_scale))
     return result
+
+
+def _summary(cuts: list[heldout.Cut], margins: list[np.ndarray], rule: Rule) -> dict:
+    """The service's verdicts on a fold's files: the summary, and each family's EER and catch rate."""
+    decisions = heldout.judge(cuts, margins, rule)
+    summary = asdict(heldout.summarise(cuts, decisions))
+    summary["by_family"] = {
+        family: {"eer": s.eer, "fake_caught": s.fake_caught}
+        for family, s in _by_family(cuts, decisions).items()
+    }
+    return summary
 
 
 def _by_family(cuts: list[heldout.Cut], decisions: list[Decision]) -> dict[str, heldout.Summary]:
@@ -427,26 +433,35 @@ def _family_eers(cuts: list[heldout.Cut], margins: list[np.ndarray], held_out: t
     return {f: s.eer for f, s in _by_family(cuts, decisions).items() if f in held_out}
 
 
-def whisper_study(corpus: Path, out: Path, folds: list[str], seeds: list[int], main_seed: int) -> list[dict]:
-    """Per fold: a head on the Whisper features trained without the fold's family (nor spliced files,
-    whose window may hold only real speech), scored on the fold's test files alone and added to each
-    seed's SpecNet margins. Both are log-odds, so the sum needs no weight."""
-    train = whisper_features(corpus, out, "train")
+def fold_head(
+    corpus: Path, manifest: list, held_out: tuple[str, ...], train: dict[str, np.ndarray]
+) -> tuple[LinearHead, int]:
+    """The head on the Whisper features of a fold's training files, and how many windows it saw:
+    never the fold's family, nor spliced files (whose window may hold only real speech)."""
+    rows = [
+        e
+        for e in fold_lists(manifest, held_out)["train"]
+        if e.family != "spliced" and len(train.get(str(corpus / e.path), ()))
+    ]
+    head = fit_linear_head(
+        np.stack([train[str(corpus / e.path)][0] for e in rows]).astype(np.float64),
+        np.array([e.label == BONAFIDE for e in rows]),
+        HEAD_STRENGTH,
+    )
+    return head, len(rows)
+
+
+def whisper_study(
+    corpus: Path, out: Path, train: dict[str, np.ndarray], folds: list[str], seeds: list[int], main_seed: int
+) -> list[dict]:
+    """Per fold: the head trained without the fold's family, scored on the fold's test files alone and
+    added to each seed's SpecNet margins. Both are log-odds, so the sum needs no weight."""
     test = whisper_features(corpus, out, "test")
     manifest = read_manifest(corpus)
     results = []
     for name in folds:
         held = FOLDS[name]
-        rows = [
-            e
-            for e in fold_lists(manifest, held)["train"]
-            if e.family != "spliced" and len(train.get(str(corpus / e.path), ()))
-        ]
-        head = fit_linear_head(
-            np.stack([train[str(corpus / e.path)][0] for e in rows]).astype(np.float64),
-            np.array([e.label == BONAFIDE for e in rows]),
-            HEAD_STRENGTH,
-        )
+        head, _ = fold_head(corpus, manifest, held, train)
         cuts = fold_test_cuts(held, corpus)
         heads = [head.margin(test[c.file.path]) for c in cuts]
         result: dict = {"fold": name, "held_out": list(held), "head": _family_eers(cuts, heads, held)}
@@ -466,40 +481,16 @@ def whisper_study(corpus: Path, out: Path, folds: list[str], seeds: list[int], m
     return results
 
 
-def _summary(cuts: list[heldout.Cut], margins: list[np.ndarray]) -> dict:
-    decisions = heldout.judge(cuts, margins, _rule(0.0))
-    summary = asdict(heldout.summarise(cuts, decisions))
-    summary["by_family"] = {
-        family: {"eer": s.eer, "fake_caught": s.fake_caught}
-        for family, s in _by_family(cuts, decisions).items()
-    }
-    return summary
-
-
-def whisper_all(corpus: Path, out: Path) -> dict:
+def whisper_all(corpus: Path, out: Path, train: dict[str, np.ndarray]) -> dict:
     """The shipped model's fold (every family in training) with the head: the sum is recalibrated on
     the dev split (a Platt fit, as each fold's SpecNet is), then judged at the service's decision on the
     test files beside SpecNet alone, so what the head costs in false alarms shows as well as what it
     catches."""
-    train = whisper_features(corpus, out, "train")
-    lists = fold_lists(read_manifest(corpus), ())
-    rows = [e for e in lists["train"] if e.family != "spliced" and len(train.get(str(corpus / e.path), ()))]
-    head = fit_linear_head(
-        np.stack([train[str(corpus / e.path)][0] for e in rows]).astype(np.float64),
-        np.array([e.label == BONAFIDE for e in rows]),
-        HEAD_STRENGTH,
-    )
+    head, windows = fold_head(corpus, read_manifest(corpus), (), train)
     folder = out / "all"
     result: dict = {"fold": "all", "held_out": []}
-    for split, cuts in (
-        (
-            "dev",
-            heldout.cut(
-                [replace(f, path=str(corpus / f.path)) for f in _files(lists["dev"], lambda e: True)]
-            ),
-        ),
-        ("test", fold_test_cuts((), corpus)),
-    ):
+    for split in ("dev", "test"):
+        cuts = fold_test_cuts((), corpus, split)
         features = whisper_features(corpus, out, split)
         ours = fold_margins(folder, cuts, split)
         fused = [m + head.margin(features[c.file.path]) for m, c in zip(ours, cuts, strict=True)]
@@ -510,8 +501,8 @@ def whisper_all(corpus: Path, out: Path) -> dict:
             result["calibration"] = asdict(calibration)
             continue
         result["files"] = len(cuts)
-        result["specnet"] = _summary(cuts, ours)
-        result["specnet + whisper"] = _summary(cuts, [calibration.apply(m) for m in fused])
+        result["specnet"] = _summary(cuts, ours, _rule(0.0))
+        result["specnet + whisper"] = _summary(cuts, [calibration.apply(m) for m in fused], _rule(0.0))
     model = assemble(folder / "calibrated.pt", head, calibration)
     save_checkpoint(
         out / "specnet-whisper.pt",
@@ -521,7 +512,7 @@ def whisper_all(corpus: Path, out: Path) -> dict:
             "score_offset": 0.0,
             "calibration": asdict(calibration),
             "head_strength": HEAD_STRENGTH,
-            "head_windows": len(rows),
+            "head_windows": windows,
             "trained_from": str(folder / "calibrated.pt"),
         },
     )
@@ -693,10 +684,11 @@ def main() -> None:
     extra_seeds = [int(s) for s in args.seeds.split(",") if s and int(s) != args.seed]
     if args.step == "whisper":
         folds = [name for name in args.folds.split(",") if FOLDS[name]]
-        study = whisper_study(args.corpus, args.out, folds, [args.seed, *extra_seeds], args.seed)
+        train = whisper_features(args.corpus, args.out, "train")
+        study = whisper_study(args.corpus, args.out, train, folds, [args.seed, *extra_seeds], args.seed)
         report = render_whisper(study)
         if "all" in args.folds.split(","):
-            everything = whisper_all(args.corpus, args.out)
+            everything = whisper_all(args.corpus, args.out, train)
             study.append(everything)
             report += "\nEvery family in training, the sum recalibrated on dev:\n\n"
             report += render([everything], ("specnet", "specnet + whisper"))

@@ -17,7 +17,7 @@ from torch import nn
 
 from .config import SpecWhisperConfig
 from .specnet import SpecNet
-from .whisper import WhisperEncoder, load_encoder
+from .whisper import WhisperEncoder, published_state
 
 
 class SpecWhisper(nn.Module):
@@ -33,7 +33,7 @@ class SpecWhisper(nn.Module):
 
     def load_external(self) -> None:
         """The encoder's published weights (sha256 checked), from the installed ``voxguard[whisper]``."""
-        self.encoder.load_state_dict(load_encoder().state_dict(), strict=True)
+        self.encoder.load_state_dict(published_state(), strict=True)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         hidden, logits = self.specnet(x)

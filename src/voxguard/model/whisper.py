@@ -170,8 +170,9 @@ def weights_path() -> Path:
     return folder.joinpath(*WEIGHTS_MEMBER)
 
 
-def load_encoder(path: Path | None = None, config: WhisperConfig | None = None) -> WhisperEncoder:
-    """The frozen encoder in eval mode on CPU; the file must be the published one."""
+def published_state(path: Path | None = None, config: WhisperConfig | None = None) -> dict[str, torch.Tensor]:
+    """The encoder's weights from the published file (its sha256 checked), by :class:`WhisperEncoder`'s
+    names."""
     path = path or weights_path()
     if not path.is_file():
         raise CheckpointError("checkpoint_missing", f"{path} does not exist.", WHISPER_HINT)
@@ -183,7 +184,12 @@ def load_encoder(path: Path | None = None, config: WhisperConfig | None = None) 
             f"got {sha}.",
             WHISPER_HINT,
         )
-    encoder = WhisperEncoder(config)
     with path.open("rb") as fh:
-        encoder.load_state_dict(_state_dict(_ctranslate2_variables(fh), encoder.config), strict=True)
+        return _state_dict(_ctranslate2_variables(fh), config or WhisperConfig())
+
+
+def load_encoder(path: Path | None = None, config: WhisperConfig | None = None) -> WhisperEncoder:
+    """The frozen encoder in eval mode on CPU; the file must be the published one."""
+    encoder = WhisperEncoder(config)
+    encoder.load_state_dict(published_state(path, encoder.config), strict=True)
     return encoder.eval().requires_grad_(False)
