@@ -210,8 +210,7 @@ def run_fold(
     )
     summary = train(recipe, runtime)
     loaded = load_checkpoint("specnet", path=summary.out / "best.pt")
-    dev = [replace(f, path=str(corpus / f.path)) for f in _files(dev_rows, lambda e: True)]
-    cuts = heldout.cut(dev)
+    cuts = fold_test_cuts(held_out, corpus, "dev")
     detector = Detector(loaded, engine="eager", device="cpu")
     margins = heldout.score(cuts, detector)
     calibration = fit_platt(
@@ -280,15 +279,11 @@ def _by_family(cuts: list[heldout.Cut], decisions: list[Decision]) -> dict[str, 
 THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9)
 
 
-def operating_points(corpus: Path, checkpoint: Path) -> list[dict]:
-    """The ``all`` model at each ``VOXGUARD_THRESHOLD`` on dev (where one is picked) and on test."""
-    lists = fold_lists(read_manifest(corpus), ())
-    detector = Detector(load_checkpoint("specnet", path=checkpoint), engine="eager", device="cpu")
+def operating_points(splits: dict[str, tuple[list[heldout.Cut], list[np.ndarray]]]) -> list[dict]:
+    """A model's verdicts at each ``VOXGUARD_THRESHOLD`` on dev (where one is picked) and on test, from
+    its calibrated window margins on each split's files."""
     points = []
-    for split in ("dev", "test"):
-        files = [replace(f, path=str(corpus / f.path)) for f in _files(lists[split], lambda e: True)]
-        cuts = heldout.cut(files)
-        margins = heldout.score(cuts, detector)
+    for split, (cuts, margins) in splits.items():
         for threshold in THRESHOLDS:
             decisions = heldout.judge(cuts, margins, _rule(0.0, threshold=threshold))
             summary = asdict(heldout.summarise(cuts, decisions))
@@ -488,21 +483,24 @@ def whisper_all(corpus: Path, out: Path, train: dict[str, np.ndarray]) -> dict:
     catches."""
     head, windows = fold_head(corpus, read_manifest(corpus), (), train)
     folder = out / "all"
-    result: dict = {"fold": "all", "held_out": []}
+    splits = {}
     for split in ("dev", "test"):
         cuts = fold_test_cuts((), corpus, split)
         features = whisper_features(corpus, out, split)
         ours = fold_margins(folder, cuts, split)
         fused = [m + head.margin(features[c.file.path]) for m, c in zip(ours, cuts, strict=True)]
-        if split == "dev":
-            calibration = fit_platt(
-                heldout.file_margins(cuts, fused), np.array([c.file.label == BONAFIDE for c in cuts])
-            )
-            result["calibration"] = asdict(calibration)
-            continue
-        result["files"] = len(cuts)
-        result["specnet"] = _summary(cuts, ours, _rule(0.0))
-        result["specnet + whisper"] = _summary(cuts, [calibration.apply(m) for m in fused], _rule(0.0))
+        splits[split] = (cuts, ours, fused)
+    cuts, _, fused = splits["dev"]
+    calibration = fit_platt(
+        heldout.file_margins(cuts, fused), np.array([c.file.label == BONAFIDE for c in cuts])
+    )
+    cuts, ours, fused = splits["test"]
+    result: dict = {"fold": "all", "held_out": [], "calibration": asdict(calibration), "files": len(cuts)}
+    result["specnet"] = _summary(cuts, ours, _rule(0.0))
+    result["specnet + whisper"] = _summary(cuts, [calibration.apply(m) for m in fused], _rule(0.0))
+    result["operating_points"] = operating_points(
+        {split: (cuts, [calibration.apply(m) for m in fused]) for split, (cuts, _, fused) in splits.items()}
+    )
     model = assemble(folder / "calibrated.pt", head, calibration)
     save_checkpoint(
         out / "specnet-whisper.pt",
@@ -692,6 +690,8 @@ def main() -> None:
             study.append(everything)
             report += "\nEvery family in training, the sum recalibrated on dev:\n\n"
             report += render([everything], ("specnet", "specnet + whisper"))
+            report += "\n`specnet-whisper` at each VOXGUARD_THRESHOLD:\n\n"
+            report += render_points(everything["operating_points"])
         (args.out / "whisper.json").write_text(json.dumps(study, indent=1) + "\n")
         (args.out / "whisper.md").write_text(report)
         return
@@ -729,7 +729,9 @@ def main() -> None:
         if any("seeds" in r for r in results):
             report += "\nHeld-out family EER by training seed:\n\n" + render_seeds(results)
         if name == "all":
-            points = operating_points(args.corpus, checkpoints[args.seed])
+            folder = checkpoints[args.seed].parent
+            splits = {"dev": fold_test_cuts((), args.corpus, "dev"), "test": cuts}
+            points = operating_points({s: (c, fold_margins(folder, c, s)) for s, c in splits.items()})
             (args.out / "operating-points.json").write_text(json.dumps(points, indent=1))
             report += "\nThe all-families model at each VOXGUARD_THRESHOLD:\n\n" + render_points(points)
         (args.out / "report.md").write_text(report)

@@ -1,9 +1,15 @@
-"""The detector recipe's seed report: one fold per seed is one draw, so the report must show every draw."""
+"""The detector recipe's reports: one fold per seed is one draw, so the seed report must show every draw;
+the operating points must show each split at each threshold."""
 
 from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
+
+import numpy as np
+
+from voxguard.audio.windows import WindowSet
+from voxguard.evaluation import heldout
 
 spec = importlib.util.spec_from_file_location(
     "detector_recipe", Path(__file__).resolve().parents[1] / "scripts" / "detector_recipe.py"
@@ -49,3 +55,24 @@ def test_no_bar_mean_when_a_bar_fold_was_not_run() -> None:
     table = recipe.render_seeds([_fold("piper", {1: 0.10, 2: 0.30})])
     assert "| piper | piper | 10.0 % | 30.0 % | 20.0 % |" in table
     assert "Mean held-out EER" not in table
+
+
+def _cut(label: str, family: str) -> object:
+    windows = WindowSet(np.zeros((1, 4), np.float32), [(0.0, 4.04)], [False], [-24.0], 4.0)
+    return heldout.Cut(heldout.HeldOutFile(f"{family}.flac", label, family, "original"), windows)
+
+
+def test_operating_points_give_each_split_at_each_threshold_and_a_higher_one_flags_less() -> None:
+    real, fake = "bonafide", "spoof"
+    cuts = [_cut(real, "librispeech"), _cut(real, "fsdd"), _cut(fake, "piper"), _cut(fake, "espeak")]
+    # Calibrated margins: fake probability sigmoid(-margin) = 0.27, 0.62, 0.73, 0.95.
+    margins = [np.array([m]) for m in (1.0, -0.5, -1.0, -3.0)]
+    points = recipe.operating_points({"dev": (cuts, margins), "test": (cuts[2:], margins[2:])})
+    assert [(p["split"], p["threshold"]) for p in points] == [
+        (split, t) for split in ("dev", "test") for t in recipe.THRESHOLDS
+    ]
+    dev = {p["threshold"]: p for p in points if p["split"] == "dev"}
+    assert dev[0.5]["real_flagged"] == 0.5 and dev[0.5]["fake_caught"] == 1.0
+    assert dev[0.7]["real_flagged"] == 0.0 and dev[0.7]["caught_by_family"] == {"espeak": 1.0, "piper": 1.0}
+    assert dev[0.8]["caught_by_family"] == {"espeak": 1.0, "piper": 0.0}
+    assert dev[0.9]["fake_caught"] == 0.5
