@@ -450,7 +450,8 @@ def whisper_study(
     corpus: Path, out: Path, train: dict[str, np.ndarray], folds: list[str], seeds: list[int], main_seed: int
 ) -> list[dict]:
     """Per fold: the head trained without the fold's family, scored on the fold's test files alone and
-    added to each seed's SpecNet margins. Both are log-odds, so the sum needs no weight."""
+    added to each seed's SpecNet margins, and to their mean over seeds (what ``specnet-whisper``
+    ships). Both are log-odds, so the sum needs no weight."""
     test = whisper_features(corpus, out, "test")
     manifest = read_manifest(corpus)
     results = []
@@ -461,47 +462,61 @@ def whisper_study(
         heads = [head.margin(test[c.file.path]) for c in cuts]
         result: dict = {"fold": name, "held_out": list(held), "head": _family_eers(cuts, heads, held)}
         result["seeds"] = {}
+        every = []
         for seed in seeds:
             folder = fold_folder(out, name, seed, main_seed)
             if not (folder / "calibrated.pt").exists():
                 continue
-            ours = fold_margins(folder, cuts)
-            fused = [m + h for m, h in zip(ours, heads, strict=True)]
-            result["seeds"][str(seed)] = {
-                "specnet": _family_eers(cuts, ours, held),
-                "fused": _family_eers(cuts, fused, held),
-            }
+            every.append(fold_margins(folder, cuts))
+            result["seeds"][str(seed)] = _with_head(cuts, every[-1], heads, held)
+        if every:
+            mean = [np.mean(margins, axis=0) for margins in zip(*every, strict=True)]
+            result["ensemble"] = _with_head(cuts, mean, heads, held)
         logger.info("whisper: fold %s %s", name, json.dumps(result))
         results.append(result)
     return results
 
 
-def whisper_all(corpus: Path, out: Path, train: dict[str, np.ndarray]) -> dict:
-    """The shipped model's fold (every family in training) with the head: the sum is recalibrated on
-    the dev split (a Platt fit, as each fold's SpecNet is), then judged at the service's decision on the
-    test files beside SpecNet alone, so what the head costs in false alarms shows as well as what it
-    catches."""
+def _with_head(
+    cuts: list[heldout.Cut], ours: list[np.ndarray], heads: list[np.ndarray], held_out: tuple[str, ...]
+) -> dict:
+    fused = [m + h for m, h in zip(ours, heads, strict=True)]
+    return {"specnet": _family_eers(cuts, ours, held_out), "fused": _family_eers(cuts, fused, held_out)}
+
+
+def whisper_all(corpus: Path, out: Path, train: dict[str, np.ndarray], members: list[Path]) -> dict:
+    """The shipped model's fold (every family in training) with the head: the mean margin of the fold's
+    SpecNets (``members``: one folder per seed) plus the head is recalibrated on the dev split (a Platt
+    fit, as each fold's SpecNet is), then judged at the service's decision on the test files beside the
+    shipped SpecNet alone (the first member), so what the head costs in false alarms shows as well as
+    what it catches."""
     head, windows = fold_head(corpus, read_manifest(corpus), (), train)
-    folder = out / "all"
     splits = {}
     for split in ("dev", "test"):
         cuts = fold_test_cuts((), corpus, split)
         features = whisper_features(corpus, out, split)
-        ours = fold_margins(folder, cuts, split)
+        each = [fold_margins(folder, cuts, split) for folder in members]
+        ours = [np.mean(margins, axis=0) for margins in zip(*each, strict=True)]
         fused = [m + head.margin(features[c.file.path]) for m, c in zip(ours, cuts, strict=True)]
-        splits[split] = (cuts, ours, fused)
+        splits[split] = (cuts, each[0], fused)
     cuts, _, fused = splits["dev"]
     calibration = fit_platt(
         heldout.file_margins(cuts, fused), np.array([c.file.label == BONAFIDE for c in cuts])
     )
-    cuts, ours, fused = splits["test"]
-    result: dict = {"fold": "all", "held_out": [], "calibration": asdict(calibration), "files": len(cuts)}
-    result["specnet"] = _summary(cuts, ours, _rule(0.0))
+    cuts, shipped, fused = splits["test"]
+    result: dict = {
+        "fold": "all",
+        "held_out": [],
+        "members": len(members),
+        "calibration": asdict(calibration),
+        "files": len(cuts),
+    }
+    result["specnet"] = _summary(cuts, shipped, _rule(0.0))
     result["specnet + whisper"] = _summary(cuts, [calibration.apply(m) for m in fused], _rule(0.0))
     result["operating_points"] = operating_points(
         {split: (cuts, [calibration.apply(m) for m in fused]) for split, (cuts, _, fused) in splits.items()}
     )
-    model = assemble(folder / "calibrated.pt", head, calibration)
+    model = assemble([folder / "calibrated.pt" for folder in members], head, calibration)
     save_checkpoint(
         out / "specnet-whisper.pt",
         model,
@@ -511,19 +526,21 @@ def whisper_all(corpus: Path, out: Path, train: dict[str, np.ndarray]) -> dict:
             "calibration": asdict(calibration),
             "head_strength": HEAD_STRENGTH,
             "head_windows": windows,
-            "trained_from": str(folder / "calibrated.pt"),
+            "trained_from": [str(folder / "calibrated.pt") for folder in members],
         },
     )
     return result
 
 
-def assemble(specnet: Path, head: LinearHead, calibration: Calibration) -> SpecWhisper:
-    """One network from the fold's calibrated SpecNet, the head (its standardisation folded into the
-    linear layer) and the sum's dev calibration; the encoder's weights are the published ones."""
-    loaded = load_checkpoint("specnet", path=specnet)
-    model = SpecWhisper(SpecWhisperConfig(specnet=loaded.config))
+def assemble(specnets: list[Path], head: LinearHead, calibration: Calibration) -> SpecWhisper:
+    """One network from the fold's calibrated SpecNets (one per seed), the head (its standardisation
+    folded into the linear layer) and the sum's dev calibration; the encoder's weights are the
+    published ones."""
+    loaded = [load_checkpoint("specnet", path=path) for path in specnets]
+    model = SpecWhisper(SpecWhisperConfig(specnet=loaded[0].config, members=len(loaded)))
     model.load_external()
-    model.specnet.load_state_dict(loaded.model.state_dict())
+    for member, source in zip(model.specnets, loaded, strict=True):
+        member.load_state_dict(source.model.state_dict())
     weight = head.weight / head.scale
     with torch.no_grad():
         model.head.weight.copy_(torch.from_numpy(weight[None]))
@@ -534,32 +551,35 @@ def assemble(specnet: Path, head: LinearHead, calibration: Calibration) -> SpecW
 
 
 def render_whisper(results: list[dict], bar_folds: tuple[str, ...] = BAR_FOLDS) -> str:
-    """Held-out family EER: the head alone, SpecNet alone and SpecNet + head, per seed and over seeds."""
+    """Held-out family EER: the head alone, SpecNet alone and SpecNet + head, per seed and over seeds,
+    and the mean of the seeds' SpecNets with the head (what ``specnet-whisper`` ships)."""
     lines = [
         "| fold | held-out family | head alone | SpecNet, by seed | SpecNet + head, by seed "
-        "| SpecNet, mean | SpecNet + head, mean |",
-        "|---|---|---:|---|---|---:|---:|",
+        "| SpecNet, mean | SpecNet + head, mean | seeds' SpecNets averaged + head |",
+        "|---|---|---:|---|---|---:|---:|---:|",
     ]
-    means: dict[str, list[float]] = {"specnet": [], "fused": []}
+    means: dict[str, list[float]] = {"specnet": [], "fused": [], "ensemble": []}
     for r in results:
         for family, head in r["head"].items():
-            per = {m: [s[m][family] for s in r["seeds"].values()] for m in means}
+            per = {m: [s[m][family] for s in r["seeds"].values()] for m in ("specnet", "fused")}
             mean = {m: float(np.mean(v)) if v else float("nan") for m, v in per.items()}
+            mean["ensemble"] = r["ensemble"]["fused"][family] if "ensemble" in r else float("nan")
             if r["fold"] in bar_folds and r["held_out"] == [family]:
                 for m in means:
                     means[m].append(mean[m])
             lines.append(
                 f"| {r['fold']} | {family} | {100 * head:.1f} % | "
-                + " | ".join(" / ".join(f"{100 * e:.1f}" for e in per[m]) + " %" for m in means)
+                + " | ".join(" / ".join(f"{100 * e:.1f}" for e in per[m]) + " %" for m in per)
                 + " | "
-                + " | ".join(f"{100 * mean[m]:.1f} %" for m in means)
+                + " | ".join(_pct(mean[m]) for m in means)
                 + " |"
             )
     text = "\n".join(lines) + "\n"
     if len(means["specnet"]) == len(bar_folds):
         text += (
-            f"\nMean over {', '.join(bar_folds)}: SpecNet {100 * np.mean(means['specnet']):.1f} %, "
-            f"SpecNet + head {100 * np.mean(means['fused']):.1f} %.\n"
+            f"\nMean over {', '.join(bar_folds)}: SpecNet {_pct(float(np.mean(means['specnet'])))}, "
+            f"SpecNet + head {_pct(float(np.mean(means['fused'])))}, "
+            f"seeds' SpecNets averaged + head {_pct(float(np.mean(means['ensemble'])))}.\n"
         )
     return text
 
@@ -651,8 +671,9 @@ def main() -> None:
     parser.add_argument(
         "--seeds",
         default="",
-        help="comma-separated extra seeds: every fold but 'all' is trained again with each, and the "
-        "report gives each held-out family's EER per seed and the mean",
+        help="comma-separated extra seeds: every fold is trained again with each; the report gives each "
+        "held-out family's EER per seed and the mean, and --step whisper averages the 'all' fold's "
+        "SpecNets of every seed into specnet-whisper",
     )
     parser.add_argument(
         "--folds", default=",".join(FOLDS), help="comma-separated subset of " + ",".join(FOLDS)
@@ -686,7 +707,9 @@ def main() -> None:
         study = whisper_study(args.corpus, args.out, train, folds, [args.seed, *extra_seeds], args.seed)
         report = render_whisper(study)
         if "all" in args.folds.split(","):
-            everything = whisper_all(args.corpus, args.out, train)
+            folders = [fold_folder(args.out, "all", seed, args.seed) for seed in [args.seed, *extra_seeds]]
+            members = [folder for folder in folders if (folder / "calibrated.pt").exists()]
+            everything = whisper_all(args.corpus, args.out, train, members)
             study.append(everything)
             report += "\nEvery family in training, the sum recalibrated on dev:\n\n"
             report += render([everything], ("specnet", "specnet + whisper"))
@@ -700,7 +723,7 @@ def main() -> None:
         return
     results = []
     for name in args.folds.split(","):
-        seeds = [args.seed, *extra_seeds] if FOLDS[name] else [args.seed]
+        seeds = [args.seed, *extra_seeds]
         checkpoints = {
             seed: run_fold(
                 name,

@@ -102,8 +102,9 @@ def test_the_service_serves_specnet_whisper_beside_specnet(detector_factory, sam
     with live_server(detectors) as srv:
         listed = {m["name"]: m for m in httpx.get(f"{srv.url}/v1/models").json()["models"]}
         assert listed["specnet-whisper"]["architecture"] == "SpecWhisper"
-        # SpecNet's 204,082 weights, the head's 385 and the calibration's 2, and the frozen encoder's.
-        assert listed["specnet-whisper"]["parameters"] == 204_082 + 385 + 2 + 8_209_920
+        # Three SpecNets of 204,082 weights, the head's 385 and the calibration's 2, and the frozen
+        # encoder's.
+        assert listed["specnet-whisper"]["parameters"] == 3 * 204_082 + 385 + 2 + 8_209_920
         assert listed["specnet-whisper"]["sha256"] == REGISTRY["specnet-whisper"].sha256
         for name in SHIPPED:
             answer = httpx.post(

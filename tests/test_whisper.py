@@ -118,23 +118,33 @@ def test_one_class_alone_cannot_make_a_head() -> None:
         fit_linear_head(np.zeros((4, 2)), np.ones(4, bool))
 
 
-def test_the_study_table_gives_each_seed_and_the_bar_mean() -> None:
-    def fold(name: str, head: float, specnet: tuple[float, float], fused: tuple[float, float]) -> dict:
+def test_the_study_table_gives_each_seed_the_averaged_seeds_and_the_bar_mean() -> None:
+    def fold(
+        name: str, head: float, specnet: tuple[float, float], fused: tuple[float, float], averaged: float
+    ) -> dict:
         seeds = {
             str(s): {"specnet": {name: a}, "fused": {name: b}}
             for s, a, b in zip((1, 2), specnet, fused, strict=True)
         }
-        return {"fold": name, "held_out": [name], "head": {name: head}, "seeds": seeds}
+        ensemble = {"specnet": {name: 0.5}, "fused": {name: averaged}}
+        return {"fold": name, "held_out": [name], "head": {name: head}, "seeds": seeds, "ensemble": ensemble}
 
     results = [
-        fold("piper", 0.2, (0.1, 0.3), (0.1, 0.1)),
-        fold("kokoro", 0.3, (0.2, 0.4), (0.2, 0.2)),
-        fold("copysynth", 0.4, (0.3, 0.5), (0.3, 0.3)),
+        fold("piper", 0.2, (0.1, 0.3), (0.1, 0.1), 0.05),
+        fold("kokoro", 0.3, (0.2, 0.4), (0.2, 0.2), 0.15),
+        fold("copysynth", 0.4, (0.3, 0.5), (0.3, 0.3), 0.25),
     ]
     table = recipe.render_whisper(results)
-    assert "| piper | piper | 20.0 % | 10.0 / 30.0 % | 10.0 / 10.0 % | 20.0 % | 10.0 % |" in table
-    assert "Mean over piper, kokoro, copysynth: SpecNet 30.0 %, SpecNet + head 20.0 %." in table
+    assert "| piper | piper | 20.0 % | 10.0 / 30.0 % | 10.0 / 10.0 % | 20.0 % | 10.0 % | 5.0 % |" in table
+    assert (
+        "Mean over piper, kokoro, copysynth: SpecNet 30.0 %, SpecNet + head 20.0 %, "
+        "seeds' SpecNets averaged + head 15.0 %." in table
+    )
     assert "Mean over" not in recipe.render_whisper(results[:1])
+    del results[0]["ensemble"]
+    assert "| piper | piper | 20.0 % | 10.0 / 30.0 % | 10.0 / 10.0 % | 20.0 % | 10.0 % | - |" in (
+        recipe.render_whisper(results)
+    )
 
 
 def test_the_all_families_table_compares_the_two_models_it_is_given() -> None:
@@ -160,10 +170,10 @@ def test_the_all_families_table_compares_the_two_models_it_is_given() -> None:
     assert "AASIST" not in table
 
 
-def test_specwhisper_adds_the_heads_opinion_to_specnets_and_recalibrates_the_sum(
-    speech: torch.Tensor, tmp_path: Path
+def test_specwhisper_adds_the_heads_opinion_to_its_specnets_mean_and_recalibrates_the_sum(
+    speech: torch.Tensor,
 ) -> None:
-    model = build_model(SpecWhisperConfig())
+    model = build_model(SpecWhisperConfig(members=2))
     model.load_external()
     torch.manual_seed(0)
     with torch.no_grad():
@@ -172,26 +182,35 @@ def test_specwhisper_adds_the_heads_opinion_to_specnets_and_recalibrates_the_sum
             layer.bias.normal_()
     model.eval()
     with torch.inference_mode():
-        _, logits = model(speech)
-        _, own = model.specnet(speech)
+        hidden, logits = model(speech)
+        members = [specnet(speech) for specnet in model.specnets]
         head = model.head(model.encoder.pooled(speech)).squeeze(-1)
+    own = [out[:, 1] - out[:, 0] for _, out in members]
+    assert not torch.allclose(own[0], own[1])
     expected = (
-        model.calibration.weight.item() * (own[:, 1] - own[:, 0] + head) + model.calibration.bias.item()
+        model.calibration.weight.item() * ((own[0] + own[1]) / 2 + head) + model.calibration.bias.item()
     )
     torch.testing.assert_close(logits[:, 1] - logits[:, 0], expected)
+    torch.testing.assert_close(hidden, torch.cat([members[0][0], members[1][0]], dim=1))
 
 
-def test_a_specwhisper_file_holds_voxguards_weights_only(tmp_path: Path, speech: torch.Tensor) -> None:
-    model = build_model(SpecWhisperConfig())
+def test_a_specwhisper_needs_a_specnet() -> None:
+    with pytest.raises(ValueError, match="at least one SpecNet"):
+        SpecWhisperConfig(members=0)
+
+
+def test_a_specwhisper_file_holds_voxguards_weights_only(speech: torch.Tensor, tmp_path: Path) -> None:
+    model = build_model(SpecWhisperConfig(members=3))
     model.load_external()
     path = tmp_path / "sw.pt"
     save_checkpoint(path, model.eval(), name="specnet-whisper")
     saved = torch.load(path, weights_only=True)["state_dict"]
     assert not any(k.startswith("encoder.") for k in saved)
-    assert path.stat().st_size < 2**20
-    loaded = load_checkpoint("specnet-whisper", path=path).model
+    assert path.stat().st_size < 2**22
+    loaded = load_checkpoint("specnet-whisper", path=path)
+    assert loaded.config.members == 3
     with torch.inference_mode():
-        torch.testing.assert_close(loaded(speech)[1], model(speech)[1])
+        torch.testing.assert_close(loaded.model(speech)[1], model(speech)[1])
 
 
 def test_without_the_encoder_package_specwhisper_says_how_to_install_it(

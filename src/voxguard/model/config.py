@@ -75,11 +75,17 @@ class SpecNetConfig:
 
 @dataclass(frozen=True)
 class SpecWhisperConfig:
-    """SpecNet plus a linear head on the frozen Whisper tiny.en encoder (``width`` values pooled)."""
+    """``members`` SpecNets (one recipe, different training seeds; their margins averaged) plus a linear
+    head on the frozen Whisper tiny.en encoder (``width`` values pooled)."""
 
     architecture: str = "SpecWhisper"
     specnet: SpecNetConfig = SpecNetConfig()
     width: int = 384
+    members: int = 1
+
+    def __post_init__(self) -> None:
+        if self.members < 1:
+            raise ValueError(f"SpecWhisper needs at least one SpecNet member, got {self.members}")
 
     @property
     def nb_samp(self) -> int:
@@ -87,10 +93,19 @@ class SpecWhisperConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SpecWhisperConfig:
-        return cls(specnet=SpecNetConfig.from_dict(data["specnet"]), width=int(data.get("width", 384)))
+        return cls(
+            specnet=SpecNetConfig.from_dict(data["specnet"]),
+            width=int(data.get("width", 384)),
+            members=int(data.get("members", 1)),
+        )
 
     def to_dict(self) -> dict[str, Any]:
-        return {"architecture": self.architecture, "specnet": self.specnet.to_dict(), "width": self.width}
+        return {
+            "architecture": self.architecture,
+            "specnet": self.specnet.to_dict(),
+            "width": self.width,
+            "members": self.members,
+        }
 
 
 ModelConfig = AasistConfig | SpecNetConfig | SpecWhisperConfig

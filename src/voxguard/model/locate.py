@@ -132,9 +132,9 @@ REGISTRY: dict[str, CheckpointSpec] = {
     # voxguard's own weights only; the encoder's come from the `whisper` extra.
     "specnet-whisper": _bundled(
         "specnet-whisper",
-        "f98c234b14bf178ee42034d257c0f639b536308ee8ac0763d909875d4afc8f51",
-        837_651,
-        SpecWhisperConfig(),
+        "bf359fe41f8e0aac9e2389b4daec8fb258bc2cecfabcff9208ba718784ff9c6d",
+        2_506_543,
+        SpecWhisperConfig(members=3),
         "MIT (voxguard; the Whisper tiny.en encoder: MIT, OpenAI); trained like specnet",
         package=WHISPER_PACKAGE,
     ),
