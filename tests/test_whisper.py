@@ -17,11 +17,12 @@ from voxguard.audio.options import AudioOptions
 from voxguard.audio.windows import prepare
 from voxguard.model import locate, whisper
 from voxguard.model.checkpoints import load_checkpoint, save_checkpoint
-from voxguard.model.config import SpecWhisperConfig
+from voxguard.model.config import SpecNetConfig, SpecWhisperConfig
 from voxguard.model.factory import build_model
 from voxguard.model.locate import CheckpointError
 from voxguard.model.whisper import WhisperEncoder, load_encoder, log_mel, weights_path
-from voxguard.training.feature_head import fit_linear_head
+from voxguard.training.calibration import Calibration
+from voxguard.training.feature_head import LinearHead, fit_linear_head
 
 spec = importlib.util.spec_from_file_location(
     "detector_recipe", Path(__file__).resolve().parents[1] / "scripts" / "detector_recipe.py"
@@ -192,6 +193,30 @@ def test_specwhisper_adds_the_heads_opinion_to_its_specnets_mean_and_recalibrate
     )
     torch.testing.assert_close(logits[:, 1] - logits[:, 0], expected)
     torch.testing.assert_close(hidden, torch.cat([members[0][0], members[1][0]], dim=1))
+
+
+def test_the_recipe_assembles_the_network_its_figures_were_computed_for(
+    speech: torch.Tensor, encoder: WhisperEncoder, tmp_path: Path
+) -> None:
+    """The recipe measures SpecNets' margins averaged plus the head's margin on standardised features,
+    recalibrated; the network it ships folds the standardisation into one layer and must compute the
+    same numbers."""
+    paths = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        paths.append(tmp_path / f"specnet-{seed}.pt")
+        save_checkpoint(paths[-1], build_model(SpecNetConfig()).eval(), name="specnet")
+    rng = np.random.default_rng(0)
+    head = LinearHead(rng.normal(size=384), rng.uniform(0.5, 2.0, 384), rng.normal(size=384) / 20, 0.3)
+    calibration = Calibration(scale=0.7, bias=-0.1)
+    model = recipe.assemble(paths, head, calibration)
+    with torch.inference_mode():
+        _, logits = model(speech)
+        members = [load_checkpoint("specnet", path=p).model(speech)[1] for p in paths]
+        features = encoder.pooled(speech).double().numpy()
+    specnet = np.mean([(out[:, 1] - out[:, 0]).double().numpy() for out in members], axis=0)
+    expected = calibration.apply(specnet + head.margin(features))
+    np.testing.assert_allclose((logits[:, 1] - logits[:, 0]).double().numpy(), expected, atol=1e-4)
 
 
 def test_a_specwhisper_needs_a_specnet() -> None:
