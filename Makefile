@@ -113,17 +113,19 @@ detector: corpus
 # Containers (docker/README.md). DOCKER_VARIANT=cpu builds the image for machines without a GPU (on
 # Ubuntu instead of the CUDA base: the Dockerfile builds on the one BASE_IMAGE it is given);
 # DOCKER_WEIGHTS=baked fetches the weights into the image instead of mounting checkpoints/;
-# DOCKER_TORCH_INDEX_URL takes torch from a mirror (empty: the variant's default index).
+# DOCKER_TORCH_INDEX_URL takes torch from a mirror (empty: the variant's default index);
+# DOCKER_EXTRAS=whisper adds the package extra that specnet-whisper needs (empty: none).
 DOCKER ?= docker
 DOCKER_IMAGE ?= voxguard
 DOCKER_VARIANT ?= gpu
 DOCKER_WEIGHTS ?= mounted
 DOCKER_BASE_IMAGE ?= $(if $(filter cpu,$(DOCKER_VARIANT)),ubuntu:24.04)
 DOCKER_TORCH_INDEX_URL ?=
+DOCKER_EXTRAS ?=
 docker-build:
 	$(DOCKER) build -f docker/Dockerfile --build-arg VARIANT=$(DOCKER_VARIANT) \
 		$(if $(DOCKER_BASE_IMAGE),--build-arg BASE_IMAGE=$(DOCKER_BASE_IMAGE)) \
-		--build-arg TORCH_INDEX_URL=$(DOCKER_TORCH_INDEX_URL) \
+		--build-arg TORCH_INDEX_URL=$(DOCKER_TORCH_INDEX_URL) --build-arg EXTRAS=$(DOCKER_EXTRAS) \
 		--build-arg WEIGHTS=$(DOCKER_WEIGHTS) -t $(DOCKER_IMAGE):$(DOCKER_VARIANT) .
 
 # One GPU replica on :8000 (compose.yaml -> docker/compose.yaml); the weights come from $(WEIGHTS_DIR).

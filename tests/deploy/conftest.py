@@ -6,16 +6,11 @@ Only tests that ask for them start anything; ``make test`` deselects those tests
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 
 import pytest
-from engine import Build, Engine, build, make_base_image
+from engine import TORCH_INDEX_URL, Build, Engine, build, make_base_image
 from shipped import ARTIFACTS
-
-# The gpu variant: PyPI's torch is the CUDA build and runs on the CPU too (PyTorch's CPU index cannot
-# be reached from CI). A mirror: VOXGUARD_TEST_TORCH_INDEX_URL.
-TORCH_INDEX_URL = os.environ.get("VOXGUARD_TEST_TORCH_INDEX_URL", "https://pypi.org/simple")
 
 
 @pytest.fixture(scope="session")

@@ -24,6 +24,9 @@ from shipped import REPO, compose_binary, go_seconds
 SUITE = "bookworm"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 CHECKPOINTS = "/opt/voxguard/checkpoints"
+# The gpu variant: PyPI's torch is the CUDA build and runs on the CPU too (PyTorch's CPU index cannot
+# be reached from CI). A mirror: VOXGUARD_TEST_TORCH_INDEX_URL.
+TORCH_INDEX_URL = os.environ.get("VOXGUARD_TEST_TORCH_INDEX_URL", "https://pypi.org/simple")
 
 
 class Engine:

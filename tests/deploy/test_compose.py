@@ -85,7 +85,12 @@ def test_gpu_service(services):
     assert voxguard["build"] == {
         "context": "..",
         "dockerfile": "docker/Dockerfile",
-        "args": {"VARIANT": "gpu", "WEIGHTS": "mounted", "TORCH_INDEX_URL": "${VOXGUARD_TORCH_INDEX_URL:-}"},
+        "args": {
+            "VARIANT": "gpu",
+            "WEIGHTS": "mounted",
+            "TORCH_INDEX_URL": "${VOXGUARD_TORCH_INDEX_URL:-}",
+            "EXTRAS": "${VOXGUARD_EXTRAS:-}",
+        },
     }
     assert (DOCKER / voxguard["build"]["context"] / voxguard["build"]["dockerfile"]).is_file()
 

