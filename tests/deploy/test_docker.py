@@ -85,17 +85,7 @@ def test_torch_index_is_a_build_argument_that_compose_and_make_pass_on():
     (torch_install,) = [a for k, a in dockerfile_stages()["build"][1] if k == "RUN" and "torch==" in a]
     assert '--index-url "${TORCH_INDEX_URL:-$index}"' in torch_install
     assert dockerfile_args()["TORCH_INDEX_URL"] == "", "empty: the variant's own index"
-    build = load_yaml(DOCKER / "compose.yaml")["x-voxguard"]["build"]
-    assert build["args"]["TORCH_INDEX_URL"] == "${VOXGUARD_TORCH_INDEX_URL:-}"
-    make = subprocess.run(
-        ["make", "-n", "docker-build", "DOCKER_TORCH_INDEX_URL=http://mirror/simple"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=30,
-    ).stdout
-    assert "--build-arg TORCH_INDEX_URL=http://mirror/simple" in make
+    _compose_and_make_pass_on("TORCH_INDEX_URL", "http://mirror/simple")
 
 
 def test_package_extras_are_a_build_argument_that_compose_and_make_pass_on():
@@ -108,17 +98,23 @@ def test_package_extras_are_a_build_argument_that_compose_and_make_pass_on():
     assert expanded.stdout.split() == ["/src", "/src[whisper]"]
     extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     assert "whisper" in extras
+    _compose_and_make_pass_on("EXTRAS", "whisper")
+
+
+def _compose_and_make_pass_on(arg: str, value: str) -> None:
+    """Compose takes build argument ``arg`` from ``VOXGUARD_<arg>``, ``make docker-build`` from
+    ``DOCKER_<arg>``."""
     build = load_yaml(DOCKER / "compose.yaml")["x-voxguard"]["build"]
-    assert build["args"]["EXTRAS"] == "${VOXGUARD_EXTRAS:-}"
+    assert build["args"][arg] == f"${{VOXGUARD_{arg}:-}}"
     make = subprocess.run(
-        ["make", "-n", "docker-build", "DOCKER_EXTRAS=whisper"],
+        ["make", "-n", "docker-build", f"DOCKER_{arg}={value}"],
         cwd=REPO,
         capture_output=True,
         text=True,
         check=True,
         timeout=30,
     ).stdout
-    assert "--build-arg EXTRAS=whisper" in make
+    assert f"--build-arg {arg}={value}" in make
 
 
 def test_runtime_user_is_a_regular_account_with_uid_10001():
