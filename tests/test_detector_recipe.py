@@ -57,7 +57,7 @@ def test_no_bar_mean_when_a_bar_fold_was_not_run() -> None:
     assert "Mean held-out EER" not in table
 
 
-def _cut(label: str, family: str) -> object:
+def _cut(label: str, family: str) -> heldout.Cut:
     windows = WindowSet(np.zeros((1, 4), np.float32), [(0.0, 4.04)], [False], [-24.0], 4.0)
     return heldout.Cut(heldout.HeldOutFile(f"{family}.flac", label, family, "original"), windows)
 
