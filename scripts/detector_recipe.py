@@ -19,14 +19,16 @@ Each step keeps its results in --out, so a rerun resumes where it stopped. Steps
 3. ``report.json`` and ``report.md``: per fold, SpecNet and AASIST side by side; for ``all``, also the
    rates at each ``VOXGUARD_THRESHOLD`` on dev (where an operating point is picked) and on test
    (``operating-points.json``).
-4. with ``--seeds``: each fold but ``all`` is trained again with every extra seed (in ``<fold>-seed<N>``),
-   and the report adds each held-out family's EER per seed and their mean. One seed's fold is one draw:
-   on the same corpus, seeds 1234, 1235 and 1236 gave the copy-synthesis fold 32.1, 38.4 and 38.7 %.
+4. with ``--seeds``: each fold is trained again with every extra seed (in ``<fold>-seed<N>``), and the
+   report adds each held-out family's EER per seed and their mean (``all`` excepted). One seed's fold
+   is one draw: on the same corpus, seeds 1234, 1235 and 1236 gave the copy-synthesis fold 32.1, 38.4
+   and 38.7 %.
 5. ``whisper`` (run on its own, after the folds): the frozen Whisper tiny.en encoder's pooled output
    for the training and test files (``whisper-train.npz``, ``whisper-test.npz``), a linear head on it per
    fold (trained without the fold's family), and each held-out family's EER for the head alone, each
-   seed's SpecNet alone, and their sum (``whisper.json``, ``whisper.md``); with ``all`` in ``--folds``,
-   also the shipped model's fold with the head, the sum recalibrated on dev, at the service's decision,
+   seed's SpecNet alone, their sum, and the seeds' SpecNets averaged plus the head (``whisper.json``,
+   ``whisper.md``); with ``all`` in ``--folds``, also the shipped model's fold: its seeds' SpecNets
+   averaged plus the head, the sum recalibrated on dev, at the service's decision and at each threshold,
    and that network (``specnet-whisper.pt``). Needs ``voxguard[whisper]``.
 
 The ``all`` fold's calibrated checkpoint is the shipped ``specnet`` model; ``specnet-whisper.pt`` is the
@@ -470,11 +472,16 @@ def whisper_study(
             every.append(fold_margins(folder, cuts))
             result["seeds"][str(seed)] = _with_head(cuts, every[-1], heads, held)
         if every:
-            mean = [np.mean(margins, axis=0) for margins in zip(*every, strict=True)]
-            result["ensemble"] = _with_head(cuts, mean, heads, held)
+            result["ensemble"] = _with_head(cuts, _averaged(every), heads, held)
         logger.info("whisper: fold %s %s", name, json.dumps(result))
         results.append(result)
     return results
+
+
+def _averaged(models: list[list[np.ndarray]]) -> list[np.ndarray]:
+    """Several models' window margins on the same files -> their mean, file by file (what
+    ``SpecWhisper`` computes from its members)."""
+    return [np.mean(margins, axis=0) for margins in zip(*models, strict=True)]
 
 
 def _with_head(
@@ -496,8 +503,7 @@ def whisper_all(corpus: Path, out: Path, train: dict[str, np.ndarray], members: 
         cuts = fold_test_cuts((), corpus, split)
         features = whisper_features(corpus, out, split)
         each = [fold_margins(folder, cuts, split) for folder in members]
-        ours = [np.mean(margins, axis=0) for margins in zip(*each, strict=True)]
-        fused = [m + head.margin(features[c.file.path]) for m, c in zip(ours, cuts, strict=True)]
+        fused = [m + head.margin(features[c.file.path]) for m, c in zip(_averaged(each), cuts, strict=True)]
         splits[split] = (cuts, each[0], fused)
     cuts, _, fused = splits["dev"]
     calibration = fit_platt(
