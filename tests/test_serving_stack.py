@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 
 import httpx
 import numpy as np
@@ -48,6 +49,15 @@ def wav(samples: int = WINDOW) -> bytes:
     tone = (0.2 * np.sin(2 * np.pi * 140 * t)).astype(np.float32)
     sf.write(buf, tone, 16000, format="WAV", subtype="PCM_16")
     return buf.getvalue()
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    """Wait for something the service does in its own time (decoding runs in a pool, so a fixed sleep
+    is a race on a slow machine)."""
+    deadline = time.monotonic() + 60
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.005)
 
 
 def simulated_service(
@@ -174,12 +184,6 @@ def test_a_full_server_refuses_before_decoding(monkeypatch):
     def decode_must_not_run(*args, **kwargs):
         raise AssertionError("decoded a request that was going to be refused")
 
-    async def until(condition) -> None:
-        deadline = time.monotonic() + 60
-        while not condition():
-            assert time.monotonic() < deadline, "timed out"
-            await asyncio.sleep(0.005)
-
     async def scenario() -> None:
         settings = Settings(queue_size=1)
         gated = GatedDetector()
@@ -248,7 +252,7 @@ def test_a_batch_on_an_idle_server_is_one_piece_of_work_and_gets_every_answer():
 
             # Busy: work queued ahead that the batch cannot finish behind is refused as a whole, up front.
             ahead = asyncio.ensure_future(service.predict(wav(300 * 16000), None, time.monotonic()))
-            await asyncio.sleep(0.1)
+            await until(lambda: service.engine.depth("aasist") > 0)  # decoded and queued
             started = time.monotonic()
             with pytest.raises(Overloaded):
                 await service.predict_batch(files[:2], None, time.monotonic() - 30)  # arrived long ago
