@@ -192,8 +192,13 @@ async def test_worker_restarts_and_ready_reports_it(detectors, uploads):
         batcher._pick_model = explode
         async with httpx.AsyncClient(base_url=srv.url, timeout=60) as client:
             pending = asyncio.ensure_future(client.post("/v1/predict", files={"file": uploads[0]}))
-            await asyncio.sleep(0.5)
-            down = await client.get("/ready")
+            async with asyncio.timeout(30):  # polled, not a fixed sleep: a loaded machine can be slow
+                while not batcher.restarts:  # until the request reached the worker, which died
+                    await asyncio.sleep(0.01)
+            # Split, the front-end learns of it from the engine's next status; well before the restart.
+            seen = time.monotonic()
+            while (down := await client.get("/ready")).status_code == 200 and time.monotonic() - seen < 1.0:
+                await asyncio.sleep(0.05)
             assert down.status_code == 503 and down.json()["code"] == "not_ready"
             assert (await client.get("/health")).status_code == 200
             response = await pending
