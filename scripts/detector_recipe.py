@@ -83,6 +83,11 @@ BAR_FOLDS = ("piper", "kokoro", "copysynth")
 # The Whisper head's strength and features (the encoder's mean over time): what an inner
 # leave-one-family-out on the dev split picked for every bar fold (docs/evaluation.md).
 HEAD_STRENGTH = 0.001
+# The file rule's margin for one window's evidence in `specnet-whisper` (scoring.Rule.local_margin), in
+# the units of the fused margin before its dev calibration: a file is FAKE on its windows' mean, or on
+# one window this much more synthetic. The largest value whose dev spliced files (never trained or
+# calibrated on) rank within half a point of the best-window rule (docs/evaluation.md).
+LOCAL_MARGIN = 1.5
 
 
 def _files(entries, keep) -> list[heldout.HeldOutFile]:  # type: ignore[no-untyped-def]
@@ -101,8 +106,10 @@ def _csv(path: Path, corpus: Path, entries) -> None:  # type: ignore[no-untyped-
     path.write_text("\n".join(rows) + "\n")
 
 
-def _rule(offset: float, scale: float = 1.0, threshold: float = 0.5) -> Rule:
-    return Settings(threshold=threshold).rule.for_model(offset, scale)
+def _rule(
+    offset: float, scale: float = 1.0, threshold: float = 0.5, local_margin: float | None = None
+) -> Rule:
+    return Settings(threshold=threshold).rule.for_model(offset, scale, local_margin)
 
 
 def official_margins(
@@ -281,13 +288,17 @@ def _by_family(cuts: list[heldout.Cut], decisions: list[Decision]) -> dict[str, 
 THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9)
 
 
-def operating_points(splits: dict[str, tuple[list[heldout.Cut], list[np.ndarray]]]) -> list[dict]:
+def operating_points(
+    splits: dict[str, tuple[list[heldout.Cut], list[np.ndarray]]], local_margin: float | None = None
+) -> list[dict]:
     """A model's verdicts at each ``VOXGUARD_THRESHOLD`` on dev (where one is picked) and on test, from
-    its calibrated window margins on each split's files."""
+    its calibrated window margins on each split's files, by its file rule (``local_margin``)."""
     points = []
     for split, (cuts, margins) in splits.items():
         for threshold in THRESHOLDS:
-            decisions = heldout.judge(cuts, margins, _rule(0.0, threshold=threshold))
+            decisions = heldout.judge(
+                cuts, margins, _rule(0.0, threshold=threshold, local_margin=local_margin)
+            )
             summary = asdict(heldout.summarise(cuts, decisions))
             caught = {f: s.fake_caught for f, s in _by_family(cuts, decisions).items()}
             points.append({"split": split, "threshold": threshold, **summary, "caught_by_family": caught})
@@ -425,8 +436,13 @@ def fold_margins(folder: Path, cuts: list[heldout.Cut], split: str = "test") -> 
     return margins
 
 
-def _family_eers(cuts: list[heldout.Cut], margins: list[np.ndarray], held_out: tuple[str, ...]) -> dict:
-    decisions = heldout.judge(cuts, margins, _rule(0.0))
+def _family_eers(
+    cuts: list[heldout.Cut],
+    margins: list[np.ndarray],
+    held_out: tuple[str, ...],
+    local_margin: float | None = None,
+) -> dict:
+    decisions = heldout.judge(cuts, margins, _rule(0.0, local_margin=local_margin))
     return {f: s.eer for f, s in _by_family(cuts, decisions).items() if f in held_out}
 
 
@@ -453,7 +469,8 @@ def whisper_study(
 ) -> list[dict]:
     """Per fold: the head trained without the fold's family, scored on the fold's test files alone and
     added to each seed's SpecNet margins, and to their mean over seeds (what ``specnet-whisper``
-    ships). Both are log-odds, so the sum needs no weight."""
+    ships, judged by its file rule too: ``LOCAL_MARGIN``). Both are log-odds, so the sum needs no
+    weight."""
     test = whisper_features(corpus, out, "test")
     manifest = read_manifest(corpus)
     results = []
@@ -472,7 +489,7 @@ def whisper_study(
             every.append(fold_margins(folder, cuts))
             result["seeds"][str(seed)] = _with_head(cuts, every[-1], heads, held)
         if every:
-            result["ensemble"] = _with_head(cuts, _averaged(every), heads, held)
+            result["ensemble"] = _with_head(cuts, _averaged(every), heads, held, LOCAL_MARGIN)
         logger.info("whisper: fold %s %s", name, json.dumps(result))
         results.append(result)
     return results
@@ -485,18 +502,28 @@ def _averaged(models: list[list[np.ndarray]]) -> list[np.ndarray]:
 
 
 def _with_head(
-    cuts: list[heldout.Cut], ours: list[np.ndarray], heads: list[np.ndarray], held_out: tuple[str, ...]
+    cuts: list[heldout.Cut],
+    ours: list[np.ndarray],
+    heads: list[np.ndarray],
+    held_out: tuple[str, ...],
+    local_margin: float | None = None,
 ) -> dict:
+    """Held-out EERs of SpecNet alone and with the head; with ``local_margin``, also of the sum judged by
+    the file rule with that margin (``fused_local``)."""
     fused = [m + h for m, h in zip(ours, heads, strict=True)]
-    return {"specnet": _family_eers(cuts, ours, held_out), "fused": _family_eers(cuts, fused, held_out)}
+    result = {"specnet": _family_eers(cuts, ours, held_out), "fused": _family_eers(cuts, fused, held_out)}
+    if local_margin is not None:
+        result["fused_local"] = _family_eers(cuts, fused, held_out, local_margin)
+    return result
 
 
 def whisper_all(corpus: Path, out: Path, train: dict[str, np.ndarray], members: list[Path]) -> dict:
     """The shipped model's fold (every family in training) with the head: the mean margin of the fold's
     SpecNets (``members``: one folder per seed) plus the head is recalibrated on the dev split (a Platt
-    fit, as each fold's SpecNet is), then judged at the service's decision on the test files beside the
-    shipped SpecNet alone (the first member), so what the head costs in false alarms shows as well as
-    what it catches."""
+    fit on the file scores of its file rule, ``LOCAL_MARGIN``), then judged at the service's decision on
+    the test files beside the shipped SpecNet alone (the first member), so what the head costs in false
+    alarms shows as well as what it catches. The rule's margin is recorded in calibrated units, as the
+    service applies it."""
     head, windows = fold_head(corpus, read_manifest(corpus), (), train)
     splits = {}
     for split in ("dev", "test"):
@@ -507,20 +534,26 @@ def whisper_all(corpus: Path, out: Path, train: dict[str, np.ndarray], members: 
         splits[split] = (cuts, each[0], fused)
     cuts, _, fused = splits["dev"]
     calibration = fit_platt(
-        heldout.file_margins(cuts, fused), np.array([c.file.label == BONAFIDE for c in cuts])
+        heldout.file_margins(cuts, fused, Rule(local_margin=LOCAL_MARGIN)),
+        np.array([c.file.label == BONAFIDE for c in cuts]),
     )
+    local_margin = calibration.scale * LOCAL_MARGIN
     cuts, shipped, fused = splits["test"]
     result: dict = {
         "fold": "all",
         "held_out": [],
         "members": len(members),
         "calibration": asdict(calibration),
+        "local_margin": local_margin,
         "files": len(cuts),
     }
     result["specnet"] = _summary(cuts, shipped, _rule(0.0))
-    result["specnet + whisper"] = _summary(cuts, [calibration.apply(m) for m in fused], _rule(0.0))
+    result["specnet + whisper"] = _summary(
+        cuts, [calibration.apply(m) for m in fused], _rule(0.0, local_margin=local_margin)
+    )
     result["operating_points"] = operating_points(
-        {split: (cuts, [calibration.apply(m) for m in fused]) for split, (cuts, _, fused) in splits.items()}
+        {split: (cuts, [calibration.apply(m) for m in fused]) for split, (cuts, _, fused) in splits.items()},
+        local_margin,
     )
     model = assemble([folder / "calibrated.pt" for folder in members], head, calibration)
     save_checkpoint(
@@ -529,6 +562,7 @@ def whisper_all(corpus: Path, out: Path, train: dict[str, np.ndarray], members: 
         name="specnet-whisper",
         extra={
             "score_offset": 0.0,
+            "local_margin": local_margin,
             "calibration": asdict(calibration),
             "head_strength": HEAD_STRENGTH,
             "head_windows": windows,
@@ -558,18 +592,21 @@ def assemble(specnets: list[Path], head: LinearHead, calibration: Calibration) -
 
 def render_whisper(results: list[dict], bar_folds: tuple[str, ...] = BAR_FOLDS) -> str:
     """Held-out family EER: the head alone, SpecNet alone and SpecNet + head, per seed and over seeds,
-    and the mean of the seeds' SpecNets with the head (what ``specnet-whisper`` ships)."""
+    and the mean of the seeds' SpecNets with the head, by the best-window rule and by the file rule
+    with ``LOCAL_MARGIN`` (what ``specnet-whisper`` ships)."""
     lines = [
         "| fold | held-out family | head alone | SpecNet, by seed | SpecNet + head, by seed "
-        "| SpecNet, mean | SpecNet + head, mean | seeds' SpecNets averaged + head |",
-        "|---|---|---:|---|---|---:|---:|---:|",
+        "| SpecNet, mean | SpecNet + head, mean | seeds' SpecNets averaged + head "
+        "| the same, file rule with its local margin (shipped) |",
+        "|---|---|---:|---|---|---:|---:|---:|---:|",
     ]
-    means: dict[str, list[float]] = {"specnet": [], "fused": [], "ensemble": []}
+    means: dict[str, list[float]] = {"specnet": [], "fused": [], "ensemble": [], "shipped": []}
     for r in results:
         for family, head in r["head"].items():
             per = {m: [s[m][family] for s in r["seeds"].values()] for m in ("specnet", "fused")}
             mean = {m: float(np.mean(v)) if v else float("nan") for m, v in per.items()}
             mean["ensemble"] = r["ensemble"]["fused"][family] if "ensemble" in r else float("nan")
+            mean["shipped"] = r["ensemble"]["fused_local"][family] if "ensemble" in r else float("nan")
             if r["fold"] in bar_folds and r["held_out"] == [family]:
                 for m in means:
                     means[m].append(mean[m])
@@ -585,7 +622,8 @@ def render_whisper(results: list[dict], bar_folds: tuple[str, ...] = BAR_FOLDS) 
         text += (
             f"\nMean over {', '.join(bar_folds)}: SpecNet {_pct(float(np.mean(means['specnet'])))}, "
             f"SpecNet + head {_pct(float(np.mean(means['fused'])))}, "
-            f"seeds' SpecNets averaged + head {_pct(float(np.mean(means['ensemble'])))}.\n"
+            f"seeds' SpecNets averaged + head {_pct(float(np.mean(means['ensemble'])))}, "
+            f"the same by the file rule with its local margin {_pct(float(np.mean(means['shipped'])))}.\n"
         )
     return text
 
@@ -656,7 +694,12 @@ def _ship_one(name: str, source: Path, samples: Path, golden: Path) -> None:
             n: float(m) for n, m in zip(rows, detector.scores(np.stack(list(rows.values()))), strict=True)
         },
         "sample_fake_probability": {
-            name: Pipeline(Settings().audio, Settings().rule.for_model(0.0, 1.0))
+            name: Pipeline(
+                Settings().audio,
+                Settings().rule.for_model(
+                    detector.info.score_offset, detector.info.score_scale, detector.info.local_margin
+                ),
+            )
             .run((samples / name).read_bytes(), detector, 4)
             .decision.fake_probability
             for name in SAMPLE_FILES

@@ -53,3 +53,10 @@ def test_rates_eer_and_confidence_follow_the_decisions():
 def test_a_file_is_as_fake_as_its_most_fake_window():
     cuts = [_cut("spoof", n=3)]
     assert file_margins(cuts, [np.array([4.0, -2.0, 1.0])]).tolist() == [-2.0]
+
+
+def test_with_a_local_margin_a_file_is_as_fake_as_its_mean_or_its_most_fake_window_plus_the_margin():
+    cuts = [_cut("spoof", n=3), _cut("bonafide", n=3)]
+    margins = [np.array([4.0, -2.0, 1.0]), np.array([-1.0, -1.0, -1.0])]
+    assert file_margins(cuts, margins, Rule(local_margin=1.5)).tolist() == [-0.5, -1.0]
+    assert file_margins(cuts, margins, Rule(local_margin=5.0)).tolist() == [1.0, -1.0]

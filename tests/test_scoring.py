@@ -143,6 +143,8 @@ def test_find_segments_reports_every_qualifying_run():
         {"scale": 0.0},
         {"scale": -1.0},
         {"scale": float("inf")},
+        {"local_margin": -0.5},
+        {"local_margin": float("nan")},
     ],
 )
 def test_rule_refuses_impossible_values(kwargs):
@@ -155,6 +157,46 @@ def test_a_configured_offset_overrides_every_models_own_and_unset_each_keeps_its
     assert configured.for_model(0.0, 1.0) == Rule(0.7, 2, 1.0, 0.0)
     assert configured.for_model(6.0, 0.5) == Rule(0.7, 2, 1.0, 6.0, 0.5)
     assert RuleOptions(0.7, 2, 1.0, offset=-1.0).for_model(6.0, 0.5) == Rule(0.7, 2, 1.0, -1.0, 0.5)
+
+
+def test_a_local_margin_asks_more_of_one_window_than_of_the_whole_file():
+    rule = Rule(local_margin=1.5)
+    # A real recording with one window just past the boundary: FAKE by the best run alone, REAL here.
+    one_slip = np.array([REAL_S, REAL_S, -1.0, REAL_S, REAL_S])
+    assert decide(grid(5), one_slip, [False] * 5, Rule()).prediction == FAKE
+    slipped = decide(grid(5), one_slip, [False] * 5, rule)
+    assert (slipped.prediction, slipped.segments) == (REAL, [])
+    assert slipped.score == pytest.approx(-1.0 + 1.5)
+    # Synthetic throughout, no window far past the boundary: FAKE on its mean, segments where it is fake.
+    throughout = np.array([-0.5, -0.5, 0.3, -0.5])
+    judged = decide(grid(4), throughout, [False] * 4, rule)
+    assert judged.prediction == FAKE and judged.score == pytest.approx(throughout.mean())
+    assert [(s.start_s, s.end_s) for s in judged.segments] == [(0.0, 6.04), (6.0, 10.04)]
+    # A synthetic stretch inside real speech is still found by its own window.
+    spliced = decide(grid(5), np.array([REAL_S, REAL_S, FAKE_S, REAL_S, REAL_S]), [False] * 5, rule)
+    assert spliced.prediction == FAKE and spliced.score == pytest.approx(FAKE_S + 1.5)
+    assert [(s.start_s, s.end_s) for s in spliced.segments] == [(4.0, 8.04)]
+
+
+@pytest.mark.parametrize("run", [1, 2])
+@pytest.mark.parametrize("seed", range(20))
+def test_with_a_local_margin_fake_is_still_the_file_probability_at_the_threshold(run, seed):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 12))
+    scores = rng.normal(0.0, 3.0, n)
+    rule = Rule(min_windows=run, local_margin=float(rng.uniform(0.0, 3.0)))
+    d = decide(grid(n), scores, [False] * n, rule)
+    assert (d.prediction == FAKE) == (d.fake_probability >= 0.5)
+    assert d.score <= scores.mean() + 1e-9
+    assert d.score <= sustained_score(scores, run) + rule.local_margin + 1e-9
+    assert d.prediction == FAKE or not d.segments
+    if run == 1:  # a file FAKE on its mean has a window past the boundary, hence a segment
+        assert (d.prediction == FAKE) == bool(d.segments)
+
+
+def test_a_models_local_margin_reaches_its_rule():
+    assert RuleOptions(0.5, 1, 2.0, offset=None).for_model(0.0, 1.0, 1.5).local_margin == 1.5
+    assert RuleOptions(0.5, 1, 2.0, offset=None).for_model(6.0, 0.25).local_margin is None
 
 
 def test_a_configured_scale_overrides_every_models_own_and_unset_each_keeps_its_own():

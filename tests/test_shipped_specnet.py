@@ -49,7 +49,10 @@ def test_it_reproduces_its_recorded_scores(detector_factory, golden, samples_dir
     names = [str(n) for n in golden["row_names"]]
     np.testing.assert_allclose(margins, [recorded(model)["golden_margins"][n] for n in names], atol=1e-3)
     pipeline = Pipeline(
-        Settings().audio, Settings().rule.for_model(detector.info.score_offset, detector.info.score_scale)
+        Settings().audio,
+        Settings().rule.for_model(
+            detector.info.score_offset, detector.info.score_scale, detector.info.local_margin
+        ),
     )
     for name, want in recorded(model)["sample_fake_probability"].items():
         got = pipeline.run((samples_dir / name).read_bytes(), detector, 4).decision.fake_probability
@@ -106,6 +109,9 @@ def test_the_service_serves_specnet_whisper_beside_specnet(detector_factory, sam
         # encoder's.
         assert listed["specnet-whisper"]["parameters"] == 3 * 204_082 + 385 + 2 + 8_209_920
         assert listed["specnet-whisper"]["sha256"] == REGISTRY["specnet-whisper"].sha256
+        # Its file rule: one window must be this much more synthetic than the mean needs to be.
+        assert listed["specnet-whisper"]["local_margin"] == detectors["specnet-whisper"].info.local_margin > 0
+        assert listed["specnet"]["local_margin"] is None
         for name in SHIPPED:
             answer = httpx.post(
                 f"{srv.url}/v1/predict",

@@ -46,9 +46,12 @@ def test_config_round_trips_and_old_files_read_as_aasist():
 def test_checkpoint_round_trip_records_the_score_offset_and_scale(tmp_path):
     model = _model()
     path = tmp_path / "spec.pt"
-    save_checkpoint(path, model, name="mine", extra={"score_offset": 0.25, "score_scale": 0.5})
+    save_checkpoint(
+        path, model, name="mine", extra={"score_offset": 0.25, "score_scale": 0.5, "local_margin": 1.5}
+    )
     loaded = load_checkpoint("specnet", path=path)
     assert loaded.name == "mine" and (loaded.score_offset, loaded.score_scale) == (0.25, 0.5)
+    assert loaded.local_margin == 1.5
     assert isinstance(loaded.model, SpecNet)
     x = torch.randn(2, 64600) * 0.05
     with torch.inference_mode():
@@ -56,6 +59,7 @@ def test_checkpoint_round_trip_records_the_score_offset_and_scale(tmp_path):
     save_checkpoint(path, model, name="plain")
     plain = load_checkpoint("specnet", path=path)
     assert (plain.score_offset, plain.score_scale) == (0.0, 1.0)  # SpecNet's calibration is in its weights
+    assert plain.local_margin is None  # the file rule of the best run alone
 
 
 @pytest.mark.parametrize("engine", ENGINES)
@@ -123,4 +127,5 @@ def test_a_detector_reports_the_models_own_offset(tmp_path):
     save_checkpoint(path, _model(), name="mine", extra={"score_offset": 0.0})
     detector = Detector(load_checkpoint("specnet", path=path), engine="fast", device="cpu")
     assert detector.info.architecture == "SpecNet" and detector.info.score_offset == 0.0
+    assert detector.info.local_margin is None
     assert detector.scores(np.zeros((1, 64600), dtype=np.float32)).shape == (1,)

@@ -121,29 +121,38 @@ def test_one_class_alone_cannot_make_a_head() -> None:
 
 def test_the_study_table_gives_each_seed_the_averaged_seeds_and_the_bar_mean() -> None:
     def fold(
-        name: str, head: float, specnet: tuple[float, float], fused: tuple[float, float], averaged: float
+        name: str,
+        head: float,
+        specnet: tuple[float, float],
+        fused: tuple[float, float],
+        averaged: float,
+        local: float,
     ) -> dict:
         seeds = {
             str(s): {"specnet": {name: a}, "fused": {name: b}}
             for s, a, b in zip((1, 2), specnet, fused, strict=True)
         }
-        ensemble = {"specnet": {name: 0.5}, "fused": {name: averaged}}
+        ensemble = {"specnet": {name: 0.5}, "fused": {name: averaged}, "fused_local": {name: local}}
         return {"fold": name, "held_out": [name], "head": {name: head}, "seeds": seeds, "ensemble": ensemble}
 
     results = [
-        fold("piper", 0.2, (0.1, 0.3), (0.1, 0.1), 0.05),
-        fold("kokoro", 0.3, (0.2, 0.4), (0.2, 0.2), 0.15),
-        fold("copysynth", 0.4, (0.3, 0.5), (0.3, 0.3), 0.25),
+        fold("piper", 0.2, (0.1, 0.3), (0.1, 0.1), 0.05, 0.04),
+        fold("kokoro", 0.3, (0.2, 0.4), (0.2, 0.2), 0.15, 0.14),
+        fold("copysynth", 0.4, (0.3, 0.5), (0.3, 0.3), 0.25, 0.21),
     ]
     table = recipe.render_whisper(results)
-    assert "| piper | piper | 20.0 % | 10.0 / 30.0 % | 10.0 / 10.0 % | 20.0 % | 10.0 % | 5.0 % |" in table
+    assert (
+        "| piper | piper | 20.0 % | 10.0 / 30.0 % | 10.0 / 10.0 % | 20.0 % | 10.0 % | 5.0 % | 4.0 % |"
+        in table
+    )
     assert (
         "Mean over piper, kokoro, copysynth: SpecNet 30.0 %, SpecNet + head 20.0 %, "
-        "seeds' SpecNets averaged + head 15.0 %." in table
+        "seeds' SpecNets averaged + head 15.0 %, the same by the file rule with its local margin 13.0 %."
+        in table
     )
     assert "Mean over" not in recipe.render_whisper(results[:1])
     del results[0]["ensemble"]
-    assert "| piper | piper | 20.0 % | 10.0 / 30.0 % | 10.0 / 10.0 % | 20.0 % | 10.0 % | - |" in (
+    assert "| piper | piper | 20.0 % | 10.0 / 30.0 % | 10.0 / 10.0 % | 20.0 % | 10.0 % | - | - |" in (
         recipe.render_whisper(results)
     )
 

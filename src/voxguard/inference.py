@@ -122,6 +122,7 @@ class ModelInfo:
     cuda_graphs: bool
     score_offset: float  # the verdict rule's default offset for this model (LoadedCheckpoint)
     score_scale: float  # and its default scale
+    local_margin: float | None = None  # and its file rule's margin for one window's evidence, if any
     note: str | None = None  # what a reader of /v1/models must know (a simulated model says so)
 
 
@@ -178,6 +179,7 @@ class Detector:
             cuda_graphs=cuda_graphs and self.device.type == "cuda" and not compile_model,
             score_offset=loaded.score_offset,
             score_scale=loaded.score_scale,
+            local_margin=loaded.local_margin,
         )
         self._module = build_engine(loaded.model, engine, self.device, compile_model)
         self._pinned: torch.Tensor | None = None

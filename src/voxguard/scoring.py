@@ -18,6 +18,12 @@ The file's fake probability is the probability at which that rule flips: the hig
 ``min_windows`` consecutive windows all reach ``q`` (the best run's weakest window; with one window, the
 most fake window). So FAKE is exactly ``fake_probability >= threshold``, and ``score`` is the same number
 in logit form. Audio with less speech than ``min_reliable_s`` gets no verdict at all.
+
+A model may also have a ``local_margin`` ``d`` (its checkpoint records it): the file's score is then the
+lower of its counted windows' mean score and its best run's score plus ``d``. A long real recording
+has many windows, each a chance for one to look synthetic; with ``d`` one window must be that much
+more synthetic to make the file FAKE on its own, while a file synthetic throughout is FAKE on its
+average. Its segments are still the runs of windows at the threshold, found only in a FAKE file.
 """
 
 from __future__ import annotations
@@ -55,6 +61,7 @@ class Rule:
     min_reliable_s: float = 0.0
     offset: float = 0.0
     scale: float = 1.0
+    local_margin: float | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.threshold <= 1.0:
@@ -67,6 +74,9 @@ class Rule:
             raise ValueError(f"offset must be a finite number, got {self.offset}")
         if not (math.isfinite(self.scale) and self.scale > 0):
             raise ValueError(f"scale must be a positive number, got {self.scale}")
+        local = self.local_margin
+        if local is not None and not (math.isfinite(local) and local >= 0):
+            raise ValueError(f"local_margin must be a number of at least 0, got {self.local_margin}")
 
     def calibrate(self, margins: np.ndarray) -> np.ndarray:
         """Model margins (``logit[bona fide] - logit[spoof]``) -> the window scores every report uses."""
@@ -98,13 +108,13 @@ class RuleOptions:
     offset: float | None  # every model's offset; None: each model's own
     scale: float | None = None  # every model's scale; None: each model's own
 
-    def for_model(self, model_offset: float, model_scale: float) -> Rule:
+    def for_model(self, model_offset: float, model_scale: float, local_margin: float | None = None) -> Rule:
         """The rule for a model whose own offset and scale are ``model_offset`` and ``model_scale``
         (``ModelInfo.score_offset`` and ``.score_scale``). Both are required: an offset alone would
-        borrow another model's scale."""
+        borrow another model's scale. ``local_margin`` is the model's own (``ModelInfo.local_margin``)."""
         offset = model_offset if self.offset is None else self.offset
         scale = model_scale if self.scale is None else self.scale
-        return Rule(self.threshold, self.min_windows, self.min_reliable_s, offset, scale)
+        return Rule(self.threshold, self.min_windows, self.min_reliable_s, offset, scale, local_margin)
 
 
 @dataclass(frozen=True)
@@ -184,6 +194,15 @@ def sustained_score(scores: np.ndarray, length: int) -> float:
     return float(highest.min())
 
 
+def file_score(scores: np.ndarray, rule: Rule) -> float:
+    """A file's score from its counted windows' scores: its best run's, or with ``rule.local_margin``
+    the lower of their mean and the best run's plus that margin (see the module's docstring)."""
+    run = sustained_score(scores, rule.min_windows)
+    if rule.local_margin is None:
+        return run
+    return min(float(np.mean(scores)), run + rule.local_margin)
+
+
 def find_segments(
     spans: list[tuple[float, float]], margins: np.ndarray, silent: list[bool], rule: Rule
 ) -> list[Segment]:
@@ -227,15 +246,16 @@ def decide(
     counted = np.asarray([v for v, s in zip(scores, silent, strict=True) if not s], dtype=np.float64)
     if not len(counted):
         raise ValueError("no counted window: every window is silent")
-    score = sustained_score(counted, rule.min_windows)
+    score = file_score(counted, rule)
     p_fake = fake_probability(score)
     if speech_s is not None and speech_s < rule.min_reliable_s:
         heard = math.floor(speech_s * 10) / 10  # rounded down: 1.98 s must not read as the 2 s it lacks
         reason = f"too short to judge: {heard:.1f} s of speech, at least {rule.min_reliable_s:g} s needed"
         leaning = FAKE if rule.is_fake(p_fake) else REAL
         return Decision(INCONCLUSIVE, score, p_fake, [], reason, leaning)
-    segments = find_segments(spans, margins, silent, rule)
-    return Decision(FAKE if segments else REAL, score, p_fake, segments)
+    fake = rule.is_fake(p_fake)
+    segments = find_segments(spans, margins, silent, rule) if fake else []
+    return Decision(FAKE if fake else REAL, score, p_fake, segments)
 
 
 @dataclass(frozen=True)

@@ -196,6 +196,11 @@ class ModelOut(BaseModel):
         description="what the verdict rule multiplies the offset margin by before scores and probabilities "
         "(its own, or VOXGUARD_SCORE_SCALE)"
     )
+    local_margin: float | None = Field(
+        default=None,
+        description="when set, a file is FAKE on its windows' mean score, or on its best run of windows "
+        "only when that run is this much more synthetic (null: on its best run alone)",
+    )
     note: str | None = Field(default=None, description="e.g. that the model is simulated (benchmarks only)")
 
 

@@ -117,9 +117,11 @@ def _score(
     from ..evaluation.scorefile import check_provenance
 
     rule = settings.model_copy(update={"threshold": args.threshold}).rule.for_model(
-        detector.info.score_offset, detector.info.score_scale
+        detector.info.score_offset, detector.info.score_scale, detector.info.local_margin
     )
     protocol = scoring_protocol(settings.audio, rule, name=args.protocol, preprocess=args.preprocess)
+    # local_margin only when set, so that files scored before the option existed still resume
+    local = {} if rule.local_margin is None else {"local_margin": rule.local_margin}
     args.out.mkdir(parents=True, exist_ok=True)
     check_provenance(
         scores_path,
@@ -134,6 +136,7 @@ def _score(
                 "min_reliable_s": protocol.rule.min_reliable_s,
                 "offset": protocol.rule.offset,
                 "scale": protocol.rule.scale,
+                **local,
             },
         },
     )
@@ -172,4 +175,5 @@ def _run_info(
         score_scale=protocol.rule.scale,
         min_fake_windows=protocol.rule.min_windows,
         min_reliable_s=protocol.rule.min_reliable_s,
+        local_margin=protocol.rule.local_margin,
     )

@@ -55,7 +55,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     files = audio_files(args.files)
     detector = load_detector(args, settings)
     pipeline = Pipeline(
-        settings.audio, settings.rule.for_model(detector.info.score_offset, detector.info.score_scale)
+        settings.audio,
+        settings.rule.for_model(
+            detector.info.score_offset, detector.info.score_scale, detector.info.local_margin
+        ),
     )
     failures = 0
     rows = []

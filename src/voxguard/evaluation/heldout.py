@@ -20,7 +20,7 @@ from ..audio.errors import AudioError
 from ..audio.options import AudioOptions
 from ..audio.windows import WindowSet, prepare
 from ..scorer import Scorer
-from ..scoring import FAKE, INCONCLUSIVE, Decision, Rule, decide
+from ..scoring import FAKE, INCONCLUSIVE, Decision, Rule, decide, file_score
 from .metrics import equal_error_rate
 
 CONFIDENT = 0.9
@@ -70,10 +70,12 @@ def judge(cuts: Sequence[Cut], margins: Sequence[np.ndarray], rule: Rule) -> lis
     ]
 
 
-def file_margins(cuts: Sequence[Cut], margins: Sequence[np.ndarray]) -> np.ndarray:
-    """The margin the file rule turns into the file's score: its most fake counted window's."""
+def file_margins(cuts: Sequence[Cut], margins: Sequence[np.ndarray], rule: Rule | None = None) -> np.ndarray:
+    """The margin the file rule turns into the file's score: its most fake counted window's, or what
+    ``rule``'s run length and ``local_margin`` make of its counted windows (in the margins' units)."""
+    rule = rule or Rule()
     return np.array(
-        [float(np.min(m[~np.asarray(c.windows.silent)])) for c, m in zip(cuts, margins, strict=True)]
+        [file_score(m[~np.asarray(c.windows.silent)], rule) for c, m in zip(cuts, margins, strict=True)]
     )
 
 

@@ -79,6 +79,8 @@ def _protocol_text(summary: Summary) -> str:
     run_of = (
         "its most fake window" if run.min_fake_windows == 1 else f"its best run of {run.min_fake_windows}"
     )
+    if run.local_margin is not None:
+        run_of = f"the lower of the windows' mean and {run_of} plus {run.local_margin:g}"
     return (
         "Protocol `service`: each file gets what the service answers. Every 4.04 s window (2 s apart) is "
         f"scored with `{run.preprocess}` preprocessing, the score offset {run.score_offset:+g} and the "

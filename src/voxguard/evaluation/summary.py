@@ -120,6 +120,7 @@ class RunInfo:
     score_scale: float = 1.0
     min_fake_windows: int = 1
     min_reliable_s: float = 0.0
+    local_margin: float | None = None
 
 
 @dataclass(frozen=True)

@@ -58,7 +58,8 @@ class LoadedCheckpoint:
     official files, the one a voxguard checkpoint records, else 6 for AASIST and 0 for SpecNet (whose
     recipe folds its calibration into its output layer). ``score_scale`` multiplies the offset margin
     the same way: the registry's for official files (fitted on held-out speech), else the recorded one,
-    else 1 (the network's own confidence).
+    else 1 (the network's own confidence). ``local_margin`` is the file rule's margin for one window's
+    evidence (``scoring.Rule.local_margin``) a voxguard checkpoint records, else None (the best-run rule).
     """
 
     name: str
@@ -68,6 +69,7 @@ class LoadedCheckpoint:
     model: nn.Module
     score_offset: float = AASIST_SCORE_OFFSET
     score_scale: float = 1.0
+    local_margin: float | None = None
 
 
 def _corrupt(path: Path, why: str) -> CheckpointError:
@@ -139,9 +141,9 @@ def _check_keys_and_shapes(
 
 def _unpack(
     obj: Any, requested: str, path: Path, sha: str
-) -> tuple[str, ModelConfig, dict[str, torch.Tensor], float, float]:
+) -> tuple[str, ModelConfig, dict[str, torch.Tensor], float, float, float | None]:
     """Tell the two accepted file shapes apart; return (name, config, state_dict, score offset, score
-    scale)."""
+    scale, local margin)."""
     if isinstance(obj, Mapping) and obj.get("format") == VOXGUARD_FORMAT:
         version = obj.get("version")
         if version != VOXGUARD_FORMAT_VERSION:
@@ -153,13 +155,14 @@ def _unpack(
             extra = obj.get("extra") or {}
             offset = float(extra.get("score_offset", default))
             scale = float(extra.get("score_scale", 1.0))
+            local = None if extra.get("local_margin") is None else float(extra["local_margin"])
         except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
             raise _corrupt(path, f"voxguard checkpoint has no valid config ({exc!r})") from exc
         if recorded != requested:
             logger.info(
                 "%s holds model %r (requested %r); using the config stored in it", path, recorded, requested
             )
-        return recorded, config, _as_state_dict(obj.get("state_dict"), path), offset, scale
+        return recorded, config, _as_state_dict(obj.get("state_dict"), path), offset, scale, local
     state = _as_state_dict(obj, path)
     spec = spec_of(requested)  # a plain state_dict has no config of its own: the name must supply it
     if sha != spec.sha256:
@@ -171,7 +174,7 @@ def _unpack(
             spec.sha256,
             requested,
         )
-    return requested, spec.config, state, spec.score_offset, spec.score_scale
+    return requested, spec.config, state, spec.score_offset, spec.score_scale, None
 
 
 def load_checkpoint(
@@ -198,7 +201,7 @@ def load_checkpoint(
                 f"got {sha}.",
                 f"re-run `make weights` or `voxguard weights --model {name}` (it replaces a bad copy)",
             )
-    model_name, config, state, offset, scale = _unpack(_read(file), name, file, sha)
+    model_name, config, state, offset, scale, local = _unpack(_read(file), name, file, sha)
     try:
         model = build_model(config)
     except Exception as exc:  # a hand-edited config can fail in many ways inside the constructor
@@ -215,7 +218,7 @@ def load_checkpoint(
         ) from exc
     model.eval()
     logger.info("loaded %s from %s (sha256 %s)", model_name, file, sha)
-    return LoadedCheckpoint(model_name, file, sha, config, model, offset, scale)
+    return LoadedCheckpoint(model_name, file, sha, config, model, offset, scale, local)
 
 
 def _check_plain(value: Any, where: str) -> None:

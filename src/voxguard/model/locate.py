@@ -132,8 +132,8 @@ REGISTRY: dict[str, CheckpointSpec] = {
     # voxguard's own weights only; the encoder's come from the `whisper` extra.
     "specnet-whisper": _bundled(
         "specnet-whisper",
-        "bf359fe41f8e0aac9e2389b4daec8fb258bc2cecfabcff9208ba718784ff9c6d",
-        2_506_543,
+        "b008e10689da1af8d9f28dac7b20553e24263a35102881d5fe984bac66c12c28",
+        2_506_607,
         SpecWhisperConfig(members=3),
         "MIT (voxguard; the Whisper tiny.en encoder: MIT, OpenAI); trained like specnet",
         package=WHISPER_PACKAGE,

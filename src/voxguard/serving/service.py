@@ -69,7 +69,10 @@ class PredictionService:
         metrics.max_batch_size = engine.max_batch_size
         # One verdict rule per model (each has its own score offset); windows are cut the same for all.
         self.pipelines = {
-            name: Pipeline(settings.audio, settings.rule.for_model(info.score_offset, info.score_scale))
+            name: Pipeline(
+                settings.audio,
+                settings.rule.for_model(info.score_offset, info.score_scale, info.local_margin),
+            )
             for name, info in self.models.items()
         }
         self.pipeline = self.pipelines[self.default_model]
