@@ -136,7 +136,10 @@ def _files(args: argparse.Namespace) -> list[tuple[str, str, list[float], bytes]
 def study(args: argparse.Namespace) -> None:
     detector = Detector.load(args.model, checkpoint_dir=args.checkpoint_dir, engine="fast", device="cpu")
     pipeline = Pipeline(
-        Settings().audio, Settings().rule.for_model(detector.info.score_offset, detector.info.score_scale)
+        Settings().audio,
+        Settings().rule.for_model(
+            detector.info.score_offset, detector.info.score_scale, detector.info.local_margin
+        ),
     )
     with args.out.open("w") as out:
         for name, channel, fake_s, data in _files(args):
@@ -171,11 +174,17 @@ def scan(args: argparse.Namespace) -> None:
     """Each file's grid margins and its half windows' margins every ``STEP_S``, in one ``.npz``."""
     detector = Detector.load(args.model, checkpoint_dir=args.checkpoint_dir, engine="fast", device="cpu")
     pipeline = Pipeline(
-        Settings().audio, Settings().rule.for_model(detector.info.score_offset, detector.info.score_scale)
+        Settings().audio,
+        Settings().rule.for_model(
+            detector.info.score_offset, detector.info.score_scale, detector.info.local_margin
+        ),
     )
     arrays: dict[str, np.ndarray] = {
         "offset": np.array(detector.info.score_offset),
         "scale": np.array(detector.info.score_scale),
+        "local_margin": np.array(
+            np.nan if detector.info.local_margin is None else detector.info.local_margin
+        ),
     }
     for i, (name, channel, fake_s, data) in enumerate(_files(args)):
         audio, windows = pipeline.windows(data)
@@ -197,7 +206,9 @@ def replay(path: Path, rounds: int, strictness: float) -> list[dict]:
     """The edge search with ``rounds`` and ``strictness`` on a scan's scores (no model runs)."""
     scanned = np.load(path)
     scale = float(scanned["scale"]) if "scale" in scanned.files else 1.0  # scans made before scales: 1
-    pipeline = Pipeline(Settings().audio, Settings().rule.for_model(float(scanned["offset"]), scale))
+    local = float(scanned["local_margin"]) if "local_margin" in scanned.files else float("nan")
+    rule = Settings().rule.for_model(float(scanned["offset"]), scale, None if np.isnan(local) else local)
+    pipeline = Pipeline(Settings().audio, rule)
     edges.ROUNDS, edges.STRICTNESS = rounds, strictness  # the module's settings, for this process only
     rows = []
     for i in itertools.count():
