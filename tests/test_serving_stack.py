@@ -88,7 +88,8 @@ def test_a_padding_device_times_every_batch_shape_at_warm_up_and_the_cpu_pads_no
     shapes = engine.batcher.shapes
     assert shapes is not None and shapes.sizes == (1, 2, 4, 8, 16)
     for size, seconds in shapes.forward_s.items():  # each shape timed once after warm-up
-        assert seconds == pytest.approx((1.0 + 0.5 * size) / 1000, abs=0.002)
+        # A sleep never ends early but may end late on a loaded machine (2.7 ms late once in a full run).
+        assert (1.0 + 0.5 * size) / 1000 - 0.0005 <= seconds <= (1.0 + 0.5 * size) / 1000 + 0.005
     assert shapes.take(9) == 8  # 9 padded to 16 (9 ms) scores fewer windows a second than 8 (5 ms)
     assert engine.window_s == pytest.approx(shapes.forward_s[16] / 16)
 
