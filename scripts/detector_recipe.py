@@ -696,9 +696,7 @@ def _ship_one(name: str, source: Path, samples: Path, golden: Path) -> None:
         "sample_fake_probability": {
             name: Pipeline(
                 Settings().audio,
-                Settings().rule.for_model(
-                    detector.info.score_offset, detector.info.score_scale, detector.info.local_margin
-                ),
+                Settings().rule.for_loaded(detector.info),
             )
             .run((samples / name).read_bytes(), detector, 4)
             .decision.fake_probability

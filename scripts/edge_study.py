@@ -137,9 +137,7 @@ def study(args: argparse.Namespace) -> None:
     detector = Detector.load(args.model, checkpoint_dir=args.checkpoint_dir, engine="fast", device="cpu")
     pipeline = Pipeline(
         Settings().audio,
-        Settings().rule.for_model(
-            detector.info.score_offset, detector.info.score_scale, detector.info.local_margin
-        ),
+        Settings().rule.for_loaded(detector.info),
     )
     with args.out.open("w") as out:
         for name, channel, fake_s, data in _files(args):
@@ -175,9 +173,7 @@ def scan(args: argparse.Namespace) -> None:
     detector = Detector.load(args.model, checkpoint_dir=args.checkpoint_dir, engine="fast", device="cpu")
     pipeline = Pipeline(
         Settings().audio,
-        Settings().rule.for_model(
-            detector.info.score_offset, detector.info.score_scale, detector.info.local_margin
-        ),
+        Settings().rule.for_loaded(detector.info),
     )
     arrays: dict[str, np.ndarray] = {
         "offset": np.array(detector.info.score_offset),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -197,6 +198,9 @@ def test_with_a_local_margin_fake_is_still_the_file_probability_at_the_threshold
 def test_a_models_local_margin_reaches_its_rule():
     assert RuleOptions(0.5, 1, 2.0, offset=None).for_model(0.0, 1.0, 1.5).local_margin == 1.5
     assert RuleOptions(0.5, 1, 2.0, offset=None).for_model(6.0, 0.25).local_margin is None
+    loaded = SimpleNamespace(score_offset=6.0, score_scale=0.25, local_margin=1.5)  # as ModelInfo says
+    assert RuleOptions(0.5, 1, 2.0, offset=None).for_loaded(loaded) == Rule(0.5, 1, 2.0, 6.0, 0.25, 1.5)
+    assert RuleOptions(0.5, 1, 2.0, offset=0.0).for_loaded(loaded) == Rule(0.5, 1, 2.0, 0.0, 0.25, 1.5)
 
 
 def test_a_configured_scale_overrides_every_models_own_and_unset_each_keeps_its_own():

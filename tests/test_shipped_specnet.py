@@ -50,9 +50,7 @@ def test_it_reproduces_its_recorded_scores(detector_factory, golden, samples_dir
     np.testing.assert_allclose(margins, [recorded(model)["golden_margins"][n] for n in names], atol=1e-3)
     pipeline = Pipeline(
         Settings().audio,
-        Settings().rule.for_model(
-            detector.info.score_offset, detector.info.score_scale, detector.info.local_margin
-        ),
+        Settings().rule.for_loaded(detector.info),
     )
     for name, want in recorded(model)["sample_fake_probability"].items():
         got = pipeline.run((samples_dir / name).read_bytes(), detector, 4).decision.fake_probability

@@ -27,7 +27,7 @@ from .scoring import Decision, Rule, Verdict, decide, summarize
 @dataclass(frozen=True)
 class Pipeline:
     """How audio is cut (``Settings.audio``) and judged: one model's rule
-    (``Settings.rule.for_model(ModelInfo.score_offset, ModelInfo.score_scale)``)."""
+    (``Settings.rule.for_loaded(ModelInfo)``)."""
 
     options: AudioOptions
     rule: Rule

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -97,10 +97,21 @@ class Rule:
         ]
 
 
+class ModelRuleDefaults(Protocol):
+    """What a loaded model says about its own rule (``inference.ModelInfo``, ``LoadedCheckpoint``)."""
+
+    @property
+    def score_offset(self) -> float: ...
+    @property
+    def score_scale(self) -> float: ...
+    @property
+    def local_margin(self) -> float | None: ...
+
+
 @dataclass(frozen=True)
 class RuleOptions:
-    """The verdict rule as configured (``Settings.rule``). Each model has its own score offset and scale,
-    so the :class:`Rule` a model's windows are judged by is :meth:`for_model`'s."""
+    """The verdict rule as configured (``Settings.rule``). Each model has its own score offset, scale and
+    local margin, so the :class:`Rule` a model's windows are judged by is :meth:`for_loaded`'s."""
 
     threshold: float
     min_windows: int
@@ -115,6 +126,10 @@ class RuleOptions:
         offset = model_offset if self.offset is None else self.offset
         scale = model_scale if self.scale is None else self.scale
         return Rule(self.threshold, self.min_windows, self.min_reliable_s, offset, scale, local_margin)
+
+    def for_loaded(self, model: ModelRuleDefaults) -> Rule:
+        """The rule for a loaded model, from all it says about its own rule (so none is left out)."""
+        return self.for_model(model.score_offset, model.score_scale, model.local_margin)
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ People set flat variables (``VOXGUARD_MAX_BATCH_SIZE``) or the flags generated f
 get :class:`Settings` in sections, small frozen values holding only what one part reads:
 
 - ``settings.audio`` (``audio.options.AudioOptions``) and ``settings.rule`` (``scoring.RuleOptions``;
-  ``.for_model(offset, scale, local_margin)`` is a model's ``Rule``): the pipeline's, for uploads and
+  ``.for_loaded(model_info)`` is a model's ``Rule``): the pipeline's, for uploads and
   live windows alike;
 - ``settings.loading`` (:class:`ModelLoading`, its ``detector`` an ``inference.LoadOptions``): the
   models the engine loads and how (the CLI's commands load theirs the same way);
@@ -206,9 +206,9 @@ class Settings(BaseSettings):
 
     @property
     def rule(self) -> RuleOptions:
-        """The verdict rule; ``.for_model(ModelInfo.score_offset, ModelInfo.score_scale,
-        ModelInfo.local_margin)`` is one model's ``scoring.Rule`` (``score_offset`` and ``score_scale``,
-        when set, override every model's own; ``local_margin`` is always the model's)."""
+        """The verdict rule; ``.for_loaded(ModelInfo)`` is one model's ``scoring.Rule`` (``score_offset``
+        and ``score_scale``, when set, override every model's own; ``local_margin`` is always the
+        model's)."""
         from .scoring import RuleOptions
 
         return RuleOptions(

@@ -122,7 +122,7 @@ def engine_agreement(
     loaded = load_checkpoint(name, checkpoint, checkpoint_dir)
     reference = Detector(loaded, engine="eager", device=device)
     candidate = Detector(loaded, engine=engine, device=device)
-    pipeline = Pipeline(options, rule.for_model(loaded.score_offset, loaded.score_scale, loaded.local_margin))
+    pipeline = Pipeline(options, rule.for_loaded(loaded))
     rows = []
     for path in files:
         audio, windows = pipeline.windows(Path(path).read_bytes())

@@ -116,9 +116,7 @@ def _score(
     from ..evaluation.runner import score_dataset, scoring_protocol
     from ..evaluation.scorefile import check_provenance
 
-    rule = settings.model_copy(update={"threshold": args.threshold}).rule.for_model(
-        detector.info.score_offset, detector.info.score_scale, detector.info.local_margin
-    )
+    rule = settings.model_copy(update={"threshold": args.threshold}).rule.for_loaded(detector.info)
     protocol = scoring_protocol(settings.audio, rule, name=args.protocol, preprocess=args.preprocess)
     # local_margin only when set, so that files scored before the option existed still resume
     local = {} if rule.local_margin is None else {"local_margin": rule.local_margin}

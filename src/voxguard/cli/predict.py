@@ -56,9 +56,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     detector = load_detector(args, settings)
     pipeline = Pipeline(
         settings.audio,
-        settings.rule.for_model(
-            detector.info.score_offset, detector.info.score_scale, detector.info.local_margin
-        ),
+        settings.rule.for_loaded(detector.info),
     )
     failures = 0
     rows = []

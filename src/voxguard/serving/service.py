@@ -71,7 +71,7 @@ class PredictionService:
         self.pipelines = {
             name: Pipeline(
                 settings.audio,
-                settings.rule.for_model(info.score_offset, info.score_scale, info.local_margin),
+                settings.rule.for_loaded(info),
             )
             for name, info in self.models.items()
         }
