@@ -107,19 +107,22 @@ class Job:
     length_s: float = 0.0
 
 
-def _split_of_speaker(speaker: str) -> str:
+def split_of_speaker(speaker: str) -> str:
+    """A LibriSpeech speaker's split, fixed by its id (the segment localizer's recipe uses it too)."""
     bucket = zlib.crc32(speaker.encode()) % 20
     return "test" if bucket < 3 else "dev" if bucket < 6 else "train"
 
 
-def _read16k(path: Path) -> np.ndarray:
+def read16k(path: Path) -> np.ndarray:
+    """Any local audio file as 16 kHz mono float32."""
     if path.suffix == ".g722":  # raw G.722, which only ffmpeg reads
         return channels.ffmpeg_decode(path.read_bytes(), "g722")
     audio, rate = sf.read(path, dtype="float32", always_2d=True)
-    return _to16k(audio.mean(axis=1), rate)
+    return to16k(audio.mean(axis=1), rate)
 
 
-def _to16k(x: np.ndarray, rate: int) -> np.ndarray:
+def to16k(x: np.ndarray, rate: int) -> np.ndarray:
+    """Mono audio at ``rate`` resampled to 16 kHz float32."""
     if rate == SAMPLE_RATE:
         return x.astype(np.float32)
     return taf.resample(torch.from_numpy(x.astype(np.float32)), rate, SAMPLE_RATE).numpy()
@@ -136,7 +139,7 @@ def real_jobs(shared: Path, sizes: Sizes, seed: int) -> list[Job]:
                 path,
                 "librispeech",
                 f"libri-{speaker}",
-                _split_of_speaker(speaker),
+                split_of_speaker(speaker),
                 "LibriSpeech train-clean-100 (shared/corpus)",
                 "CC BY 4.0",
                 "audiobook-16k",
@@ -334,7 +337,7 @@ def splice_jobs(real: Sequence[Job], sizes: Sizes, seed: int) -> list[Job]:
 def _fsdd(inputs: Sequence[str], rng: np.random.Generator) -> np.ndarray:
     parts = []
     for path in inputs:
-        parts += [_read16k(Path(path)), np.zeros(int(rng.uniform(0.05, 0.3) * SAMPLE_RATE), np.float32)]
+        parts += [read16k(Path(path)), np.zeros(int(rng.uniform(0.05, 0.3) * SAMPLE_RATE), np.float32)]
     return np.concatenate(parts)
 
 
@@ -344,7 +347,7 @@ def _stretch(x: np.ndarray, start_s: float, length_s: float) -> np.ndarray:
 
 
 def _splice(job: Job, rng: np.random.Generator) -> tuple[np.ndarray, str]:
-    x = _read16k(Path(job.inputs[0]))
+    x = read16k(Path(job.inputs[0]))
     start = min(int(job.start_s * SAMPLE_RATE), len(x) - SAMPLE_RATE)
     if len(job.inputs) == 2:
         end = min(len(x), start + int(job.length_s * SAMPLE_RATE))
@@ -353,7 +356,7 @@ def _splice(job: Job, rng: np.random.Generator) -> tuple[np.ndarray, str]:
     else:
         voice = next(v for v in tts.VOICES if v.engine == job.inputs[1] and v.name == job.inputs[2])
         fake, rate = tts.synthesize(job.inputs[3], voice, rng)
-        fake = _to16k(fake, rate)
+        fake = to16k(fake, rate)
         rms = float(np.sqrt(np.mean(np.square(x[start : start + len(fake)], dtype=np.float64)))) or 0.05
         fake = fake * np.float32(rms / max(float(np.sqrt(np.mean(np.square(fake, dtype=np.float64)))), 1e-9))
         y = np.concatenate([x[:start], fake, x[start:]])
@@ -404,15 +407,15 @@ def make(job: Job, out: Path) -> Entry:
     rng = np.random.default_rng(job.seed)
     entry = job.entry
     if job.kind == "copy":
-        y = _read16k(Path(job.inputs[0]))
+        y = read16k(Path(job.inputs[0]))
     elif job.kind == "fsdd":
         y = _fsdd(job.inputs, rng)
     elif job.kind == "tts":
         voice = next(v for v in tts.VOICES if v.engine == job.inputs[0] and v.name == job.inputs[1])
         audio, rate = tts.synthesize(job.inputs[2], voice, rng)
-        y = _to16k(audio, rate)
+        y = to16k(audio, rate)
     elif job.kind == "vocode":
-        x = _stretch(_read16k(Path(job.inputs[1])), job.start_s, job.length_s)
+        x = _stretch(read16k(Path(job.inputs[1])), job.start_s, job.length_s)
         y = copysynth.VOCODERS[job.inputs[0]](x, rng)
     elif job.kind == "splice":
         y, segment = _splice(job, rng)
