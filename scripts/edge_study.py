@@ -1,26 +1,19 @@
-"""How well segments find a spliced synthetic stretch, before and after the edge search (docs/evaluation.md).
+"""How well segments find a spliced synthetic stretch, on the grid and with the localizer.
 
-    python scripts/edge_study.py SAMPLES_DIR CORPUS_DIR OUT.jsonl [--files 8] [--model aasist]
+    python scripts/edge_study.py score SAMPLES_DIR CORPUS_DIR OUT.jsonl [--files 12] [--model aasist]
+    python scripts/edge_study.py report OUT.jsonl
 
 Builds ``--files`` recordings of 15-20 s of real speech (the shared recordings end to end, or LibriSpeech
 utterances of one speaker) with one synthetic stretch of 4-6 s (a local synthesiser's voice, at the real
 speech's level) inserted at the start, the middle or the end, sends each through four channels (clean
 FLAC, telephone, noise at 30 dB SNR, Ogg/Vorbis) and scores it with ``Pipeline.run``'s steps: the grid's
-segments, the segments after one round of the edge search and after both, the windows each costs and the
-seconds the model took. The summary (logged at the end) is what docs/evaluation.md quotes.
-
-    python scripts/edge_study.py scan SAMPLES_DIR CORPUS_DIR SCAN.npz [--files 12]
-    python scripts/edge_study.py replay SCAN.npz
-
-``scan`` scores the same files once with half windows centred every ``STEP_S`` seconds; ``replay`` then
-runs the edge search with other settings (rounds, strictness) on those scores, each probe taking the
-nearest centre's, to show how far a search of half windows could go without rescoring.
+segments, the segments the localizer places, and the seconds each took. ``report`` prints the summary
+docs/evaluation.md quotes: per channel, the files meeting issue 21's bar.
 """
 
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import logging
 import sys
@@ -31,11 +24,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from voxguard import edges
 from voxguard.audio.decoding import decode
 from voxguard.audio.options import SAMPLE_RATE, AudioOptions
 from voxguard.audio.speech import speech_span
 from voxguard.inference import Detector
+from voxguard.model.localizer import Localizer
 from voxguard.pipeline import Pipeline
 from voxguard.settings import Settings
 
@@ -45,7 +38,8 @@ import verdict_study as vs
 logger = logging.getLogger("edge_study")
 CHANNELS = ("clean", "telephone", "noise30", "vorbis")
 POSITIONS = ("start", "middle", "end")
-STEP_S = 0.25  # the scan's spacing of half-window centres
+FILE_SEED = 21
+FILES = 12  # the measured study's --files
 
 
 def _bases(samples: Path, corpus: Path, rng: np.random.Generator, n: int) -> list[tuple[str, np.ndarray]]:
@@ -63,6 +57,13 @@ def _bases(samples: Path, corpus: Path, rng: np.random.Generator, n: int) -> lis
             base = np.concatenate([base, base])
         out.append((name, base[: round(rng.uniform(15.0, 20.0) * SAMPLE_RATE)]))
     return out
+
+
+def librispeech_speakers(samples: Path, corpus: Path) -> set[str]:
+    """The LibriSpeech speakers this study's files are made of (its seed, its draws), which the segment
+    localizer's training leaves out."""
+    bases = _bases(samples, corpus, np.random.default_rng(FILE_SEED), FILES)
+    return {name.split("-")[0] for name, _ in bases if (corpus / f"{name}.flac").exists()}
 
 
 def spliced(samples: Path, corpus: Path, n: int, rng: np.random.Generator) -> list[dict]:
@@ -99,33 +100,27 @@ def _segments(verdict) -> list[list[float]]:
 
 
 def score(pipeline: Pipeline, detector: Detector, data: bytes) -> dict:
-    """One file as ``Pipeline.run`` scores it, keeping each stage's segments, windows and model seconds."""
+    """One file as ``Pipeline.run`` scores it, keeping the grid's segments and the placed ones, and the
+    seconds the detector's windows and the localizer took."""
     audio, windows = pipeline.windows(data)
     started = time.perf_counter()
     verdict = pipeline.verdict(audio, windows, detector.scores(windows.batch))
     grid_s = time.perf_counter() - started
-    search = pipeline.edge_search(audio, verdict)
-    stages, probes = [], 0
     started = time.perf_counter()
-    while (batch := search.probes()) is not None:
-        search.feed(detector.scores(batch))
-        probes += len(batch)
-        stages.append(_segments(search.refined(verdict)))
+    refined = pipeline.refined(audio, verdict)
     return {
         "prediction": verdict.prediction,
         "grid": _segments(verdict),
-        "one_round": stages[0] if stages else _segments(verdict),
-        "refined": stages[-1] if stages else _segments(verdict),
+        "refined": _segments(refined),
         "windows": len(windows.spans),
-        "probes": probes,
         "grid_s": grid_s,
-        "probe_s": time.perf_counter() - started,
+        "localizer_s": time.perf_counter() - started,
     }
 
 
 def _files(args: argparse.Namespace) -> list[tuple[str, str, list[float], bytes]]:
     """The study's files in its order (one generator draws the splices, then every channel copy)."""
-    rng = np.random.default_rng(21)
+    rng = np.random.default_rng(FILE_SEED)
     return [
         (f["name"], channel, f["fake_s"], vs.through(channel, f["audio"], rng))
         for f in spliced(args.samples, args.corpus, args.files, rng)
@@ -135,10 +130,7 @@ def _files(args: argparse.Namespace) -> list[tuple[str, str, list[float], bytes]
 
 def study(args: argparse.Namespace) -> None:
     detector = Detector.load(args.model, checkpoint_dir=args.checkpoint_dir, engine="fast", device="cpu")
-    pipeline = Pipeline(
-        Settings().audio,
-        Settings().rule.for_loaded(detector.info),
-    )
+    pipeline = Pipeline(Settings().audio, Settings().rule.for_loaded(detector.info), Localizer.load())
     with args.out.open("w") as out:
         for name, channel, fake_s, data in _files(args):
             row = score(pipeline, detector, data)
@@ -168,69 +160,6 @@ def _measure(segments: list[list[float]], fake: list[float]) -> dict:
     }
 
 
-def scan(args: argparse.Namespace) -> None:
-    """Each file's grid margins and its half windows' margins every ``STEP_S``, in one ``.npz``."""
-    detector = Detector.load(args.model, checkpoint_dir=args.checkpoint_dir, engine="fast", device="cpu")
-    pipeline = Pipeline(
-        Settings().audio,
-        Settings().rule.for_loaded(detector.info),
-    )
-    arrays: dict[str, np.ndarray] = {
-        "offset": np.array(detector.info.score_offset),
-        "scale": np.array(detector.info.score_scale),
-        "local_margin": np.array(
-            np.nan if detector.info.local_margin is None else detector.info.local_margin
-        ),
-    }
-    for i, (name, channel, fake_s, data) in enumerate(_files(args)):
-        audio, windows = pipeline.windows(data)
-        centres = np.arange(0.0, len(audio.waveform) / SAMPLE_RATE + 1e-9, STEP_S)
-        batch, _ = edges.half_windows(audio.waveform, list(centres), Settings().audio)
-        arrays.update(
-            {
-                f"{i}/meta": np.array(json.dumps({"name": name, "channel": channel, "fake_s": fake_s})),
-                f"{i}/data": np.frombuffer(data, dtype=np.uint8),
-                f"{i}/grid": detector.scores(windows.batch),
-                f"{i}/half": detector.scores(batch),
-            }
-        )
-        logger.info("%s %s: %d half windows", name, channel, len(centres))
-    np.savez(args.out, **arrays)
-
-
-def replay(path: Path, rounds: int, strictness: float) -> list[dict]:
-    """The edge search with ``rounds`` and ``strictness`` on a scan's scores (no model runs)."""
-    scanned = np.load(path)
-    scale = float(scanned["scale"]) if "scale" in scanned.files else 1.0  # scans made before scales: 1
-    local = float(scanned["local_margin"]) if "local_margin" in scanned.files else float("nan")
-    rule = Settings().rule.for_model(float(scanned["offset"]), scale, None if np.isnan(local) else local)
-    pipeline = Pipeline(Settings().audio, rule)
-    edges.ROUNDS, edges.STRICTNESS = rounds, strictness  # the module's settings, for this process only
-    rows = []
-    for i in itertools.count():
-        if f"{i}/meta" not in scanned:
-            break
-        meta = json.loads(str(scanned[f"{i}/meta"]))
-        audio, windows = pipeline.windows(scanned[f"{i}/data"].tobytes())
-        verdict = pipeline.verdict(audio, windows, scanned[f"{i}/grid"])
-        half = scanned[f"{i}/half"]
-        search, probes = pipeline.edge_search(audio, verdict), 0
-        while search.probes() is not None:
-            search.feed(half[[min(round(c / STEP_S), len(half) - 1) for c in search.centres]])
-            probes += len(search.centres)
-        refined = _segments(search.refined(verdict))
-        rows.append(
-            {
-                **meta,
-                "grid": _segments(verdict),
-                "refined": refined,
-                "windows": len(windows.spans),
-                "probes": probes,
-            }
-        )
-    return rows
-
-
 def summary(rows: list[dict]) -> str:
     """Per stage and channel: files passing the issue's bar, coverage, edge errors, real marked, cost."""
     found = [r for r in rows if r["grid"]]
@@ -239,28 +168,26 @@ def summary(rows: list[dict]) -> str:
         f"{len(found)}/{len(rows)} files called FAKE; measured on those. {len(found) - len(alone)} of them "
         "also have a segment away from the stretch (a false alarm on real speech); 'alone' leaves them out"
     ]
-    for stage in ("grid", "one_round", "refined"):
+    for stage in ("grid", "refined"):
         for channel in (*CHANNELS, "all", "alone"):
             some = alone if channel == "alone" else [r for r in found if channel in ("all", r["channel"])]
             m = [_measure(r[stage], r["fake_s"]) for r in some]
             if not m:
                 continue
             cover = [x["coverage"] for x in m]
+            errors = [x["start"] for x in m] + [x["end"] for x in m]
             lines.append(
                 f"{stage:9} {channel:9} pass {sum(x['ok'] for x in m)}/{len(m)}  "
-                f"coverage mean {np.mean(cover):.2f} min {min(cover):.2f}  "
-                f"|start err| max {np.nanmax([abs(x['start']) for x in m]):.2f}  "
-                f"|end err| max {np.nanmax([abs(x['end']) for x in m]):.2f}  "
-                f"real marked before max {max(x['before'] for x in m):.2f} "
-                f"after max {max(x['after'] for x in m):.2f}"
+                f"coverage >= 90 % {sum(c >= 0.9 for c in cover)}  mean {np.mean(cover):.2f} "
+                f"min {min(cover):.2f}  edges within 1 s {sum(abs(e) <= 1 for e in errors)}/{len(errors)}  "
+                f"mean |edge error| {np.nanmean(np.abs(errors)):.2f}  "
+                f"real marked <= 2.5 s {sum(x['before'] <= 2.5 and x['after'] <= 2.5 for x in m)}"
             )
-    windows = sum(r["windows"] for r in rows)
-    ratios = [(r["windows"] + r["probes"]) / r["windows"] for r in rows]
-    seconds = sum(r["grid_s"] for r in rows)
+    grid_s = sum(r["grid_s"] for r in rows)
+    localizer_s = sum(r["localizer_s"] for r in rows)
     lines.append(
-        f"cost: windows {windows} + probes {sum(r['probes'] for r in rows)} = "
-        f"{(windows + sum(r['probes'] for r in rows)) / windows:.2f}x (per file mean {np.mean(ratios):.2f}x, "
-        f"max {max(ratios):.2f}x); model seconds {(seconds + sum(r['probe_s'] for r in rows)) / seconds:.2f}x"
+        f"cost: detector {grid_s:.1f} s on {sum(r['windows'] for r in rows)} windows, localizer "
+        f"{localizer_s:.2f} s: {(grid_s + localizer_s) / grid_s:.3f}x"
     )
     return "\n".join(lines)
 
@@ -273,42 +200,15 @@ def main() -> None:
     run.add_argument("samples", type=Path)
     run.add_argument("corpus", type=Path)
     run.add_argument("out", type=Path)
-    run.add_argument("--files", type=int, default=8)
+    run.add_argument("--files", type=int, default=FILES)
     run.add_argument("--model", default="aasist")
     run.add_argument("--checkpoint-dir", default=None)
-    scanning = sub.add_parser("scan")
-    for name in ("samples", "corpus", "out"):
-        scanning.add_argument(name, type=Path)
-    scanning.add_argument("--files", type=int, default=12)
-    scanning.add_argument("--model", default="aasist")
-    scanning.add_argument("--checkpoint-dir", default=None)
-    replaying = sub.add_parser("replay")
-    replaying.add_argument("scan", type=Path)
     report = sub.add_parser("report")
     report.add_argument("rows", type=Path)
     args = parser.parse_args()
     if args.command == "score":
         torch.set_num_threads(1)
         study(args)
-    elif args.command == "scan":
-        scan(args)
-    elif args.command == "replay":
-        for rounds, strictness in ((2, 0.5), (2, 0.25), (2, 0.75), (3, 0.5), (6, 0.0), (6, 0.25), (6, 0.5)):
-            rows = replay(args.scan, rounds, strictness)
-            passed = [_measure(r["refined"], r["fake_s"]) for r in rows if r["grid"]]
-            cost = sum(r["windows"] + r["probes"] for r in rows) / sum(r["windows"] for r in rows)
-            logger.info(
-                "rounds %d, strictness %.2f: %d/%d files meet the bar, %d cover 90 %%, "
-                "%d/%d edges within 1 s, %.2fx the windows",
-                rounds,
-                strictness,
-                sum(m["ok"] for m in passed),
-                len(rows),
-                sum(m["coverage"] >= 0.9 for m in passed),
-                sum((abs(m["start"]) <= 1) + (abs(m["end"]) <= 1) for m in passed),
-                2 * len(passed),
-                cost,
-            )
     else:
         logger.info("%s", summary([json.loads(line) for line in args.rows.open()]))
 

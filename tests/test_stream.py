@@ -15,8 +15,7 @@ import websockets
 from pydantic import TypeAdapter
 
 from servers import live_server
-from test_edges import spliced
-from test_service import ToneDetector
+from tone_model import ToneDetector, tone_spliced
 from voxguard.api.protocol import StreamDone, StreamError, StreamEvent, StreamWindow
 from voxguard.audio.options import AudioOptions
 from voxguard.audio.streaming import StreamWindower
@@ -110,7 +109,7 @@ async def test_a_live_window_is_judged_by_the_rule_that_judges_the_upload(detect
     offset) is FAKE by the settings' threshold, which the stream once applied by itself, and REAL by the
     rule, as the file that holds them is REAL."""
     rule = Rule(threshold=0.9, min_windows=1, min_reliable_s=2.0, offset=15.0)
-    data = spliced(20.0, (9.27, 14.92))  # noise, and a stretch that test_edges.ToneModel calls synthetic
+    data = tone_spliced(20.0, (9.27, 14.92))  # noise, and a stretch that ToneModel calls synthetic
     wave, rate = sf.read(io.BytesIO(data), dtype="float32")
     frames = [wave[i : i + rate // 2].astype("<f4").tobytes() for i in range(0, len(wave), rate // 2)]
     with live_server({"aasist": ToneDetector(detectors["aasist"])}, stream_max_pending=64) as srv:

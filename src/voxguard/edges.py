@@ -2,171 +2,95 @@
 
 A 4.04 s window is called fake once it holds about 0.5-2.4 s of synthetic speech (it varies by voice),
 and the grid's windows start every 2 s, so the span of the flagged windows overshoots a synthetic stretch
-by up to 3 s on each side, and a window that holds mostly synthetic speech is sometimes called real; no
-fixed shift fixes both. After the normal pass, each segment edge is searched by bisection with *half
-windows*: 2.02 s of audio repeated twice to the model's 64,600 samples, as the short-audio rule repeats
-a clip. A half window centred on a point says whether the speech there is synthetic. Half windows of
-real speech score nearer the boundary than whole ones, so a probe counts as synthetic only when its
-score is at least ``STRICTNESS`` of the way from the rule's boundary to the segment's own most
-synthetic window; one past the boundary but not that far straddles the edge. Two rounds narrow an edge
-from 5.5 s to 1.4 s (docs/evaluation.md, "Segment edges"). Each round's half windows of every edge go
-through the caller's scorer as one batch, so a segment costs four extra windows, not a second pass; the
-file's verdict, its fake probability and its windows are not changed, only where its segments lie.
+by up to 3 s on each side, and a window that holds mostly synthetic speech is sometimes called real.
+Half windows scored by the detector could not fix that: they do not flip where the synthetic speech
+starts (docs/evaluation.md, "Segment edges"). So the edges come from the segment localizer
+(:mod:`voxguard.model.localizer`), which says for every 20 ms frame whether it is synthetic speech.
+
+For each segment of the detector's verdict, the frames are read from the start of the window before it
+(called real, yet it may hold synthetic speech) to the end of the window after it. Runs of frames past
+a threshold (probabilities smoothed first) that last long enough, joined across short gaps, become the
+segments, each with the fake probability of the segment it came from (:class:`Placement` holds the
+numbers; the localizer's recipe picks them on its dev examples and ships them with its weights). A
+segment in which the localizer hears no synthetic speech is dropped when another of the file's segments
+has some (a false alarm of the detector on real speech); when it hears none in any, the detector's
+segments stay as they are, so a FAKE file always keeps a segment. The file's verdict, its probability
+and its windows are never changed.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .audio.options import SAMPLE_RATE, WINDOW, AudioOptions
-from .audio.windows import level_windows
-from .scoring import Rule, Segment, Verdict, WindowScore
-
-HALF = WINDOW // 2  # samples in a half window, repeated twice to fill the model input
-ROUNDS = 2
-# How far past the first flagged window's start (before the last one's end) the synthetic speech may
-# begin (end): a window is called fake with as little as 0.5-1.3 s of it (measured).
-INSIDE_S = 3.5
-# Where between the rule's boundary (0) and the segment's most synthetic window (1) a probe's score
-# must lie to count as synthetic.
-STRICTNESS = 0.5
+from .scoring import Segment, Verdict
 
 
-@dataclass
-class _Edge:
-    """A bisection for one edge: synthetic speech lies after it (``rising``, a segment start) or before
-    it (a segment end), and the edge is somewhere in ``[lo, hi]``. ``straddled``: the probe that set
-    the bound on the real side was past the rule's boundary without counting as synthetic, so its half
-    window holds the edge."""
+@dataclass(frozen=True)
+class Placement:
+    """Frames smoothed over ``smooth_s`` count as synthetic above ``threshold``; runs shorter than
+    ``min_run_s`` are ignored and runs closer than ``join_gap_s`` joined."""
 
-    lo: float
-    hi: float
-    rising: bool
-    straddled: bool = False
+    threshold: float
+    smooth_s: float
+    min_run_s: float
+    join_gap_s: float
 
-    @property
-    def probe(self) -> float:
-        return (self.lo + self.hi) / 2
 
-    def update(self, fake: bool, partly: bool) -> None:
-        x = self.probe
-        if fake == self.rising:
-            self.hi = x
+def runs(fake_frames: np.ndarray, frame_s: float, placement: Placement) -> list[tuple[int, int]]:
+    """The synthetic runs of a stretch of frames, as ``(first, end)`` frame indices."""
+    width = max(1, round(placement.smooth_s / frame_s))
+    smooth = np.convolve(np.asarray(fake_frames, dtype=np.float64), np.ones(width) / width, mode="same")
+    flagged = np.concatenate([[False], smooth > placement.threshold, [False]])
+    changes = np.flatnonzero(np.diff(flagged.astype(np.int8)))
+    joined: list[tuple[int, int]] = []
+    for a, b in zip(changes[::2].tolist(), changes[1::2].tolist(), strict=True):
+        if (b - a) * frame_s < placement.min_run_s:
+            continue
+        if joined and (a - joined[-1][1]) * frame_s < placement.join_gap_s:
+            joined[-1] = (joined[-1][0], b)
         else:
-            self.lo = x
-        if not fake:
-            self.straddled = partly
-
-    def place(self, duration_s: float) -> float:
-        """The file's start (end) when the range reached it and no probe heard real speech there; the
-        straddling probe's centre; otherwise the middle of the range."""
-        outer = self.lo if self.rising else self.hi
-        if outer in (0.0, duration_s):
-            return outer
-        return round(outer if self.straddled else self.probe, 2)
+            joined.append((a, b))
+    return joined
 
 
-def _edges(segment: Segment, spans: list[tuple[float, float]], duration_s: float) -> tuple[_Edge, _Edge]:
-    """The search ranges of a segment's start and end: from the neighbouring window (called real, yet it
-    may hold synthetic speech) to ``INSIDE_S`` inside the segment."""
-    before = max((s for s, _ in spans if s < segment.start_s), default=segment.start_s)
-    after = min((e for _, e in spans if e > segment.end_s), default=segment.end_s)
-    start = _Edge(before, min(segment.start_s + INSIDE_S, segment.end_s), rising=True)
-    end = _Edge(max(segment.end_s - INSIDE_S, segment.start_s), min(after, duration_s), rising=False)
-    return start, end
+def placed(verdict: Verdict, fake_frames: np.ndarray, frame_s: float, placement: Placement) -> Verdict:
+    """``verdict`` with its segments moved to where ``fake_frames`` (each frame's synthetic probability,
+    frame ``i`` starting at ``i * frame_s``) finds the synthetic speech; nothing else changes."""
+    segments = verdict.decision.segments
+    if not segments:
+        return verdict
+    spans = [(w.start_s, w.end_s) for w in verdict.windows]
+    found = []
+    for segment in segments:
+        lo, hi = _search_range(segment, spans)
+        first, last = round(lo / frame_s), min(int(np.ceil(hi / frame_s)), len(fake_frames))
+        found.append(
+            [
+                Segment(
+                    round(float((first + a) * frame_s), 2),
+                    round(float(min((first + b) * frame_s, verdict.duration_s)), 2),
+                    segment.fake_probability,
+                )
+                for a, b in runs(fake_frames[first:last], frame_s, placement)
+            ]
+        )
+    if not any(found):
+        return verdict
+    moved = _merged([segment for run in found for segment in run])
+    return replace(verdict, decision=replace(verdict.decision, segments=moved))
 
 
-def half_windows(
-    waveform: np.ndarray, centres_s: list[float], options: AudioOptions
-) -> tuple[np.ndarray, list[bool]]:
-    """Model inputs of the 2.02 s of audio centred on each time (kept inside the audio), each repeated
-    to ``WINDOW`` samples and levelled as the normal windows are; and whether each is silent."""
-    last = max(0, len(waveform) - HALF)
-    starts = [min(max(round(c * SAMPLE_RATE) - HALF // 2, 0), last) for c in centres_s]
-    raw = np.stack([np.tile(waveform[s : s + HALF], 2)[:WINDOW] for s in starts])
-    batch, silent, _ = level_windows(raw, options)
-    return batch, silent
-
-
-class EdgeSearch:
-    """The bisection of every segment edge of one file's verdict: take :meth:`probes`, score them with
-    the same model as the file's windows, :meth:`feed` their margins back, until :meth:`probes` is None;
-    then :meth:`refined` is the verdict with the segments' edges moved."""
-
-    def __init__(self, waveform: np.ndarray, verdict: Verdict, rule: Rule, options: AudioOptions) -> None:
-        self.waveform = waveform
-        self.rule = rule
-        self.options = options
-        self.segments = verdict.decision.segments
-        self.duration_s = len(waveform) / SAMPLE_RATE
-        spans = [(w.start_s, w.end_s) for w in verdict.windows]
-        # A file of one window has no neighbour to search from: its segment is the whole file.
-        self.edges = [] if len(spans) < 2 else [_edges(s, spans, self.duration_s) for s in self.segments]
-        self.boundary = _boundary(rule.threshold)
-        self.cuts = [_cut(s, verdict.windows, self.boundary) for s in self.segments]
-        self.rounds_left = ROUNDS if self.edges else 0
-        self._probing: list[tuple[_Edge, float]] = []
-
-    def probes(self) -> np.ndarray | None:
-        """This round's half windows, ``(B, WINDOW)``, or None when the search is over."""
-        if not self.rounds_left:
-            return None
-        self._probing = [
-            (edge, cut) for pair, cut in zip(self.edges, self.cuts, strict=True) for edge in pair
-        ]
-        batch, self._silent = half_windows(self.waveform, [e.probe for e, _ in self._probing], self.options)
-        return batch
-
-    @property
-    def centres(self) -> list[float]:
-        """Where in the audio (seconds) the last :meth:`probes` are centred, in order."""
-        return [edge.probe for edge, _ in self._probing]
-
-    def feed(self, margins: np.ndarray) -> None:
-        """The model's margins for the last :meth:`probes`, in order."""
-        if len(margins) != len(self._probing):
-            raise ValueError(f"{len(margins)} scores for {len(self._probing)} probes")
-        scores = self.rule.calibrate(margins)
-        for (edge, cut), score, silent in zip(self._probing, scores, self._silent, strict=True):
-            edge.update(not silent and score <= cut, not silent and score <= self.boundary)
-        self.rounds_left -= 1
-
-    def refined(self, verdict: Verdict) -> Verdict:
-        """``verdict`` with its segments' edges moved (see :func:`_moved`); nothing else changes."""
-        if not self.edges:
-            return verdict
-        moved = [
-            _moved(segment, start, end, self.duration_s)
-            for segment, (start, end) in zip(self.segments, self.edges, strict=True)
-        ]
-        return replace(verdict, decision=replace(verdict.decision, segments=_merged(moved)))
-
-
-def _boundary(threshold: float) -> float:
-    """The score whose fake probability is ``threshold``: the rule's decision boundary."""
-    t = min(max(threshold, 1e-12), 1.0 - 1e-12)
-    return math.log((1.0 - t) / t)
-
-
-def _cut(segment: Segment, windows: list[WindowScore], boundary: float) -> float:
-    """The score at or below which a probe counts as synthetic for ``segment``: ``STRICTNESS`` of the way
-    from the rule's boundary to the segment's most synthetic window."""
-    inside = [
-        w.score for w in windows if not w.silent and segment.start_s <= w.start_s and w.end_s <= segment.end_s
-    ]
-    return boundary + STRICTNESS * (min(inside, default=boundary) - boundary)
-
-
-def _moved(segment: Segment, start: _Edge, end: _Edge, duration_s: float) -> Segment:
-    a, b = start.place(duration_s), end.place(duration_s)
-    return replace(segment, start_s=a, end_s=b) if a < b else segment
+def _search_range(segment: Segment, spans: list[tuple[float, float]]) -> tuple[float, float]:
+    """From the start of the window before the segment to the end of the window after it."""
+    lo = max((s for s, _ in spans if s < segment.start_s), default=segment.start_s)
+    hi = min((e for _, e in spans if e > segment.end_s), default=segment.end_s)
+    return lo, hi
 
 
 def _merged(segments: list[Segment]) -> list[Segment]:
-    """Segments whose moved edges overlap become one, with the higher fake probability."""
+    """Segments that overlap become one, with the higher fake probability."""
     out: list[Segment] = []
     for s in sorted(segments, key=lambda s: s.start_s):
         if out and s.start_s <= out[-1].end_s:

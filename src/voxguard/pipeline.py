@@ -6,31 +6,37 @@ cut and level audio with :meth:`Pipeline.windows` and judge scored windows with
 Only the scoring in between is the caller's: the service's engine batches windows across requests,
 eval across files, and the CLI calls a detector. So one file gets one answer wherever it is sent; a
 live stream (``serving.service.LiveSession``) judges its windows by the same pipeline's rule.
-Callers that publish segments then score the few half windows of :meth:`Pipeline.edge_search` the same
-way, to place the segments' edges (:mod:`voxguard.edges`).
+Callers that publish segments then place their edges with :meth:`Pipeline.refined` (the segment
+localizer on the CPU, :mod:`voxguard.edges`): no second pass of the detector.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from . import edges
 from .audio.decoding import DecodedAudio
 from .audio.options import AudioOptions
 from .audio.windows import WindowSet, prepare
-from .edges import EdgeSearch
 from .scorer import Scorer
 from .scoring import Decision, Rule, Verdict, decide, summarize
+
+if TYPE_CHECKING:
+    from .model.localizer import Localizer
 
 
 @dataclass(frozen=True)
 class Pipeline:
     """How audio is cut (``Settings.audio``) and judged: one model's rule
-    (``Settings.rule.for_loaded(ModelInfo)``)."""
+    (``Settings.rule.for_loaded(ModelInfo)``); with a ``localizer``, where segments start and end.
+    Without one (eval, benchmarks: they publish no segments) segments are the grid's windows."""
 
     options: AudioOptions
     rule: Rule
+    localizer: Localizer | None = None
 
     def windows(self, data: bytes) -> tuple[DecodedAudio, WindowSet]:
         """Decode, resample, cut and level: the whole CPU side of one file."""
@@ -40,22 +46,25 @@ class Pipeline:
         """The file's result, from its windows' margins (``Verdict.record`` is its published shape)."""
         return summarize(audio, windows, margins, self.rule)
 
-    def edge_search(self, audio: DecodedAudio, verdict: Verdict) -> EdgeSearch:
-        """The search that moves ``verdict``'s segment edges to where the synthetic speech begins and ends."""
-        return EdgeSearch(audio.waveform, verdict, self.rule, self.options)
+    def refined(self, audio: DecodedAudio, verdict: Verdict) -> Verdict:
+        """``verdict`` with its segments' edges where the localizer hears the synthetic speech begin and end
+        (a REAL file, or no localizer: ``verdict`` itself). CPU work, under 1 % of the detector's time on
+        a CPU (docs/evaluation.md); callers on an event loop run it in their pool."""
+        if self.localizer is None or not verdict.decision.segments:
+            return verdict
+        frames = self.localizer.fake_frames(audio.waveform)
+        return edges.placed(
+            verdict, frames, self.localizer.frame_s, edges.Placement(**self.localizer.placement)
+        )
 
     def decision(self, windows: WindowSet, margins: np.ndarray) -> Decision:
         """The verdict alone, as :meth:`verdict` decides it."""
         return decide(windows.spans, margins, windows.silent, self.rule, windows.speech_s)
 
     def run(self, data: bytes, scorer: Scorer, batch_size: int) -> Verdict:
-        """One file end to end, its windows (then its edge probes) scored ``batch_size`` at a time."""
+        """One file end to end, its windows scored ``batch_size`` at a time, its segments placed."""
         audio, windows = self.windows(data)
-        verdict = self.verdict(audio, windows, _scores(scorer, windows.batch, batch_size))
-        search = self.edge_search(audio, verdict)
-        while (probes := search.probes()) is not None:
-            search.feed(_scores(scorer, probes, batch_size))
-        return search.refined(verdict)
+        return self.refined(audio, self.verdict(audio, windows, _scores(scorer, windows.batch, batch_size)))
 
 
 def _scores(scorer: Scorer, batch: np.ndarray, batch_size: int) -> np.ndarray:

@@ -47,6 +47,7 @@ def audio_files(paths: list[Path]) -> list[Path]:
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     from ..audio.errors import AudioError
+    from ..model.localizer import Localizer
     from ..pipeline import Pipeline
     from ..progress import track
     from .table import print_table
@@ -54,10 +55,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     settings = settings.model_copy(update={"preprocess": args.preprocess, "threshold": args.threshold})
     files = audio_files(args.files)
     detector = load_detector(args, settings)
-    pipeline = Pipeline(
-        settings.audio,
-        settings.rule.for_loaded(detector.info),
-    )
+    pipeline = Pipeline(settings.audio, settings.rule.for_loaded(detector.info), Localizer.load())
     failures = 0
     rows = []
     batch_size = settings.batching.batch_size_for(detector.device.type)

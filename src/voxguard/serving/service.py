@@ -20,6 +20,7 @@ from ..audio.decoding import DecodedAudio
 from ..audio.options import SAMPLE_RATE
 from ..audio.streaming import StreamResampler, StreamWindower
 from ..audio.windows import WindowSet
+from ..model.localizer import Localizer
 from ..pipeline import Pipeline
 from ..scoring import FAKE, REAL, Decision, Verdict, decide
 from ..settings import ServiceSettings
@@ -67,12 +68,11 @@ class PredictionService:
         self.models = engine.models
         self.default_model = next(iter(self.models))
         metrics.max_batch_size = engine.max_batch_size
-        # One verdict rule per model (each has its own score offset); windows are cut the same for all.
+        # One verdict rule per model (each has its own score offset); windows are cut and segments placed
+        # the same for all.
+        localizer = Localizer.load()
         self.pipelines = {
-            name: Pipeline(
-                settings.audio,
-                settings.rule.for_loaded(info),
-            )
+            name: Pipeline(settings.audio, settings.rule.for_loaded(info), localizer)
             for name, info in self.models.items()
         }
         self.pipeline = self.pipelines[self.default_model]
@@ -150,26 +150,20 @@ class PredictionService:
         self,
         name: str,
         files: list[tuple[tuple[DecodedAudio, WindowSet], ScoredWindows]],
-        deadline: float,
     ) -> list[tuple[Verdict, ScoredWindows]]:
-        """Each file's verdict with its segment edges placed (:mod:`voxguard.edges`): each round's half
-        windows of all the files go to the engine as one submission, as their windows did, so both
-        wirings score them alike; the rounds' time and batches are added to each file's."""
+        """Each file's verdict with its segment edges placed by the localizer (:mod:`voxguard.edges`), in
+        the decoding pool: CPU work, only for files with segments, and no second round on the engine."""
         pipeline = self.pipelines[name]
+        loop = asyncio.get_running_loop()
         verdicts = [pipeline.verdict(*prepared, scored.scores) for prepared, scored in files]
-        searches = [
-            pipeline.edge_search(prepared[0], v) for (prepared, _), v in zip(files, verdicts, strict=True)
-        ]
-        spent = [scored for _, scored in files]
-        while probing := [(i, p) for i, s in enumerate(searches) if (p := s.probes()) is not None]:
-            scored = await self.engine.submit(
-                name, np.concatenate([p for _, p in probing]), deadline, admitted=True
-            )
-            ends = np.cumsum([len(p) for _, p in probing])
-            for (i, p), end in zip(probing, ends, strict=True):
-                searches[i].feed(scored.scores[end - len(p) : end])
-                spent[i] = _added(spent[i], scored)
-        return [(s.refined(v), t) for s, v, t in zip(searches, verdicts, spent, strict=True)]
+        placing = {
+            i: loop.run_in_executor(self._decode_pool, pipeline.refined, files[i][0][0], v)
+            for i, v in enumerate(verdicts)
+            if v.decision.segments
+        }
+        for i, placed in zip(placing, await asyncio.gather(*placing.values()), strict=True):
+            verdicts[i] = placed
+        return [(verdict, scored) for verdict, (_, scored) in zip(verdicts, files, strict=True)]
 
     async def predict(self, data: bytes, model: str | None, received_at: float) -> Prediction:
         """Score one upload; ``received_at`` (``time.monotonic()``) starts the request deadline."""
@@ -178,9 +172,9 @@ class PredictionService:
             started = time.monotonic()
             prepared = await self._prepare(data)
             decode_s = time.monotonic() - started
-            deadline = self.deadline(received_at, _with_edges(len(prepared[1].spans)))
+            deadline = self.deadline(received_at, len(prepared[1].spans))
             scored = await self.engine.submit(name, prepared[1].batch, deadline, admitted=True)
-            [(verdict, spent)] = await self._refined(name, [(prepared, scored)], deadline)
+            [(verdict, spent)] = await self._refined(name, [(prepared, scored)])
         return self._prediction(name, verdict, spent, decode_s, received_at)
 
     async def predict_batch(
@@ -204,11 +198,11 @@ class PredictionService:
                 if isinstance(outcome, BaseException) and not isinstance(outcome, Exception):
                     raise outcome
             files = {i: f for i, f in enumerate(decoded) if not isinstance(f, BaseException)}
-            deadline = self.deadline(received_at, sum(_with_edges(len(w.spans)) for _, w in files.values()))
+            deadline = self.deadline(received_at, sum(len(w.spans) for _, w in files.values()))
             together = await self._score_together(name, [w.batch for _, w in files.values()], deadline)
             scored = dict(zip(files, together, strict=True))
             good = [i for i in files if isinstance(scored[i], ScoredWindows)]
-            refined = await self._refined(name, [(files[i], scored[i]) for i in good], deadline)  # type: ignore[misc]
+            refined = await self._refined(name, [(files[i], scored[i]) for i in good])  # type: ignore[misc]
             verdicts = dict(zip(good, refined, strict=True))
         results: list[Prediction | Exception] = []
         for i, outcome in enumerate(decoded):
@@ -249,22 +243,6 @@ class PredictionService:
                 ]
         submissions = (self.engine.submit(name, b, deadline, admitted=True) for b in batches)
         return list(await asyncio.gather(*submissions, return_exceptions=True))
-
-
-def _with_edges(windows: int) -> int:
-    """The windows a file may cost once its segment edges are placed, for its deadline: a file has at
-    most one segment per two windows, and each costs 4 half windows (``edges.ROUNDS`` per edge)."""
-    return windows + 4 * ((windows + 1) // 2)
-
-
-def _added(first: ScoredWindows, then: ScoredWindows) -> ScoredWindows:
-    """A file's scores with the time and batches of a later round (its edge probes) added."""
-    return ScoredWindows(
-        first.scores,
-        first.batch_sizes + then.batch_sizes,
-        first.queue_ms + then.queue_ms,
-        first.inference_ms + then.inference_ms,
-    )
 
 
 @dataclass(frozen=True)
