@@ -1,10 +1,10 @@
 """Training data and training loop for the segment localizer (:mod:`voxguard.model.localizer`).
 
 Every example is a recording whose synthetic samples are known exactly: real speech of one LibriSpeech
-speaker (6-16 s) with one or two synthetic stretches (1-7 s, one voice, at the real speech's level
-within +-4 dB) spliced in at any sample, or real speech alone, or synthetic speech alone; then one
-channel over the whole file (clean, telephone, noise, a codec, or the corpus's random training chain).
-The frame labels are the share of each 20 ms frame that is synthetic.
+speaker or one Asterisk prompt voice (6-16 s) with one or two synthetic stretches (1-7 s, one voice, at
+the real speech's level within +-4 dB) spliced in at any sample, or real speech alone, or synthetic
+speech alone; then one channel over the whole file (clean, telephone, noise, a codec, or the corpus's
+random training chain). The frame labels are the share of each 20 ms frame that is synthetic.
 
 Only the corpus's *train* LibriSpeech speakers and *train* sentences are used, and never the speakers or
 the sentences ``scripts/edge_study.py`` measures with, so the edge figures in docs/evaluation.md are on
@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import edges
+from ..audio.options import SAMPLE_RATE as SR
 from ..audio.speech import speech_span
 from ..corpus import channels, copysynth, texts, tts
 from ..corpus.build import ASTERISK_DIR, ASTERISK_SPLITS, read16k, split_of_speaker, to16k
@@ -33,7 +34,6 @@ from ..model.localizer import FRAME_S, LocNet, features, frame_labels
 from . import augment
 
 logger = logging.getLogger(__name__)
-SR = 16_000
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,8 @@ TINY = PoolSizes(per_voice={"other": 2}, copies_per_vocoder=2, families=("espeak
 
 @dataclass
 class Pools:
-    """Real recordings (one per LibriSpeech train speaker) and synthetic clips by voice."""
+    """Real recordings (one per LibriSpeech train speaker; the recipe adds Asterisk ones to the training
+    pools) and synthetic clips by voice."""
 
     real: list[np.ndarray]
     synthetic: dict[str, list[np.ndarray]]
@@ -67,7 +68,7 @@ def _synthesize(job: tuple[tts.Voice, str, int]) -> tuple[str, np.ndarray]:
 
 def _copy(job: tuple[str, np.ndarray, int]) -> tuple[str, np.ndarray]:
     vocoder, x, seed = job
-    return f"copysynth/{vocoder}", getattr(copysynth, vocoder)(x, np.random.default_rng(seed)).astype(
+    return f"copysynth/{vocoder}", copysynth.VOCODERS[vocoder](x, np.random.default_rng(seed)).astype(
         np.float32
     )
 
