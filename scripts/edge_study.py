@@ -1,6 +1,6 @@
 """How well segments find a spliced synthetic stretch, on the grid and with the localizer.
 
-    python scripts/edge_study.py score SAMPLES_DIR CORPUS_DIR OUT.jsonl [--files 12] [--model aasist]
+    python scripts/edge_study.py score SAMPLES_DIR CORPUS_DIR OUT.jsonl [--files 12] [--seed 21] [--unseen]
     python scripts/edge_study.py report OUT.jsonl
 
 Builds ``--files`` recordings of 15-20 s of real speech (the shared recordings end to end, or LibriSpeech
@@ -27,10 +27,12 @@ import torch
 from voxguard.audio.decoding import decode
 from voxguard.audio.options import SAMPLE_RATE, AudioOptions
 from voxguard.audio.speech import speech_span
+from voxguard.corpus.build import split_of_speaker
 from voxguard.inference import Detector
 from voxguard.model.localizer import Localizer
 from voxguard.pipeline import Pipeline
 from voxguard.settings import Settings
+from voxguard.training.localizer import edge_fit
 
 sys.path.insert(0, str(Path(__file__).parent))
 import verdict_study as vs
@@ -42,10 +44,17 @@ FILE_SEED = 21
 FILES = 12  # the measured study's --files
 
 
-def _bases(samples: Path, corpus: Path, rng: np.random.Generator, n: int) -> list[tuple[str, np.ndarray]]:
-    """``n`` real recordings of 15-20 s: alternately the shared recordings and one LibriSpeech speaker."""
+def _bases(
+    samples: Path, corpus: Path, rng: np.random.Generator, n: int, unseen: bool = False
+) -> list[tuple[str, np.ndarray]]:
+    """``n`` real recordings of 15-20 s: alternately the shared recordings and one LibriSpeech speaker
+    (``unseen``: only speakers outside the corpus's train split, which no recipe trains on)."""
     shared = vs.real_recordings(samples, rng)
-    speakers = sorted(corpus.glob("*.flac"))
+    speakers = [
+        p
+        for p in sorted(corpus.glob("*.flac"))
+        if not unseen or split_of_speaker(p.name.split("-")[0]) != "train"
+    ]
     out = []
     for i in range(n):
         if i % 2:
@@ -66,14 +75,16 @@ def librispeech_speakers(samples: Path, corpus: Path) -> set[str]:
     return {name.split("-")[0] for name, _ in bases if (corpus / f"{name}.flac").exists()}
 
 
-def spliced(samples: Path, corpus: Path, n: int, rng: np.random.Generator) -> list[dict]:
+def spliced(
+    samples: Path, corpus: Path, n: int, rng: np.random.Generator, unseen: bool = False
+) -> list[dict]:
     """``n`` recordings with a 4-6 s synthetic stretch at a random point near the start, middle or end."""
     voices: dict[str, list[np.ndarray]] = defaultdict(list)
     for name, audio in vs.synthetic_set():
         voices[name.rsplit("-", 1)[0]].append(audio)
     names = sorted(voices)
     files = []
-    for i, (base_name, base) in enumerate(_bases(samples, corpus, rng, n)):
+    for i, (base_name, base) in enumerate(_bases(samples, corpus, rng, n, unseen)):
         seconds = float(rng.uniform(4.0, 6.0))
         voice = names[i % len(names)]
         fake = vs._synthetic_stretch(voices[voice], seconds, AudioOptions())
@@ -120,10 +131,10 @@ def score(pipeline: Pipeline, detector: Detector, data: bytes) -> dict:
 
 def _files(args: argparse.Namespace) -> list[tuple[str, str, list[float], bytes]]:
     """The study's files in its order (one generator draws the splices, then every channel copy)."""
-    rng = np.random.default_rng(FILE_SEED)
+    rng = np.random.default_rng(args.seed)
     return [
         (f["name"], channel, f["fake_s"], vs.through(channel, f["audio"], rng))
-        for f in spliced(args.samples, args.corpus, args.files, rng)
+        for f in spliced(args.samples, args.corpus, args.files, rng, args.unseen)
         for channel in CHANNELS
     ]
 
@@ -140,30 +151,10 @@ def study(args: argparse.Namespace) -> None:
             logger.info("%s %s %s -> %s", name, channel, np.round(fake_s, 2), row["refined"])
 
 
-def _measure(segments: list[list[float]], fake: list[float]) -> dict:
-    """Coverage of the stretch, its edges' errors and the real speech marked on either side."""
-    f0, f1 = fake
-    covered = sum(max(0.0, min(b, f1) - max(a, f0)) for a, b in segments)
-    over = [s for s in segments if s[1] > f0 and s[0] < f1]
-    before = sum(max(0.0, min(b, f0) - a) for a, b in segments)
-    after = sum(max(0.0, b - max(a, f1)) for a, b in segments)
-    start = min(s[0] for s in over) - f0 if over else float("nan")
-    end = max(s[1] for s in over) - f1 if over else float("nan")
-    ok = covered / (f1 - f0) >= 0.9 and abs(start) <= 1 and abs(end) <= 1 and before <= 2.5 and after <= 2.5
-    return {
-        "coverage": covered / (f1 - f0),
-        "start": start,
-        "end": end,
-        "before": before,
-        "after": after,
-        "ok": ok,
-    }
-
-
 def summary(rows: list[dict]) -> str:
     """Per stage and channel: files passing the issue's bar, coverage, edge errors, real marked, cost."""
     found = [r for r in rows if r["grid"]]
-    alone = [r for r in found if all(_measure([s], r["fake_s"])["coverage"] > 0 for s in r["grid"])]
+    alone = [r for r in found if all(edge_fit(tuple(r["fake_s"]), [s]).coverage > 0 for s in r["grid"])]
     lines = [
         f"{len(found)}/{len(rows)} files called FAKE; measured on those. {len(found) - len(alone)} of them "
         "also have a segment away from the stretch (a false alarm on real speech); 'alone' leaves them out"
@@ -171,17 +162,17 @@ def summary(rows: list[dict]) -> str:
     for stage in ("grid", "refined"):
         for channel in (*CHANNELS, "all", "alone"):
             some = alone if channel == "alone" else [r for r in found if channel in ("all", r["channel"])]
-            m = [_measure(r[stage], r["fake_s"]) for r in some]
+            m = [edge_fit(tuple(r["fake_s"]), r[stage]) for r in some]
             if not m:
                 continue
-            cover = [x["coverage"] for x in m]
-            errors = [x["start"] for x in m] + [x["end"] for x in m]
+            cover = [x.coverage for x in m]
+            errors = [x.start for x in m] + [x.end for x in m]
             lines.append(
-                f"{stage:9} {channel:9} pass {sum(x['ok'] for x in m)}/{len(m)}  "
+                f"{stage:9} {channel:9} pass {sum(x.ok for x in m)}/{len(m)}  "
                 f"coverage >= 90 % {sum(c >= 0.9 for c in cover)}  mean {np.mean(cover):.2f} "
                 f"min {min(cover):.2f}  edges within 1 s {sum(abs(e) <= 1 for e in errors)}/{len(errors)}  "
                 f"mean |edge error| {np.nanmean(np.abs(errors)):.2f}  "
-                f"real marked <= 2.5 s {sum(x['before'] <= 2.5 and x['after'] <= 2.5 for x in m)}"
+                f"real marked <= 2.5 s {sum(max(x.before, x.after) <= 2.5 for x in m)}"
             )
     grid_s = sum(r["grid_s"] for r in rows)
     localizer_s = sum(r["localizer_s"] for r in rows)
@@ -201,6 +192,8 @@ def main() -> None:
     run.add_argument("corpus", type=Path)
     run.add_argument("out", type=Path)
     run.add_argument("--files", type=int, default=FILES)
+    run.add_argument("--seed", type=int, default=FILE_SEED, help="another seed draws other files")
+    run.add_argument("--unseen", action="store_true", help="LibriSpeech speakers of no train split only")
     run.add_argument("--model", default="aasist")
     run.add_argument("--checkpoint-dir", default=None)
     report = sub.add_parser("report")

@@ -6,12 +6,14 @@ Synthesises the voices (every engine of ``voxguard corpus`` on its train sentenc
 Griffin-Lim and LPC copies of real speech) and cuts ``--examples`` spliced recordings from them and from
 real speech: the corpus's train LibriSpeech speakers (never the speakers or sentences
 ``scripts/edge_study.py`` measures with; a tenth of the speakers only make the dev examples) and its train
-Asterisk voices (training only). Then trains :class:`voxguard.model.localizer.LocNet`, picks the segment
-placement (``voxguard.edges.Placement``) on the dev examples, and writes ``localizer.pt`` and
-``report.json`` (dev frame accuracy along the way, the placements tried, sha256, sizes, seconds). About
-20 minutes on a 2-core CPU. To ship: copy ``localizer.pt`` into ``src/voxguard/model/weights/`` and its
-sha256 into ``WEIGHTS_SHA256`` in ``src/voxguard/model/localizer.py``. ``--tiny`` makes a few seconds of
-everything, for the test that runs the recipe.
+Asterisk voices (training only). Then trains each member of the ensemble
+(``voxguard.training.localizer.MEMBERS``: a :class:`voxguard.model.localizer.LocNet` on its own draw of
+examples), picks the segment placement (``voxguard.edges.Placement``) for their average on the dev
+examples, and writes ``localizer.pt`` and ``report.json`` (dev frame accuracy along the way, the
+placements tried, sha256, sizes, seconds). About 30 minutes on a 2-core CPU. To ship: copy
+``localizer.pt`` into ``src/voxguard/model/weights/`` and its sha256 into ``WEIGHTS_SHA256`` in
+``src/voxguard/model/localizer.py``. ``--tiny`` makes a few seconds of everything, for the test that
+runs the recipe.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from voxguard.model.localizer import LocEnsemble
 from voxguard.training import localizer as recipe
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -61,14 +64,21 @@ def main() -> None:
     # every fourth of ~250: real speech unlike LibriSpeech, without outnumbering its speakers
     asterisk = [] if args.tiny else recipe.asterisk_recordings()[::4]
     train_pools = replace(pools, real=[pools.real[i] for i in order[dev_count:]] + asterisk)
-    train = recipe.examples(train_pools, args.examples, args.seed, args.workers)
-    dev = recipe.examples(dev_pools, args.dev_examples, args.seed + 1, args.workers)
-    logger.info(
-        "%d train and %d dev examples (%.0f s so far)", len(train), len(dev), time.monotonic() - started
-    )
-    options = recipe.FitOptions(steps=args.steps, seed=args.seed)
-    net, history = recipe.fit(train, dev, options, log_every=max(1, min(250, args.steps)))
-    placement, placements = recipe.choose_placement(net, dev)
+    dev = recipe.examples(dev_pools, args.dev_examples, args.seed + 1, args.workers, recipe.DEV_MIXED_SHARE)
+    members, histories = [], []
+    for member in recipe.MEMBERS:
+        train = recipe.examples(train_pools, args.examples, member.seed, args.workers, member.mixed_share)
+        logger.info(
+            "member %s: %d train examples (%.0f s so far)", member, len(train), time.monotonic() - started
+        )
+        options = recipe.FitOptions(steps=args.steps, seed=member.seed)
+        net, history = recipe.fit(train, dev, options, log_every=max(1, min(250, args.steps)))
+        members.append(net)
+        histories.append({**asdict(member), "fit": asdict(options), "history": history})
+    ensemble = LocEnsemble(members).eval()
+    accuracy = recipe.frame_accuracy(ensemble, dev)
+    logger.info("ensemble: dev frame accuracy %.4f", accuracy)
+    placement, placements = recipe.choose_placement(ensemble, dev)
     weights = args.out / "localizer.pt"
     provenance = {
         "recipe": "scripts/localizer_recipe.py",
@@ -77,18 +87,19 @@ def main() -> None:
         "dev_examples": args.dev_examples,
         "held_out_speakers": sorted(held_out),
         "held_out_sentences": sorted(sentences),
+        "dev_mixed_share": recipe.DEV_MIXED_SHARE,
         "pools": {
             "real_train": len(train_pools.real),
             "asterisk": len(asterisk),
             "real_dev": len(dev_pools.real),
         }
         | {voice: len(clips) for voice, clips in sorted(pools.synthetic.items())},
-        "fit": asdict(options),
+        "members": histories,
     }
-    recipe.save(net, placement, weights, provenance)
+    recipe.save(ensemble, placement, weights, provenance)
     report = {
         **provenance,
-        "history": history,
+        "dev_frame_accuracy": accuracy,
         "placement": placement.__dict__,
         "placements": placements,
         "sha256": hashlib.sha256(weights.read_bytes()).hexdigest(),

@@ -16,8 +16,16 @@ import torch
 from voxguard import edges
 from voxguard.audio import options
 from voxguard.model import localizer as localizer_module
-from voxguard.model.localizer import WEIGHTS, WEIGHTS_SHA256, Localizer, LocalizerSpec, LocNet, frame_labels
-from voxguard.training.localizer import _meets_bar
+from voxguard.model.localizer import (
+    WEIGHTS,
+    WEIGHTS_SHA256,
+    Localizer,
+    LocalizerSpec,
+    LocEnsemble,
+    frame_labels,
+)
+from voxguard.training import localizer as recipe
+from voxguard.training.localizer import edge_fit
 
 RECIPE = Path(__file__).resolve().parents[1] / "scripts" / "localizer_recipe.py"
 
@@ -42,14 +50,48 @@ def test_frame_labels_are_the_synthetic_share_of_each_20_ms_frame():
     assert labels.tolist() == pytest.approx([0.0, 0.5, 1.0, 0.0])
 
 
-def test_the_bar_of_the_placement_choice_is_the_issues():
-    second = 50  # frames
-    stretch = (10 * second, 15 * second)
-    assert _meets_bar(stretch, [(int(9.5 * second), int(15.5 * second))], [stretch])
-    assert not _meets_bar(stretch, [(8 * second, 15 * second)], [stretch])  # starts 2 s early
-    assert not _meets_bar(stretch, [(10 * second, 13 * second)], [stretch])  # covers 60 %
-    far = [(10 * second, 15 * second), (2 * second, 5 * second)]  # 3 s of real speech marked before
-    assert not _meets_bar(stretch, far, [stretch])
+def test_the_bar_is_the_issues():
+    """One bar for the placement choice and the edge study: 90 % covered, edges within 1 s, at most
+    2.5 s of real speech marked either side."""
+    stretch = (10.0, 15.0)
+    assert edge_fit(stretch, [(9.5, 15.5)]).ok
+    assert edge_fit(stretch, [(9.0, 16.0)]).ok  # exactly 1 s out at both ends
+    assert not edge_fit(stretch, [(8.0, 15.0)]).ok  # starts 2 s early
+    assert not edge_fit(stretch, [(10.0, 13.0)]).ok  # covers 60 %
+    assert not edge_fit(stretch, [(10.0, 15.0), (2.0, 5.0)]).ok  # 3 s of real speech marked before
+    assert edge_fit(stretch, [(10.0, 15.0), (2.0, 5.0)], [(2.0, 5.0)]).ok  # that one is another stretch's
+    missed = edge_fit(stretch, [(20.0, 21.0)])
+    assert missed.coverage == 0 and np.isnan(missed.start) and not missed.ok
+    split = edge_fit(stretch, [(9.8, 12.0), (12.7, 15.2)])  # a 0.7 s hole: 86 % covered
+    assert split.coverage == pytest.approx(0.86) and not split.ok
+
+
+def test_real_speech_is_one_recording_or_pieces_of_several(monkeypatch):
+    """A member's share of examples has real speech that changes recording mid-file, so a change of source
+    is not a cue for synthetic speech; each piece comes from a different recording."""
+    monkeypatch.setattr(recipe, "_source", lambda audio, rng: audio)
+    recordings = [np.full(5 * 16_000, i + 1, np.float32) for i in range(6)]
+    pools = recipe.Pools(real=recordings, synthetic={})
+    pieces = []
+    for seed in range(40):
+        audio, mixed = recipe._real(pools, np.random.default_rng(seed), 8 * 16_000, 0.5)
+        assert len(audio) == 8 * 16_000
+        changes = np.flatnonzero(np.diff(audio)) + 1
+        values = audio[np.concatenate([[0], changes])]
+        assert mixed == (len(values) > 1)
+        assert len(set(values.tolist())) == len(values)
+        pieces.append(len(values))
+    assert pieces.count(1) in range(10, 31) and max(pieces) in (3, 4)
+    single = [recipe._real(pools, np.random.default_rng(seed), 8 * 16_000, 0.0) for seed in range(10)]
+    assert not any(mixed for _, mixed in single)
+    assert all(len(np.unique(audio)) == 1 for audio, _ in single)
+
+
+def test_a_source_channel_keeps_the_length():
+    x = np.random.default_rng(0).standard_normal(3 * 16_000).astype(np.float32) * 0.1
+    for seed in range(12):
+        y = recipe._source(x, np.random.default_rng(seed))
+        assert y.shape == x.shape and y.dtype == np.float32 and np.isfinite(y).all()
 
 
 @pytest.mark.slow
@@ -70,6 +112,6 @@ def test_the_recipe_trains_and_ships_a_loadable_localizer(tmp_path, samples_dir)
     assert len(picked) == 1 and len(report["placements"]) > 1
     assert set(report["held_out_speakers"]) and len(report["held_out_sentences"]) == 5
     localizer = Localizer.load(LocalizerSpec(out / "localizer.pt", report["sha256"]))
-    assert isinstance(localizer.net, LocNet) and localizer.placement == report["placement"]
+    assert isinstance(localizer.net, LocEnsemble) and localizer.placement == report["placement"]
     saved = torch.load(out / "localizer.pt", weights_only=True)
     assert saved["provenance"]["examples"] == 8

@@ -2,9 +2,9 @@
 
 The detector scores 4.04 s windows on a 2 s grid, so where a synthetic stretch starts and ends is
 known only to a window; half windows scored by the detector itself do not flip where the synthetic
-speech begins (docs/evaluation.md, "Segment edges"). This small network is trained for that question
-alone, on real speech with synthetic stretches spliced in (``voxguard.training.localizer``): log-mel
-frames through a dilated 1-D convolution stack whose view reaches about 0.7 s either side. It runs on
+speech begins (docs/evaluation.md, "Segment edges"). Two small networks, averaged, are trained for that
+question alone, on real speech with synthetic stretches spliced in (``voxguard.training.localizer``):
+log-mel frames through a dilated 1-D convolution stack whose view reaches about 0.7 s either side. It runs on
 the CPU beside decoding, only for files already called FAKE, and only moves segment edges
 (:mod:`voxguard.edges`); the verdict stays the detector's.
 """
@@ -29,7 +29,7 @@ MELS = 64
 _HOP = 160  # the mel frames are 10 ms; two are averaged into one output frame
 
 WEIGHTS = Path(__file__).parent / "weights" / "localizer.pt"
-WEIGHTS_SHA256 = "999ca46a555d8313d11f97ab0d8064a4ad2518488ece50a66a327b5caa23e5a4"
+WEIGHTS_SHA256 = "ec8e35443ba33ceeacb8cdde03280fabcfef7d9ad511d709ea68809d86eb7f6d"
 
 
 class LocNet(nn.Module):
@@ -48,6 +48,20 @@ class LocNet(nn.Module):
         for conv, bn in zip(self.blocks, self.block_bns, strict=True):
             x = x + F.relu(bn(conv(x)))
         return self.out(x).squeeze(1)
+
+
+class LocEnsemble(nn.Module):
+    """:class:`LocNet` members trained on different draws of examples, their frame probabilities averaged
+    (and returned as a logit, like one member's): one member's slips at voices and rooms it never heard
+    are not the others', so the edges hold on more recordings (docs/evaluation.md, "Segment edges")."""
+
+    def __init__(self, members: list[LocNet]) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        mean = torch.stack([torch.sigmoid(member(frames)) for member in self.members]).mean(0)
+        return torch.logit(mean, eps=1e-6)
 
 
 @functools.cache
@@ -90,11 +104,12 @@ class LocalizerMissing(SetupError):
 
 
 class Localizer:
-    """The trained :class:`LocNet` on the CPU: a waveform in, each 20 ms frame's synthetic probability out."""
+    """The trained :class:`LocEnsemble` on the CPU: a waveform in, each 20 ms frame's synthetic probability
+    out."""
 
     frame_s = FRAME_S
 
-    def __init__(self, net: LocNet, placement: dict[str, float]) -> None:
+    def __init__(self, net: LocEnsemble, placement: dict[str, float]) -> None:
         self.net = net.eval()
         self.placement = placement  # edges.Placement's numbers, picked with these weights
 
@@ -112,7 +127,8 @@ class Localizer:
                 "reinstall voxguard, or rebuild them with scripts/localizer_recipe.py",
             )
         saved = torch.load(spec.path, map_location="cpu", weights_only=True)
-        net = LocNet(int(saved["width"]), tuple(int(d) for d in saved["dilations"]))
+        shape = (int(saved["width"]), tuple(int(d) for d in saved["dilations"]))
+        net = LocEnsemble([LocNet(*shape) for _ in range(int(saved["members"]))])
         net.load_state_dict(saved["state_dict"], strict=True)
         return cls(net, {k: float(v) for k, v in saved["placement"].items()})
 
